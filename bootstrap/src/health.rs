@@ -1,0 +1,336 @@
+//! Readiness of each component, asked through its own API, and the one-time
+//! steps some need before they serve (OpenBao init and unseal, kwok's node).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize;
+
+use crate::components::*;
+use crate::files::write_private;
+use crate::layout::Layout;
+use crate::pki::Identity;
+
+/// Clients that trust the local CA; the apiserver one presents the admin identity.
+#[derive(Clone)]
+pub struct Probes {
+    layout: Layout,
+    http: reqwest::Client,
+}
+
+fn root_certificate(layout: &Layout) -> Result<reqwest::Certificate> {
+    let pem = std::fs::read(layout.pki().ca_cert())?;
+    Ok(reqwest::Certificate::from_pem(&pem)?)
+}
+
+impl Probes {
+    pub fn new(layout: &Layout) -> Result<Self> {
+        let pki = layout.pki();
+        let mut identity = std::fs::read(pki.client_cert(Identity::Admin))?;
+        identity.extend(std::fs::read(pki.client_key(Identity::Admin))?);
+        let http = reqwest::Client::builder()
+            .tls_certs_only([root_certificate(layout)?])
+            .identity(reqwest::Identity::from_pem(&identity)?)
+            .timeout(Duration::from_secs(5))
+            // Pebble refuses requests without one.
+            .user_agent(concat!("ossature-dev/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .build()?;
+        Ok(Self { layout: layout.clone(), http })
+    }
+
+    async fn get_ok(&self, url: &str) -> Result<String, String> {
+        let response = self.http.get(url).send().await.map_err(|e| short(&e))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{url} answered {status}"))
+        }
+    }
+
+    /// `Ok` when the component serves; otherwise why not.
+    pub async fn probe(&self, component: Component) -> Result<(), String> {
+        match component {
+            Component::Etcd => {
+                let body = self.get_ok(&format!("{}/health", http_url(ETCD_CLIENT_PORT))).await?;
+                if body.contains("\"health\":\"true\"") {
+                    Ok(())
+                } else {
+                    Err(format!("etcd reports {body}"))
+                }
+            }
+            Component::KubeApiserver => self
+                .get_ok(&format!("{}/readyz", https_url(APISERVER_PORT)))
+                .await
+                .map(drop),
+            Component::KubeControllerManager => self
+                .get_ok(&format!("{}/healthz", https_url(CONTROLLER_MANAGER_PORT)))
+                .await
+                .map(drop),
+            Component::KubeScheduler => self
+                .get_ok(&format!("{}/healthz", https_url(SCHEDULER_PORT)))
+                .await
+                .map(drop),
+            Component::Kwok => {
+                self.get_ok(&format!("{}/healthz", http_url(KWOK_PORT))).await?;
+                self.node_ready().await
+            }
+            Component::Keycloak => self
+                .get_ok(&format!("{}/realms/master", http_url(KEYCLOAK_PORT)))
+                .await
+                .map(drop),
+            Component::Pulsar => {
+                let base = http_url(PULSAR_WEB_PORT);
+                let clusters = self.get_ok(&format!("{base}/admin/v2/clusters")).await?;
+                // The default namespace appears once standalone has finished initialising.
+                let namespaces = self.get_ok(&format!("{base}/admin/v2/namespaces/public")).await?;
+                if clusters.contains("standalone") && namespaces.contains("public/default") {
+                    Ok(())
+                } else {
+                    Err("Pulsar has not created its standalone cluster yet".into())
+                }
+            }
+            Component::Openbao => match self.openbao_health().await? {
+                OpenbaoState::Active => Ok(()),
+                OpenbaoState::Other(code) => Err(format!("OpenBao sys/health answered {code}")),
+                other => Err(format!("OpenBao is {other:?}")),
+            },
+            Component::Challtestsrv => {
+                let url = format!("{}/set-default-ipv4", http_url(CHALLTESTSRV_MANAGEMENT_PORT));
+                let response = self
+                    .http
+                    .post(url)
+                    .json(&serde_json::json!({"ip": LOOPBACK}))
+                    .send()
+                    .await
+                    .map_err(|e| short(&e))?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("challtestsrv answered {}", response.status()))
+                }
+            }
+            Component::Pebble => self
+                .get_ok(&format!("{}/dir", https_url(PEBBLE_PORT)))
+                .await
+                .map(drop),
+            Component::Caddy => self
+                .get_ok(&format!("{}/config/", http_url(CADDY_ADMIN_PORT)))
+                .await
+                .map(drop),
+        }
+    }
+
+    /// One step towards serving, for components that need more than a start.
+    pub async fn settle(&self, component: Component) -> Result<()> {
+        match component {
+            Component::Openbao => match self.openbao_health().await {
+                Ok(OpenbaoState::Uninitialised) => self.openbao_init().await,
+                Ok(OpenbaoState::Sealed) => self.openbao_unseal().await,
+                _ => Ok(()),
+            },
+            Component::Kwok => self.ensure_node().await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn kube(&self) -> Result<kube::Client> {
+        let kubeconfig = Kubeconfig::read_from(self.layout.pki().kubeconfig(Identity::Admin))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Registers the fake node kwok manages (once; kwok fills in its status).
+    async fn ensure_node(&self) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.kube().await?);
+        if nodes.get_opt(KWOK_NODE).await?.is_some() {
+            return Ok(());
+        }
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": KWOK_NODE,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": KWOK_NODE,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            },
+        }))?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn node_ready(&self) -> Result<(), String> {
+        let client = self.kube().await.map_err(|e| e.to_string())?;
+        let nodes: Api<Node> = Api::all(client);
+        let node = nodes
+            .get_opt(KWOK_NODE)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("node {KWOK_NODE} is not registered"))?;
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready {
+            Ok(())
+        } else {
+            Err(format!("node {KWOK_NODE} is not Ready yet"))
+        }
+    }
+
+    async fn openbao_health(&self) -> Result<OpenbaoState, String> {
+        let url = format!("{}/v1/sys/health", http_url(OPENBAO_PORT));
+        let response = self.http.get(url).send().await.map_err(|e| short(&e))?;
+        // sys/health encodes the state in the status code.
+        Ok(match response.status().as_u16() {
+            200 => OpenbaoState::Active,
+            429 | 472 | 473 => OpenbaoState::Standby,
+            501 => OpenbaoState::Uninitialised,
+            503 => OpenbaoState::Sealed,
+            code => OpenbaoState::Other(code),
+        })
+    }
+
+    async fn openbao_init(&self) -> Result<()> {
+        let url = format!("{}/v1/sys/init", http_url(OPENBAO_PORT));
+        let response = self
+            .http
+            .put(url)
+            .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
+            // Initialising raft storage takes a while; losing this answer loses the keys.
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("OpenBao init answered {}", response.status());
+        }
+        let body = response.bytes().await?;
+        let keys: OpenbaoKeys = serde_json::from_slice(&body).context("reading OpenBao init answer")?;
+        // Kept verbatim: the unseal key and root token exist nowhere else.
+        write_private(&self.layout.secret("openbao-init.json"), &body)?;
+        if keys.keys.is_empty() {
+            bail!("OpenBao init returned no unseal key");
+        }
+        Ok(())
+    }
+
+    async fn openbao_unseal(&self) -> Result<()> {
+        let keys = openbao_keys(&self.layout)?;
+        let url = format!("{}/v1/sys/unseal", http_url(OPENBAO_PORT));
+        for key in keys.keys {
+            let response = self.http.put(&url).json(&serde_json::json!({"key": key})).send().await?;
+            if !response.status().is_success() {
+                bail!("OpenBao unseal answered {}", response.status());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum OpenbaoState {
+    Active,
+    Standby,
+    Uninitialised,
+    Sealed,
+    Other(u16),
+}
+
+#[derive(Deserialize)]
+struct OpenbaoKeys {
+    keys: Vec<String>,
+    root_token: String,
+}
+
+fn openbao_keys(layout: &Layout) -> Result<OpenbaoKeys> {
+    let path = layout.secret("openbao-init.json");
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "OpenBao is initialised but its keys are not in {}; `ossature-dev reset` starts over",
+            path.display()
+        )
+    })?;
+    Ok(serde_json::from_slice(&text)?)
+}
+
+/// Connection errors without the URL noise reqwest adds.
+fn short(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "not accepting connections".into()
+    } else if error.is_timeout() {
+        "timed out".into()
+    } else {
+        error.to_string()
+    }
+}
+
+/// The `env` contract: what clients and tests need to reach the stack.
+pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
+    let pki = layout.pki();
+    let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    let token = openbao_keys(layout)
+        .context("the stack has not been brought up yet; run `ossature-dev up`")?
+        .root_token;
+    Ok(BTreeMap::from([
+        ("KUBECONFIG", path(pki.kubeconfig(Identity::Admin))),
+        ("OSSATURE_KEYCLOAK_URL", http_url(KEYCLOAK_PORT)),
+        ("OSSATURE_KEYCLOAK_ADMIN_USER", KEYCLOAK_ADMIN_USER.to_string()),
+        ("OSSATURE_KEYCLOAK_ADMIN_PASSWORD", keycloak_admin_password(layout)?),
+        ("OSSATURE_PULSAR_ADMIN_URL", http_url(PULSAR_WEB_PORT)),
+        ("OSSATURE_PULSAR_SERVICE_URL", format!("pulsar://{LOOPBACK}:{PULSAR_BROKER_PORT}")),
+        ("OSSATURE_OPENBAO_ADDR", http_url(OPENBAO_PORT)),
+        ("OSSATURE_OPENBAO_TOKEN", token),
+        ("OSSATURE_ACME_DIRECTORY", format!("{}/dir", https_url(PEBBLE_PORT))),
+        ("OSSATURE_ACME_CA_BUNDLE", path(pki.ca_cert())),
+        ("OSSATURE_ACME_ROOTS_URL", format!("{}/roots/0", https_url(PEBBLE_MANAGEMENT_PORT))),
+        ("OSSATURE_ACME_CHALLENGE_ADMIN_URL", http_url(CHALLTESTSRV_MANAGEMENT_PORT)),
+        ("OSSATURE_EDGE_ADMIN_URL", http_url(CADDY_ADMIN_PORT)),
+        ("OSSATURE_EDGE_HTTPS_ADDR", format!("{LOOPBACK}:{EDGE_HTTPS_PORT}")),
+    ]))
+}
+
+/// Quotes a value for POSIX shells.
+pub fn shell_quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:@%+=,".contains(c))
+    {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_keeps_plain_values_and_protects_the_rest() {
+        assert_eq!(shell_quote("http://127.0.0.1:8180"), "http://127.0.0.1:8180");
+        assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
