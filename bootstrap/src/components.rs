@@ -147,7 +147,9 @@ impl Component {
 
     pub fn artifact(self, v: &Versions) -> Artifact {
         match self {
-            Component::KubeApiserver | Component::KubeControllerManager | Component::KubeScheduler => {
+            Component::KubeApiserver
+            | Component::KubeControllerManager
+            | Component::KubeScheduler => {
                 let version = v.kubernetes.version.clone();
                 let minor = version.split('.').nth(1).unwrap_or_default().to_string();
                 let flag = "k8s.io/component-base/version";
@@ -157,7 +159,10 @@ impl Component {
                         module: "k8s.io/kubernetes",
                         packages: &[
                             ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
-                            ("k8s.io/kubernetes/cmd/kube-controller-manager", "kube-controller-manager"),
+                            (
+                                "k8s.io/kubernetes/cmd/kube-controller-manager",
+                                "kube-controller-manager",
+                            ),
                             ("k8s.io/kubernetes/cmd/kube-scheduler", "kube-scheduler"),
                         ],
                         staging: Some(v.kubernetes.staging.clone()),
@@ -204,7 +209,10 @@ impl Component {
                 name: "keycloak",
                 version: v.keycloak.version.clone(),
                 recipe: Recipe::Maven {
-                    coordinates: format!("org.keycloak:keycloak-quarkus-dist:{}:tar.gz", v.keycloak.version),
+                    coordinates: format!(
+                        "org.keycloak:keycloak-quarkus-dist:{}:tar.gz",
+                        v.keycloak.version
+                    ),
                     mutable: &["data", "lib/quarkus", "conf"],
                 },
             },
@@ -272,8 +280,14 @@ impl Component {
                     .arg(format!("--tls-private-key-file={}", p(pki.serving_key())))
                     .arg(format!("--client-ca-file={}", p(pki.ca_cert())))
                     .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-                    .arg(format!("--service-account-key-file={}", p(pki.service_account_pub())))
-                    .arg(format!("--service-account-signing-key-file={}", p(pki.service_account_key())))
+                    .arg(format!(
+                        "--service-account-key-file={}",
+                        p(pki.service_account_pub())
+                    ))
+                    .arg(format!(
+                        "--service-account-signing-key-file={}",
+                        p(pki.service_account_key())
+                    ))
                     .arg("--service-cluster-ip-range=10.96.0.0/16")
                     .arg("--authorization-mode=Node,RBAC")
                     .arg("--allow-privileged=true")
@@ -293,7 +307,10 @@ impl Component {
                     .arg(format!("--secure-port={CONTROLLER_MANAGER_PORT}"))
                     .arg(format!("--tls-cert-file={}", p(pki.serving_cert())))
                     .arg(format!("--tls-private-key-file={}", p(pki.serving_key())))
-                    .arg(format!("--service-account-private-key-file={}", p(pki.service_account_key())))
+                    .arg(format!(
+                        "--service-account-private-key-file={}",
+                        p(pki.service_account_key())
+                    ))
                     .arg(format!("--root-ca-file={}", p(pki.ca_cert())))
                     .arg("--use-service-account-credentials=true")
                     .arg("--cluster-name=ossature")
@@ -317,13 +334,16 @@ impl Component {
             }
             Component::Kwok => {
                 let mut c = Command::new(artifact.join("kwok"));
-                c.arg(format!("--kubeconfig={}", p(pki.kubeconfig(Identity::Admin))))
-                    .arg("--manage-all-nodes=false")
-                    .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
-                    .arg(format!("--server-address={}", loopback(KWOK_PORT)))
-                    .arg("--node-ip=10.0.0.1")
-                    .arg("--cidr=10.0.0.0/24")
-                    .arg("--node-lease-duration-seconds=40");
+                c.arg(format!(
+                    "--kubeconfig={}",
+                    p(pki.kubeconfig(Identity::Admin))
+                ))
+                .arg("--manage-all-nodes=false")
+                .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
+                .arg(format!("--server-address={}", loopback(KWOK_PORT)))
+                .arg("--node-ip=10.0.0.1")
+                .arg("--cidr=10.0.0.0/24")
+                .arg("--node-lease-duration-seconds=40");
                 for stage in KWOK_STAGES {
                     let file = Path::new(stage).file_name().context("stage file name")?;
                     c.arg(format!("--config={}", p(artifact.join(file))));
@@ -342,8 +362,14 @@ impl Component {
                         p(data.join("keycloakdb"))
                     ))
                     .env("KC_BOOTSTRAP_ADMIN_USERNAME", KEYCLOAK_ADMIN_USER)
-                    .env("KC_BOOTSTRAP_ADMIN_PASSWORD", keycloak_admin_password(layout)?)
-                    .env("JAVA_OPTS_KC_HEAP", "-Xms64m -Xmx512m -XX:MaxMetaspaceSize=256m");
+                    .env(
+                        "KC_BOOTSTRAP_ADMIN_PASSWORD",
+                        keycloak_admin_password(layout)?,
+                    )
+                    .env(
+                        "JAVA_OPTS_KC_HEAP",
+                        "-Xms64m -Xmx512m -XX:MaxMetaspaceSize=256m",
+                    );
                 c
             }
             Component::Pulsar => {
@@ -387,7 +413,10 @@ impl Component {
                 let config = data.join("pebble.json");
                 std::fs::write(
                     &config,
-                    serde_json::to_string_pretty(&pebble_config(&pki.serving_cert(), &pki.serving_key()))?,
+                    serde_json::to_string_pretty(&pebble_config(
+                        &pki.serving_cert(),
+                        &pki.serving_key(),
+                    ))?,
                 )?;
                 let mut c = Command::new(artifact.join("pebble"));
                 c.arg("-config")
@@ -555,7 +584,10 @@ mod tests {
 
     #[test]
     fn ports_are_distinct_across_components() {
-        let mut ports: Vec<u16> = Component::ALL.iter().flat_map(|c| c.ports().iter().copied()).collect();
+        let mut ports: Vec<u16> = Component::ALL
+            .iter()
+            .flat_map(|c| c.ports().iter().copied())
+            .collect();
         let count = ports.len();
         ports.sort();
         ports.dedup();
@@ -580,7 +612,10 @@ mod tests {
         assert!(bao.contains("storage \"raft\""));
         let caddy = caddy_config();
         assert_eq!(caddy["admin"]["listen"], "127.0.0.1:2019");
-        assert_eq!(caddy["apps"]["http"]["servers"]["edge"]["listen"][0], "127.0.0.1:9443");
+        assert_eq!(
+            caddy["apps"]["http"]["servers"]["edge"]["listen"][0],
+            "127.0.0.1:9443"
+        );
         let pebble = pebble_config(Path::new("/c"), Path::new("/k"));
         assert_eq!(pebble["pebble"]["listenAddress"], "127.0.0.1:14000");
     }

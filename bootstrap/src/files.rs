@@ -32,7 +32,11 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<(String, u64)>) ->
             .expect("walked paths are under the root")
             .to_string_lossy()
             .into_owned();
-        if rel == MANIFEST || skip.iter().any(|s| rel == *s || rel.starts_with(&format!("{s}/"))) {
+        if rel == MANIFEST
+            || skip
+                .iter()
+                .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
+        {
             continue;
         }
         let meta = entry.metadata()?;
@@ -106,7 +110,10 @@ mod tests {
             Some("bin/tool has changed size")
         );
         std::fs::remove_file(dir.join("bin/tool")).unwrap();
-        assert_eq!(manifest_problem(&dir).as_deref(), Some("bin/tool is missing"));
+        assert_eq!(
+            manifest_problem(&dir).as_deref(),
+            Some("bin/tool is missing")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -40,7 +40,10 @@ impl Probes {
             .user_agent(concat!("ossature-dev/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .build()?;
-        Ok(Self { layout: layout.clone(), http })
+        Ok(Self {
+            layout: layout.clone(),
+            http,
+        })
     }
 
     async fn get_ok(&self, url: &str) -> Result<String, String> {
@@ -58,7 +61,9 @@ impl Probes {
     pub async fn probe(&self, component: Component) -> Result<(), String> {
         match component {
             Component::Etcd => {
-                let body = self.get_ok(&format!("{}/health", http_url(ETCD_CLIENT_PORT))).await?;
+                let body = self
+                    .get_ok(&format!("{}/health", http_url(ETCD_CLIENT_PORT)))
+                    .await?;
                 if body.contains("\"health\":\"true\"") {
                     Ok(())
                 } else {
@@ -78,7 +83,8 @@ impl Probes {
                 .await
                 .map(drop),
             Component::Kwok => {
-                self.get_ok(&format!("{}/healthz", http_url(KWOK_PORT))).await?;
+                self.get_ok(&format!("{}/healthz", http_url(KWOK_PORT)))
+                    .await?;
                 self.node_ready().await
             }
             Component::Keycloak => self
@@ -89,7 +95,9 @@ impl Probes {
                 let base = http_url(PULSAR_WEB_PORT);
                 let clusters = self.get_ok(&format!("{base}/admin/v2/clusters")).await?;
                 // The default namespace appears once standalone has finished initialising.
-                let namespaces = self.get_ok(&format!("{base}/admin/v2/namespaces/public")).await?;
+                let namespaces = self
+                    .get_ok(&format!("{base}/admin/v2/namespaces/public"))
+                    .await?;
                 if clusters.contains("standalone") && namespaces.contains("public/default") {
                     Ok(())
                 } else {
@@ -102,7 +110,10 @@ impl Probes {
                 other => Err(format!("OpenBao is {other:?}")),
             },
             Component::Challtestsrv => {
-                let url = format!("{}/set-default-ipv4", http_url(CHALLTESTSRV_MANAGEMENT_PORT));
+                let url = format!(
+                    "{}/set-default-ipv4",
+                    http_url(CHALLTESTSRV_MANAGEMENT_PORT)
+                );
                 let response = self
                     .http
                     .post(url)
@@ -142,7 +153,8 @@ impl Probes {
 
     async fn kube(&self) -> Result<kube::Client> {
         let kubeconfig = Kubeconfig::read_from(self.layout.pki().kubeconfig(Identity::Admin))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -225,7 +237,8 @@ impl Probes {
             bail!("OpenBao init answered {}", response.status());
         }
         let body = response.bytes().await?;
-        let keys: OpenbaoKeys = serde_json::from_slice(&body).context("reading OpenBao init answer")?;
+        let keys: OpenbaoKeys =
+            serde_json::from_slice(&body).context("reading OpenBao init answer")?;
         // Kept verbatim: the unseal key and root token exist nowhere else.
         write_private(&self.layout.secret("openbao-init.json"), &body)?;
         if keys.keys.is_empty() {
@@ -238,7 +251,12 @@ impl Probes {
         let keys = openbao_keys(&self.layout)?;
         let url = format!("{}/v1/sys/unseal", http_url(OPENBAO_PORT));
         for key in keys.keys {
-            let response = self.http.put(&url).json(&serde_json::json!({"key": key})).send().await?;
+            let response = self
+                .http
+                .put(&url)
+                .json(&serde_json::json!({"key": key}))
+                .send()
+                .await?;
             if !response.status().is_success() {
                 bail!("OpenBao unseal answered {}", response.status());
             }
@@ -294,18 +312,39 @@ pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
     Ok(BTreeMap::from([
         ("KUBECONFIG", path(pki.kubeconfig(Identity::Admin))),
         ("OSSATURE_KEYCLOAK_URL", http_url(KEYCLOAK_PORT)),
-        ("OSSATURE_KEYCLOAK_ADMIN_USER", KEYCLOAK_ADMIN_USER.to_string()),
-        ("OSSATURE_KEYCLOAK_ADMIN_PASSWORD", keycloak_admin_password(layout)?),
+        (
+            "OSSATURE_KEYCLOAK_ADMIN_USER",
+            KEYCLOAK_ADMIN_USER.to_string(),
+        ),
+        (
+            "OSSATURE_KEYCLOAK_ADMIN_PASSWORD",
+            keycloak_admin_password(layout)?,
+        ),
         ("OSSATURE_PULSAR_ADMIN_URL", http_url(PULSAR_WEB_PORT)),
-        ("OSSATURE_PULSAR_SERVICE_URL", format!("pulsar://{LOOPBACK}:{PULSAR_BROKER_PORT}")),
+        (
+            "OSSATURE_PULSAR_SERVICE_URL",
+            format!("pulsar://{LOOPBACK}:{PULSAR_BROKER_PORT}"),
+        ),
         ("OSSATURE_OPENBAO_ADDR", http_url(OPENBAO_PORT)),
         ("OSSATURE_OPENBAO_TOKEN", token),
-        ("OSSATURE_ACME_DIRECTORY", format!("{}/dir", https_url(PEBBLE_PORT))),
+        (
+            "OSSATURE_ACME_DIRECTORY",
+            format!("{}/dir", https_url(PEBBLE_PORT)),
+        ),
         ("OSSATURE_ACME_CA_BUNDLE", path(pki.ca_cert())),
-        ("OSSATURE_ACME_ROOTS_URL", format!("{}/roots/0", https_url(PEBBLE_MANAGEMENT_PORT))),
-        ("OSSATURE_ACME_CHALLENGE_ADMIN_URL", http_url(CHALLTESTSRV_MANAGEMENT_PORT)),
+        (
+            "OSSATURE_ACME_ROOTS_URL",
+            format!("{}/roots/0", https_url(PEBBLE_MANAGEMENT_PORT)),
+        ),
+        (
+            "OSSATURE_ACME_CHALLENGE_ADMIN_URL",
+            http_url(CHALLTESTSRV_MANAGEMENT_PORT),
+        ),
         ("OSSATURE_EDGE_ADMIN_URL", http_url(CADDY_ADMIN_PORT)),
-        ("OSSATURE_EDGE_HTTPS_ADDR", format!("{LOOPBACK}:{EDGE_HTTPS_PORT}")),
+        (
+            "OSSATURE_EDGE_HTTPS_ADDR",
+            format!("{LOOPBACK}:{EDGE_HTTPS_PORT}"),
+        ),
     ]))
 }
 
@@ -328,7 +367,10 @@ mod tests {
 
     #[test]
     fn shell_quoting_keeps_plain_values_and_protects_the_rest() {
-        assert_eq!(shell_quote("http://127.0.0.1:8180"), "http://127.0.0.1:8180");
+        assert_eq!(
+            shell_quote("http://127.0.0.1:8180"),
+            "http://127.0.0.1:8180"
+        );
         assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");

@@ -37,7 +37,9 @@ impl Layout {
 
     /// Installed artifact of one component version.
     pub fn artifact(&self, name: &str, version: &str) -> PathBuf {
-        self.cache.join("artifacts").join(format!("{name}-{version}"))
+        self.cache
+            .join("artifacts")
+            .join(format!("{name}-{version}"))
     }
     /// Go work modules and downloaded archives.
     pub fn work(&self, name: &str) -> PathBuf {

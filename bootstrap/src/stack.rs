@@ -61,7 +61,8 @@ fn port_conflicts(components: &[Component]) -> Vec<String> {
         .iter()
         .flat_map(|c| {
             c.ports().iter().filter_map(move |&port| {
-                port_in_use(port).map(|holder| format!("port {port} (for {}) is held by {holder}", c.name()))
+                port_in_use(port)
+                    .map(|holder| format!("port {port} (for {}) is held by {holder}", c.name()))
             })
         })
         .collect()
@@ -343,11 +344,14 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_reported_with_its_holder() {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", crate::components::CADDY_ADMIN_PORT));
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", crate::components::CADDY_ADMIN_PORT));
         // Another process may already hold it; either way it must be reported.
         let conflicts = port_conflicts(&[Component::Caddy]);
         assert!(
-            conflicts.iter().any(|c| c.starts_with("port 2019 (for caddy) is held by")),
+            conflicts
+                .iter()
+                .any(|c| c.starts_with("port 2019 (for caddy) is held by")),
             "{conflicts:?}"
         );
         drop(listener);

@@ -49,8 +49,18 @@ mod tests {
             v.kubernetes.version.trim_start_matches("v1."),
             v.kubernetes.staging.trim_start_matches("v0.")
         );
-        let minor: u32 = v.kubernetes.version.split('.').nth(1).unwrap().parse().unwrap();
-        assert!((33..=37).contains(&minor), "k8s-openapi supports 1.33 to 1.37");
+        let minor: u32 = v
+            .kubernetes
+            .version
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (33..=37).contains(&minor),
+            "k8s-openapi supports 1.33 to 1.37"
+        );
         assert!(v.etcd.version.starts_with("v3.5.") || v.etcd.version.starts_with("v3.6."));
         assert!(v.keycloak.version.starts_with("26."));
     }
