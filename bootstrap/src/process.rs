@@ -112,6 +112,32 @@ pub async fn stop(layout: &Layout, component: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Resident memory of every process in a group, in KiB.
+pub fn group_rss_kib(group: i32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<i32>().is_ok())
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Fields after the command name: state, ppid, pgrp.
+            let pgrp: i32 = stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .nth(2)?
+                .parse()
+                .ok()?;
+            if pgrp != group {
+                return None;
+            }
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// Who listens on a TCP port of 127.0.0.1 (or any address), if anyone.
 pub fn port_in_use(port: u16) -> Option<String> {
     match std::net::TcpListener::bind(("127.0.0.1", port)) {
@@ -233,11 +259,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let child = child.expect("the shell reports its child");
+        assert!(group_rss_kib(started.pid) > 0, "shell and sleep use memory");
         assert!(start_time(child).is_some());
         assert!(stop(&layout, "sleeper").await.unwrap());
         assert!(!started.alive());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(start_time(child), None, "the group's other members go too");
+        assert_eq!(group_rss_kib(started.pid), 0);
         assert_eq!(recorded(&layout, "sleeper"), Recorded::Never);
         assert!(!stop(&layout, "sleeper").await.unwrap());
         std::fs::remove_dir_all(layout.state.parent().unwrap()).unwrap();

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::components::{APISERVER_PORT, Component, https_url};
 use crate::health::Probes;
 use crate::layout::Layout;
-use crate::process::{Recorded, port_in_use, recorded, spawn, stop};
+use crate::process::{Recorded, group_rss_kib, port_in_use, recorded, spawn, stop};
 use crate::versions::Versions;
 
 /// One line of the `up` / `status` table.
@@ -19,6 +19,8 @@ pub struct Row {
     pub version: String,
     pub address: String,
     pub pid: Option<i32>,
+    /// Resident memory of the component's processes, in KiB.
+    pub rss_kib: u64,
     pub state: State,
 }
 
@@ -233,6 +235,7 @@ pub async fn status(layout: &Layout) -> Vec<Row> {
                 component: c,
                 version: c.artifact(versions).version,
                 address: c.address(),
+                rss_kib: pid.map(group_rss_kib).unwrap_or(0),
                 pid,
                 state,
             }
@@ -274,8 +277,10 @@ pub fn tail(path: &std::path::Path, lines: usize) -> String {
 }
 
 pub fn table(rows: &[Row]) -> String {
-    let header = ["COMPONENT", "VERSION", "ADDRESS", "PID", "STATE"];
-    let cells: Vec<[String; 5]> = rows
+    const COLUMNS: usize = 6;
+    let header = ["COMPONENT", "VERSION", "ADDRESS", "PID", "RSS", "STATE"];
+    let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
+    let mut cells: Vec<[String; COLUMNS]> = rows
         .iter()
         .map(|r| {
             [
@@ -283,30 +288,40 @@ pub fn table(rows: &[Row]) -> String {
                 r.version.clone(),
                 r.address.clone(),
                 r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                if r.rss_kib > 0 {
+                    mib(r.rss_kib)
+                } else {
+                    "-".into()
+                },
                 r.state.to_string(),
             ]
         })
         .collect();
+    let total: u64 = rows.iter().map(|r| r.rss_kib).sum();
+    cells.push([
+        "total".into(),
+        String::new(),
+        String::new(),
+        String::new(),
+        mib(total),
+        String::new(),
+    ]);
     let mut widths = header.map(str::len);
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cols: [&str; 5]| {
+    let line = |cols: [&str; COLUMNS]| {
         let mut s = String::new();
         for (i, col) in cols.iter().enumerate() {
-            if i == 4 {
-                s.push_str(col);
-            } else {
-                s.push_str(&format!("{col:<w$}  ", w = widths[i]));
-            }
+            s.push_str(&format!("{col:<w$}  ", w = widths[i]));
         }
         s.trim_end().to_string() + "\n"
     };
     let mut out = line(header);
     for row in &cells {
-        out.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+        out.push_str(&line(row.each_ref().map(String::as_str)));
     }
     out
 }
@@ -323,6 +338,7 @@ mod tests {
                 version: "v3.6.16".into(),
                 address: "http://127.0.0.1:2379".into(),
                 pid: Some(42),
+                rss_kib: 2048,
                 state: State::Ready,
             },
             Row {
@@ -330,16 +346,19 @@ mod tests {
                 version: "26.5.6".into(),
                 address: "http://127.0.0.1:8180".into(),
                 pid: None,
+                rss_kib: 0,
                 state: State::Stopped,
             },
         ];
         let text = table(&rows);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         let col = lines[0].find("VERSION").unwrap();
         assert_eq!(lines[1].find("v3.6.16"), Some(col));
         assert_eq!(lines[2].find("26.5.6"), Some(col));
         assert!(lines[2].ends_with("stopped"));
+        assert!(lines[1].contains("2 MiB"));
+        assert!(lines[3].starts_with("total") && lines[3].ends_with("2 MiB"));
     }
 
     #[test]
