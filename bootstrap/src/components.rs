@@ -380,7 +380,12 @@ impl Component {
                 c.current_dir(&data)
                     .args(["standalone", "--no-stream-storage", "--no-functions-worker"])
                     .arg(format!("--bookkeeper-dir={}", p(data.join("bookkeeper"))))
-                    .arg(format!("--metadata-dir={}", p(data.join("metadata"))))
+                    // Metadata in etcd: after a crash its sessions can be released
+                    // (see `Probes::prepare`), which the embedded RocksDB store cannot do.
+                    .arg(format!(
+                        "--metadata-url=etcd:{}",
+                        http_url(ETCD_CLIENT_PORT)
+                    ))
                     .arg(format!("--advertised-address={LOOPBACK}"))
                     .env("PULSAR_STANDALONE_CONF", &conf)
                     .env("PULSAR_LOG_DIR", data.join("logs"))

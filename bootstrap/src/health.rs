@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -93,15 +95,16 @@ impl Probes {
                 .map(drop),
             Component::Pulsar => {
                 let base = http_url(PULSAR_WEB_PORT);
-                let clusters = self.get_ok(&format!("{base}/admin/v2/clusters")).await?;
-                // The default namespace appears once standalone has finished initialising.
+                // The broker's own check writes and reads a message through the bookie.
+                self.get_ok(&format!("{base}/admin/v2/brokers/health"))
+                    .await?;
                 let namespaces = self
                     .get_ok(&format!("{base}/admin/v2/namespaces/public"))
                     .await?;
-                if clusters.contains("standalone") && namespaces.contains("public/default") {
+                if namespaces.contains("public/default") {
                     Ok(())
                 } else {
-                    Err("Pulsar has not created its standalone cluster yet".into())
+                    Err("Pulsar has not created its default namespace yet".into())
                 }
             }
             Component::Openbao => match self.openbao_health().await? {
@@ -149,6 +152,60 @@ impl Probes {
             Component::Kwok => self.ensure_node().await,
             _ => Ok(()),
         }
+    }
+
+    /// Work before a component's process starts.
+    pub async fn prepare(&self, component: Component) -> Result<()> {
+        match component {
+            Component::Pulsar => self.release_pulsar_sessions().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Revokes the etcd leases of a Pulsar that is not running. A crashed
+    /// Pulsar leaves its bookie and broker registrations behind until their
+    /// lease expires; a new one would find them taken and fail to start.
+    async fn release_pulsar_sessions(&self) -> Result<()> {
+        let etcd = http_url(ETCD_CLIENT_PORT);
+        let leases: serde_json::Value = self
+            .http
+            .post(format!("{etcd}/v3/lease/leases"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for lease in leases["leases"].as_array().into_iter().flatten() {
+            let Some(id) = lease["ID"].as_str() else {
+                continue;
+            };
+            let live: serde_json::Value = self
+                .http
+                .post(format!("{etcd}/v3/lease/timetolive"))
+                .json(&serde_json::json!({"ID": id, "keys": true}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let pulsar = live["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str())
+                .filter_map(|k| BASE64.decode(k).ok())
+                .any(|k| is_pulsar_key(&k));
+            if pulsar {
+                self.http
+                    .post(format!("{etcd}/v3/lease/revoke"))
+                    .json(&serde_json::json!({"ID": id}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+        }
+        Ok(())
     }
 
     async fn kube(&self) -> Result<kube::Client> {
@@ -291,6 +348,14 @@ fn openbao_keys(layout: &Layout) -> Result<OpenbaoKeys> {
     Ok(serde_json::from_slice(&text)?)
 }
 
+/// Kubernetes keeps everything under `/registry/`; Pulsar's metadata sits beside it.
+fn is_pulsar_key(key: &[u8]) -> bool {
+    const PULSAR_ROOTS: &[&str] = &["/ledgers/", "/loadbalance/", "/namespace/"];
+    PULSAR_ROOTS
+        .iter()
+        .any(|root| key.starts_with(root.as_bytes()))
+}
+
 /// Connection errors without the URL noise reqwest adds.
 fn short(error: &reqwest::Error) -> String {
     if error.is_connect() {
@@ -364,6 +429,19 @@ pub fn shell_quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pulsar_sessions_are_released() {
+        assert!(is_pulsar_key(b"/ledgers/available/127.0.0.1:40375"));
+        assert!(is_pulsar_key(b"/loadbalance/brokers/127.0.0.1:18080"));
+        assert!(is_pulsar_key(
+            b"/namespace/public/default/0x00000000_0xffffffff"
+        ));
+        assert!(!is_pulsar_key(
+            b"/registry/leases/kube-node-lease/kwok-node-0"
+        ));
+        assert!(!is_pulsar_key(b"/registry/masterleases/127.0.0.1"));
+    }
 
     #[test]
     fn shell_quoting_keeps_plain_values_and_protects_the_rest() {

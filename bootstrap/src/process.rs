@@ -102,36 +102,46 @@ pub async fn stop(layout: &Layout, component: &str) -> Result<bool> {
     };
     let group = Pid::from_raw(started.pid);
     let _ = killpg(group, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while started.alive() && tokio::time::Instant::now() < deadline {
+    // Wait for every member: a launcher script may exit before the JVM it
+    // started has shut down cleanly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while group_alive(started.pid) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Children may outlive the leader; the group goes in any case.
     let _ = killpg(group, Signal::SIGKILL);
     let _ = std::fs::remove_file(&pidfile);
     Ok(true)
 }
 
-/// Resident memory of every process in a group, in KiB.
-pub fn group_rss_kib(group: i32) -> u64 {
+/// Process ids of the live (not zombie) members of a process group.
+fn group_members(group: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<i32>().is_ok())
         .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             // Fields after the command name: state, ppid, pgrp.
-            let pgrp: i32 = stat[stat.rfind(')')? + 2..]
-                .split(' ')
-                .nth(2)?
-                .parse()
-                .ok()?;
-            if pgrp != group {
-                return None;
-            }
-            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+            let state = fields.next()?;
+            let pgrp: i32 = fields.nth(1)?.parse().ok()?;
+            (pgrp == group && state != "Z").then_some(pid)
+        })
+        .collect()
+}
+
+fn group_alive(group: i32) -> bool {
+    !group_members(group).is_empty()
+}
+
+/// Resident memory of every process in a group, in KiB.
+pub fn group_rss_kib(group: i32) -> u64 {
+    group_members(group)
+        .into_iter()
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
             let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })

@@ -145,14 +145,19 @@ struct Launcher<'a> {
 impl Launcher<'_> {
     /// Independent groups start together; within a group, in dependency order.
     async fn all(&self) -> Result<()> {
-        let kubernetes = async {
+        let on_etcd = async {
             self.bring(Component::Etcd).await?;
-            self.bring(Component::KubeApiserver).await?;
-            tokio::try_join!(
-                self.bring(Component::KubeControllerManager),
-                self.bring(Component::KubeScheduler),
-                self.bring(Component::Kwok),
-            )?;
+            let kubernetes = async {
+                self.bring(Component::KubeApiserver).await?;
+                tokio::try_join!(
+                    self.bring(Component::KubeControllerManager),
+                    self.bring(Component::KubeScheduler),
+                    self.bring(Component::Kwok),
+                )?;
+                Ok::<_, anyhow::Error>(())
+            };
+            // Pulsar keeps its metadata in etcd too.
+            tokio::try_join!(kubernetes, self.bring(Component::Pulsar))?;
             Ok::<_, anyhow::Error>(())
         };
         let acme = async {
@@ -160,12 +165,11 @@ impl Launcher<'_> {
             self.bring(Component::Pebble).await
         };
         tokio::try_join!(
-            kubernetes,
+            on_etcd,
             acme,
             self.bring(Component::Openbao),
             self.bring(Component::Caddy),
             self.bring(Component::Keycloak),
-            self.bring(Component::Pulsar),
         )?;
         Ok(())
     }
@@ -176,6 +180,7 @@ impl Launcher<'_> {
         if self.to_start.contains(&c) {
             let dir = c.artifact(self.versions).dir(self.layout);
             let command = c.command(self.layout, &dir)?;
+            self.probes.prepare(c).await?;
             spawn(self.layout, name, command)?;
             self.started.lock().expect("lock is never poisoned").push(c);
             eprintln!("started {name}");
