@@ -7,6 +7,9 @@ use ossature_bootstrap::Layout;
 use ossature_bootstrap::components::{CADDY_ADMIN_PORT, Component};
 use ossature_bootstrap::stack::{self, State};
 
+// Both tests drive the one real stack; one must not restart what the other killed.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn state_of(rows: &[stack::Row], c: Component) -> State {
     rows.iter()
         .find(|r| r.component == c)
@@ -17,6 +20,7 @@ fn state_of(rows: &[stack::Row], c: Component) -> State {
 
 #[tokio::test]
 async fn up_refuses_taken_ports_before_starting_anything() {
+    let _serial = SERIAL.lock().await;
     // The running stack holds every port; a second state directory must not start.
     ossature_bootstrap::ensure_up().await.unwrap();
     let real = Layout::from_env().unwrap();
@@ -41,6 +45,7 @@ async fn up_refuses_taken_ports_before_starting_anything() {
 
 #[tokio::test]
 async fn a_component_that_dies_is_reported_and_started_again() {
+    let _serial = SERIAL.lock().await;
     ossature_bootstrap::ensure_up().await.unwrap();
     let layout = Layout::from_env().unwrap();
     let victim = Component::Challtestsrv;
