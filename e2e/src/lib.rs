@@ -124,6 +124,18 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// A Kubernetes client with the admin identity of `KUBECONFIG`.
+    pub async fn kube_client(&self) -> Result<kube::Client> {
+        use kube::config::{KubeConfigOptions, Kubeconfig};
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+}
+
 fn trim_slash(url: String) -> String {
     url.trim_end_matches('/').to_owned()
 }

@@ -3,31 +3,23 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use ossature_e2e::{Check, Stack, eventually, unique, with_cleanup};
 use serde_json::json;
-
-async fn client(stack: &Stack) -> Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(&stack.kubeconfig)
-        .with_context(|| format!("reading {}", stack.kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_pod_runs_and_namespace_deletes() -> Result<()> {
     let stack = Stack::get().await?;
-    let client = client(stack).await?;
+    let client = stack.kube_client().await?;
     let name = unique("e2e");
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({
-        "metadata": { "name": name, "labels": { "ossature.io/e2e": "true" } }
+        "metadata": { "name": name, "labels": { "ossature.dev/e2e": "true" } }
     }))?;
     namespaces.create(&PostParams::default(), &ns).await?;
 
@@ -48,7 +40,7 @@ async fn run_deployment(client: &Client, ns: &str) -> Result<()> {
                 "spec": {
                     // kwok's fake nodes may carry its usual taint; tolerate it.
                     "tolerations": [{ "key": "kwok.x-k8s.io/node", "operator": "Exists" }],
-                    "containers": [{ "name": "web", "image": "registry.invalid/ossature/e2e-web:1" }]
+                    "containers": [{ "name": "web", "image": "ossature-e2e-web:1" }]
                 }
             }
         }

@@ -1,0 +1,39 @@
+//! Types shared by several resources.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What happens to backend objects (realm, Pulsar tenant, OpenBao mounts, ...)
+/// when the resource is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove everything that was provisioned, in reverse order.
+    #[default]
+    Delete,
+    /// Keep backend objects; only Ossature's bookkeeping goes.
+    Retain,
+}
+
+/// Resource limits, turned into a ResourceQuota and a LimitRange.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quotas {
+    /// Total CPU requests allowed, e.g. `4` or `2500m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Total memory requests allowed, e.g. `8Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Largest number of pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub pods: Option<i32>,
+    /// Total persistent storage requested, e.g. `100Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+}
+
+/// Conditions as kstatus reads them: one per backend plus `Ready`.
+pub type Conditions = Vec<Condition>;

@@ -1,0 +1,153 @@
+//! `Tenant`: one customer of the platform, and everything provisioned for it.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Conditions, DeletionPolicy, Quotas};
+
+/// A customer of the platform. Cluster-scoped; its name becomes the prefix of
+/// everything provisioned for it (namespaces `tn-<name>`, the Keycloak realm,
+/// the Pulsar tenant, OpenBao paths under `tenants/<name>/`).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ossature.dev",
+    doc = "A customer of the platform and everything provisioned for it, across Kubernetes, Keycloak, Pulsar and OpenBao.",
+    version = "v1alpha1",
+    kind = "Tenant",
+    plural = "tenants",
+    shortname = "tn",
+    category = "ossature",
+    status = "TenantStatus",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
+    printcolumn = r#"{"name":"Residency","type":"string","jsonPath":".spec.residency"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("tenant name must be a DNS label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
+    validation = Rule::new("size(self.metadata.name) <= 30").message("tenant name must be at most 30 characters, so that the namespaces, realm, Pulsar tenant and OpenBao paths derived from it fit every backend's limits"),
+    validation = Rule::new("!(self.metadata.name in ['master', 'public', 'pulsar', 'default', 'system']) && !self.metadata.name.startsWith('kube-')").message("tenant name is reserved by a backend (Keycloak's master realm, Pulsar's public and pulsar tenants, Kubernetes' default and kube-* namespaces); choose another name")
+)]
+#[x_kube(
+    validation = Rule::new("!(self.type == 'Consumer' && has(self.identity) && has(self.identity.identityProviderFederation) && self.identity.identityProviderFederation)").message("identity provider federation is for Business tenants; Consumer tenants sign up with their own accounts")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Kind of customer: `Business` (B2B: stricter passwords, MFA, federation
+    /// with the customer's identity provider) or `Consumer` (B2C:
+    /// self-registration). Sets the identity defaults. Immutable.
+    #[serde(rename = "type")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("type is immutable: a tenant cannot move between Business and Consumer; create a new tenant"))]
+    pub tenant_type: TenantType,
+
+    /// Name shown to people, for example on the login page.
+    #[schemars(length(min = 1, max = 128))]
+    pub display_name: String,
+
+    /// Region where the tenant's data is kept, for example `eu` or `us`; decides
+    /// which Pulsar clusters may hold its messages. Immutable.
+    #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("residency is immutable: moving a tenant's data to another region is a migration, not an edit"))]
+    pub residency: String,
+
+    /// Login and token settings of the tenant's realm; unset fields take the
+    /// defaults of the tenant type.
+    #[serde(default)]
+    pub identity: IdentitySettings,
+
+    /// Limits of the tenant namespace.
+    #[serde(default)]
+    pub quotas: Quotas,
+
+    /// Whether backend objects are removed (`Delete`, the default) or kept
+    /// (`Retain`) when the tenant is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TenantType {
+    /// Organisations (B2B).
+    Business,
+    /// Individuals (B2C).
+    Consumer,
+}
+
+/// Identity settings; every field is optional and defaults by tenant type.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySettings {
+    /// Require a second factor at login. Default: true for Business, false for Consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_required: Option<bool>,
+
+    /// Require users to verify their email address. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verification: Option<bool>,
+
+    /// Let people create their own accounts. Default: false for Business, true for Consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_registration: Option<bool>,
+
+    /// Allow federation with the customer's own identity provider. Business only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_provider_federation: Option<bool>,
+
+    /// Lifetime of access tokens in seconds, from 60 to 3600 (1 hour).
+    /// Default: 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 60 && self <= 3600").message("accessTokenLifetimeSeconds must be between 60 and 3600 (1 hour): a longer-lived token cannot be revoked in time"))]
+    pub access_token_lifetime_seconds: Option<i32>,
+
+    /// Password rules; defaults by tenant type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_policy: Option<PasswordPolicy>,
+}
+
+/// Password rules of the realm.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordPolicy {
+    /// Shortest password accepted, 8 to 128. Default: 12 for Business, 8 for Consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 8 && self <= 128").message("password minLength must be between 8 and 128"))]
+    pub min_length: Option<i32>,
+    /// Require at least one digit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_digit: Option<bool>,
+    /// Require both upper and lower case letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_mixed_case: Option<bool>,
+    /// Require at least one character that is neither letter nor digit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_special_character: Option<bool>,
+    /// Refuse a password equal to one of the last N, 0 to 24.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 24))]
+    pub history: Option<i32>,
+}
+
+/// What the operator observed and did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// Generation of the spec the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` plus one condition per backend: `NamespaceReady`, `RealmReady`,
+    /// `MessagingReady`, `SecretsReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Conditions,
+    /// The tenant's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The tenant's Keycloak realm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// The tenant's Pulsar tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulsar_tenant: Option<String>,
+    /// Prefix of the tenant's OpenBao paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_path: Option<String>,
+}

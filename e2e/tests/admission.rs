@@ -1,0 +1,283 @@
+//! The real kube-apiserver refuses bad Tenants, Scopes and Environments at
+//! admission, each with a message a person understands, and accepts good ones.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use ossature_crds::{Environment, Scope, Tenant};
+use ossature_e2e::{Check, Stack, eventually, unique, with_cleanup};
+use serde_json::{Value, json};
+
+/// Installs the CRDs from the types (server-side apply) and waits until served.
+async fn install_crds(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("ossature-e2e").force();
+    for crd in ossature_crds::all() {
+        let name = crd.metadata.name.clone().context("CRD has a name")?;
+        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    let crd = crds.get(&name).await?;
+                    let established = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(if established {
+                        Check::Done(())
+                    } else {
+                        Check::Pending("not established".into())
+                    })
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn tenant(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "ossature.dev/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+fn business() -> Value {
+    json!({"type": "Business", "displayName": "Acme", "residency": "eu"})
+}
+
+/// An untyped view of a resource kind, so that objects the Rust types could
+/// never hold (an unknown enum value) reach the apiserver as a user sends them.
+fn raw<K: kube::Resource<DynamicType = ()>>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<K>(&());
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// Creating `object` must fail with a message that contains `expected`.
+async fn refused<K>(api: &Api<DynamicObject>, object: &K, expected: &str) -> Result<()>
+where
+    K: serde::Serialize,
+{
+    let object: DynamicObject = serde_json::from_value(serde_json::to_value(object)?)?;
+    match api.create(&PostParams::default(), &object).await {
+        Ok(created) => {
+            let name = created.metadata.name.clone().unwrap_or_default();
+            let _ = api.delete(&name, &DeleteParams::default()).await;
+            bail!("{name} was accepted; expected a refusal saying {expected:?}")
+        }
+        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+            if status.message.contains(expected) {
+                Ok(())
+            } else {
+                bail!(
+                    "refused, but the message {:?} does not say {expected:?}",
+                    status.message
+                )
+            }
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tenants_are_refused_with_their_reason() -> Result<()> {
+    let stack = Stack::get().await?;
+    let client = stack.kube_client().await?;
+    install_crds(&client).await?;
+    let tenants = raw::<Tenant>(&client, None);
+
+    let not_a_label = tenant("acme.corp", business());
+    refused(&tenants, &not_a_label, "tenant name must be a DNS label").await?;
+    let long = tenant(&"a".repeat(31), business());
+    refused(&tenants, &long, "at most 30 characters").await?;
+    for reserved in ["master", "public", "pulsar", "default", "kube-acme"] {
+        refused(
+            &tenants,
+            &tenant(reserved, business()),
+            "reserved by a backend",
+        )
+        .await?;
+    }
+    let mut spec = business();
+    spec["identity"] = json!({"accessTokenLifetimeSeconds": 7200});
+    refused(
+        &tenants,
+        &tenant(&unique("tn"), spec),
+        "between 60 and 3600 (1 hour)",
+    )
+    .await?;
+    let mut spec = business();
+    spec["type"] = json!("Reseller");
+    refused(
+        &tenants,
+        &tenant(&unique("tn"), spec),
+        "Unsupported value: \"Reseller\"",
+    )
+    .await?;
+    let consumer = json!({
+        "type": "Consumer", "displayName": "Shop", "residency": "us",
+        "identity": {"identityProviderFederation": true},
+    });
+    refused(
+        &tenants,
+        &tenant(&unique("tn"), consumer),
+        "identity provider federation is for Business tenants",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_type_and_residency_cannot_change() -> Result<()> {
+    let stack = Stack::get().await?;
+    let client = stack.kube_client().await?;
+    install_crds(&client).await?;
+    let tenants: Api<Tenant> = Api::all(client);
+    let name = unique("tn");
+    tenants
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(tenant(&name, business()))?,
+        )
+        .await?;
+
+    let body = async {
+        let params = PatchParams::default();
+        for (patch, expected) in [
+            (json!({"spec": {"type": "Consumer"}}), "type is immutable"),
+            (
+                json!({"spec": {"residency": "us"}}),
+                "residency is immutable",
+            ),
+        ] {
+            match tenants.patch(&name, &params, &Patch::Merge(&patch)).await {
+                Ok(_) => bail!("patch {patch} was accepted"),
+                Err(kube::Error::Api(status)) if status.message.contains(expected) => {}
+                Err(other) => bail!("patch {patch}: expected {expected:?}, got {other}"),
+            }
+        }
+        // Other fields stay editable.
+        let rename = json!({"spec": {"displayName": "Acme Europe"}});
+        let patched = tenants
+            .patch(&name, &params, &Patch::Merge(&rename))
+            .await?;
+        assert_eq!(patched.spec.display_name, "Acme Europe");
+        Ok(())
+    }
+    .await;
+    let cleanup = tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .map(drop)
+        .map_err(Into::into);
+    with_cleanup(body, cleanup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_scopes_and_environments_are_refused() -> Result<()> {
+    let stack = Stack::get().await?;
+    let client = stack.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = unique("e2e-admission");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await?;
+
+    let body = async {
+        let scopes: Api<Scope> = Api::namespaced(client.clone(), &ns);
+        let raw_scopes = raw::<Scope>(&client, Some(&ns));
+        let own_parent = json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "eu"},
+            "spec": {"displayName": "EU", "parent": "eu"},
+        });
+        refused(&raw_scopes, &own_parent, "a Scope cannot be its own parent").await?;
+        let empty_grant = json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "eu"},
+            "spec": {"displayName": "EU", "grants": [{"role": "Viewer"}]},
+        });
+        refused(
+            &raw_scopes,
+            &empty_grant,
+            "a grant names at least one group or user",
+        )
+        .await?;
+        let good: Scope = serde_json::from_value(json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "france"},
+            "spec": {"displayName": "France", "parent": "eu",
+                     "grants": [{"role": "Editor", "groups": ["fr-team"]}]},
+        }))?;
+        scopes
+            .create(&PostParams::default(), &good)
+            .await
+            .context("a valid Scope is accepted")?;
+
+        let environments: Api<Environment> = Api::namespaced(client.clone(), &ns);
+        let raw_environments = raw::<Environment>(&client, Some(&ns));
+        let env = |name: &str, spec: Value| {
+            json!({
+                "apiVersion": "ossature.dev/v1alpha1", "kind": "Environment",
+                "metadata": {"name": name}, "spec": spec,
+            })
+        };
+        refused(
+            &raw_environments,
+            &env(&"p".repeat(29), json!({"kind": "Production"})),
+            "at most 28 characters",
+        )
+        .await?;
+        refused(
+            &raw_environments,
+            &env("prod", json!({"kind": "Production", "ttl": "72h"})),
+            "ttl is only for Ephemeral",
+        )
+        .await?;
+        refused(
+            &raw_environments,
+            &env("default", json!({"kind": "Staging"})),
+            "environment name is reserved",
+        )
+        .await?;
+        environments
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(env("pr-42", json!({"kind": "Ephemeral", "ttl": "72h"})))?,
+            )
+            .await
+            .context("a valid Environment is accepted")?;
+        Ok(())
+    }
+    .await;
+    let cleanup = namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .map(drop)
+        .map_err(Into::into);
+    with_cleanup(body, cleanup)
+}
