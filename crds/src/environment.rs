@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Conditions, DeletionPolicy, Quotas};
 
 /// An environment of a tenant, in the tenant's namespace. It becomes a
-/// namespace `tn-<tenant>-<name>` with quota and network policies, a Pulsar
+/// namespace `tn-<tenant>--<name>` with quota and network policies, a Pulsar
 /// namespace `<tenant>/<name>` with schema validation enforced, and an OpenBao
 /// path prefix.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -27,7 +27,8 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("environment name must be a DNS label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
-    validation = Rule::new("size(self.metadata.name) <= 28").message("environment name must be at most 28 characters, so that the namespace tn-<tenant>-<environment> stays within 63"),
+    validation = Rule::new("!self.metadata.name.contains('--')").message("environment name must not contain '--': it separates the tenant from the environment in namespace names"),
+    validation = Rule::new("size(self.metadata.name) <= 28").message("environment name must be at most 28 characters, so that the namespace tn-<tenant>--<environment> stays within 63"),
     validation = Rule::new("!(self.metadata.name in ['default', 'system']) && !self.metadata.name.startsWith('kube-')").message("environment name is reserved; choose another name")
 )]
 #[x_kube(

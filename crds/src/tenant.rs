@@ -25,6 +25,7 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("tenant name must be a DNS label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
+    validation = Rule::new("!self.metadata.name.contains('--')").message("tenant name must not contain '--': it separates the tenant from the environment in namespace names"),
     validation = Rule::new("size(self.metadata.name) <= 30").message("tenant name must be at most 30 characters, so that the namespaces, realm, Pulsar tenant and OpenBao paths derived from it fit every backend's limits"),
     validation = Rule::new("!(self.metadata.name in ['master', 'public', 'pulsar', 'default', 'system']) && !self.metadata.name.startsWith('kube-')").message("tenant name is reserved by a backend (Keycloak's master realm, Pulsar's public and pulsar tenants, Kubernetes' default and kube-* namespaces); choose another name")
 )]

@@ -108,6 +108,8 @@ async fn bad_tenants_are_refused_with_their_reason() -> Result<()> {
 
     let not_a_label = tenant("acme.corp", business());
     refused(&tenants, &not_a_label, "tenant name must be a DNS label").await?;
+    let separator = tenant("acme--eu", business());
+    refused(&tenants, &separator, "must not contain '--'").await?;
     let long = tenant(&"a".repeat(31), business());
     refused(&tenants, &long, "at most 30 characters").await?;
     for reserved in ["master", "public", "pulsar", "default", "kube-acme"] {
@@ -262,6 +264,12 @@ async fn bad_scopes_and_environments_are_refused() -> Result<()> {
             &raw_environments,
             &env("default", json!({"kind": "Staging"})),
             "environment name is reserved",
+        )
+        .await?;
+        refused(
+            &raw_environments,
+            &env("eu--prod", json!({"kind": "Staging"})),
+            "must not contain '--'",
         )
         .await?;
         environments
