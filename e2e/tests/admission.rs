@@ -289,3 +289,70 @@ async fn bad_scopes_and_environments_are_refused() -> Result<()> {
         .map_err(Into::into);
     with_cleanup(body, cleanup)
 }
+
+/// Every document of `examples/` passes admission (server-side dry run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_pass_admission() -> Result<()> {
+    use serde::Deserialize;
+    let stack = Stack::get().await?;
+    let client = stack.kube_client().await?;
+    install_crds(&client).await?;
+    // Namespaced examples are checked in a scratch namespace: theirs may not exist yet.
+    let ns = unique("e2e-examples");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await?;
+    let body = async {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let dry_run = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)?;
+            for document in serde_norway::Deserializer::from_str(&text) {
+                let mut object: DynamicObject = DynamicObject::deserialize(document)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                let kind = object
+                    .types
+                    .as_ref()
+                    .map(|t| t.kind.clone())
+                    .unwrap_or_default();
+                let api = match kind.as_str() {
+                    "Tenant" => raw::<Tenant>(&client, None),
+                    "Scope" => raw::<Scope>(&client, Some(&ns)),
+                    "Environment" => raw::<Environment>(&client, Some(&ns)),
+                    other => bail!("{}: unexpected kind {other}", path.display()),
+                };
+                if kind != "Tenant" {
+                    object.metadata.namespace = Some(ns.clone());
+                }
+                api.create(&dry_run, &object)
+                    .await
+                    .with_context(|| format!("{} {kind} refused", path.display()))?;
+                *kinds.entry(kind).or_default() += 1;
+            }
+        }
+        // Two tenants of each type, two scope branches and two environments each.
+        assert_eq!(kinds.get("Tenant"), Some(&4), "{kinds:?}");
+        assert_eq!(kinds.get("Scope"), Some(&16), "{kinds:?}");
+        assert_eq!(kinds.get("Environment"), Some(&8), "{kinds:?}");
+        Ok(())
+    }
+    .await;
+    let cleanup = namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .map(drop)
+        .map_err(Into::into);
+    with_cleanup(body, cleanup)
+}
