@@ -1,0 +1,656 @@
+//! Pulsar through its admin REST API (v2): tenants, and namespaces with their
+//! retention and schema policies.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Client, Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
+
+/// Longest backend answer kept in an error, so conditions and Events stay readable.
+const BODY_LIMIT: usize = 300;
+
+/// Strategies Pulsar knows; it silently ignores any other name, so they are
+/// checked before sending.
+const COMPATIBILITY_STRATEGIES: [&str; 9] = [
+    "UNDEFINED",
+    "ALWAYS_INCOMPATIBLE",
+    "ALWAYS_COMPATIBLE",
+    "BACKWARD",
+    "FORWARD",
+    "FULL",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD_TRANSITIVE",
+    "FULL_TRANSITIVE",
+];
+
+/// Topic domains; a namespace can hold topics of both.
+const DOMAINS: [&str; 2] = ["persistent", "non-persistent"];
+
+/// Rules of one Pulsar namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespacePolicy {
+    pub retention_minutes: i32,
+    pub retention_size_mb: i64,
+    /// A Pulsar schema compatibility strategy, e.g. "FULL".
+    pub schema_compatibility: String,
+}
+
+/// A tenant as Pulsar stores it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantInfo {
+    #[serde(default)]
+    pub admin_roles: Vec<String>,
+    #[serde(default)]
+    pub allowed_clusters: Vec<String>,
+}
+
+impl TenantInfo {
+    /// The desired tenant: no admin roles, since only the operator's
+    /// superuser administers it; lists sorted so writes are deterministic.
+    pub fn desired(allowed_clusters: &[String]) -> Self {
+        let clusters: BTreeSet<&String> = allowed_clusters.iter().collect();
+        TenantInfo {
+            admin_roles: Vec::new(),
+            allowed_clusters: clusters.into_iter().cloned().collect(),
+        }
+    }
+}
+
+/// Whether the stored tenant differs from the desired one; Pulsar keeps both
+/// lists as sets, so order and repeats do not count.
+pub fn tenant_differs(current: &TenantInfo, desired: &TenantInfo) -> bool {
+    fn set(v: &[String]) -> BTreeSet<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    set(&current.admin_roles) != set(&desired.admin_roles)
+        || set(&current.allowed_clusters) != set(&desired.allowed_clusters)
+}
+
+/// A namespace's retention policy, as the retention endpoint reads and writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    pub retention_time_in_minutes: i32,
+    // camelCase would give "retentionSizeInMb"; Pulsar spells it "MB".
+    #[serde(rename = "retentionSizeInMB")]
+    pub retention_size_in_mb: i64,
+}
+
+impl From<&NamespacePolicy> for Retention {
+    fn from(policy: &NamespacePolicy) -> Self {
+        Retention {
+            retention_time_in_minutes: policy.retention_minutes,
+            retention_size_in_mb: policy.retention_size_mb,
+        }
+    }
+}
+
+/// Whether the namespace's retention (None when never set) must be written.
+pub fn retention_differs(current: Option<&Retention>, desired: &Retention) -> bool {
+    current != Some(desired)
+}
+
+/// The strategy name as Pulsar spells it, or None when Pulsar does not know it.
+pub fn compatibility_strategy(name: &str) -> Option<&'static str> {
+    let upper = name.trim().to_ascii_uppercase();
+    COMPATIBILITY_STRATEGIES
+        .iter()
+        .copied()
+        .find(|known| *known == upper)
+}
+
+/// Splits `persistent://tenant/ns/local` into its domain and local name.
+pub fn topic_parts(topic: &str) -> Option<(&str, &str)> {
+    let (domain, rest) = topic.split_once("://")?;
+    let mut parts = rest.splitn(3, '/');
+    let (_tenant, _namespace, local) = (parts.next()?, parts.next()?, parts.next()?);
+    (DOMAINS.contains(&domain) && !local.is_empty()).then_some((domain, local))
+}
+
+/// Cuts a backend answer to `BODY_LIMIT` characters, on a character boundary.
+pub fn truncate(body: &str) -> String {
+    let body = body.trim();
+    match body.char_indices().nth(BODY_LIMIT) {
+        Some((end, _)) => format!("{}…", &body[..end]),
+        None => body.to_string(),
+    }
+}
+
+/// One answer: status and body, read in full.
+struct Reply {
+    status: StatusCode,
+    body: String,
+}
+
+/// Client of one Pulsar cluster's admin API; every call is counted.
+#[derive(Debug, Clone)]
+pub struct Pulsar {
+    client: Client,
+    base: Url,
+    calls: Calls,
+}
+
+impl Pulsar {
+    pub fn new(admin_url: &str, calls: Calls) -> Result<Self, BackendError> {
+        let base = Url::parse(admin_url)
+            .ok()
+            .filter(|url| !url.cannot_be_a_base())
+            .ok_or_else(|| BackendError::Unreadable {
+                backend: Backend::Pulsar,
+                action: "use the admin URL".into(),
+                detail: format!("{admin_url:?} is not an http(s) base URL"),
+            })?;
+        let client = Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .map_err(unreachable)?;
+        Ok(Pulsar {
+            client,
+            base,
+            calls,
+        })
+    }
+
+    /// Names of the clusters this Pulsar instance knows.
+    pub async fn clusters(&self) -> Result<Vec<String>, BackendError> {
+        self.read(self.url(&["admin", "v2", "clusters"]), "list clusters")
+            .await
+    }
+
+    /// Tenant with exactly these allowed clusters and no admin roles; created,
+    /// or updated only if different.
+    pub async fn ensure_tenant(
+        &self,
+        tenant: &str,
+        allowed_clusters: &[String],
+    ) -> Result<Change, BackendError> {
+        let url = self.url(&["admin", "v2", "tenants", tenant]);
+        let desired = TenantInfo::desired(allowed_clusters);
+        let current: Option<TenantInfo> = self
+            .read_optional(url.clone(), &format!("read tenant {tenant}"))
+            .await?;
+        let (method, action, change) = match current {
+            None => (Method::PUT, "create", Change::Created),
+            Some(current) if tenant_differs(&current, &desired) => {
+                (Method::POST, "update", Change::Updated)
+            }
+            Some(_) => return Ok(Change::Unchanged),
+        };
+        let body = serde_json::to_value(&desired).expect("plain struct serializes");
+        self.write(
+            method,
+            url,
+            Some(body),
+            &format!("{action} tenant {tenant}"),
+        )
+        .await?;
+        Ok(change)
+    }
+
+    /// Deletes the tenant. Pulsar refuses while namespaces remain (the caller
+    /// deletes them first); the error then names them.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<Change, BackendError> {
+        let action = format!("delete tenant {tenant}");
+        let namespaces: Option<Vec<String>> = self
+            .read_optional(
+                self.url(&["admin", "v2", "namespaces", tenant]),
+                &format!("list namespaces of tenant {tenant}"),
+            )
+            .await?;
+        let Some(namespaces) = namespaces else {
+            return Ok(Change::Absent);
+        };
+        let reply = self
+            .send(
+                Method::DELETE,
+                self.url(&["admin", "v2", "tenants", tenant]),
+                None,
+            )
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(Change::Deleted),
+            StatusCode::NOT_FOUND => Ok(Change::Absent),
+            StatusCode::CONFLICT if !namespaces.is_empty() => Err(BackendError::Refused {
+                backend: Backend::Pulsar,
+                action,
+                status: reply.status.as_u16(),
+                body: truncate(&format!(
+                    "{} (namespaces remain: {}; delete them first)",
+                    reply.body.trim(),
+                    namespaces.join(", ")
+                )),
+            }),
+            _ => Err(refused(&action, &reply)),
+        }
+    }
+
+    /// Namespace `tenant/namespace` with schema validation enforced, the
+    /// given schema compatibility strategy and retention; each policy is read
+    /// and written only if different.
+    pub async fn ensure_namespace(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        policy: &NamespacePolicy,
+    ) -> Result<Change, BackendError> {
+        let name = format!("{tenant}/{namespace}");
+        let ns = |tail: &[&str]| {
+            let mut segments = vec!["admin", "v2", "namespaces", tenant, namespace];
+            segments.extend_from_slice(tail);
+            self.url(&segments)
+        };
+        let Some(strategy) = compatibility_strategy(&policy.schema_compatibility) else {
+            // Not sent: Pulsar would answer 204 and keep UNDEFINED, so the
+            // namespace would never converge.
+            return Err(BackendError::Refused {
+                backend: Backend::Pulsar,
+                action: format!(
+                    "set schema compatibility of namespace {name} to {:?}",
+                    policy.schema_compatibility
+                ),
+                status: StatusCode::BAD_REQUEST.as_u16(),
+                body: format!(
+                    "unknown strategy, not sent; expected one of {}",
+                    COMPATIBILITY_STRATEGIES.join(", ")
+                ),
+            });
+        };
+
+        // The retention read doubles as the existence check (404 when absent).
+        let retention: Option<Option<Retention>> = self
+            .read_optional(ns(&["retention"]), &format!("read retention of {name}"))
+            .await?;
+        let (created, retention) = match retention {
+            Some(retention) => (false, retention),
+            None => {
+                self.write(
+                    Method::PUT,
+                    ns(&[]),
+                    None,
+                    &format!("create namespace {name}"),
+                )
+                .await?;
+                // A new namespace has no retention of its own.
+                (true, None)
+            }
+        };
+        let mut updated = false;
+
+        let desired = Retention::from(policy);
+        if retention_differs(retention.as_ref(), &desired) {
+            let body = serde_json::to_value(desired).expect("plain struct serializes");
+            self.write(
+                Method::POST,
+                ns(&["retention"]),
+                Some(body),
+                &format!("set retention of {name}"),
+            )
+            .await?;
+            updated = true;
+        }
+
+        let enforced: bool = self
+            .read(
+                ns(&["schemaValidationEnforced"]),
+                &format!("read schema validation of {name}"),
+            )
+            .await?;
+        if !enforced {
+            self.write(
+                Method::POST,
+                ns(&["schemaValidationEnforced"]),
+                Some(Value::Bool(true)),
+                &format!("enforce schema validation of {name}"),
+            )
+            .await?;
+            updated = true;
+        }
+
+        let current: String = self
+            .read(
+                ns(&["schemaCompatibilityStrategy"]),
+                &format!("read schema compatibility of {name}"),
+            )
+            .await?;
+        if current != strategy {
+            self.write(
+                Method::PUT,
+                ns(&["schemaCompatibilityStrategy"]),
+                Some(Value::from(strategy)),
+                &format!("set schema compatibility of {name} to {strategy}"),
+            )
+            .await?;
+            updated = true;
+        }
+
+        Ok(match (created, updated) {
+            (true, _) => Change::Created,
+            (false, true) => Change::Updated,
+            (false, false) => Change::Unchanged,
+        })
+    }
+
+    /// Deletes the namespace and its topics. Topics go one by one rather than
+    /// with `?force=true`, which brokers refuse unless `forceDeleteNamespaceAllowed`.
+    pub async fn delete_namespace(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<Change, BackendError> {
+        let name = format!("{tenant}/{namespace}");
+        let mut deleted = false;
+
+        // Partitioned topics first: deleting one removes its partitions.
+        for domain in DOMAINS {
+            let partitioned: Option<Vec<String>> = self
+                .read_optional(
+                    self.url(&["admin", "v2", domain, tenant, namespace, "partitioned"]),
+                    &format!("list {domain} partitioned topics of {name}"),
+                )
+                .await?;
+            let Some(partitioned) = partitioned else {
+                return Ok(Change::Absent);
+            };
+            for topic in &partitioned {
+                deleted |= self.delete_topic(tenant, namespace, topic, true).await?;
+            }
+        }
+
+        let mut url = self.url(&["admin", "v2", "namespaces", tenant, namespace, "topics"]);
+        url.query_pairs_mut().append_pair("mode", "ALL");
+        let topics: Option<Vec<String>> = self
+            .read_optional(url, &format!("list topics of {name}"))
+            .await?;
+        let Some(topics) = topics else {
+            return Ok(Change::Absent);
+        };
+        for topic in &topics {
+            deleted |= self.delete_topic(tenant, namespace, topic, false).await?;
+        }
+
+        let action = format!("delete namespace {name}");
+        let reply = self
+            .send(
+                Method::DELETE,
+                self.url(&["admin", "v2", "namespaces", tenant, namespace]),
+                None,
+            )
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(Change::Deleted),
+            StatusCode::NOT_FOUND if deleted => Ok(Change::Deleted),
+            StatusCode::NOT_FOUND => Ok(Change::Absent),
+            _ => Err(refused(&action, &reply)),
+        }
+    }
+
+    /// Deletes one topic even with producers or subscriptions attached;
+    /// false when it was already gone.
+    async fn delete_topic(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        topic: &str,
+        partitioned: bool,
+    ) -> Result<bool, BackendError> {
+        let action = format!("delete topic {topic}");
+        let (domain, local) = topic_parts(topic).ok_or_else(|| BackendError::Unreadable {
+            backend: Backend::Pulsar,
+            action: format!("list topics of {tenant}/{namespace}"),
+            detail: format!("unexpected topic name {topic:?}"),
+        })?;
+        let mut segments = vec!["admin", "v2", domain, tenant, namespace, local];
+        if partitioned {
+            segments.push("partitions");
+        }
+        let mut url = self.url(&segments);
+        url.query_pairs_mut().append_pair("force", "true");
+        let reply = self.send(Method::DELETE, url, None).await?;
+        match reply.status {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(refused(&action, &reply)),
+        }
+    }
+
+    /// The admin URL with these path segments appended, each percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("checked in new: a base URL")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// One counted HTTP call; any answer is returned, only transport fails.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Reply, BackendError> {
+        let verb = if method == Method::GET {
+            Verb::Read
+        } else {
+            Verb::Write
+        };
+        self.calls.record(Backend::Pulsar, verb);
+        let mut request = self.client.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body = response.text().await.map_err(unreachable)?;
+        Ok(Reply { status, body })
+    }
+
+    /// A GET that must succeed.
+    async fn read<T: DeserializeOwned>(&self, url: Url, action: &str) -> Result<T, BackendError> {
+        let reply = self.send(Method::GET, url, None).await?;
+        if !reply.status.is_success() {
+            return Err(refused(action, &reply));
+        }
+        parse(action, &reply.body)
+    }
+
+    /// A GET where 404 means the object does not exist.
+    async fn read_optional<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        action: &str,
+    ) -> Result<Option<T>, BackendError> {
+        let reply = self.send(Method::GET, url, None).await?;
+        match reply.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => parse(action, &reply.body).map(Some),
+            _ => Err(refused(action, &reply)),
+        }
+    }
+
+    /// A write that must succeed.
+    async fn write(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        action: &str,
+    ) -> Result<(), BackendError> {
+        let reply = self.send(method, url, body).await?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(refused(action, &reply))
+        }
+    }
+}
+
+fn unreachable(source: reqwest::Error) -> BackendError {
+    BackendError::Unreachable {
+        backend: Backend::Pulsar,
+        source,
+    }
+}
+
+fn refused(action: &str, reply: &Reply) -> BackendError {
+    BackendError::Refused {
+        backend: Backend::Pulsar,
+        action: action.to_string(),
+        status: reply.status.as_u16(),
+        body: truncate(&reply.body),
+    }
+}
+
+/// Parses a JSON answer; an empty one (an unset policy) reads as null.
+fn parse<T: DeserializeOwned>(action: &str, body: &str) -> Result<T, BackendError> {
+    let body = if body.trim().is_empty() { "null" } else { body };
+    serde_json::from_str(body).map_err(|e| BackendError::Unreadable {
+        backend: Backend::Pulsar,
+        action: action.to_string(),
+        detail: format!("{e}: {}", truncate(body)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(roles: &[&str], clusters: &[&str]) -> TenantInfo {
+        TenantInfo {
+            admin_roles: roles.iter().map(|s| s.to_string()).collect(),
+            allowed_clusters: clusters.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tenant_comparison_ignores_order_and_repeats() {
+        let desired = tenant(&[], &["a", "b"]);
+        assert!(!tenant_differs(&tenant(&[], &["b", "a"]), &desired));
+        assert!(!tenant_differs(&tenant(&[], &["a", "b", "a"]), &desired));
+        assert!(tenant_differs(&tenant(&[], &["a"]), &desired));
+        assert!(tenant_differs(&tenant(&[], &["a", "b", "c"]), &desired));
+        assert!(tenant_differs(&tenant(&["someone"], &["a", "b"]), &desired));
+    }
+
+    #[test]
+    fn desired_tenant_has_sorted_unique_clusters_and_no_roles() {
+        let clusters = ["b".to_string(), "a".to_string(), "b".to_string()];
+        assert_eq!(TenantInfo::desired(&clusters), tenant(&[], &["a", "b"]));
+    }
+
+    #[test]
+    fn tenant_info_reads_and_writes_pulsar_json() {
+        let read: TenantInfo =
+            serde_json::from_str(r#"{"adminRoles":["r"],"allowedClusters":["standalone"]}"#)
+                .unwrap();
+        assert_eq!(read, tenant(&["r"], &["standalone"]));
+        let partial: TenantInfo = serde_json::from_str(r#"{"allowedClusters":["x"]}"#).unwrap();
+        assert_eq!(partial, tenant(&[], &["x"]));
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            r#"{"adminRoles":["r"],"allowedClusters":["standalone"]}"#
+        );
+    }
+
+    #[test]
+    fn retention_is_written_when_unset_or_different() {
+        let desired = Retention {
+            retention_time_in_minutes: 60,
+            retention_size_in_mb: 100,
+        };
+        assert!(retention_differs(None, &desired));
+        assert!(!retention_differs(Some(&desired), &desired));
+        let shorter = Retention {
+            retention_time_in_minutes: 30,
+            ..desired
+        };
+        assert!(retention_differs(Some(&shorter), &desired));
+        let smaller = Retention {
+            retention_size_in_mb: 1,
+            ..desired
+        };
+        assert!(retention_differs(Some(&smaller), &desired));
+    }
+
+    #[test]
+    fn retention_uses_pulsar_field_names_and_unset_reads_as_none() {
+        let policy = NamespacePolicy {
+            retention_minutes: 60,
+            retention_size_mb: 100,
+            schema_compatibility: "FULL".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&Retention::from(&policy)).unwrap(),
+            r#"{"retentionTimeInMinutes":60,"retentionSizeInMB":100}"#
+        );
+        let unset: Option<Retention> = parse("read retention", "").unwrap();
+        assert_eq!(unset, None);
+        let set: Option<Retention> = parse(
+            "read retention",
+            r#"{"retentionTimeInMinutes":60,"retentionSizeInMB":100}"#,
+        )
+        .unwrap();
+        assert_eq!(set, Some(Retention::from(&policy)));
+    }
+
+    #[test]
+    fn bad_json_is_unreadable() {
+        let err = parse::<bool>("read schema validation", "<html>").unwrap_err();
+        assert_eq!(err.category(), "BackendUnreadable");
+        assert!(err.to_string().contains("read schema validation"), "{err}");
+    }
+
+    #[test]
+    fn compatibility_strategies_are_normalized_or_rejected() {
+        assert_eq!(compatibility_strategy("FULL"), Some("FULL"));
+        assert_eq!(compatibility_strategy(" full "), Some("FULL"));
+        assert_eq!(
+            compatibility_strategy("backward_transitive"),
+            Some("BACKWARD_TRANSITIVE")
+        );
+        assert_eq!(compatibility_strategy("BOGUS"), None);
+        assert_eq!(compatibility_strategy(""), None);
+    }
+
+    #[test]
+    fn topic_names_split_into_domain_and_local_name() {
+        assert_eq!(
+            topic_parts("persistent://t/ns/orders"),
+            Some(("persistent", "orders"))
+        );
+        assert_eq!(
+            topic_parts("non-persistent://t/ns/orders-partition-0"),
+            Some(("non-persistent", "orders-partition-0"))
+        );
+        assert_eq!(topic_parts("t/ns/orders"), None);
+        assert_eq!(topic_parts("persistent://t/ns"), None);
+        assert_eq!(topic_parts("persistent://t/ns/"), None);
+        assert_eq!(topic_parts("other://t/ns/orders"), None);
+    }
+
+    #[test]
+    fn long_bodies_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("  short  "), "short");
+        let long = "é".repeat(BODY_LIMIT + 10);
+        let cut = truncate(&long);
+        assert_eq!(cut.chars().count(), BODY_LIMIT + 1);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn admin_urls_encode_each_segment() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let pulsar = Pulsar::new("http://127.0.0.1:18080/", Calls::default()).unwrap();
+        assert_eq!(
+            pulsar.url(&["admin", "v2", "tenants", "a b/c"]).as_str(),
+            "http://127.0.0.1:18080/admin/v2/tenants/a%20b%2Fc"
+        );
+        assert!(Pulsar::new("not a url", Calls::default()).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! Conditions as kstatus reads them: one per backend, rolled up into `Ready`.
+//! Reasons are stable CamelCase constants; transition times move only when a
+//! condition's status flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+pub const READY: &str = "Ready";
+pub const STALLED: &str = "Stalled";
+pub const NAMESPACE_READY: &str = "NamespaceReady";
+pub const REALM_READY: &str = "RealmReady";
+pub const MESSAGING_READY: &str = "MessagingReady";
+pub const SECRETS_READY: &str = "SecretsReady";
+
+/// Reasons, stable across releases: tooling may match on them.
+pub mod reasons {
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const UNKNOWN_RESIDENCY: &str = "UnknownResidency";
+    pub const DELETING: &str = "Deleting";
+}
+
+/// One backend's outcome in this reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub condition: &'static str,
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn ready(condition: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            condition,
+            ok: true,
+            reason: reasons::PROVISIONED.into(),
+            message: message.into(),
+        }
+    }
+    pub fn failed(condition: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            condition,
+            ok: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Sets a condition, keeping its transition time unless the status flips.
+pub fn set(conditions: &mut Vec<Condition>, new: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(existing) => {
+            let time = if existing.status == new.status {
+                existing.last_transition_time.clone()
+            } else {
+                new.last_transition_time.clone()
+            };
+            *existing = Condition {
+                last_transition_time: time,
+                ..new
+            };
+        }
+        None => conditions.push(new),
+    }
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// The conditions after this reconcile: one per outcome, `Ready` naming the
+/// first backend that blocks, and `Stalled` when only a spec change can help.
+pub fn roll_up(
+    previous: &[Condition],
+    outcomes: &[Outcome],
+    stalled: Option<&Outcome>,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let mut conditions = previous.to_vec();
+    for o in outcomes {
+        set(
+            &mut conditions,
+            condition(o.condition, o.ok, &o.reason, &o.message, generation),
+        );
+    }
+    let ready = match (stalled, outcomes.iter().find(|o| !o.ok)) {
+        (Some(s), _) => condition(READY, false, &s.reason, &s.message, generation),
+        (None, Some(blocking)) => condition(
+            READY,
+            false,
+            &format!("{}NotReady", blocking.condition.trim_end_matches("Ready")),
+            &blocking.message,
+            generation,
+        ),
+        (None, None) => condition(
+            READY,
+            true,
+            reasons::PROVISIONED,
+            "every backend is provisioned",
+            generation,
+        ),
+    };
+    set(&mut conditions, ready);
+    match stalled {
+        Some(s) => set(
+            &mut conditions,
+            condition(STALLED, true, &s.reason, &s.message, generation),
+        ),
+        None => conditions.retain(|c| c.type_ != STALLED),
+    }
+    conditions
+}
+
+/// Equal apart from transition times: no status write is needed.
+pub fn same(a: &[Condition], b: &[Condition]) -> bool {
+    let strip = |c: &Condition| {
+        (
+            c.type_.clone(),
+            c.status.clone(),
+            c.reason.clone(),
+            c.message.clone(),
+            c.observed_generation,
+        )
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| strip(x) == strip(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_names_the_first_blocking_backend() {
+        let outcomes = vec![
+            Outcome::ready(NAMESPACE_READY, "ok"),
+            Outcome::failed(
+                REALM_READY,
+                "BackendUnreachable",
+                "Keycloak could not be reached",
+            ),
+            Outcome::failed(MESSAGING_READY, "BackendRefused", "no"),
+        ];
+        let conditions = roll_up(&[], &outcomes, None, Some(3));
+        let ready = conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "RealmNotReady");
+        assert_eq!(ready.message, "Keycloak could not be reached");
+        assert_eq!(ready.observed_generation, Some(3));
+        assert!(conditions.iter().all(|c| c.type_ != STALLED));
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let first = roll_up(&[], &[Outcome::ready(NAMESPACE_READY, "ok")], None, Some(1));
+        let mut old = first.clone();
+        for c in &mut old {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        let again = roll_up(
+            &old,
+            &[Outcome::ready(NAMESPACE_READY, "ok")],
+            None,
+            Some(1),
+        );
+        assert!(
+            again
+                .iter()
+                .all(|c| c.last_transition_time.0 == Timestamp::UNIX_EPOCH)
+        );
+        assert!(same(&again, &first));
+        let flipped = roll_up(
+            &old,
+            &[Outcome::failed(NAMESPACE_READY, "BackendRefused", "x")],
+            None,
+            Some(1),
+        );
+        assert!(
+            flipped
+                .iter()
+                .all(|c| c.last_transition_time.0 != Timestamp::UNIX_EPOCH)
+        );
+        assert!(!same(&flipped, &first));
+    }
+
+    #[test]
+    fn stalled_wins_and_clears() {
+        let stalled = Outcome::failed(
+            STALLED,
+            reasons::UNKNOWN_RESIDENCY,
+            "no cluster for region mars",
+        );
+        let conditions = roll_up(&[], &[], Some(&stalled), Some(1));
+        let ready = conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.reason, reasons::UNKNOWN_RESIDENCY);
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == STALLED && c.status == "True")
+        );
+        let healed = roll_up(
+            &conditions,
+            &[Outcome::ready(NAMESPACE_READY, "ok")],
+            None,
+            Some(2),
+        );
+        assert!(healed.iter().all(|c| c.type_ != STALLED));
+    }
+}

@@ -1,0 +1,107 @@
+//! What every reconcile shares: clients, settings, counters, backoff state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, Recorder, Reporter};
+use tracing::warn;
+
+use crate::adapters::keycloak::Keycloak;
+use crate::adapters::openbao::OpenBao;
+use crate::adapters::pulsar::Pulsar;
+use crate::adapters::{Backend, Calls, Verb};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Pulsar clusters allowed for each residency region.
+    pub clusters_by_region: BTreeMap<String, Vec<String>>,
+    /// Interval of the periodic reconcile that catches drift.
+    pub resync: Duration,
+    /// Longest wait between retries of a failing object.
+    pub max_backoff: Duration,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub keycloak: Keycloak,
+    pub pulsar: Pulsar,
+    pub openbao: OpenBao,
+    pub calls: Calls,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        keycloak: Keycloak,
+        pulsar: Pulsar,
+        openbao: OpenBao,
+        calls: Calls,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "ossature-operator".into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            keycloak,
+            pulsar,
+            openbao,
+            calls,
+            settings,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Exponential backoff per object: 1 s, 2 s, 4 s ... up to the cap.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("never poisoned");
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_after(*n, self.settings.max_backoff)
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures.lock().expect("never poisoned").remove(key);
+    }
+
+    /// Events are best effort: a failure to record one never fails a reconcile.
+    pub async fn publish(&self, reference: ObjectReference, events: Vec<Event>) {
+        for event in events {
+            self.calls.record(Backend::Kubernetes, Verb::Write);
+            if let Err(e) = self.recorder.publish(&event, &reference).await {
+                warn!("could not record event {}: {e}", event.reason);
+            }
+        }
+    }
+}
+
+pub fn backoff_after(failures: u32, cap: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exp).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let cap = Duration::from_secs(300);
+        assert_eq!(backoff_after(1, cap), Duration::from_secs(1));
+        assert_eq!(backoff_after(2, cap), Duration::from_secs(2));
+        assert_eq!(backoff_after(5, cap), Duration::from_secs(16));
+        assert_eq!(backoff_after(40, cap), cap);
+    }
+}

@@ -1,0 +1,327 @@
+//! Desired state, computed by pure functions from the custom resources: the
+//! names every backend object gets, the Kubernetes objects of a tenant, and
+//! the settings of its realm, Pulsar tenant and OpenBao paths.
+//!
+//! Every derived name starts with the tenant's name (validated at admission to
+//! be a DNS label of at most 30 characters), so no tenant can name another's.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use ossature_crds::{EnvironmentKind, EnvironmentSpec, Quotas, TenantSpec, TenantType};
+use serde_json::json;
+
+use crate::adapters::keycloak::RealmSettings;
+use crate::adapters::pulsar::NamespacePolicy;
+
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "ossature");
+pub const TENANT_LABEL: &str = "ossature.dev/tenant";
+pub const ENVIRONMENT_LABEL: &str = "ossature.dev/environment";
+
+/// Names of everything a tenant owns, in every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantNames {
+    pub tenant: String,
+    pub namespace: String,
+    pub realm: String,
+    pub pulsar_tenant: String,
+    pub kv_mount: String,
+    pub transit_mount: String,
+    pub transit_key: String,
+    pub policy: String,
+}
+
+impl TenantNames {
+    pub fn new(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            namespace: format!("tn-{tenant}"),
+            realm: tenant.to_string(),
+            pulsar_tenant: tenant.to_string(),
+            kv_mount: format!("tenants/{tenant}/kv"),
+            transit_mount: format!("tenants/{tenant}/transit"),
+            transit_key: tenant.to_string(),
+            policy: format!("tenant-{tenant}"),
+        }
+    }
+
+    /// Names of one of the tenant's environments.
+    pub fn environment(&self, environment: &str) -> EnvironmentNames {
+        EnvironmentNames {
+            // `--` cannot occur in tenant or environment names (refused at
+            // admission), so `acme` + `eu-prod` and `acme-eu` + `prod` differ.
+            namespace: format!("{}--{environment}", self.namespace),
+            pulsar_namespace: environment.to_string(),
+            secrets_prefix: format!("{}/data/{environment}/", self.kv_mount),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentNames {
+    pub namespace: String,
+    /// Within the tenant's Pulsar tenant: `<tenant>/<this>`.
+    pub pulsar_namespace: String,
+    /// Prefix of the environment's secrets inside the tenant's KV mount.
+    pub secrets_prefix: String,
+}
+
+fn labels(tenant: &str, environment: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (TENANT_LABEL.to_string(), tenant.to_string()),
+    ]);
+    if let Some(env) = environment {
+        labels.insert(ENVIRONMENT_LABEL.to_string(), env.to_string());
+    }
+    labels
+}
+
+/// The namespace, its quota, limit range and network policies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceObjects {
+    pub namespace: Namespace,
+    pub quota: ResourceQuota,
+    pub limits: LimitRange,
+    /// Default deny, then same-tenant traffic and DNS allowed.
+    pub policies: Vec<NetworkPolicy>,
+}
+
+pub fn namespace_objects(
+    namespace: &str,
+    tenant: &str,
+    environment: Option<&str>,
+    quotas: &Quotas,
+) -> NamespaceObjects {
+    let labels = labels(tenant, environment);
+    let meta = |name: &str| json!({"name": name, "namespace": namespace, "labels": labels});
+    let mut hard = BTreeMap::new();
+    let mut set = |key: &str, value: Option<Quantity>| {
+        if let Some(value) = value {
+            hard.insert(key.to_string(), value);
+        }
+    };
+    set("requests.cpu", quotas.cpu.clone());
+    set("requests.memory", quotas.memory.clone());
+    set("requests.storage", quotas.storage.clone());
+    set("pods", quotas.pods.map(|p| Quantity(p.to_string())));
+
+    NamespaceObjects {
+        namespace: from(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": labels},
+        })),
+        quota: from(json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": meta("ossature-quota"),
+            "spec": {"hard": hard},
+        })),
+        limits: from(json!({
+            "apiVersion": "v1", "kind": "LimitRange",
+            "metadata": meta("ossature-limits"),
+            "spec": {"limits": [{
+                "type": "Container",
+                "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+                "default": {"cpu": "1", "memory": "512Mi"},
+            }]},
+        })),
+        policies: vec![
+            from(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": meta("ossature-default-deny"),
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+            })),
+            from(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": meta("ossature-same-tenant"),
+                "spec": {
+                    "podSelector": {},
+                    "policyTypes": ["Ingress", "Egress"],
+                    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant}}}]}],
+                    "egress": [
+                        {"to": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant}}}]},
+                        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                    ],
+                },
+            })),
+        ],
+    }
+}
+
+fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("literal objects are valid")
+}
+
+/// Realm settings: the tenant type's defaults, overridden by what the spec sets.
+pub fn realm_settings(names: &TenantNames, spec: &TenantSpec) -> RealmSettings {
+    let business = spec.tenant_type == TenantType::Business;
+    let identity = &spec.identity;
+    let policy = identity.password_policy.clone().unwrap_or_default();
+    let min_length = policy.min_length.unwrap_or(if business { 12 } else { 8 });
+    let mut rules = vec![format!("length({min_length})"), "notUsername".to_string()];
+    if policy.require_digit.unwrap_or(business) {
+        rules.push("digits(1)".into());
+    }
+    if policy.require_mixed_case.unwrap_or(business) {
+        rules.push("upperCase(1)".into());
+        rules.push("lowerCase(1)".into());
+    }
+    if policy.require_special_character.unwrap_or(business) {
+        rules.push("specialChars(1)".into());
+    }
+    let history = policy.history.unwrap_or(if business { 5 } else { 0 });
+    if history > 0 {
+        rules.push(format!("passwordHistory({history})"));
+    }
+    RealmSettings {
+        name: names.realm.clone(),
+        display_name: spec.display_name.clone(),
+        registration_allowed: identity.self_registration.unwrap_or(!business),
+        verify_email: identity.email_verification.unwrap_or(true),
+        mfa_required: identity.mfa_required.unwrap_or(business),
+        password_policy: rules.join(" and "),
+        access_token_lifespan_seconds: identity.access_token_lifetime_seconds.unwrap_or(300),
+    }
+}
+
+/// Pulsar clusters allowed to hold a tenant's data: those of its region.
+pub fn allowed_clusters(
+    residency: &str,
+    clusters_by_region: &BTreeMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
+    clusters_by_region.get(residency).cloned()
+}
+
+/// Retention and schema rules of an environment's Pulsar namespace.
+pub fn namespace_policy(spec: &EnvironmentSpec) -> NamespacePolicy {
+    let default_minutes = match spec.kind {
+        EnvironmentKind::Production => 7 * 24 * 60,
+        _ => 24 * 60,
+    };
+    NamespacePolicy {
+        retention_minutes: spec.message_retention_minutes.unwrap_or(default_minutes),
+        retention_size_mb: 1024,
+        schema_compatibility: "FULL".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ossature_crds::{IdentitySettings, PasswordPolicy};
+
+    fn spec(kind: TenantType) -> TenantSpec {
+        TenantSpec {
+            tenant_type: kind,
+            display_name: "Acme".into(),
+            residency: "eu".into(),
+            identity: IdentitySettings::default(),
+            quotas: Quotas::default(),
+            deletion_policy: Default::default(),
+        }
+    }
+
+    #[test]
+    fn every_name_is_scoped_by_the_tenant() {
+        let acme = TenantNames::new("acme");
+        let acme_eu = TenantNames::new("acme-eu");
+        assert_eq!(acme.namespace, "tn-acme");
+        assert_eq!(acme.kv_mount, "tenants/acme/kv");
+        assert_eq!(acme.environment("prod").namespace, "tn-acme--prod");
+        // A tenant whose name extends another's never shares a name with it.
+        assert!(!acme_eu.kv_mount.starts_with(&format!("{}/", acme.kv_mount)));
+        assert_ne!(
+            acme.environment("eu-prod").namespace,
+            acme_eu.environment("prod").namespace
+        );
+        // Longest names stay within Kubernetes' 63-character namespace limit.
+        let long = TenantNames::new(&"t".repeat(30));
+        assert!(long.environment(&"e".repeat(28)).namespace.len() <= 63);
+    }
+
+    #[test]
+    fn business_and_consumer_realms_differ_by_default() {
+        let names = TenantNames::new("acme");
+        let business = realm_settings(&names, &spec(TenantType::Business));
+        let consumer = realm_settings(&names, &spec(TenantType::Consumer));
+        assert!(business.mfa_required && !business.registration_allowed);
+        assert!(!consumer.mfa_required && consumer.registration_allowed);
+        assert!(business.password_policy.contains("length(12)"));
+        assert!(business.password_policy.contains("specialChars(1)"));
+        assert!(consumer.password_policy.starts_with("length(8)"));
+        assert_eq!(business.access_token_lifespan_seconds, 300);
+    }
+
+    #[test]
+    fn explicit_identity_settings_override_type_defaults() {
+        let mut s = spec(TenantType::Business);
+        s.identity = IdentitySettings {
+            mfa_required: Some(false),
+            access_token_lifetime_seconds: Some(900),
+            password_policy: Some(PasswordPolicy {
+                min_length: Some(20),
+                history: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let realm = realm_settings(&TenantNames::new("acme"), &s);
+        assert!(!realm.mfa_required);
+        assert_eq!(realm.access_token_lifespan_seconds, 900);
+        assert!(realm.password_policy.contains("length(20)"));
+        assert!(!realm.password_policy.contains("passwordHistory"));
+    }
+
+    #[test]
+    fn namespace_objects_carry_labels_quota_and_deny_by_default() {
+        let quotas = Quotas {
+            cpu: Some(Quantity("4".into())),
+            pods: Some(20),
+            ..Default::default()
+        };
+        let objects = namespace_objects("tn-acme--prod", "acme", Some("prod"), &quotas);
+        let labels = objects.namespace.metadata.labels.clone().unwrap();
+        assert_eq!(labels[TENANT_LABEL], "acme");
+        assert_eq!(labels[ENVIRONMENT_LABEL], "prod");
+        let hard = objects.quota.spec.unwrap().hard.unwrap();
+        assert_eq!(hard["requests.cpu"], Quantity("4".into()));
+        assert_eq!(hard["pods"], Quantity("20".into()));
+        assert!(!hard.contains_key("requests.memory"));
+        let deny = objects.policies[0].spec.clone().unwrap();
+        assert!(deny.ingress.is_none() && deny.egress.is_none());
+        assert_eq!(deny.policy_types.unwrap(), vec!["Ingress", "Egress"]);
+        let allow = serde_json::to_value(&objects.policies[1]).unwrap();
+        assert_eq!(
+            allow["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
+                [TENANT_LABEL],
+            "acme"
+        );
+    }
+
+    #[test]
+    fn residency_decides_the_clusters_and_environment_kind_the_retention() {
+        let map = BTreeMap::from([("eu".to_string(), vec!["standalone".to_string()])]);
+        assert_eq!(
+            allowed_clusters("eu", &map),
+            Some(vec!["standalone".to_string()])
+        );
+        assert_eq!(allowed_clusters("us", &map), None);
+        let env = |kind| EnvironmentSpec {
+            kind,
+            ttl: None,
+            quotas: Quotas::default(),
+            message_retention_minutes: None,
+            deletion_policy: Default::default(),
+        };
+        assert_eq!(
+            namespace_policy(&env(EnvironmentKind::Production)).retention_minutes,
+            10080
+        );
+        assert_eq!(
+            namespace_policy(&env(EnvironmentKind::Staging)).retention_minutes,
+            1440
+        );
+    }
+}

@@ -1,0 +1,237 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::{Controller, controller, watcher};
+use kube::{Api, Client};
+use ossature_crds::{Environment, Scope, Tenant};
+use ossature_operator::adapters::Calls;
+use ossature_operator::adapters::keycloak::Keycloak;
+use ossature_operator::adapters::openbao::OpenBao;
+use ossature_operator::adapters::pulsar::Pulsar;
+use ossature_operator::context::{Context, Settings};
+use ossature_operator::metrics::Metrics;
+use ossature_operator::{desired, environment, scope, tenant};
+use tracing::{error, info};
+
+/// Runs Ossature's Tenant, Scope and Environment controllers: each Tenant
+/// becomes a namespace with quota and network policies, a Keycloak realm, a
+/// Pulsar tenant and OpenBao paths; each Scope a nested Keycloak group and
+/// RBAC that cascades down the tree; each Environment a namespace and a Pulsar
+/// namespace. Each reports one Ready condition naming what blocks.
+///
+/// Backend addresses and credentials come from flags or from the variables
+/// `ossature-dev env` prints. CRDs must be installed first:
+/// `kubectl apply -f crds/yaml/`.
+#[derive(Parser, Debug)]
+#[command(name = "ossature-operator", version)]
+struct Args {
+    /// Keycloak base URL.
+    #[arg(long, env = "OSSATURE_KEYCLOAK_URL")]
+    keycloak_url: String,
+    /// Keycloak master-realm admin user.
+    #[arg(long, env = "OSSATURE_KEYCLOAK_ADMIN_USER")]
+    keycloak_admin_user: String,
+    /// Keycloak master-realm admin password.
+    #[arg(long, env = "OSSATURE_KEYCLOAK_ADMIN_PASSWORD", hide_env_values = true)]
+    keycloak_admin_password: String,
+    /// Pulsar admin REST URL.
+    #[arg(long, env = "OSSATURE_PULSAR_ADMIN_URL")]
+    pulsar_admin_url: String,
+    /// OpenBao address.
+    #[arg(long, env = "OSSATURE_OPENBAO_ADDR")]
+    openbao_addr: String,
+    /// OpenBao token allowed to manage mounts and policies.
+    #[arg(long, env = "OSSATURE_OPENBAO_TOKEN", hide_env_values = true)]
+    openbao_token: String,
+    /// Pulsar clusters of a residency region, as REGION=CLUSTER[,CLUSTER...]; repeat per region.
+    #[arg(long = "residency", value_parser = parse_residency, default_values = ["eu=standalone", "us=standalone"])]
+    residency: Vec<(String, Vec<String>)>,
+    /// Seconds between periodic reconciles that detect and correct drift.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
+    resync_seconds: u64,
+    /// Longest wait, in seconds, between retries of a failing object.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    max_backoff_seconds: u64,
+    /// Tenants reconciled at once; bounds the load on Keycloak and Pulsar.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Where `/metrics` and `/healthz` are served.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_residency(value: &str) -> Result<(String, Vec<String>), String> {
+    let (region, clusters) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?} is not REGION=CLUSTER[,CLUSTER...]"))?;
+    let clusters: Vec<String> = clusters
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    if region.trim().is_empty() || clusters.is_empty() {
+        return Err(format!("{value:?} needs a region and at least one cluster"));
+    }
+    Ok((region.trim().to_string(), clusters))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let ansi = std::io::stderr().is_terminal();
+            tracing_subscriber::fmt()
+                .with_ansi(ansi)
+                .with_env_filter(filter)
+                .init()
+        }
+    }
+
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    require_crds(&client).await?;
+
+    let calls = Calls::default();
+    let metrics = Metrics::new(&calls);
+    let settings = Settings {
+        clusters_by_region: args.residency.into_iter().collect::<BTreeMap<_, _>>(),
+        resync: Duration::from_secs(args.resync_seconds),
+        max_backoff: Duration::from_secs(args.max_backoff_seconds),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Keycloak::new(
+            &args.keycloak_url,
+            &args.keycloak_admin_user,
+            &args.keycloak_admin_password,
+            calls.clone(),
+        )?,
+        Pulsar::new(&args.pulsar_admin_url, calls.clone())?,
+        OpenBao::new(&args.openbao_addr, &args.openbao_token, calls.clone())?,
+        calls,
+        settings,
+        metrics.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { metrics.render() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!("metrics server stopped: {e}");
+        }
+    });
+    info!(metrics = %args.metrics_addr, "ossature-operator started");
+
+    let owned = || {
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            desired::MANAGED_BY.0,
+            desired::MANAGED_BY.1
+        ))
+    };
+    let config = controller::Config::default().concurrency(args.concurrency);
+    let tenants = Controller::new(
+        Api::<Tenant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Namespace>::all(client.clone()), owned())
+    .with_config(config.clone())
+    .shutdown_on_signal()
+    .run(tenant::reconcile, tenant::error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!("tenant reconcile: {e}");
+        }
+    });
+    let environments = Controller::new(
+        Api::<Environment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<ResourceQuota>::all(client.clone()), owned())
+    .with_config(config.clone())
+    .shutdown_on_signal()
+    .run(
+        environment::reconcile,
+        environment::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!("environment reconcile: {e}");
+        }
+    });
+    let scopes = Controller::new(
+        Api::<Scope>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<RoleBinding>::all(client.clone()), owned())
+    .with_config(config.clone())
+    .shutdown_on_signal()
+    .run(scope::reconcile, scope::error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!("scope reconcile: {e}");
+        }
+    });
+    tokio::join!(tenants, environments, scopes);
+    info!("ossature-operator stopped");
+    Ok(())
+}
+
+/// The operator never installs CRDs; it says clearly when they are missing.
+async fn require_crds(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ossature_crds::all() {
+        let name = crd.metadata.name.unwrap_or_default();
+        let Some(live) = crds.get_opt(&name).await? else {
+            bail!(
+                "CRD {name} is not installed; install the CRDs with `kubectl apply -f crds/yaml/`"
+            );
+        };
+        let established = live
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if !established {
+            bail!("CRD {name} is not established yet; retry in a moment");
+        }
+    }
+    Ok(())
+}

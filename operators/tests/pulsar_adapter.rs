@@ -1,0 +1,354 @@
+//! The Pulsar adapter against the real standalone Pulsar of the local stack.
+//! Names are unique per run, so tests can run in parallel and repeatedly.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use ossature_operator::adapters::pulsar::{NamespacePolicy, Pulsar};
+use ossature_operator::adapters::{Backend, BackendError, Calls, Change, Verb};
+use serde_json::{Value, json};
+
+const CLUSTER: &str = "standalone";
+
+async fn admin_url() -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    env["OSSATURE_PULSAR_ADMIN_URL"].clone()
+}
+
+/// A Pulsar-safe name no other run uses.
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let random = RandomState::new().hash_one(nanos);
+    format!("{prefix}-{:08x}", random as u32)
+}
+
+fn writes(calls: &Calls) -> u64 {
+    calls.count(Backend::Pulsar, Verb::Write)
+}
+
+/// Direct REST access, to verify what the adapter did and to cause drift.
+struct Rest {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Rest {
+    fn new(base: &str) -> Self {
+        Rest {
+            client: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "{method} {path}: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+}
+
+/// Runs the test body, then removes what it made whether or not it failed.
+async fn with_cleanup<F: Future<Output = ()>>(
+    pulsar: &Pulsar,
+    tenant: &str,
+    namespace: &str,
+    body: F,
+) {
+    let outcome = AssertUnwindSafe(body).catch_unwind().await;
+    let _ = pulsar.delete_namespace(tenant, namespace).await;
+    let _ = pulsar.delete_tenant(tenant).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn tenant_is_created_left_alone_and_restored_after_drift() {
+    let url = admin_url().await;
+    let calls = Calls::default();
+    let pulsar = Pulsar::new(&url, calls.clone()).unwrap();
+    let rest = Rest::new(&url);
+    let tenant = unique("it-pt");
+    let clusters = vec![CLUSTER.to_string()];
+
+    with_cleanup(&pulsar, &tenant, "none", async {
+        assert!(
+            pulsar
+                .clusters()
+                .await
+                .unwrap()
+                .contains(&CLUSTER.to_string())
+        );
+
+        assert_eq!(
+            pulsar.ensure_tenant(&tenant, &clusters).await.unwrap(),
+            Change::Created
+        );
+
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar.ensure_tenant(&tenant, &clusters).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(writes(&calls), before, "an unchanged tenant is not written");
+
+        let path = format!("/admin/v2/tenants/{tenant}");
+        let expected = json!({"adminRoles": [], "allowedClusters": [CLUSTER]});
+        assert_eq!(rest.get(&path).await, (200, expected.clone()));
+
+        // Drift made behind the operator's back is undone.
+        rest.send(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"adminRoles": ["someone"], "allowedClusters": [CLUSTER]})),
+        )
+        .await;
+        assert_eq!(
+            pulsar.ensure_tenant(&tenant, &clusters).await.unwrap(),
+            Change::Updated
+        );
+        assert_eq!(rest.get(&path).await, (200, expected));
+
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar.ensure_tenant(&tenant, &clusters).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(writes(&calls), before);
+
+        // A cluster Pulsar does not know is refused, not ignored.
+        let err = pulsar
+            .ensure_tenant(&tenant, &[CLUSTER.to_string(), "no-such-cluster".into()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackendError::Refused {
+                    status: 400..=499,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn namespace_policies_converge_and_deletion_goes_in_order() {
+    let url = admin_url().await;
+    let calls = Calls::default();
+    let pulsar = Pulsar::new(&url, calls.clone()).unwrap();
+    let rest = Rest::new(&url);
+    let tenant = unique("it-pn");
+    let namespace = "dev";
+    let policy = NamespacePolicy {
+        retention_minutes: 90,
+        retention_size_mb: 256,
+        schema_compatibility: "FULL".into(),
+    };
+
+    with_cleanup(&pulsar, &tenant, namespace, async {
+        assert_eq!(
+            pulsar
+                .ensure_tenant(&tenant, &[CLUSTER.to_string()])
+                .await
+                .unwrap(),
+            Change::Created
+        );
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &policy)
+                .await
+                .unwrap(),
+            Change::Created
+        );
+
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &policy)
+                .await
+                .unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            writes(&calls),
+            before,
+            "an unchanged namespace is not written"
+        );
+
+        let ns = format!("/admin/v2/namespaces/{tenant}/{namespace}");
+        let retention = json!({"retentionTimeInMinutes": 90, "retentionSizeInMB": 256});
+        assert_eq!(
+            rest.get(&format!("{ns}/retention")).await,
+            (200, retention.clone())
+        );
+        assert_eq!(
+            rest.get(&format!("{ns}/schemaValidationEnforced")).await,
+            (200, json!(true))
+        );
+        assert_eq!(
+            rest.get(&format!("{ns}/schemaCompatibilityStrategy")).await,
+            (200, json!("FULL"))
+        );
+
+        // Drift: only the retention differs, so only it is written.
+        rest.send(
+            reqwest::Method::POST,
+            &format!("{ns}/retention"),
+            Some(json!({"retentionTimeInMinutes": 5, "retentionSizeInMB": 1})),
+        )
+        .await;
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &policy)
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(writes(&calls), before + 1);
+        assert_eq!(rest.get(&format!("{ns}/retention")).await, (200, retention));
+
+        // An unknown strategy is refused before Pulsar can silently drop it.
+        let bogus = NamespacePolicy {
+            schema_compatibility: "BOGUS".into(),
+            ..policy.clone()
+        };
+        let before = writes(&calls);
+        let err = pulsar
+            .ensure_namespace(&tenant, namespace, &bogus)
+            .await
+            .unwrap_err();
+        assert_eq!(err.category(), "BackendRefused", "{err}");
+        assert_eq!(writes(&calls), before);
+
+        // Topics of both kinds, partitioned or not, go with the namespace.
+        let topics = format!("{tenant}/{namespace}");
+        rest.send(
+            reqwest::Method::PUT,
+            &format!("/admin/v2/persistent/{topics}/orders"),
+            None,
+        )
+        .await;
+        rest.send(
+            reqwest::Method::PUT,
+            &format!("/admin/v2/persistent/{topics}/events/partitions"),
+            Some(json!(2)),
+        )
+        .await;
+        rest.send(
+            reqwest::Method::PUT,
+            &format!("/admin/v2/non-persistent/{topics}/pings"),
+            None,
+        )
+        .await;
+
+        let err = pulsar.delete_tenant(&tenant).await.unwrap_err();
+        assert!(
+            matches!(err, BackendError::Refused { status: 409, .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("namespaces remain"), "{message}");
+        assert!(message.contains(&topics), "{message}");
+
+        assert_eq!(
+            pulsar.delete_namespace(&tenant, namespace).await.unwrap(),
+            Change::Deleted
+        );
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar.delete_namespace(&tenant, namespace).await.unwrap(),
+            Change::Absent
+        );
+        assert_eq!(writes(&calls), before, "nothing to delete, nothing written");
+        assert_eq!(
+            rest.get(&format!("/admin/v2/namespaces/{tenant}")).await,
+            (200, json!([]))
+        );
+
+        assert_eq!(
+            pulsar.delete_tenant(&tenant).await.unwrap(),
+            Change::Deleted
+        );
+        assert_eq!(pulsar.delete_tenant(&tenant).await.unwrap(), Change::Absent);
+        assert_eq!(
+            rest.get(&format!("/admin/v2/tenants/{tenant}")).await.0,
+            404
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn namespace_of_a_missing_tenant_is_refused() {
+    let url = admin_url().await;
+    let pulsar = Pulsar::new(&url, Calls::default()).unwrap();
+    let policy = NamespacePolicy {
+        retention_minutes: 60,
+        retention_size_mb: 10,
+        schema_compatibility: "FULL".into(),
+    };
+    let err = pulsar
+        .ensure_namespace(&unique("it-missing"), "dev", &policy)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BackendError::Refused { status: 404, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_pulsar_is_reported_as_such() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let calls = Calls::default();
+    let pulsar = Pulsar::new("http://127.0.0.1:1", calls.clone()).unwrap();
+
+    let err = pulsar.clusters().await.unwrap_err();
+    assert!(matches!(err, BackendError::Unreachable { .. }), "{err:?}");
+    assert_eq!(err.category(), "BackendUnreachable");
+    assert_eq!(err.backend(), Backend::Pulsar);
+
+    let err = pulsar
+        .ensure_tenant("acme", &[CLUSTER.to_string()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "BackendUnreachable");
+    assert_eq!(calls.count(Backend::Pulsar, Verb::Read), 2);
+    assert_eq!(calls.count(Backend::Pulsar, Verb::Write), 0);
+}
