@@ -106,7 +106,7 @@ async fn main() -> Result<()> {
             .init(),
         LogFormat::Text => {
             use std::io::IsTerminal;
-            let ansi = std::io::stderr().is_terminal();
+            let ansi = std::io::stdout().is_terminal();
             tracing_subscriber::fmt()
                 .with_ansi(ansi)
                 .with_env_filter(filter)

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
-use ossature_crds::{DeletionPolicy, Tenant, TenantStatus};
+use ossature_crds::{DeletionPolicy, Environment, Scope, Tenant, TenantStatus};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -318,8 +318,47 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
+/// Deletes the tenant's Environments and Scopes and waits until their own
+/// finalizers have removed what they provisioned: they come first in reverse order.
+async fn remove_children(names: &TenantNames, ctx: &Context) -> Result<(), Error> {
+    let environments: Api<Environment> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let scopes: Api<Scope> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    ctx.calls.record(
+        crate::adapters::Backend::Kubernetes,
+        crate::adapters::Verb::Read,
+    );
+    let environments_left = environments.list(&ListParams::default()).await?.items;
+    ctx.calls.record(
+        crate::adapters::Backend::Kubernetes,
+        crate::adapters::Verb::Read,
+    );
+    let scopes_left = scopes.list(&ListParams::default()).await?.items;
+    if environments_left.is_empty() && scopes_left.is_empty() {
+        return Ok(());
+    }
+    for environment in environments_left
+        .iter()
+        .filter(|e| e.metadata.deletion_timestamp.is_none())
+    {
+        kubernetes::delete(&environments, &environment.name_any(), &ctx.calls).await?;
+    }
+    for scope in scopes_left
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+    {
+        kubernetes::delete(&scopes, &scope.name_any(), &ctx.calls).await?;
+    }
+    Err(Error::Blocked(format!(
+        "waiting for {} environments and {} scopes of tenant {} to be removed",
+        environments_left.len(),
+        scopes_left.len(),
+        names.tenant
+    )))
+}
+
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let names = TenantNames::new(&tenant.name_any());
+    remove_children(&names, ctx).await?;
     let mut events = Vec::new();
     if tenant.spec.deletion_policy == DeletionPolicy::Delete {
         // Reverse order of creation; exact names only, so no other tenant is touched.

@@ -1,0 +1,227 @@
+//! What the operator's end-to-end tests share: the stack, the operator
+//! process, and reads of each backend through its own API.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use ossature_crds::Tenant;
+use serde_json::{Value, json};
+
+pub struct Operator {
+    child: Child,
+    pub metrics: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_operator(env: &BTreeMap<String, String>) -> Operator {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(
+        std::env::temp_dir().join(format!("ossature-operator-test-{port}.log")),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ossature-operator"))
+        .envs(env)
+        .args([
+            "--log-format",
+            "text",
+            "--resync-seconds",
+            "5",
+            "--max-backoff-seconds",
+            "5",
+        ])
+        .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Operator {
+        child,
+        metrics: format!("http://127.0.0.1:{port}/metrics"),
+    }
+}
+
+pub async fn kube_client(env: &BTreeMap<String, String>) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&env["KUBECONFIG"]).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ossature_crds::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("ossature-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        wait_for(
+            &format!("CRD {name} established"),
+            Duration::from_secs(60),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    let crd = crds.get(&name).await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+pub async fn keycloak_token(env: &BTreeMap<String, String>) -> String {
+    let response: Value = http()
+        .post(format!(
+            "{}/realms/master/protocol/openid-connect/token",
+            env["OSSATURE_KEYCLOAK_URL"]
+        ))
+        .form(&[
+            ("client_id", "admin-cli"),
+            ("grant_type", "password"),
+            ("username", env["OSSATURE_KEYCLOAK_ADMIN_USER"].as_str()),
+            ("password", env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"].as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["access_token"].as_str().unwrap().to_string()
+}
+
+/// Status code and body of a GET on a backend.
+pub async fn get(url: String, header: Option<(&str, &str)>) -> (u16, Value) {
+    let mut request = http().get(url);
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn realm(env: &BTreeMap<String, String>, name: &str) -> (u16, Value) {
+    let token = keycloak_token(env).await;
+    let auth = format!("Bearer {token}");
+    get(
+        format!("{}/admin/realms/{name}", env["OSSATURE_KEYCLOAK_URL"]),
+        Some(("Authorization", &auth)),
+    )
+    .await
+}
+
+pub async fn pulsar_tenant(env: &BTreeMap<String, String>, name: &str) -> (u16, Value) {
+    get(
+        format!(
+            "{}/admin/v2/tenants/{name}",
+            env["OSSATURE_PULSAR_ADMIN_URL"]
+        ),
+        None,
+    )
+    .await
+}
+
+pub async fn openbao_mounts(env: &BTreeMap<String, String>) -> Value {
+    let (_, body) = get(
+        format!("{}/v1/sys/mounts", env["OSSATURE_OPENBAO_ADDR"]),
+        Some(("X-Vault-Token", &env["OSSATURE_OPENBAO_TOKEN"])),
+    )
+    .await;
+    body
+}
+
+pub async fn writes(operator: &Operator) -> u64 {
+    let text = http()
+        .get(&operator.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("ossature_backend_calls_total{") && l.contains("verb=\"write\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+pub fn ready(tenant: &Tenant) -> bool {
+    tenant.status.as_ref().is_some_and(|s| {
+        s.observed_generation == tenant.metadata.generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+pub fn tenant(name: &str) -> Tenant {
+    serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"type": "Business", "displayName": "Controller test", "residency": "eu",
+                 "quotas": {"cpu": "2", "pods": 10}},
+    }))
+    .unwrap()
+}
+
+pub fn suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}", nanos ^ std::process::id())
+}
