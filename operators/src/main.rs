@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 use ossature_crds::{Environment, Scope, Tenant};
@@ -27,30 +28,35 @@ use tracing::{error, info};
 /// RBAC that cascades down the tree; each Environment a namespace and a Pulsar
 /// namespace. Each reports one Ready condition naming what blocks.
 ///
-/// Backend addresses and credentials come from flags or from the variables
-/// `ossature-dev env` prints. CRDs must be installed first:
-/// `kubectl apply -f crds/yaml/`.
+/// With `--local-stack` it brings up the embedded local stack first and takes
+/// everything from it. Otherwise backend addresses and credentials come from
+/// flags or from the variables `ossature-dev env` prints, and the CRDs must be
+/// installed first: `kubectl apply -f crds/yaml/`.
 #[derive(Parser, Debug)]
 #[command(name = "ossature-operator", version)]
 struct Args {
     /// Keycloak base URL.
     #[arg(long, env = "OSSATURE_KEYCLOAK_URL")]
-    keycloak_url: String,
+    keycloak_url: Option<String>,
     /// Keycloak master-realm admin user.
     #[arg(long, env = "OSSATURE_KEYCLOAK_ADMIN_USER")]
-    keycloak_admin_user: String,
+    keycloak_admin_user: Option<String>,
     /// Keycloak master-realm admin password.
     #[arg(long, env = "OSSATURE_KEYCLOAK_ADMIN_PASSWORD", hide_env_values = true)]
-    keycloak_admin_password: String,
+    keycloak_admin_password: Option<String>,
     /// Pulsar admin REST URL.
     #[arg(long, env = "OSSATURE_PULSAR_ADMIN_URL")]
-    pulsar_admin_url: String,
+    pulsar_admin_url: Option<String>,
     /// OpenBao address.
     #[arg(long, env = "OSSATURE_OPENBAO_ADDR")]
-    openbao_addr: String,
+    openbao_addr: Option<String>,
     /// OpenBao token allowed to manage mounts and policies.
     #[arg(long, env = "OSSATURE_OPENBAO_TOKEN", hide_env_values = true)]
-    openbao_token: String,
+    openbao_token: Option<String>,
+    /// Bring up the embedded local stack (`ossature-dev up`), install the CRDs
+    /// into it and take every backend address from it.
+    #[arg(long)]
+    local_stack: bool,
     /// Pulsar clusters of a residency region, as REGION=CLUSTER[,CLUSTER...]; repeat per region.
     #[arg(long = "residency", value_parser = parse_residency, default_values = ["eu=standalone", "us=standalone"])]
     residency: Vec<(String, Vec<String>)>,
@@ -114,10 +120,68 @@ async fn main() -> Result<()> {
         }
     }
 
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let mut args = args;
+    let client = if args.local_stack {
+        let env = ossature_bootstrap::ensure_up()
+            .await
+            .context("bringing up the local stack")?;
+        let take = |slot: &mut Option<String>, name: &str| {
+            if slot.is_none() {
+                *slot = env.get(name).cloned();
+            }
+        };
+        take(&mut args.keycloak_url, "OSSATURE_KEYCLOAK_URL");
+        take(
+            &mut args.keycloak_admin_user,
+            "OSSATURE_KEYCLOAK_ADMIN_USER",
+        );
+        take(
+            &mut args.keycloak_admin_password,
+            "OSSATURE_KEYCLOAK_ADMIN_PASSWORD",
+        );
+        take(&mut args.pulsar_admin_url, "OSSATURE_PULSAR_ADMIN_URL");
+        take(&mut args.openbao_addr, "OSSATURE_OPENBAO_ADDR");
+        take(&mut args.openbao_token, "OSSATURE_OPENBAO_TOKEN");
+        let kubeconfig = Kubeconfig::read_from(&env["KUBECONFIG"])?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let client = Client::try_from(config)?;
+        install_crds(&client).await?;
+        info!(kubeconfig = %env["KUBECONFIG"], "local stack is up; CRDs installed");
+        client
+    } else {
+        Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API")?
+    };
     require_crds(&client).await?;
+    let required = |value: Option<String>, flag: &str, var: &str| {
+        value.with_context(|| {
+            format!("--{flag} (or {var}) is required unless --local-stack is given")
+        })
+    };
+    let keycloak_url = required(args.keycloak_url, "keycloak-url", "OSSATURE_KEYCLOAK_URL")?;
+    let keycloak_admin_user = required(
+        args.keycloak_admin_user,
+        "keycloak-admin-user",
+        "OSSATURE_KEYCLOAK_ADMIN_USER",
+    )?;
+    let keycloak_admin_password = required(
+        args.keycloak_admin_password,
+        "keycloak-admin-password",
+        "OSSATURE_KEYCLOAK_ADMIN_PASSWORD",
+    )?;
+    let pulsar_admin_url = required(
+        args.pulsar_admin_url,
+        "pulsar-admin-url",
+        "OSSATURE_PULSAR_ADMIN_URL",
+    )?;
+    let openbao_addr = required(args.openbao_addr, "openbao-addr", "OSSATURE_OPENBAO_ADDR")?;
+    let openbao_token = required(
+        args.openbao_token,
+        "openbao-token",
+        "OSSATURE_OPENBAO_TOKEN",
+    )?;
 
     let calls = Calls::default();
     let metrics = Metrics::new(&calls);
@@ -129,13 +193,13 @@ async fn main() -> Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         Keycloak::new(
-            &args.keycloak_url,
-            &args.keycloak_admin_user,
-            &args.keycloak_admin_password,
+            &keycloak_url,
+            &keycloak_admin_user,
+            &keycloak_admin_password,
             calls.clone(),
         )?,
-        Pulsar::new(&args.pulsar_admin_url, calls.clone())?,
-        OpenBao::new(&args.openbao_addr, &args.openbao_token, calls.clone())?,
+        Pulsar::new(&pulsar_admin_url, calls.clone())?,
+        OpenBao::new(&openbao_addr, &openbao_token, calls.clone())?,
         calls,
         settings,
         metrics.clone(),
@@ -213,7 +277,28 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The operator never installs CRDs; it says clearly when they are missing.
+/// Installs the CRDs into the local stack (server-side apply) and waits
+/// until they are served. Only with `--local-stack`: elsewhere CRDs are
+/// installed by whoever installs the operator.
+async fn install_crds(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params =
+        kube::api::PatchParams::apply(ossature_operator::kubernetes::FIELD_MANAGER).force();
+    for crd in ossature_crds::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &params, &kube::api::Patch::Apply(&crd))
+            .await?;
+    }
+    for _ in 0..120 {
+        if require_crds(client).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    require_crds(client).await
+}
+
+/// Outside the local stack the operator never installs CRDs; it says clearly when they are missing.
 async fn require_crds(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in ossature_crds::all() {
