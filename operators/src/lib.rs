@@ -3,6 +3,7 @@
 pub mod adapters;
 pub mod conditions;
 pub mod context;
+pub mod crds;
 pub mod desired;
 pub mod environment;
 pub mod kubernetes;

@@ -3,12 +3,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
@@ -146,7 +145,7 @@ async fn main() -> Result<()> {
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         let client = Client::try_from(config)?;
-        install_crds(&client).await?;
+        ossature_operator::crds::install(&client).await?;
         info!(kubeconfig = %env["KUBECONFIG"], "local stack is up; CRDs installed");
         client
     } else {
@@ -154,7 +153,7 @@ async fn main() -> Result<()> {
             .await
             .context("connecting to the Kubernetes API")?
     };
-    require_crds(&client).await?;
+    ossature_operator::crds::require(&client).await?;
     let required = |value: Option<String>, flag: &str, var: &str| {
         value.with_context(|| {
             format!("--{flag} (or {var}) is required unless --local-stack is given")
@@ -274,49 +273,5 @@ async fn main() -> Result<()> {
     });
     tokio::join!(tenants, environments, scopes);
     info!("ossature-operator stopped");
-    Ok(())
-}
-
-/// Installs the CRDs into the local stack (server-side apply) and waits
-/// until they are served. Only with `--local-stack`: elsewhere CRDs are
-/// installed by whoever installs the operator.
-async fn install_crds(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params =
-        kube::api::PatchParams::apply(ossature_operator::kubernetes::FIELD_MANAGER).force();
-    for crd in ossature_crds::all() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(&name, &params, &kube::api::Patch::Apply(&crd))
-            .await?;
-    }
-    for _ in 0..120 {
-        if require_crds(client).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    require_crds(client).await
-}
-
-/// Outside the local stack the operator never installs CRDs; it says clearly when they are missing.
-async fn require_crds(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in ossature_crds::all() {
-        let name = crd.metadata.name.unwrap_or_default();
-        let Some(live) = crds.get_opt(&name).await? else {
-            bail!(
-                "CRD {name} is not installed; install the CRDs with `kubectl apply -f crds/yaml/`"
-            );
-        };
-        let established = live
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if !established {
-            bail!("CRD {name} is not established yet; retry in a moment");
-        }
-    }
     Ok(())
 }
