@@ -17,13 +17,24 @@ pub const FIELD_MANAGER: &str = "ossature-operator";
 pub fn json_subset(desired: &serde_json::Value, live: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| json_subset(dv, lv))),
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => json_subset(dv, lv),
+            // The apiserver drops empty maps and lists (a quota without limits).
+            None => is_empty(dv),
+        }),
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| json_subset(dv, lv))
         }
         _ => desired == live,
+    }
+}
+
+fn is_empty(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(m) => m.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Null => true,
+        _ => false,
     }
 }
 
@@ -79,6 +90,16 @@ mod tests {
         let desired = json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"hard": {"pods": "10"}}});
         let live = json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "1", "y": "2"}}, "spec": {"hard": {"pods": "10"}}, "status": {}});
         assert!(json_subset(&desired, &live));
+    }
+
+    #[test]
+    fn empty_maps_the_apiserver_drops_are_not_drift() {
+        let desired = json!({"spec": {"hard": {}}, "metadata": {"labels": {}}});
+        assert!(json_subset(&desired, &json!({"spec": {}, "metadata": {}})));
+        assert!(!json_subset(
+            &json!({"spec": {"hard": {"pods": "1"}}}),
+            &json!({"spec": {}})
+        ));
     }
 
     #[test]

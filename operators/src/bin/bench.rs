@@ -213,6 +213,12 @@ async fn main() -> Result<()> {
         .collect();
     println!("writes per tenant           {}", per_tenant.join("  "));
     let (s0, s1) = (writes(&steady_start), writes(&steady_end));
+    let steady_by_backend: Vec<String> = s1
+        .iter()
+        .map(|(b, v)| (b, v - s0.get(b).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .map(|(b, v)| format!("{b} {v}"))
+        .collect();
     let steady: u64 = s1
         .iter()
         .map(|(b, v)| v - s0.get(b).copied().unwrap_or(0))
@@ -223,7 +229,7 @@ async fn main() -> Result<()> {
         .map(|(k, v)| v - steady_start.get(k).copied().unwrap_or(0))
         .sum();
     println!(
-        "steady state ({}s)          {steady} writes, {reads} reads (resync every {}s)",
+        "steady state ({}s)          {steady} writes {steady_by_backend:?}, {reads} reads (resync every {}s)",
         args.steady_seconds, args.resync_seconds
     );
     println!(

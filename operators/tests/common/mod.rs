@@ -218,6 +218,17 @@ pub fn tenant(name: &str) -> Tenant {
     .unwrap()
 }
 
+/// A Consumer tenant that sets nothing optional (no quotas, no identity settings).
+pub fn bare_tenant(name: &str) -> Tenant {
+    serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"type": "Consumer", "displayName": "Bare", "residency": "us"},
+    }))
+    .unwrap()
+}
+
 pub fn suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
