@@ -9,7 +9,7 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
 /// An environment of a tenant, in the tenant's namespace. It becomes a
 /// namespace `tn-<tenant>--<name>` with quota and network policies, a Pulsar
 /// namespace `<tenant>/<name>` with schema validation enforced, and an OpenBao
-/// path prefix.
+/// path prefix inside the tenant's KV mount.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ossature.dev",
@@ -85,4 +85,7 @@ pub struct EnvironmentStatus {
     /// The environment's Pulsar namespace, `<tenant>/<environment>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulsar_namespace: Option<String>,
+    /// Where the environment's secrets live in OpenBao, inside the tenant's KV mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_path: Option<String>,
 }

@@ -127,6 +127,13 @@ pub fn roll_up(
     conditions
 }
 
+/// Ready for the current generation: a write now can only be drift.
+pub fn settled(conditions: &[Condition], generation: Option<i64>) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True" && c.observed_generation == generation)
+}
+
 /// Equal apart from transition times: no status write is needed.
 pub fn same(a: &[Condition], b: &[Condition]) -> bool {
     let strip = |c: &Condition| {

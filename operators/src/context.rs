@@ -5,13 +5,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
 use crate::adapters::keycloak::Keycloak;
 use crate::adapters::openbao::OpenBao;
 use crate::adapters::pulsar::Pulsar;
-use crate::adapters::{Backend, Calls, Verb};
+use crate::adapters::{Backend, Calls, Change, Verb};
+use crate::conditions::Outcome;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -74,6 +75,51 @@ impl Context {
 
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().expect("never poisoned").remove(key);
+    }
+
+    /// The outcome of one backend step, and the Events that report it: a
+    /// failure, a first provisioning, or drift put back on an object that was
+    /// already Ready for its generation.
+    pub fn step(
+        &self,
+        controller: &'static str,
+        condition: &'static str,
+        what: &str,
+        result: Result<Vec<Change>, (&'static str, String)>,
+        settled: bool,
+        events: &mut Vec<Event>,
+    ) -> Outcome {
+        let event = |type_, reason: &str, note: String| Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        match result {
+            Ok(changes) if changes.iter().any(|c| c.wrote()) => {
+                if settled {
+                    self.metrics.drift(controller, condition);
+                    events.push(event(
+                        EventType::Warning,
+                        "DriftCorrected",
+                        format!("{what} had drifted from the desired state and was put back"),
+                    ));
+                } else {
+                    events.push(event(
+                        EventType::Normal,
+                        "Provisioned",
+                        format!("{what} created or updated"),
+                    ));
+                }
+                Outcome::ready(condition, format!("{what} is provisioned"))
+            }
+            Ok(_) => Outcome::ready(condition, format!("{what} is provisioned")),
+            Err((category, message)) => {
+                events.push(event(EventType::Warning, category, message.clone()));
+                Outcome::failed(condition, category, message)
+            }
+        }
     }
 
     /// Events are best effort: a failure to record one never fails a reconcile.

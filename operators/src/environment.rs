@@ -3,18 +3,16 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
 use ossature_crds::{DeletionPolicy, Environment, EnvironmentStatus, Tenant};
 use serde_json::json;
 use tracing::{instrument, warn};
 
-use crate::adapters::{Backend, Change, Verb};
+use crate::adapters::{Backend, Verb};
 use crate::conditions::{self, Outcome};
 use crate::context::Context;
 use crate::desired::{self, TenantNames};
@@ -63,16 +61,6 @@ fn key(environment: &Environment) -> String {
     )
 }
 
-fn event(type_: EventType, reason: &str, note: String) -> Event {
-    Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    }
-}
-
 async fn apply(environment: &Environment, ctx: &Context) -> Result<Action, Error> {
     let namespace = environment.namespace().unwrap_or_default();
     let name = environment.name_any();
@@ -105,10 +93,11 @@ async fn apply(environment: &Environment, ctx: &Context) -> Result<Action, Error
 
     let mut outcomes = Vec::new();
     let mut status = environment.status.clone().unwrap_or_default();
+    let settled = conditions::settled(&status.conditions, environment.metadata.generation);
     if stalled.is_none() {
         let tenant = tenant_of(&namespace).expect("checked above");
         let names = TenantNames::new(tenant).environment(&name);
-        let mut objects = desired::namespace_objects(
+        let objects = desired::namespace_objects(
             &names.namespace,
             tenant,
             Some(&name),
@@ -117,49 +106,16 @@ async fn apply(environment: &Environment, ctx: &Context) -> Result<Action, Error
         let owner = environment
             .controller_owner_ref(&())
             .expect("an Environment read from the API has a uid");
-        // A cluster-scoped namespace cannot be owned by a namespaced object;
-        // its contents can. The finalizer removes the namespace itself.
-        objects.quota.metadata.owner_references = Some(vec![owner.clone()]);
-        objects.limits.metadata.owner_references = Some(vec![owner.clone()]);
-        let result: Result<Vec<Change>, kube::Error> = async {
-            let client = ctx.client.clone();
-            let ns = &names.namespace;
-            let mut changes = vec![
-                kubernetes::ensure(
-                    &Api::<Namespace>::all(client.clone()),
-                    &objects.namespace,
-                    &ctx.calls,
-                )
-                .await?,
-            ];
-            changes.push(
-                kubernetes::ensure(
-                    &Api::<ResourceQuota>::namespaced(client.clone(), ns),
-                    &objects.quota,
-                    &ctx.calls,
-                )
-                .await?,
-            );
-            changes.push(
-                kubernetes::ensure(
-                    &Api::<LimitRange>::namespaced(client.clone(), ns),
-                    &objects.limits,
-                    &ctx.calls,
-                )
-                .await?,
-            );
-            let policies = Api::<NetworkPolicy>::namespaced(client, ns);
-            for policy in &mut objects.policies {
-                policy.metadata.owner_references = Some(vec![owner.clone()]);
-                changes.push(kubernetes::ensure(&policies, policy, &ctx.calls).await?);
-            }
-            Ok(changes)
-        }
-        .await;
-        outcomes.push(step(
+        // The finalizer removes the namespace; a namespaced owner cannot own it.
+        let result =
+            kubernetes::ensure_namespace_objects(&ctx.client, objects, owner, false, &ctx.calls)
+                .await;
+        outcomes.push(ctx.step(
+            "environment",
             conditions::NAMESPACE_READY,
             &format!("namespace {}", names.namespace),
             result.map_err(|e| ("KubernetesApi", e.to_string())),
+            settled,
             &mut events,
         ));
 
@@ -169,14 +125,17 @@ async fn apply(environment: &Environment, ctx: &Context) -> Result<Action, Error
             .ensure_namespace(tenant, &names.pulsar_namespace, &policy)
             .await
             .map(|c| vec![c]);
-        outcomes.push(step(
+        outcomes.push(ctx.step(
+            "environment",
             conditions::MESSAGING_READY,
             &format!("Pulsar namespace {tenant}/{}", names.pulsar_namespace),
             result.map_err(|e| (e.category(), e.to_string())),
+            settled,
             &mut events,
         ));
         status.namespace = Some(names.namespace.clone());
         status.pulsar_namespace = Some(format!("{tenant}/{}", names.pulsar_namespace));
+        status.secrets_path = Some(names.secrets_prefix.clone());
     }
 
     let conditions = conditions::roll_up(
@@ -216,30 +175,6 @@ async fn apply(environment: &Environment, ctx: &Context) -> Result<Action, Error
     } else {
         ctx.reset_backoff(&key(environment));
         Ok(Action::requeue(ctx.settings.resync))
-    }
-}
-
-fn step(
-    condition: &'static str,
-    what: &str,
-    result: Result<Vec<Change>, (&'static str, String)>,
-    events: &mut Vec<Event>,
-) -> Outcome {
-    match result {
-        Ok(changes) => {
-            if changes.iter().any(|c| c.wrote()) {
-                events.push(event(
-                    EventType::Normal,
-                    "Provisioned",
-                    format!("{what} created or brought back to the desired state"),
-                ));
-            }
-            Outcome::ready(condition, format!("{what} is provisioned"))
-        }
-        Err((category, message)) => {
-            events.push(event(EventType::Warning, category, message.clone()));
-            Outcome::failed(condition, category, message)
-        }
     }
 }
 

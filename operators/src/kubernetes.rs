@@ -8,7 +8,12 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
 use crate::adapters::{Backend, Calls, Change, Verb};
+use crate::desired::NamespaceObjects;
 
 pub const FIELD_MANAGER: &str = "ossature-operator";
 
@@ -65,6 +70,51 @@ where
     } else {
         Change::Created
     })
+}
+
+/// Applies a namespace and its quota, limit range and network policies.
+/// `owner` owns the namespaced objects; the namespace itself only when
+/// `owns_namespace` (a namespaced owner cannot own a cluster-scoped object).
+pub async fn ensure_namespace_objects(
+    client: &kube::Client,
+    mut objects: NamespaceObjects,
+    owner: OwnerReference,
+    owns_namespace: bool,
+    calls: &Calls,
+) -> Result<Vec<Change>, kube::Error> {
+    let owners = Some(vec![owner]);
+    if owns_namespace {
+        objects.namespace.metadata.owner_references = owners.clone();
+    }
+    objects.quota.metadata.owner_references = owners.clone();
+    objects.limits.metadata.owner_references = owners.clone();
+    let ns = objects.namespace.metadata.name.clone().unwrap_or_default();
+    let mut changes = vec![
+        ensure(
+            &Api::<Namespace>::all(client.clone()),
+            &objects.namespace,
+            calls,
+        )
+        .await?,
+        ensure(
+            &Api::<ResourceQuota>::namespaced(client.clone(), &ns),
+            &objects.quota,
+            calls,
+        )
+        .await?,
+        ensure(
+            &Api::<LimitRange>::namespaced(client.clone(), &ns),
+            &objects.limits,
+            calls,
+        )
+        .await?,
+    ];
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+    for mut policy in objects.policies {
+        policy.metadata.owner_references = owners.clone();
+        changes.push(ensure(&policies, &policy, calls).await?);
+    }
+    Ok(changes)
 }
 
 /// Deletes an object if it exists.

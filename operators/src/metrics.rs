@@ -16,10 +16,17 @@ struct FailureLabels {
     category: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DriftLabels {
+    controller: &'static str,
+    condition: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     failures: Family<FailureLabels, Counter>,
+    drift: Family<DriftLabels, Counter>,
 }
 
 impl Metrics {
@@ -36,9 +43,16 @@ impl Metrics {
             "Failed reconciles, by controller and error category",
             failures.clone(),
         );
+        let drift = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "drift_corrections",
+            "Backend objects found changed by hand and put back, by controller and condition",
+            drift.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             failures,
+            drift,
         }
     }
 
@@ -47,6 +61,15 @@ impl Metrics {
             .get_or_create(&FailureLabels {
                 controller,
                 category,
+            })
+            .inc();
+    }
+
+    pub fn drift(&self, controller: &'static str, condition: &'static str) {
+        self.drift
+            .get_or_create(&DriftLabels {
+                controller,
+                condition,
             })
             .inc();
     }
@@ -70,11 +93,18 @@ mod tests {
         let metrics = Metrics::new(&calls);
         calls.record(Backend::Pulsar, Verb::Write);
         metrics.failure("tenant", "BackendUnreachable");
+        metrics.drift("tenant", "RealmReady");
         let text = metrics.render();
         assert!(
             text.contains(r#"ossature_backend_calls_total{backend="pulsar",verb="write"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"ossature_reconcile_failures_total{controller="tenant",category="BackendUnreachable"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"ossature_drift_corrections_total{controller="tenant",condition="RealmReady"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
 use ossature_crds::{Scope, ScopeRole, ScopeStatus};
 use serde_json::json;
 use tracing::{instrument, warn};
 
-use crate::adapters::{Backend, Change, Verb};
+use crate::adapters::{Backend, Verb};
 use crate::conditions::{self, Outcome};
 use crate::context::Context;
 use crate::environment::tenant_of;
@@ -128,6 +127,10 @@ async fn apply(scope: &Scope, ctx: &Context) -> Result<Action, Error> {
     let mut events = Vec::new();
     let mut outcomes = Vec::new();
     let mut path = None;
+    let settled = conditions::settled(
+        &scope.status.clone().unwrap_or_default().conditions,
+        scope.metadata.generation,
+    );
 
     let stalled = match tenant_of(&namespace) {
         None => Some(Outcome::failed(
@@ -159,14 +162,18 @@ async fn apply(scope: &Scope, ctx: &Context) -> Result<Action, Error> {
                         .keycloak
                         .ensure_group(tenant, &segments, &attributes)
                         .await;
-                    outcomes.push(step(
-                        GROUP_READY,
-                        &format!("group {text}"),
-                        result
-                            .map(|c| vec![c])
-                            .map_err(|e| (e.category(), e.to_string())),
-                        &mut events,
-                    ));
+                    outcomes.push(
+                        ctx.step(
+                            "scope",
+                            GROUP_READY,
+                            &format!("group {text}"),
+                            result
+                                .map(|c| vec![c])
+                                .map_err(|e| (e.category(), e.to_string())),
+                            settled,
+                            &mut events,
+                        ),
+                    );
 
                     let mut changes = Vec::new();
                     let mut failure = None;
@@ -187,7 +194,14 @@ async fn apply(scope: &Scope, ctx: &Context) -> Result<Action, Error> {
                         Some(f) => Err(f),
                         None => Ok(changes),
                     };
-                    outcomes.push(step(RBAC_READY, "role bindings", result, &mut events));
+                    outcomes.push(ctx.step(
+                        "scope",
+                        RBAC_READY,
+                        "role bindings",
+                        result,
+                        settled,
+                        &mut events,
+                    ));
                     path = Some(text);
                     None
                 }
@@ -227,40 +241,6 @@ async fn apply(scope: &Scope, ctx: &Context) -> Result<Action, Error> {
         ctx.reset_backoff(&key(scope));
         // Descendants change the subtree; the periodic reconcile follows them.
         Ok(Action::requeue(ctx.settings.resync))
-    }
-}
-
-fn step(
-    condition: &'static str,
-    what: &str,
-    result: Result<Vec<Change>, (&'static str, String)>,
-    events: &mut Vec<Event>,
-) -> Outcome {
-    match result {
-        Ok(changes) => {
-            if changes.iter().any(|c| c.wrote()) {
-                events.push(Event {
-                    type_: EventType::Normal,
-                    reason: "Provisioned".into(),
-                    note: Some(format!(
-                        "{what} created or brought back to the desired state"
-                    )),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                });
-            }
-            Outcome::ready(condition, format!("{what} provisioned"))
-        }
-        Err((category, message)) => {
-            events.push(Event {
-                type_: EventType::Warning,
-                reason: category.into(),
-                note: Some(message.clone()),
-                action: "Reconcile".into(),
-                secondary: None,
-            });
-            Outcome::failed(condition, category, message)
-        }
     }
 }
 

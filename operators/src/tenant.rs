@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -71,89 +70,17 @@ pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(ctx.backoff(&format!("tenant/{}", tenant.name_any())))
 }
 
-/// Outcome of one backend step, and an Event when it changed something.
-fn outcome(
-    condition: &'static str,
-    what: &str,
-    result: Result<Vec<Change>, String>,
-    category: &'static str,
-    events: &mut Vec<Event>,
-) -> Outcome {
-    match result {
-        Ok(changes) => {
-            if changes.iter().any(|c| c.wrote()) {
-                events.push(Event {
-                    type_: EventType::Normal,
-                    reason: "Provisioned".into(),
-                    note: Some(format!(
-                        "{what} created or brought back to the desired state"
-                    )),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                });
-            }
-            Outcome::ready(condition, format!("{what} is provisioned"))
-        }
-        Err(message) => {
-            events.push(Event {
-                type_: EventType::Warning,
-                reason: category.into(),
-                note: Some(message.clone()),
-                action: "Reconcile".into(),
-                secondary: None,
-            });
-            Outcome::failed(condition, category, message)
-        }
-    }
-}
-
 async fn namespace_step(
     tenant: &Tenant,
     names: &TenantNames,
     ctx: &Context,
 ) -> Result<Vec<Change>, kube::Error> {
-    let mut objects =
+    let objects =
         desired::namespace_objects(&names.namespace, &names.tenant, None, &tenant.spec.quotas);
     let owner = tenant
         .controller_owner_ref(&())
         .expect("a Tenant read from the API has a uid");
-    objects.namespace.metadata.owner_references = Some(vec![owner.clone()]);
-    objects.quota.metadata.owner_references = Some(vec![owner.clone()]);
-    objects.limits.metadata.owner_references = Some(vec![owner.clone()]);
-    for policy in &mut objects.policies {
-        policy.metadata.owner_references = Some(vec![owner.clone()]);
-    }
-    let client = ctx.client.clone();
-    let ns = &names.namespace;
-    let mut changes = vec![
-        kubernetes::ensure(
-            &Api::<Namespace>::all(client.clone()),
-            &objects.namespace,
-            &ctx.calls,
-        )
-        .await?,
-    ];
-    changes.push(
-        kubernetes::ensure(
-            &Api::<ResourceQuota>::namespaced(client.clone(), ns),
-            &objects.quota,
-            &ctx.calls,
-        )
-        .await?,
-    );
-    changes.push(
-        kubernetes::ensure(
-            &Api::<LimitRange>::namespaced(client.clone(), ns),
-            &objects.limits,
-            &ctx.calls,
-        )
-        .await?,
-    );
-    let policies = Api::<NetworkPolicy>::namespaced(client, ns);
-    for policy in &objects.policies {
-        changes.push(kubernetes::ensure(&policies, policy, &ctx.calls).await?);
-    }
-    Ok(changes)
+    kubernetes::ensure_namespace_objects(&ctx.client, objects, owner, true, &ctx.calls).await
 }
 
 async fn realm_step(
@@ -192,24 +119,28 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let names = TenantNames::new(&tenant.name_any());
     let mut events = Vec::new();
     let mut outcomes = Vec::new();
+    let settled = conditions::settled(
+        &tenant.status.clone().unwrap_or_default().conditions,
+        tenant.metadata.generation,
+    );
 
     let result = namespace_step(tenant, &names, ctx).await;
-    let category = result.as_ref().err().map_or("", |_| "KubernetesApi");
-    outcomes.push(outcome(
+    outcomes.push(ctx.step(
+        "tenant",
         conditions::NAMESPACE_READY,
         &format!("namespace {}", names.namespace),
-        result.map_err(|e| e.to_string()),
-        category,
+        result.map_err(|e| ("KubernetesApi", e.to_string())),
+        settled,
         &mut events,
     ));
 
     let result = realm_step(tenant, &names, ctx).await;
-    let category = result.as_ref().err().map_or("", |e| e.category());
-    outcomes.push(outcome(
+    outcomes.push(ctx.step(
+        "tenant",
         conditions::REALM_READY,
         &format!("realm {}", names.realm),
-        result.map_err(|e| e.to_string()),
-        category,
+        result.map_err(|e| (e.category(), e.to_string())),
+        settled,
         &mut events,
     ));
 
@@ -222,12 +153,12 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
                 .ensure_tenant(&names.pulsar_tenant, clusters)
                 .await
                 .map(|c| vec![c]);
-            let category = result.as_ref().err().map_or("", |e| e.category());
-            outcomes.push(outcome(
+            outcomes.push(ctx.step(
+                "tenant",
                 conditions::MESSAGING_READY,
                 &format!("Pulsar tenant {}", names.pulsar_tenant),
-                result.map_err(|e| e.to_string()),
-                category,
+                result.map_err(|e| (e.category(), e.to_string())),
+                settled,
                 &mut events,
             ));
             None
@@ -252,12 +183,12 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     };
 
     let result = secrets_step(&names, ctx).await;
-    let category = result.as_ref().err().map_or("", |e| e.category());
-    outcomes.push(outcome(
+    outcomes.push(ctx.step(
+        "tenant",
         conditions::SECRETS_READY,
         &format!("OpenBao paths {}", names.kv_mount),
-        result.map_err(|e| e.to_string()),
-        category,
+        result.map_err(|e| (e.category(), e.to_string())),
+        settled,
         &mut events,
     ));
 

@@ -175,3 +175,168 @@ async fn tenant_lifecycle_across_every_backend() {
     assert_eq!(realm(&env, &second).await.0, 404);
     drop(operator);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_named_and_the_rest_proceeds() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("down{}", suffix());
+    {
+        // Pulsar "down": nothing listens on port 1.
+        let _broken = start_operator_with(&env, &["--pulsar-admin-url=http://127.0.0.1:1"]);
+        tenants
+            .create(&PostParams::default(), &tenant(&name))
+            .await
+            .unwrap();
+        let status = wait_for("MessagingReady False", Duration::from_secs(120), || {
+            let tenants = tenants.clone();
+            let name = name.clone();
+            async move {
+                let status = tenants.get(&name).await.ok()?.status?;
+                let messaging = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "MessagingReady")?;
+                (messaging.status == "False"
+                    && status.conditions.iter().any(|c| c.type_ == "SecretsReady"))
+                .then_some(status)
+            }
+        })
+        .await;
+        let find = |t: &str| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(find("MessagingReady").reason, "BackendUnreachable");
+        assert!(
+            find("MessagingReady")
+                .message
+                .contains("Pulsar could not be reached")
+        );
+        assert_eq!(find("Ready").status, "False");
+        assert_eq!(find("Ready").reason, "MessagingNotReady");
+        for other in ["NamespaceReady", "RealmReady", "SecretsReady"] {
+            assert_eq!(
+                find(other).status,
+                "True",
+                "{other} proceeds while Pulsar is down"
+            );
+        }
+    }
+    // Pulsar "back": the same tenant becomes Ready without anyone touching it.
+    let _operator = start_operator(&env);
+    wait_for(
+        "Ready once Pulsar is back",
+        Duration::from_secs(120),
+        || {
+            let tenants = tenants.clone();
+            let name = name.clone();
+            async move { tenants.get(&name).await.ok().filter(ready) }
+        },
+    )
+    .await;
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("tenant deleted", Duration::from_secs(120), || {
+        let tenants = tenants.clone();
+        let name = name.clone();
+        async move {
+            tenants
+                .get_opt(&name)
+                .await
+                .ok()
+                .filter(Option::is_none)
+                .map(drop)
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_keeps_backend_objects_after_delete() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let _operator = start_operator(&env);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("keep{}", suffix());
+    let mut retained = bare_tenant(&name);
+    retained.spec.deletion_policy = ossature_crds::DeletionPolicy::Retain;
+    tenants
+        .create(&PostParams::default(), &retained)
+        .await
+        .unwrap();
+    wait_for("tenant Ready", Duration::from_secs(120), || {
+        let tenants = tenants.clone();
+        let name = name.clone();
+        async move { tenants.get(&name).await.ok().filter(ready) }
+    })
+    .await;
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("tenant deleted", Duration::from_secs(120), || {
+        let tenants = tenants.clone();
+        let name = name.clone();
+        async move {
+            tenants
+                .get_opt(&name)
+                .await
+                .ok()
+                .filter(Option::is_none)
+                .map(drop)
+        }
+    })
+    .await;
+    assert_eq!(realm(&env, &name).await.0, 200, "Retain keeps the realm");
+    assert_eq!(
+        pulsar_tenant(&env, &name).await.0,
+        200,
+        "Retain keeps the Pulsar tenant"
+    );
+    let mounts = openbao_mounts(&env).await;
+    assert_eq!(
+        mounts["data"][format!("tenants/{name}/kv/")]["type"],
+        "kv",
+        "Retain keeps the KV mount"
+    );
+
+    // Clean up by hand what Retain kept.
+    let token = keycloak_token(&env).await;
+    let http = http();
+    http.delete(format!(
+        "{}/admin/realms/{name}",
+        env["OSSATURE_KEYCLOAK_URL"]
+    ))
+    .bearer_auth(&token)
+    .send()
+    .await
+    .unwrap();
+    http.delete(format!(
+        "{}/admin/v2/tenants/{name}",
+        env["OSSATURE_PULSAR_ADMIN_URL"]
+    ))
+    .send()
+    .await
+    .unwrap();
+    for path in [
+        format!("sys/mounts/tenants/{name}/kv"),
+        format!("sys/mounts/tenants/{name}/transit"),
+        format!("sys/policies/acl/tenant-{name}"),
+    ] {
+        http.delete(format!("{}/v1/{path}", env["OSSATURE_OPENBAO_ADDR"]))
+            .header("X-Vault-Token", &env["OSSATURE_OPENBAO_TOKEN"])
+            .send()
+            .await
+            .unwrap();
+    }
+}

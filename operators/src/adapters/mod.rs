@@ -126,29 +126,26 @@ pub struct Calls {
 }
 
 impl Calls {
-    pub fn record(&self, backend: Backend, verb: Verb) {
+    fn labels(backend: Backend, verb: Verb) -> CallLabels {
         let verb = match verb {
             Verb::Read => "read",
             Verb::Write => "write",
         };
+        CallLabels {
+            backend: backend.as_str(),
+            verb,
+        }
+    }
+
+    pub fn record(&self, backend: Backend, verb: Verb) {
         self.family
-            .get_or_create(&CallLabels {
-                backend: backend.as_str(),
-                verb,
-            })
+            .get_or_create(&Self::labels(backend, verb))
             .inc();
     }
 
     pub fn count(&self, backend: Backend, verb: Verb) -> u64 {
-        let verb = match verb {
-            Verb::Read => "read",
-            Verb::Write => "write",
-        };
         self.family
-            .get_or_create(&CallLabels {
-                backend: backend.as_str(),
-                verb,
-            })
+            .get_or_create(&Self::labels(backend, verb))
             .get()
     }
 

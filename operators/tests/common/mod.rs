@@ -26,6 +26,11 @@ impl Drop for Operator {
 }
 
 pub fn start_operator(env: &BTreeMap<String, String>) -> Operator {
+    start_operator_with(env, &[])
+}
+
+/// The operator with extra flags, which win over the stack's environment.
+pub fn start_operator_with(env: &BTreeMap<String, String>, extra: &[&str]) -> Operator {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -46,6 +51,7 @@ pub fn start_operator(env: &BTreeMap<String, String>) -> Operator {
             "5",
         ])
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+        .args(extra)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
