@@ -15,8 +15,13 @@ use kube::api::{DeleteParams, PostParams};
 use ossature_crds::Tenant;
 use serde_json::json;
 
+// Each test runs its own operator, and every operator manages every Tenant:
+// one at a time, or a deliberately broken one would fight the others.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_lifecycle_across_every_backend() {
+    let _serial = SERIAL.lock().await;
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
@@ -178,6 +183,7 @@ async fn tenant_lifecycle_across_every_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_backend_is_named_and_the_rest_proceeds() {
+    let _serial = SERIAL.lock().await;
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
@@ -262,6 +268,7 @@ async fn an_unreachable_backend_is_named_and_the_rest_proceeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retain_keeps_backend_objects_after_delete() {
+    let _serial = SERIAL.lock().await;
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
