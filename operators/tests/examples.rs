@@ -141,23 +141,7 @@ async fn examples_become_ready_and_leave_nothing_behind() {
     }
     for tenant in &tenants {
         let name = tenant.metadata.name.clone().unwrap();
-        wait_for(
-            &format!("tenant {name} gone"),
-            Duration::from_secs(240),
-            || {
-                let tenant_api = tenant_api.clone();
-                let name = name.clone();
-                async move {
-                    tenant_api
-                        .get_opt(&name)
-                        .await
-                        .ok()
-                        .filter(Option::is_none)
-                        .map(drop)
-                }
-            },
-        )
-        .await;
+        wait_tenant_gone(&tenant_api, &name, Duration::from_secs(240)).await;
         assert_eq!(realm(&env, &name).await.0, 404, "realm {name} left behind");
         assert_eq!(
             pulsar_tenant(&env, &name).await.0,

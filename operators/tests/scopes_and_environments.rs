@@ -64,12 +64,7 @@ async fn scope_tree_and_environments_of_a_tenant() {
         .create(&PostParams::default(), &tenant(&name))
         .await
         .unwrap();
-    wait_for("tenant Ready", Duration::from_secs(180), || {
-        let tenants = tenants.clone();
-        let name = name.clone();
-        async move { tenants.get(&name).await.ok().filter(ready) }
-    })
-    .await;
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(180)).await;
 
     let scopes: Api<Scope> = Api::namespaced(client.clone(), &ns);
     let eu_team = format!("{name}-eu-team");
@@ -202,19 +197,7 @@ async fn scope_tree_and_environments_of_a_tenant() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("tenant gone", Duration::from_secs(180), || {
-        let tenants = tenants.clone();
-        let name = name.clone();
-        async move {
-            tenants
-                .get_opt(&name)
-                .await
-                .ok()
-                .filter(Option::is_none)
-                .map(drop)
-        }
-    })
-    .await;
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(180)).await;
     assert_eq!(
         get(
             format!("{pulsar}/admin/v2/namespaces/{name}/prod/retention"),

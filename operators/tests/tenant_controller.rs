@@ -41,15 +41,7 @@ async fn tenant_lifecycle_across_every_backend() {
         .await
         .unwrap();
     for name in [&first, &second] {
-        wait_for(
-            &format!("tenant {name} Ready"),
-            Duration::from_secs(180),
-            || {
-                let tenants = tenants.clone();
-                async move { tenants.get(name).await.ok().filter(ready) }
-            },
-        )
-        .await;
+        wait_tenant_ready(&tenants, name, Duration::from_secs(180)).await;
     }
 
     // Each backend, through its own API.
@@ -135,19 +127,7 @@ async fn tenant_lifecycle_across_every_backend() {
         .delete(&first, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("tenant deleted", Duration::from_secs(120), || {
-        let tenants = tenants.clone();
-        let first = first.clone();
-        async move {
-            tenants
-                .get_opt(&first)
-                .await
-                .ok()
-                .filter(Option::is_none)
-                .map(drop)
-        }
-    })
-    .await;
+    wait_tenant_gone(&tenants, &first, Duration::from_secs(120)).await;
     assert_eq!(realm(&env, &first).await.0, 404);
     assert_eq!(pulsar_tenant(&env, &first).await.0, 404);
     let mounts = openbao_mounts(&env).await;
@@ -164,19 +144,7 @@ async fn tenant_lifecycle_across_every_backend() {
         .delete(&second, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("second tenant deleted", Duration::from_secs(120), || {
-        let tenants = tenants.clone();
-        let second = second.clone();
-        async move {
-            tenants
-                .get_opt(&second)
-                .await
-                .ok()
-                .filter(Option::is_none)
-                .map(drop)
-        }
-    })
-    .await;
+    wait_tenant_gone(&tenants, &second, Duration::from_secs(120)).await;
     assert_eq!(realm(&env, &second).await.0, 404);
     drop(operator);
 }
@@ -237,33 +205,12 @@ async fn an_unreachable_backend_is_named_and_the_rest_proceeds() {
     }
     // Pulsar "back": the same tenant becomes Ready without anyone touching it.
     let _operator = start_operator(&env);
-    wait_for(
-        "Ready once Pulsar is back",
-        Duration::from_secs(120),
-        || {
-            let tenants = tenants.clone();
-            let name = name.clone();
-            async move { tenants.get(&name).await.ok().filter(ready) }
-        },
-    )
-    .await;
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
     tenants
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("tenant deleted", Duration::from_secs(120), || {
-        let tenants = tenants.clone();
-        let name = name.clone();
-        async move {
-            tenants
-                .get_opt(&name)
-                .await
-                .ok()
-                .filter(Option::is_none)
-                .map(drop)
-        }
-    })
-    .await;
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,29 +228,12 @@ async fn retain_keeps_backend_objects_after_delete() {
         .create(&PostParams::default(), &retained)
         .await
         .unwrap();
-    wait_for("tenant Ready", Duration::from_secs(120), || {
-        let tenants = tenants.clone();
-        let name = name.clone();
-        async move { tenants.get(&name).await.ok().filter(ready) }
-    })
-    .await;
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
     tenants
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("tenant deleted", Duration::from_secs(120), || {
-        let tenants = tenants.clone();
-        let name = name.clone();
-        async move {
-            tenants
-                .get_opt(&name)
-                .await
-                .ok()
-                .filter(Option::is_none)
-                .map(drop)
-        }
-    })
-    .await;
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
     assert_eq!(realm(&env, &name).await.0, 200, "Retain keeps the realm");
     assert_eq!(
         pulsar_tenant(&env, &name).await.0,

@@ -242,3 +242,24 @@ pub fn suffix() -> String {
         .subsec_nanos();
     format!("{:x}", nanos ^ std::process::id())
 }
+
+/// Waits until the tenant is Ready for its current generation.
+pub async fn wait_tenant_ready(tenants: &Api<Tenant>, name: &str, timeout: Duration) -> Tenant {
+    wait_for(&format!("tenant {name} Ready"), timeout, || async move {
+        tenants.get(name).await.ok().filter(ready)
+    })
+    .await
+}
+
+/// Waits until the tenant is gone, its finalizer done.
+pub async fn wait_tenant_gone(tenants: &Api<Tenant>, name: &str, timeout: Duration) {
+    wait_for(&format!("tenant {name} gone"), timeout, || async move {
+        tenants
+            .get_opt(name)
+            .await
+            .ok()
+            .filter(Option::is_none)
+            .map(drop)
+    })
+    .await
+}
