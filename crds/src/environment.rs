@@ -23,6 +23,7 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
     status = "EnvironmentStatus",
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.kind"}"#,
     printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".status.namespace"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -39,10 +40,14 @@ pub struct EnvironmentSpec {
     /// What the environment is for; sets retention defaults.
     pub kind: EnvironmentKind,
 
-    /// For `Ephemeral` environments: how long after creation it is removed,
-    /// as a duration such as `72h` or `30m`.
+    /// For `Ephemeral` environments: how long after its creation the
+    /// environment is deleted, with everything it provisioned, as a duration
+    /// such as `72h`, `1h30m` or `90s`. `status.expiresAt` shows when; raise
+    /// the ttl to extend it. An environment kept in Git is recreated by the
+    /// GitOps tool after it expires: remove it from Git instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?$"))]
+    #[schemars(regex(pattern = r"^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?$"))]
+    #[x_kube(validation = Rule::new("self != ''").message("ttl must name a duration such as 72h, 30m or 90s"))]
     pub ttl: Option<String>,
 
     /// Limits of the environment's namespace.
@@ -88,4 +93,7 @@ pub struct EnvironmentStatus {
     /// Where the environment's secrets live in OpenBao, inside the tenant's KV mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_path: Option<String>,
+    /// For an environment with a `ttl`: when it is deleted (creation time plus ttl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

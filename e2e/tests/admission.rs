@@ -328,12 +328,13 @@ async fn examples_pass_admission() -> Result<()> {
                     .map(|t| t.kind.clone())
                     .unwrap_or_default();
                 let api = match kind.as_str() {
+                    "Namespace" => raw::<Namespace>(&client, None),
                     "Tenant" => raw::<Tenant>(&client, None),
                     "Scope" => raw::<Scope>(&client, Some(&ns)),
                     "Environment" => raw::<Environment>(&client, Some(&ns)),
                     other => bail!("{}: unexpected kind {other}", path.display()),
                 };
-                if kind != "Tenant" {
+                if kind != "Tenant" && kind != "Namespace" {
                     object.metadata.namespace = Some(ns.clone());
                 }
                 api.create(&dry_run, &object)
@@ -342,8 +343,10 @@ async fn examples_pass_admission() -> Result<()> {
                 *kinds.entry(kind).or_default() += 1;
             }
         }
-        // Two tenants of each type, two scope branches and two environments each.
+        // Two tenants of each type, each with its namespace, two scope
+        // branches and two environments.
         assert_eq!(kinds.get("Tenant"), Some(&4), "{kinds:?}");
+        assert_eq!(kinds.get("Namespace"), Some(&4), "{kinds:?}");
         assert_eq!(kinds.get("Scope"), Some(&16), "{kinds:?}");
         assert_eq!(kinds.get("Environment"), Some(&8), "{kinds:?}");
         Ok(())

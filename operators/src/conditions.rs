@@ -19,6 +19,12 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const UNKNOWN_RESIDENCY: &str = "UnknownResidency";
     pub const DELETING: &str = "Deleting";
+    /// A namespace the object needs exists and belongs to something else.
+    pub const NAMESPACE_NOT_OWNED: &str = "NamespaceNotOwned";
+    /// The tenant has not provisioned the backend this step builds on yet.
+    pub const WAITING_FOR_TENANT: &str = "WaitingForTenant";
+    pub const NOT_IN_TENANT_NAMESPACE: &str = "NotInTenantNamespace";
+    pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
 }
 
 /// One backend's outcome in this reconcile.

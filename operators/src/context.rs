@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use ossature_crds::{Environment, Scope, Tenant};
 use tracing::warn;
 
 use crate::adapters::keycloak::Keycloak;
@@ -23,6 +25,41 @@ pub struct Settings {
     pub resync: Duration,
     /// Longest wait between retries of a failing object.
     pub max_backoff: Duration,
+    /// Label selector of the Tenants this instance manages (with their
+    /// Scopes and Environments); `None` manages every Tenant.
+    pub selector: Option<String>,
+}
+
+/// Watch stores of every kind, filled by the controllers' own watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub tenants: Store<Tenant>,
+    pub scopes: Store<Scope>,
+    pub environments: Store<Environment>,
+}
+
+impl Stores {
+    /// Scopes of a namespace, from the watch store.
+    pub fn scopes_in(&self, namespace: &str) -> Vec<std::sync::Arc<Scope>> {
+        self.scopes
+            .state()
+            .into_iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .collect()
+    }
+
+    /// Environments of a namespace, from the watch store.
+    pub fn environments_in(&self, namespace: &str) -> Vec<std::sync::Arc<Environment>> {
+        self.environments
+            .state()
+            .into_iter()
+            .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
+            .collect()
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<std::sync::Arc<Tenant>> {
+        self.tenants.get(&ObjectRef::new(name))
+    }
 }
 
 pub struct Context {
@@ -33,6 +70,7 @@ pub struct Context {
     pub calls: Calls,
     pub settings: Settings,
     pub metrics: Metrics,
+    pub stores: Stores,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -47,6 +85,7 @@ impl Context {
         calls: Calls,
         settings: Settings,
         metrics: Metrics,
+        stores: Stores,
     ) -> Self {
         let reporter = Reporter {
             controller: "ossature-operator".into(),
@@ -61,6 +100,7 @@ impl Context {
             calls,
             settings,
             metrics,
+            stores,
             failures: Mutex::default(),
         }
     }
@@ -85,7 +125,7 @@ impl Context {
         controller: &'static str,
         condition: &'static str,
         what: &str,
-        result: Result<Vec<Change>, (&'static str, String)>,
+        result: Result<Vec<Change>, crate::reconcile::Failure>,
         settled: bool,
         events: &mut Vec<Event>,
     ) -> Outcome {
@@ -115,9 +155,13 @@ impl Context {
                 Outcome::ready(condition, format!("{what} is provisioned"))
             }
             Ok(_) => Outcome::ready(condition, format!("{what} is provisioned")),
-            Err((category, message)) => {
-                events.push(event(EventType::Warning, category, message.clone()));
-                Outcome::failed(condition, category, message)
+            Err(failure) => {
+                events.push(event(
+                    EventType::Warning,
+                    failure.category,
+                    failure.message.clone(),
+                ));
+                Outcome::failed(condition, failure.category, failure.message)
             }
         }
     }

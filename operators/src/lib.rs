@@ -3,11 +3,10 @@
 pub mod adapters;
 pub mod conditions;
 pub mod context;
+pub mod controllers;
 pub mod crds;
 pub mod desired;
-pub mod environment;
 pub mod kubernetes;
 pub mod metrics;
-pub mod scope;
+pub mod reconcile;
 pub mod scope_tree;
-pub mod tenant;

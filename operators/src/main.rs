@@ -5,20 +5,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::{Controller, controller, watcher};
-use kube::{Api, Client};
-use ossature_crds::{Environment, Scope, Tenant};
 use ossature_operator::adapters::Calls;
 use ossature_operator::adapters::keycloak::Keycloak;
 use ossature_operator::adapters::openbao::OpenBao;
 use ossature_operator::adapters::pulsar::Pulsar;
 use ossature_operator::context::{Context, Settings};
+use ossature_operator::controllers::Controllers;
 use ossature_operator::metrics::Metrics;
-use ossature_operator::{desired, environment, scope, tenant};
 use tracing::{error, info};
 
 /// Runs Ossature's Tenant, Scope and Environment controllers: each Tenant
@@ -65,9 +60,15 @@ struct Args {
     /// Longest wait, in seconds, between retries of a failing object.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     max_backoff_seconds: u64,
-    /// Tenants reconciled at once; bounds the load on Keycloak and Pulsar.
+    /// Objects of each kind reconciled at once; bounds the load on Keycloak and Pulsar.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
+    /// Manage only the Tenants matching this label selector (and their
+    /// Scopes and Environments), e.g. `ossature.dev/shard=a`. Instances with
+    /// disjoint selectors share a cluster; one without a selector manages
+    /// every Tenant, so run it alone.
+    #[arg(long, value_parser = parse_selector)]
+    selector: Option<String>,
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
@@ -80,6 +81,25 @@ struct Args {
 enum LogFormat {
     Json,
     Text,
+}
+
+fn parse_selector(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let term = |t: &str| {
+        let t = t.trim();
+        let key = t.split(['=', '!']).next().unwrap_or_default().trim();
+        let valid_key = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        valid_key && !t.contains(' ') || t.contains(" in ") || t.contains(" notin ")
+    };
+    if value.is_empty() || !value.split(',').all(term) {
+        return Err(format!(
+            "{value:?} is not a label selector such as `ossature.dev/shard=a` or `team in (x,y)`"
+        ));
+    }
+    Ok(value.to_string())
 }
 
 fn parse_residency(value: &str) -> Result<(String, Vec<String>), String> {
@@ -188,7 +208,9 @@ async fn main() -> Result<()> {
         clusters_by_region: args.residency.into_iter().collect::<BTreeMap<_, _>>(),
         resync: Duration::from_secs(args.resync_seconds),
         max_backoff: Duration::from_secs(args.max_backoff_seconds),
+        selector: args.selector.clone(),
     };
+    let controllers = Controllers::new(&client, args.selector.as_deref());
     let ctx = Arc::new(Context::new(
         client.clone(),
         Keycloak::new(
@@ -202,6 +224,7 @@ async fn main() -> Result<()> {
         calls,
         settings,
         metrics.clone(),
+        controllers.stores(),
     ));
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -218,60 +241,12 @@ async fn main() -> Result<()> {
             error!("metrics server stopped: {e}");
         }
     });
-    info!(metrics = %args.metrics_addr, "ossature-operator started");
-
-    let owned = || {
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            desired::MANAGED_BY.0,
-            desired::MANAGED_BY.1
-        ))
-    };
-    let config = controller::Config::default().concurrency(args.concurrency);
-    let tenants = Controller::new(
-        Api::<Tenant>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Namespace>::all(client.clone()), owned())
-    .with_config(config.clone())
-    .shutdown_on_signal()
-    .run(tenant::reconcile, tenant::error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!("tenant reconcile: {e}");
-        }
-    });
-    let environments = Controller::new(
-        Api::<Environment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<ResourceQuota>::all(client.clone()), owned())
-    .with_config(config.clone())
-    .shutdown_on_signal()
-    .run(
-        environment::reconcile,
-        environment::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!("environment reconcile: {e}");
-        }
-    });
-    let scopes = Controller::new(
-        Api::<Scope>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<RoleBinding>::all(client.clone()), owned())
-    .with_config(config.clone())
-    .shutdown_on_signal()
-    .run(scope::reconcile, scope::error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!("scope reconcile: {e}");
-        }
-    });
-    tokio::join!(tenants, environments, scopes);
+    info!(
+        metrics = %args.metrics_addr,
+        selector = args.selector.as_deref().unwrap_or("(every tenant)"),
+        "ossature-operator started"
+    );
+    controllers.run(ctx, args.concurrency).await;
     info!("ossature-operator stopped");
     Ok(())
 }

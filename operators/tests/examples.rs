@@ -1,4 +1,5 @@
-//! `examples/` applied to the real stack with the operator running: every
+//! `examples/` applied to the real stack with the operator running, each
+//! document once and in file order (as `kubectl apply -f` does): every
 //! object becomes Ready, each backend shows the result through its own API,
 //! and deleting the tenants leaves nothing behind in any backend.
 
@@ -50,6 +51,7 @@ fn is_ready(object: &DynamicObject) -> bool {
 
 fn api(client: &kube::Client, object: &DynamicObject) -> Api<DynamicObject> {
     let resource = match kind(object) {
+        "Namespace" => ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
         "Tenant" => ApiResource::erase::<Tenant>(&()),
         "Scope" => ApiResource::erase::<Scope>(&()),
         "Environment" => ApiResource::erase::<Environment>(&()),
@@ -66,31 +68,41 @@ async fn examples_become_ready_and_leave_nothing_behind() {
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
-    let _operator = start_operator(&env);
-    let objects = documents();
-    let (tenants, rest): (Vec<_>, Vec<_>) = objects.iter().partition(|o| kind(o) == "Tenant");
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let objects: Vec<DynamicObject> = documents()
+        .into_iter()
+        .map(|mut o| {
+            if kind(&o) == "Tenant" {
+                o.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(TEST_LABEL.into(), sel.clone());
+            }
+            o
+        })
+        .collect();
+    let tenants: Vec<&DynamicObject> = objects.iter().filter(|o| kind(o) == "Tenant").collect();
 
-    // Tenants first: the others live in the namespaces they create.
-    for group in [&tenants, &rest] {
-        for object in group.iter() {
-            api(&client, object)
-                .create(&PostParams::default(), object)
-                .await
-                .unwrap();
-        }
-        for object in group.iter() {
-            let name = object.metadata.name.clone().unwrap();
-            wait_for(
-                &format!("{} {name} Ready", kind(object)),
-                Duration::from_secs(240),
-                || {
-                    let api = api(&client, object);
-                    let name = name.clone();
-                    async move { api.get(&name).await.ok().filter(is_ready).map(drop) }
-                },
-            )
-            .await;
-        }
+    // Once each, in file order: no second apply.
+    for object in &objects {
+        api(&client, object)
+            .create(&PostParams::default(), object)
+            .await
+            .unwrap();
+    }
+    for object in objects.iter().filter(|o| kind(o) != "Namespace") {
+        let name = object.metadata.name.clone().unwrap();
+        wait_for(
+            &format!("{} {name} Ready", kind(object)),
+            Duration::from_secs(120),
+            || {
+                let api = api(&client, object);
+                let name = name.clone();
+                async move { api.get(&name).await.ok().filter(is_ready).map(drop) }
+            },
+        )
+        .await;
     }
 
     let token = keycloak_token(&env).await;

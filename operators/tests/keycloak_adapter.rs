@@ -75,6 +75,24 @@ impl Admin {
             .unwrap();
     }
 
+    /// POST under /admin/realms; the Location header, if any.
+    async fn post(&self, path: &str, body: &Value) -> Option<String> {
+        let response = self
+            .http
+            .post(format!("{}/admin/realms/{path}", self.url))
+            .bearer_auth(self.token().await)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string())
+    }
+
     async fn delete_realm(&self, realm: &str) {
         let _ = self
             .http
@@ -305,7 +323,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
 
         for segments in tree {
             let change = keycloak
-                .ensure_group(&realm, &path(segments), &scope_path(segments))
+                .ensure_group(&realm, &path(segments), &scope_path(segments), None)
                 .await
                 .unwrap();
             assert_eq!(change, Change::Created, "{segments:?}");
@@ -313,7 +331,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
         let written = writes(&calls);
         for segments in tree {
             let change = keycloak
-                .ensure_group(&realm, &path(segments), &scope_path(segments))
+                .ensure_group(&realm, &path(segments), &scope_path(segments), None)
                 .await
                 .unwrap();
             assert_eq!(change, Change::Unchanged, "{segments:?}");
@@ -330,7 +348,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
 
         let orphan = path(&["global", "nowhere", "paris"]);
         let err = keycloak
-            .ensure_group(&realm, &orphan, &BTreeMap::new())
+            .ensure_group(&realm, &orphan, &BTreeMap::new(), None)
             .await
             .unwrap_err();
         match &err {
@@ -348,7 +366,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
         let france_path = path(&["global", "eu", "france"]);
         assert_eq!(
             keycloak
-                .ensure_group(&realm, &france_path, &attributes)
+                .ensure_group(&realm, &france_path, &attributes, None)
                 .await
                 .unwrap(),
             Change::Updated
@@ -360,6 +378,82 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
             france["attributes"],
             json!({ "region": ["eu-west"], "scopePath": ["/global/eu/france"] })
         );
+
+        // France moves from EU to US: the same group, members and all.
+        let before = admin
+            .get_ok(&format!("{realm}/group-by-path/global/eu/france"))
+            .await;
+        let user = admin
+            .post(
+                &format!("{realm}/users"),
+                &json!({"username": "member", "enabled": true}),
+            )
+            .await
+            .unwrap();
+        let user_id = user.rsplit('/').next().unwrap().to_string();
+        admin
+            .put(
+                &format!(
+                    "{realm}/users/{user_id}/groups/{}",
+                    before["id"].as_str().unwrap()
+                ),
+                &json!({}),
+            )
+            .await;
+        keycloak
+            .ensure_group(
+                &realm,
+                &path(&["global", "us"]),
+                &scope_path(&["global", "us"]),
+                None,
+            )
+            .await
+            .unwrap();
+        let moved_path = path(&["global", "us", "france"]);
+        assert_eq!(
+            keycloak
+                .ensure_group(
+                    &realm,
+                    &moved_path,
+                    &scope_path(&["global", "us", "france"]),
+                    Some(&france_path),
+                )
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        let after = admin
+            .get_ok(&format!("{realm}/group-by-path/global/us/france"))
+            .await;
+        assert_eq!(after["id"], before["id"], "moved, not created anew");
+        assert_eq!(
+            after["attributes"],
+            json!({ "scopePath": ["/global/us/france"] })
+        );
+        assert_eq!(
+            admin
+                .get(&format!("{realm}/group-by-path/global/eu/france"))
+                .await
+                .0,
+            404,
+            "nothing is left at the old path"
+        );
+        let members = admin
+            .get_ok(&format!(
+                "{realm}/groups/{}/members",
+                after["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(
+            members[0]["username"],
+            json!("member"),
+            "members move along"
+        );
+        // And back, so the rest of the test finds it where it was.
+        keycloak
+            .ensure_group(&realm, &france_path, &attributes, Some(&moved_path))
+            .await
+            .unwrap();
 
         assert_eq!(
             keycloak.delete_group(&realm, &france_path).await.unwrap(),

@@ -1,8 +1,10 @@
-//! Scopes and Environments of a tenant through the operator binary: nested
+//! Scopes and Environments of a tenant through the operator binary at its
+//! default resync (so only watches can make it converge quickly): nested
 //! Keycloak groups, RBAC that cascades down the scope tree (checked the way
 //! `kubectl auth can-i --as-group` does), faults admission cannot see, a
-//! namespace and a Pulsar namespace per environment, and deletion of the
-//! tenant taking its scopes and environments first.
+//! namespace and a Pulsar namespace per environment that keep their policies
+//! beyond garbage collection, removal of what leaves the spec, and deletion
+//! of the tenant taking its scopes and environments first.
 
 mod common;
 
@@ -10,8 +12,10 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use ossature_crds::{Environment, Scope, Tenant};
 use serde_json::{Value, json};
@@ -23,16 +27,6 @@ fn scope(name: &str, parent: Option<&str>, grants: Value) -> Scope {
         "spec": {"displayName": name, "parent": parent, "grants": grants},
     }))
     .unwrap()
-}
-
-fn condition(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    type_: &str,
-) -> Option<(String, String)> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 /// What `kubectl auth can-i <verb> scopes/<name> -n <ns> --as-group=<group>` answers.
@@ -56,27 +50,41 @@ async fn scope_tree_and_environments_of_a_tenant() {
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
-    let _operator = start_operator(&env);
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
     let tenants: Api<Tenant> = Api::all(client.clone());
     let name = format!("sc{}", suffix());
     let ns = format!("tn-{name}");
-    tenants
-        .create(&PostParams::default(), &tenant(&name))
+
+    // As a tenant's file is applied: its namespace, then children before
+    // parents, and the Tenant last. Only watches can make this converge at
+    // the default resync.
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": ns, "labels": {"ossature.dev/tenant": name}}}),
+            )
+            .unwrap(),
+        )
         .await
         .unwrap();
-    wait_tenant_ready(&tenants, &name, Duration::from_secs(180)).await;
-
     let scopes: Api<Scope> = Api::namespaced(client.clone(), &ns);
     let eu_team = format!("{name}-eu-team");
+    let us_team = format!("{name}-us-team");
     for s in [
-        scope("global", None, json!([])),
+        scope("france", Some("eu"), json!([])),
         scope(
             "eu",
             Some("global"),
-            json!([{"role": "Editor", "groups": [eu_team]}]),
+            json!([{"role": "Editor", "groups": [eu_team]}, {"role": "Viewer", "groups": ["auditors"]}]),
         ),
-        scope("france", Some("eu"), json!([])),
-        scope("us", Some("global"), json!([])),
+        scope(
+            "us",
+            Some("global"),
+            json!([{"role": "Editor", "groups": [us_team]}]),
+        ),
+        scope("global", None, json!([])),
         // Faults only the controller can see.
         scope("loop-a", Some("loop-b"), json!([])),
         scope("loop-b", Some("loop-a"), json!([])),
@@ -84,7 +92,24 @@ async fn scope_tree_and_environments_of_a_tenant() {
     ] {
         scopes.create(&PostParams::default(), &s).await.unwrap();
     }
-    let france = wait_for("scope france Ready", Duration::from_secs(120), || {
+    let environments: Api<Environment> = Api::namespaced(client.clone(), &ns);
+    let prod: Environment = serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Environment",
+        "metadata": {"name": "prod"},
+        "spec": {"kind": "Production", "quotas": {"cpu": "2", "pods": 20}, "messageRetentionMinutes": 60},
+    }))
+    .unwrap();
+    environments
+        .create(&PostParams::default(), &prod)
+        .await
+        .unwrap();
+    tenants
+        .create(&PostParams::default(), &labelled(tenant(&name), &sel))
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(60)).await;
+
+    let france = wait_for("scope france Ready", Duration::from_secs(30), || {
         let scopes = scopes.clone();
         async move {
             let s = scopes.get("france").await.ok()?;
@@ -150,18 +175,8 @@ async fn scope_tree_and_environments_of_a_tenant() {
         "Editor cannot delete"
     );
 
-    // An environment: its namespace and its Pulsar namespace with the rules.
-    let environments: Api<Environment> = Api::namespaced(client.clone(), &ns);
-    let prod: Environment = serde_json::from_value(json!({
-        "apiVersion": "ossature.dev/v1alpha1", "kind": "Environment",
-        "metadata": {"name": "prod"}, "spec": {"kind": "Production"},
-    }))
-    .unwrap();
-    environments
-        .create(&PostParams::default(), &prod)
-        .await
-        .unwrap();
-    wait_for("environment Ready", Duration::from_secs(120), || {
+    // The environment: its namespace and its Pulsar namespace with the rules.
+    wait_for("environment Ready", Duration::from_secs(30), || {
         let environments = environments.clone();
         async move {
             let status = environments.get("prod").await.ok()?.status?;
@@ -169,8 +184,9 @@ async fn scope_tree_and_environments_of_a_tenant() {
         }
     })
     .await;
+    let env_ns_name = format!("{ns}--prod");
     let env_ns = Api::<Namespace>::all(client.clone())
-        .get(&format!("{ns}--prod"))
+        .get(&env_ns_name)
         .await
         .unwrap();
     assert_eq!(
@@ -178,13 +194,10 @@ async fn scope_tree_and_environments_of_a_tenant() {
         "prod"
     );
     let pulsar = &env["OSSATURE_PULSAR_ADMIN_URL"];
-    let (status, retention) = get(
-        format!("{pulsar}/admin/v2/namespaces/{name}/prod/retention"),
-        None,
-    )
-    .await;
+    let retention_url = format!("{pulsar}/admin/v2/namespaces/{name}/prod/retention");
+    let (status, retention) = get(retention_url.clone(), None).await;
     assert_eq!(status, 200);
-    assert_eq!(retention["retentionTimeInMinutes"], 10080);
+    assert_eq!(retention["retentionTimeInMinutes"], 60);
     let (_, enforced) = get(
         format!("{pulsar}/admin/v2/namespaces/{name}/prod/schemaValidationEnforced"),
         None,
@@ -192,21 +205,185 @@ async fn scope_tree_and_environments_of_a_tenant() {
     .await;
     assert_eq!(enforced, json!(true));
 
+    // The environment namespace keeps its quota, limits and both policies well
+    // beyond a garbage-collector pass: the same objects, never recreated, and
+    // none of them owned across namespaces.
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &env_ns_name);
+    let limits: Api<LimitRange> = Api::namespaced(client.clone(), &env_ns_name);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &env_ns_name);
+    let uids = || async {
+        let mut uids = vec![
+            quotas.get("ossature-quota").await.ok()?.metadata.uid?,
+            limits.get("ossature-limits").await.ok()?.metadata.uid?,
+        ];
+        for p in policies.list(&Default::default()).await.ok()?.items {
+            assert!(p.metadata.owner_references.unwrap_or_default().is_empty());
+            uids.push(p.metadata.uid?);
+        }
+        Some(uids)
+    };
+    let first = uids()
+        .await
+        .expect("every object of the environment namespace");
+    assert_eq!(first.len(), 4);
+    for _ in 0..45 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            uids().await.as_ref(),
+            Some(&first),
+            "an object was deleted or recreated"
+        );
+    }
+
+    // What leaves the spec leaves the backends.
+    // A grant no longer given: its Role and RoleBinding go.
+    scopes
+        .patch(
+            "eu",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"grants": [{"role": "Editor", "groups": [eu_team]}]}})),
+        )
+        .await
+        .unwrap();
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+    wait_for("viewer role removed", Duration::from_secs(30), || {
+        let roles = roles.clone();
+        async move {
+            roles
+                .get_opt("ossature-scope-eu-viewer")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        roles
+            .get_opt("ossature-scope-eu-editor")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A scope that moves: its group moves (same group), its RBAC follows.
+    let (_, france_group) = get(
+        format!(
+            "{}/admin/realms/{name}/group-by-path/global/eu/france",
+            env["OSSATURE_KEYCLOAK_URL"]
+        ),
+        Some(("Authorization", &auth)),
+    )
+    .await;
+    scopes
+        .patch(
+            "france",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parent": "us"}})),
+        )
+        .await
+        .unwrap();
+    wait_for("france under us", Duration::from_secs(30), || {
+        let scopes = scopes.clone();
+        async move {
+            let s = scopes.get("france").await.ok()?.status?;
+            (s.path.as_deref() == Some("/global/us/france")
+                && condition(&s.conditions, "Ready")?.0 == "True")
+                .then_some(())
+        }
+    })
+    .await;
+    let token = keycloak_token(&env).await;
+    let auth = format!("Bearer {token}");
+    let kc = &env["OSSATURE_KEYCLOAK_URL"];
+    let (status, moved) = get(
+        format!("{kc}/admin/realms/{name}/group-by-path/global/us/france"),
+        Some(("Authorization", &auth)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        moved["id"], france_group["id"],
+        "the group moved, not recreated"
+    );
+    assert_eq!(
+        moved["attributes"]["scopePath"],
+        json!(["/global/us/france"])
+    );
+    assert_eq!(
+        get(
+            format!("{kc}/admin/realms/{name}/group-by-path/global/eu/france"),
+            Some(("Authorization", &auth)),
+        )
+        .await
+        .0,
+        404
+    );
+    wait_for("us grant covers france", Duration::from_secs(30), || {
+        let client = client.clone();
+        let (ns, us_team) = (ns.clone(), us_team.clone());
+        async move {
+            can(&client, &us_team, "patch", &ns, "france")
+                .await
+                .then_some(())
+        }
+    })
+    .await;
+    wait_for(
+        "eu grant no longer covers france",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            let (ns, eu_team) = (ns.clone(), eu_team.clone());
+            async move { (!can(&client, &eu_team, "patch", &ns, "france").await).then_some(()) }
+        },
+    )
+    .await;
+    // An environment's cpu quota and retention leave its spec.
+    environments
+        .patch(
+            "prod",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"quotas": {"cpu": null}, "messageRetentionMinutes": null}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "environment quota and retention back to defaults",
+        Duration::from_secs(30),
+        || {
+            let quotas = quotas.clone();
+            let retention_url = retention_url.clone();
+            async move {
+                let hard = quotas.get("ossature-quota").await.ok()?.spec?.hard?;
+                let (_, retention) = get(retention_url, None).await;
+                (!hard.contains_key("requests.cpu")
+                    && hard.contains_key("pods")
+                    && retention["retentionTimeInMinutes"] == 10080)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
     // Deleting the tenant removes its scopes and environments first, then the rest.
     tenants
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
     wait_tenant_gone(&tenants, &name, Duration::from_secs(180)).await;
-    assert_eq!(
-        get(
-            format!("{pulsar}/admin/v2/namespaces/{name}/prod/retention"),
-            None
-        )
-        .await
-        .0,
-        404
-    );
+    assert_eq!(get(retention_url, None).await.0, 404);
+    wait_for("namespaces gone", Duration::from_secs(60), || {
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let (ns, env_ns_name) = (ns.clone(), env_ns_name.clone());
+        async move {
+            (namespaces.get_opt(&ns).await.ok()?.is_none()
+                && namespaces.get_opt(&env_ns_name).await.ok()?.is_none())
+            .then_some(())
+        }
+    })
+    .await;
     assert_eq!(pulsar_tenant(&env, &name).await.0, 404);
     assert_eq!(realm(&env, &name).await.0, 404);
 }

@@ -1,43 +1,44 @@
 //! The operator binary against the real stack: a Tenant becomes Ready, each
 //! backend shows its objects through its own API, an unchanged tenant causes
-//! no writes, drift is restored, and deleting one tenant removes everything
-//! of it and nothing of a tenant whose name extends it.
+//! no writes, drift is restored, what leaves the spec leaves the cluster,
+//! Retain keeps namespaces, and deleting one tenant removes everything of it
+//! and nothing of a tenant whose name extends it.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use ossature_crds::Tenant;
 use serde_json::json;
 
-// Each test runs its own operator, and every operator manages every Tenant:
-// one at a time, or a deliberately broken one would fight the others.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_lifecycle_across_every_backend() {
-    let _serial = SERIAL.lock().await;
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
-    let operator = start_operator(&env);
+    let sel = suffix();
+    // A short resync: Keycloak cannot be watched, its drift is found by resync.
+    let operator = start_operator_with(&env, &sel, &["--resync-seconds", "5"]);
     let tenants: Api<Tenant> = Api::all(client.clone());
 
     // `first-eu` extends `first`'s name: deleting `first` must leave it alone.
     let first = format!("op{}", suffix());
     let second = format!("{first}-eu");
     tenants
-        .create(&PostParams::default(), &tenant(&first))
+        .create(&PostParams::default(), &labelled(tenant(&first), &sel))
         .await
         .unwrap();
     // One tenant that leaves every optional field out: its defaults must settle too.
     tenants
-        .create(&PostParams::default(), &bare_tenant(&second))
+        .create(
+            &PostParams::default(),
+            &labelled(bare_tenant(&second), &sel),
+        )
         .await
         .unwrap();
     for name in [&first, &second] {
@@ -122,6 +123,27 @@ async fn tenant_lifecycle_across_every_backend() {
     })
     .await;
 
+    // What leaves the spec leaves the cluster: the cpu quota goes, pods stay.
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &namespace);
+    let hard = |q: ResourceQuota| q.spec.unwrap().hard.unwrap_or_default();
+    assert!(hard(quotas.get("ossature-quota").await.unwrap()).contains_key("requests.cpu"));
+    tenants
+        .patch(
+            &first,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"cpu": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_for("cpu quota removed", Duration::from_secs(30), || {
+        let quotas = quotas.clone();
+        async move {
+            let hard = hard(quotas.get("ossature-quota").await.ok()?);
+            (!hard.contains_key("requests.cpu") && hard.contains_key("pods")).then_some(())
+        }
+    })
+    .await;
+
     // Delete the first: everything of it goes, nothing of the second.
     tenants
         .delete(&first, &DeleteParams::default())
@@ -151,17 +173,17 @@ async fn tenant_lifecycle_across_every_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_backend_is_named_and_the_rest_proceeds() {
-    let _serial = SERIAL.lock().await;
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
     let tenants: Api<Tenant> = Api::all(client.clone());
+    let sel = suffix();
     let name = format!("down{}", suffix());
     {
         // Pulsar "down": nothing listens on port 1.
-        let _broken = start_operator_with(&env, &["--pulsar-admin-url=http://127.0.0.1:1"]);
+        let _broken = start_operator_with(&env, &sel, &["--pulsar-admin-url=http://127.0.0.1:1"]);
         tenants
-            .create(&PostParams::default(), &tenant(&name))
+            .create(&PostParams::default(), &labelled(tenant(&name), &sel))
             .await
             .unwrap();
         let status = wait_for("MessagingReady False", Duration::from_secs(120), || {
@@ -204,7 +226,7 @@ async fn an_unreachable_backend_is_named_and_the_rest_proceeds() {
         }
     }
     // Pulsar "back": the same tenant becomes Ready without anyone touching it.
-    let _operator = start_operator(&env);
+    let _operator = start_operator(&env, &sel);
     wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
     tenants
         .delete(&name, &DeleteParams::default())
@@ -214,21 +236,33 @@ async fn an_unreachable_backend_is_named_and_the_rest_proceeds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retain_keeps_backend_objects_after_delete() {
-    let _serial = SERIAL.lock().await;
+async fn retain_keeps_backend_objects_and_namespaces_after_delete() {
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
-    let _operator = start_operator(&env);
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
     let tenants: Api<Tenant> = Api::all(client.clone());
     let name = format!("keep{}", suffix());
-    let mut retained = bare_tenant(&name);
+    let mut retained = labelled(bare_tenant(&name), &sel);
     retained.spec.deletion_policy = ossature_crds::DeletionPolicy::Retain;
     tenants
         .create(&PostParams::default(), &retained)
         .await
         .unwrap();
     wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
+    // Something the tenant ran and stored in its namespace.
+    let namespace = format!("tn-{name}");
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &namespace);
+    configmaps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "data"}, "data": {"k": "v"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     tenants
         .delete(&name, &DeleteParams::default())
         .await
@@ -246,8 +280,53 @@ async fn retain_keeps_backend_objects_after_delete() {
         "kv",
         "Retain keeps the KV mount"
     );
+    // The namespace stays, with what was in it, labelled as retained and no
+    // longer managed; it stays so beyond a garbage-collector pass.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for _ in 0..10 {
+        let ns = namespaces.get(&namespace).await.unwrap();
+        assert!(ns.metadata.deletion_timestamp.is_none(), "namespace kept");
+        let labels = ns.metadata.labels.unwrap();
+        assert_eq!(labels["ossature.dev/retained"], "true");
+        assert!(!labels.contains_key("app.kubernetes.io/managed-by"));
+        assert_eq!(
+            configmaps.get("data").await.unwrap().data.unwrap()["k"],
+            "v"
+        );
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+        assert_eq!(
+            policies
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let events = kubectl(
+        &env,
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        events.contains("Retained") && events.contains(&format!("namespace {namespace}")),
+        "the Event says the namespace is kept: {events}"
+    );
 
     // Clean up by hand what Retain kept.
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
     let token = keycloak_token(&env).await;
     let http = http();
     http.delete(format!(

@@ -148,12 +148,15 @@ impl Keycloak {
     }
 
     /// Ensures the group at `path` (e.g. ["global", "eu", "france"]) exists
-    /// with exactly `attributes`. The parent must already exist.
+    /// with exactly `attributes`. The parent must already exist. A group
+    /// still at `moved_from` (where the scope was before its parent changed)
+    /// is moved, with its members and subgroups, rather than created anew.
     pub async fn ensure_group(
         &self,
         realm: &str,
         path: &[String],
         attributes: &BTreeMap<String, Vec<String>>,
+        moved_from: Option<&[String]>,
     ) -> Result<Change, BackendError> {
         let shown = group_path(path);
         check_path(path, &format!("ensure group {shown} in realm {realm}"))?;
@@ -173,7 +176,14 @@ impl Keycloak {
             .await?;
             return Ok(Change::Updated);
         }
-        let action = format!("create group {shown} in realm {realm}");
+        let existing = match moved_from {
+            Some(from) if from != path && check_path(from, "").is_ok() => {
+                self.group(realm, from).await?
+            }
+            _ => None,
+        };
+        let verb = if existing.is_some() { "move" } else { "create" };
+        let action = format!("{verb} group {shown} in realm {realm}");
         let (parent, name) = path.split_at(path.len() - 1);
         let url = if parent.is_empty() {
             self.url(&["admin", "realms", realm, "groups"])
@@ -190,8 +200,30 @@ impl Keycloak {
             self.url(&["admin", "realms", realm, "groups", parent_id, "children"])
         };
         let body = json!({ "name": name[0], "attributes": attributes });
-        self.write(Method::POST, url, Some(&body), &action).await?;
-        Ok(Change::Created)
+        let Some(existing) = existing else {
+            self.write(Method::POST, url, Some(&body), &action).await?;
+            return Ok(Change::Created);
+        };
+        // With the id of an existing group, Keycloak moves it under the
+        // parent; it keeps the group's attributes, so they are written after.
+        let id = str_field(&existing, "id", &action)?;
+        self.write(
+            Method::POST,
+            url,
+            Some(&json!({ "id": id, "name": name[0] })),
+            &action,
+        )
+        .await?;
+        if !group_attributes_equal(&existing, attributes) {
+            self.write(
+                Method::PUT,
+                self.url(&["admin", "realms", realm, "groups", id]),
+                Some(&body),
+                &format!("update group {shown} in realm {realm}"),
+            )
+            .await?;
+        }
+        Ok(Change::Updated)
     }
 
     /// Deletes the group at `path` and, as Keycloak does, its subgroups.

@@ -25,31 +25,35 @@ impl Drop for Operator {
     }
 }
 
-pub fn start_operator(env: &BTreeMap<String, String>) -> Operator {
-    start_operator_with(env, &[])
+/// Label that limits an operator to one test's objects (`--selector`), so
+/// tests run side by side without managing each other's tenants.
+pub const TEST_LABEL: &str = "ossature.dev/test";
+
+/// The operator at its default settings, managing only tenants labelled
+/// `TEST_LABEL=<selector>`.
+pub fn start_operator(env: &BTreeMap<String, String>, selector: &str) -> Operator {
+    start_operator_with(env, selector, &[])
 }
 
 /// The operator with extra flags, which win over the stack's environment.
-pub fn start_operator_with(env: &BTreeMap<String, String>, extra: &[&str]) -> Operator {
+pub fn start_operator_with(
+    env: &BTreeMap<String, String>,
+    selector: &str,
+    extra: &[&str],
+) -> Operator {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let log = std::fs::File::create(
-        std::env::temp_dir().join(format!("ossature-operator-test-{port}.log")),
+        std::env::temp_dir().join(format!("ossature-operator-test-{selector}-{port}.log")),
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_ossature-operator"))
         .envs(env)
-        .args([
-            "--log-format",
-            "text",
-            "--resync-seconds",
-            "5",
-            "--max-backoff-seconds",
-            "5",
-        ])
+        .args(["--log-format", "text", "--max-backoff-seconds", "5"])
+        .arg(format!("--selector={TEST_LABEL}={selector}"))
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .args(extra)
         .stdout(log.try_clone().unwrap())
@@ -61,6 +65,43 @@ pub fn start_operator_with(env: &BTreeMap<String, String>, extra: &[&str]) -> Op
         child,
         metrics: format!("http://127.0.0.1:{port}/metrics"),
     }
+}
+
+/// A tenant labelled for the operator of test `selector`.
+pub fn labelled(mut tenant: Tenant, selector: &str) -> Tenant {
+    tenant
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(TEST_LABEL.into(), selector.into());
+    tenant
+}
+
+/// Condition `type_` of a status, as (status, reason).
+pub fn condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<(String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Runs kubectl against the stack; panics with its output unless it succeeds.
+pub fn kubectl(env: &BTreeMap<String, String>, args: &[&str]) -> String {
+    let output = Command::new("kubectl")
+        .env("KUBECONFIG", &env["KUBECONFIG"])
+        .args(args)
+        .output()
+        .expect("kubectl is on PATH");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 pub async fn kube_client(env: &BTreeMap<String, String>) -> Client {
@@ -236,11 +277,17 @@ pub fn bare_tenant(name: &str) -> Tenant {
 }
 
 pub fn suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{:x}", nanos ^ std::process::id())
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:x}",
+        (nanos ^ std::process::id()).wrapping_add(n.wrapping_mul(7919))
+    )
 }
 
 /// Waits until the tenant is Ready for its current generation.

@@ -1,0 +1,223 @@
+//! One module per kind: what it reads, its steps, its cleanup, its status.
+//! `run` is where kinds are registered.
+
+pub mod environment;
+pub mod scope;
+pub mod tenant;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use ossature_crds::{Environment, Scope, Tenant};
+
+use crate::conditions::{self, Outcome, reasons};
+use crate::context::{Context, Stores};
+use crate::desired::{ENVIRONMENT_LABEL, NamespaceObjects, TENANT_LABEL};
+use crate::kubernetes::{self, NamespaceOwner};
+use crate::reconcile::{self, Error, Plan, Reconciled, Step, WatchContext};
+
+/// The tenant whose namespace `tn-<tenant>` holds an object.
+pub fn tenant_of(namespace: &str) -> Option<&str> {
+    namespace
+        .strip_prefix("tn-")
+        .filter(|t| !t.is_empty() && !t.contains("--"))
+}
+
+/// The controllers' own watches, made before the context so that every
+/// kind can read every store.
+pub struct Controllers {
+    tenants: Controller<Tenant>,
+    scopes: Controller<Scope>,
+    environments: Controller<Environment>,
+}
+
+impl Controllers {
+    /// Tenants are limited to `selector`; Scopes and Environments follow
+    /// their tenant (see [`Reconciled::selected`]).
+    pub fn new(client: &kube::Client, selector: Option<&str>) -> Self {
+        Controllers {
+            tenants: reconcile::controller(client, selector),
+            scopes: reconcile::controller(client, None),
+            environments: reconcile::controller(client, None),
+        }
+    }
+
+    pub fn stores(&self) -> Stores {
+        Stores {
+            tenants: self.tenants.store(),
+            scopes: self.scopes.store(),
+            environments: self.environments.store(),
+        }
+    }
+
+    /// Runs every kind until a shutdown signal.
+    pub async fn run(self, ctx: Arc<Context>, concurrency: u16) {
+        let watch = WatchContext {
+            client: ctx.client.clone(),
+            stores: ctx.stores.clone(),
+        };
+        tokio::join!(
+            reconcile::run(self.tenants, &watch, ctx.clone(), concurrency),
+            reconcile::run(self.scopes, &watch, ctx.clone(), concurrency),
+            reconcile::run(self.environments, &watch, ctx.clone(), concurrency),
+        );
+    }
+}
+
+/// Whether an object in a tenant's namespace is this instance's: always
+/// without a selector, else when its tenant is in the (selected) store.
+fn tenant_selected(namespace: Option<&str>, ctx: &Context) -> bool {
+    ctx.settings.selector.is_none()
+        || namespace
+            .and_then(tenant_of)
+            .is_some_and(|t| ctx.stores.tenant(t).is_some())
+}
+
+/// The Tenant of the namespace, from the store or, when the store has not
+/// seen it yet, from the API.
+async fn find_tenant(ctx: &Context, tenant: &str) -> Result<Option<Arc<Tenant>>, kube::Error> {
+    if let Some(found) = ctx.stores.tenant(tenant) {
+        return Ok(Some(found));
+    }
+    ctx.calls.record(
+        crate::adapters::Backend::Kubernetes,
+        crate::adapters::Verb::Read,
+    );
+    Ok(Api::<Tenant>::all(ctx.client.clone())
+        .get_opt(tenant)
+        .await?
+        .map(Arc::new))
+}
+
+/// The tenant an object in `namespace` belongs to, or, as a Stalled plan
+/// keeping the previous status, why it has none (what admission cannot see).
+async fn owning_tenant<'a, S>(
+    ctx: &Context,
+    namespace: &str,
+    kinds: &str,
+    previous: S,
+) -> Result<Result<(String, Arc<Tenant>), Plan<'a, S>>, Error> {
+    let Some(tenant) = tenant_of(namespace) else {
+        return Ok(Err(Plan::stalled(
+            previous,
+            reasons::NOT_IN_TENANT_NAMESPACE,
+            format!(
+                "namespace {namespace} is not a tenant namespace; create {kinds} in tn-<tenant>"
+            ),
+        )));
+    };
+    match find_tenant(ctx, tenant).await? {
+        Some(owner) => Ok(Ok((tenant.to_string(), owner))),
+        None => Ok(Err(Plan::stalled(
+            previous,
+            reasons::TENANT_NOT_FOUND,
+            format!("tenant {tenant} does not exist; create it (or apply its file) first"),
+        ))),
+    }
+}
+
+/// The namespace step, after checking the namespace is free or ours to adopt;
+/// a namespace of something else stalls the plan.
+async fn namespace_step<'a, S>(
+    plan: &mut Plan<'a, S>,
+    ctx: &'a Context,
+    objects: NamespaceObjects,
+    tenant: &str,
+    environment: Option<&str>,
+) -> Result<(), Error> {
+    let name = objects.namespace.metadata.name.clone().unwrap_or_default();
+    let live = kubernetes::namespace(&ctx.client, &name, &ctx.calls).await?;
+    if let NamespaceOwner::Foreign(message) =
+        kubernetes::namespace_owner(live.as_ref(), tenant, environment)
+    {
+        plan.stalled = Some(Outcome::failed(
+            conditions::STALLED,
+            reasons::NAMESPACE_NOT_OWNED,
+            message.clone(),
+        ));
+        plan.outcomes.push(Outcome::failed(
+            conditions::NAMESPACE_READY,
+            reasons::NAMESPACE_NOT_OWNED,
+            message,
+        ));
+        return Ok(());
+    }
+    plan.steps.push(Step::new(
+        conditions::NAMESPACE_READY,
+        format!("namespace {name}"),
+        async move {
+            kubernetes::ensure_namespace_objects(&ctx.client, &objects, live.as_ref(), &ctx.calls)
+                .await
+        },
+    ));
+    Ok(())
+}
+
+/// Requeues `K` when a labelled namespace object of a tenant changes
+/// (created, changed or deleted by hand): `map` reads the labels.
+fn watch_namespace_objects<K>(
+    mut controller: Controller<K>,
+    client: &kube::Client,
+    map: fn(&str, Option<&str>) -> Option<ObjectRef<K>>,
+) -> Controller<K>
+where
+    K: Reconciled,
+{
+    fn mapper<O: Resource, K: Reconciled>(
+        map: fn(&str, Option<&str>) -> Option<ObjectRef<K>>,
+    ) -> impl Fn(O) -> Option<ObjectRef<K>> + Send + Sync + 'static {
+        move |o: O| {
+            let labels = o.meta().labels.as_ref()?;
+            map(
+                labels.get(TENANT_LABEL)?,
+                labels.get(ENVIRONMENT_LABEL).map(String::as_str),
+            )
+        }
+    }
+    let labelled = || watcher::Config::default().labels(TENANT_LABEL);
+    controller = controller
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            labelled(),
+            mapper(map),
+        )
+        .watches(
+            Api::<ResourceQuota>::all(client.clone()),
+            labelled(),
+            mapper(map),
+        )
+        .watches(
+            Api::<LimitRange>::all(client.clone()),
+            labelled(),
+            mapper(map),
+        )
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            labelled(),
+            mapper(map),
+        );
+    controller
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_is_read_from_the_namespace() {
+        assert_eq!(tenant_of("tn-acme"), Some("acme"));
+        assert_eq!(tenant_of("tn-acme-eu"), Some("acme-eu"));
+        assert_eq!(
+            tenant_of("tn-acme--prod"),
+            None,
+            "an environment namespace is not a tenant's"
+        );
+        assert_eq!(tenant_of("default"), None);
+        assert_eq!(tenant_of("tn-"), None);
+    }
+}
