@@ -34,6 +34,52 @@ pub const PEBBLE_MANAGEMENT_PORT: u16 = 15000;
 pub const CADDY_ADMIN_PORT: u16 = 2019;
 pub const EDGE_HTTPS_PORT: u16 = 9443;
 
+/// Keycloak 26.7 runs on Java 21 or newer (17 is deprecated); Pulsar and
+/// Maven use the default `java`.
+pub const KEYCLOAK_JAVA: u32 = 21;
+
+/// Where JDKs are installed side by side on Debian-like machines.
+const JVM_DIR: &str = "/usr/lib/jvm";
+
+/// Major version of the JDK at `home`, from its `release` file.
+fn java_major(home: &Path) -> Option<u32> {
+    let release = std::fs::read_to_string(home.join("release")).ok()?;
+    let line = release
+        .lines()
+        .find_map(|l| l.strip_prefix("JAVA_VERSION="))?;
+    let version = line.trim_matches('"');
+    let major = version.split(['.', '+', '-']).next()?;
+    major
+        .parse()
+        .ok()
+        .filter(|_| home.join("bin/java").exists())
+}
+
+/// A JDK of at least `major`: `$OSSATURE_KEYCLOAK_JAVA_HOME`, `$JAVA_HOME`,
+/// or the newest under /usr/lib/jvm.
+pub fn java_home(major: u32) -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = ["OSSATURE_KEYCLOAK_JAVA_HOME", "JAVA_HOME"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
+        .collect();
+    let mut installed: Vec<(u32, PathBuf)> = std::fs::read_dir(JVM_DIR)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|home| java_major(&home).map(|m| (m, home)))
+        .collect();
+    installed.sort();
+    candidates.extend(installed.into_iter().rev().map(|(_, home)| home));
+    candidates
+        .into_iter()
+        .find(|home| java_major(home).is_some_and(|m| m >= major))
+        .with_context(|| {
+            format!(
+                "Keycloak needs Java {major} or newer and none was found (set OSSATURE_KEYCLOAK_JAVA_HOME or JAVA_HOME to it, or install one under {JVM_DIR}, e.g. `apt-get install openjdk-21-jre-headless`)"
+            )
+        })
+}
+
 /// Name of the fake node kwok manages.
 pub const KWOK_NODE: &str = "kwok-node-0";
 pub const KEYCLOAK_ADMIN_USER: &str = "admin";
@@ -369,7 +415,8 @@ impl Component {
                     .env(
                         "JAVA_OPTS_KC_HEAP",
                         "-Xms64m -Xmx512m -XX:MaxMetaspaceSize=256m",
-                    );
+                    )
+                    .env("JAVA_HOME", java_home(KEYCLOAK_JAVA)?);
                 c
             }
             Component::Pulsar => {
@@ -585,6 +632,28 @@ mod tests {
             out,
             "# webServicePort=1\nwebServicePort=18080\nbindAddress=127.0.0.1\nother=x\nadvertisedAddress=127.0.0.1\n"
         );
+    }
+
+    #[test]
+    fn a_jdk_is_told_by_its_release_file() {
+        let dir = std::env::temp_dir().join(format!("ossature-jdk-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/java"), "").unwrap();
+        std::fs::write(
+            dir.join("release"),
+            "IMPLEMENTOR=\"x\"\nJAVA_VERSION=\"25.0.3\"\n",
+        )
+        .unwrap();
+        assert_eq!(java_major(&dir), Some(25));
+        std::fs::write(dir.join("release"), "JAVA_VERSION=\"17.0.15\"\n").unwrap();
+        assert_eq!(java_major(&dir), Some(17));
+        std::fs::remove_file(dir.join("bin/java")).unwrap();
+        assert_eq!(
+            java_major(&dir),
+            None,
+            "a release file without a java is no JDK"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

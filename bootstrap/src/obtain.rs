@@ -177,7 +177,7 @@ impl Tool {
                 "Go 1.26 or newer builds etcd, Kubernetes, kwok and Pebble: install it from go.dev or your package manager and put `go` on PATH"
             }
             Tool::Java => {
-                "Java 17 or newer runs Keycloak and Pulsar: `apt-get install openjdk-17-jre-headless`"
+                "Java 17 or newer runs Maven and Pulsar (Keycloak takes Java 21 or newer, found by itself): `apt-get install openjdk-17-jre-headless`"
             }
             Tool::Maven => {
                 "Maven fetches the Keycloak and Pulsar distributions: `apt-get install maven`"

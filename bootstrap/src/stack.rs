@@ -95,6 +95,10 @@ pub async fn up(layout: &Layout) -> Result<Vec<Row>> {
         );
     }
 
+    if to_start.contains(&Component::Keycloak) {
+        crate::components::java_home(crate::components::KEYCLOAK_JAVA)?;
+    }
+
     // Obtain everything first, so a missing tool or a failed build starts nothing.
     let mut seen = BTreeSet::new();
     let artifacts: Vec<_> = to_start

@@ -12,7 +12,9 @@ pub mod tenant;
 pub use common::{Conditions, DeletionPolicy, Quotas};
 pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, EnvironmentStatus};
 pub use scope::{Scope, ScopeGrant, ScopeRole, ScopeSpec, ScopeStatus};
-pub use tenant::{IdentitySettings, PasswordPolicy, Tenant, TenantSpec, TenantStatus, TenantType};
+pub use tenant::{
+    IdentitySettings, Isolation, PasswordPolicy, Tenant, TenantSpec, TenantStatus, TenantType,
+};
 
 pub const GROUP: &str = "ossature.dev";
 pub const VERSION: &str = "v1alpha1";

@@ -21,16 +21,19 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
     status = "TenantStatus",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Residency","type":"string","jsonPath":".spec.residency"}"#,
+    printcolumn = r#"{"name":"Isolation","type":"string","jsonPath":".status.isolation"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("tenant name must be a DNS label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
     validation = Rule::new("!self.metadata.name.contains('--')").message("tenant name must not contain '--': it separates the tenant from the environment in namespace names"),
     validation = Rule::new("size(self.metadata.name) <= 30").message("tenant name must be at most 30 characters, so that the namespaces, realm, Pulsar tenant and OpenBao paths derived from it fit every backend's limits"),
-    validation = Rule::new("!(self.metadata.name in ['master', 'public', 'pulsar', 'default', 'system']) && !self.metadata.name.startsWith('kube-')").message("tenant name is reserved by a backend (Keycloak's master realm, Pulsar's public and pulsar tenants, Kubernetes' default and kube-* namespaces); choose another name")
+    validation = Rule::new("!(self.metadata.name in ['master', 'public', 'pulsar', 'default', 'system']) && !self.metadata.name.startsWith('kube-')").message("tenant name is reserved by a backend (Keycloak's master realm, Pulsar's public and pulsar tenants, Kubernetes' default and kube-* namespaces); choose another name"),
+    validation = Rule::new("!self.metadata.name.startsWith('ossature-')").message("tenant names starting with ossature- are reserved for what Ossature shares between tenants (its shared Keycloak realms); choose another name")
 )]
 #[x_kube(
-    validation = Rule::new("!(self.type == 'Consumer' && has(self.identity) && has(self.identity.identityProviderFederation) && self.identity.identityProviderFederation)").message("identity provider federation is for Business tenants; Consumer tenants sign up with their own accounts")
+    validation = Rule::new("!(self.type == 'Consumer' && has(self.identity) && has(self.identity.identityProviderFederation) && self.identity.identityProviderFederation)").message("identity provider federation is for Business tenants; Consumer tenants sign up with their own accounts"),
+    validation = Rule::new("!has(self.identity) || (has(self.identity.isolation) && self.identity.isolation == 'Realm') || ((!has(self.identity.mfaRequired) || self.identity.mfaRequired == (self.type == 'Business')) && (!has(self.identity.selfRegistration) || !self.identity.selfRegistration) && (!has(self.identity.emailVerification) || self.identity.emailVerification) && !has(self.identity.passwordPolicy))").message("mfaRequired, selfRegistration, emailVerification and passwordPolicy apply to a whole realm: a tenant in the shared realm of its type (isolation: Organization, the default) takes the type's settings (MFA for Business, email verification, no self-registration); set identity.isolation: Realm to give the tenant a realm of its own with these settings")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -74,10 +77,30 @@ pub enum TenantType {
     Consumer,
 }
 
+/// Where a tenant's people live in Keycloak.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Isolation {
+    /// An organization in the shared realm of the tenant's type and
+    /// residency: scales to thousands of tenants. Realm-wide settings (MFA,
+    /// password policy, email verification, self-registration) are the type's.
+    Organization,
+    /// A realm of its own, for tenants that need their own policies, keys
+    /// or lifetimes. Their number per Keycloak is capped by the operator.
+    Realm,
+}
+
 /// Identity settings; every field is optional and defaults by tenant type.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.isolation) || (has(self.isolation) && self.isolation == oldSelf.isolation)").message("isolation is immutable: moving a tenant between a shared realm and a realm of its own is a migration, not an edit"))]
 pub struct IdentitySettings {
+    /// `Organization` (the default for new tenants): an organization in the
+    /// shared realm of the tenant's type and residency. `Realm`: a realm of
+    /// its own. Immutable. Tenants provisioned before this field existed keep
+    /// their realm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+
     /// Require a second factor at login. Default: true for Business, false for Consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa_required: Option<bool>,
@@ -142,9 +165,20 @@ pub struct TenantStatus {
     /// The tenant's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// The tenant's Keycloak realm.
+    /// Where the tenant's people live: `Organization` or `Realm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    /// The Keycloak realm the tenant's people log in to: the shared realm of
+    /// its type and residency, or its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// The tenant's organization in the shared realm (Organization isolation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    /// The client the tenant's people and services get tokens from; tokens
+    /// name it as their audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// The tenant's Pulsar tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulsar_tenant: Option<String>,

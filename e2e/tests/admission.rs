@@ -136,6 +136,45 @@ async fn bad_tenants_are_refused_with_their_reason() -> Result<()> {
         "Unsupported value: \"Reseller\"",
     )
     .await?;
+    refused(
+        &tenants,
+        &tenant("ossature-business-eu", business()),
+        "reserved for what Ossature shares",
+    )
+    .await?;
+    // Realm-wide settings cannot differ per tenant in a shared realm.
+    for identity in [
+        json!({"mfaRequired": false}),
+        json!({"isolation": "Organization", "passwordPolicy": {"minLength": 20}}),
+        json!({"selfRegistration": true}),
+        json!({"emailVerification": false}),
+    ] {
+        let mut spec = business();
+        spec["identity"] = identity;
+        refused(
+            &tenants,
+            &tenant(&unique("tn"), spec),
+            "set identity.isolation: Realm",
+        )
+        .await?;
+    }
+    // What differs per tenant is allowed there; the rest with a realm of its own.
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for identity in [
+        json!({"mfaRequired": true, "accessTokenLifetimeSeconds": 900}),
+        json!({"isolation": "Realm", "mfaRequired": false, "passwordPolicy": {"minLength": 20}}),
+    ] {
+        let mut spec = business();
+        spec["identity"] = identity.clone();
+        let object: DynamicObject = serde_json::from_value(tenant(&unique("tn"), spec))?;
+        tenants
+            .create(&dry_run, &object)
+            .await
+            .with_context(|| format!("identity {identity} refused"))?;
+    }
     let consumer = json!({
         "type": "Consumer", "displayName": "Shop", "residency": "us",
         "identity": {"identityProviderFederation": true},
@@ -156,10 +195,12 @@ async fn tenant_type_and_residency_cannot_change() -> Result<()> {
     install_crds(&client).await?;
     let tenants: Api<Tenant> = Api::all(client);
     let name = unique("tn");
+    let mut spec = business();
+    spec["identity"] = json!({"isolation": "Realm"});
     tenants
         .create(
             &PostParams::default(),
-            &serde_json::from_value(tenant(&name, business()))?,
+            &serde_json::from_value(tenant(&name, spec))?,
         )
         .await?;
 
@@ -170,6 +211,10 @@ async fn tenant_type_and_residency_cannot_change() -> Result<()> {
             (
                 json!({"spec": {"residency": "us"}}),
                 "residency is immutable",
+            ),
+            (
+                json!({"spec": {"identity": {"isolation": "Organization"}}}),
+                "isolation is immutable",
             ),
         ] {
             match tenants.patch(&name, &params, &Patch::Merge(&patch)).await {

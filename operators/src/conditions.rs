@@ -25,6 +25,9 @@ pub mod reasons {
     pub const WAITING_FOR_TENANT: &str = "WaitingForTenant";
     pub const NOT_IN_TENANT_NAMESPACE: &str = "NotInTenantNamespace";
     pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
+    pub const REALM_CAPACITY_REACHED: &str = "RealmCapacityReached";
+    pub const ISOLATION_IMMUTABLE: &str = "IsolationImmutable";
+    pub const WAITING_FOR_SHARED_REALM: &str = "WaitingForSharedRealm";
 }
 
 /// One backend's outcome in this reconcile.

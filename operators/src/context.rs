@@ -28,6 +28,8 @@ pub struct Settings {
     /// Label selector of the Tenants this instance manages (with their
     /// Scopes and Environments); `None` manages every Tenant.
     pub selector: Option<String>,
+    /// Most dedicated realms (`isolation: Realm`) one Keycloak is given.
+    pub max_dedicated_realms: usize,
 }
 
 /// Watch stores of every kind, filled by the controllers' own watches.
@@ -73,6 +75,8 @@ pub struct Context {
     pub stores: Stores,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    /// Shared realms seen to exist: they are never deleted, so asked once.
+    shared_realms: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -102,7 +106,31 @@ impl Context {
             metrics,
             stores,
             failures: Mutex::default(),
+            shared_realms: Mutex::default(),
         }
+    }
+
+    /// Whether a shared realm exists; asked of Keycloak until it does.
+    pub async fn shared_realm_exists(
+        &self,
+        realm: &str,
+    ) -> Result<bool, crate::adapters::BackendError> {
+        if self
+            .shared_realms
+            .lock()
+            .expect("never poisoned")
+            .contains(realm)
+        {
+            return Ok(true);
+        }
+        let exists = self.keycloak.realm_exists(realm).await?;
+        if exists {
+            self.shared_realms
+                .lock()
+                .expect("never poisoned")
+                .insert(realm.to_string());
+        }
+        Ok(exists)
     }
 
     /// Exponential backoff per object: 1 s, 2 s, 4 s ... up to the cap.

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use ossature_crds::{EnvironmentKind, EnvironmentSpec, Quotas, TenantSpec, TenantType};
+use ossature_crds::{EnvironmentKind, EnvironmentSpec, Isolation, Quotas, TenantSpec, TenantType};
 use serde_json::json;
 
-use crate::adapters::keycloak::RealmSettings;
+use crate::adapters::keycloak::{ClientSettings, OrganizationSettings, RealmSettings};
 use crate::adapters::pulsar::NamespacePolicy;
 
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "ossature");
@@ -200,6 +200,7 @@ pub fn realm_settings(names: &TenantNames, spec: &TenantSpec) -> RealmSettings {
         rules.push(format!("passwordHistory({history})"));
     }
     RealmSettings {
+        organizations: false,
         name: names.realm.clone(),
         display_name: spec.display_name.clone(),
         registration_allowed: identity.self_registration.unwrap_or(!business),
@@ -207,6 +208,121 @@ pub fn realm_settings(names: &TenantNames, spec: &TenantSpec) -> RealmSettings {
         mfa_required: identity.mfa_required.unwrap_or(business),
         password_policy: rules.join(" and "),
         access_token_lifespan_seconds: identity.access_token_lifetime_seconds.unwrap_or(300),
+    }
+}
+
+/// Where a tenant's people live. What the spec says; else what was recorded
+/// when it was first provisioned; else `Realm` for a tenant provisioned
+/// before isolation existed (it has a realm of its name), `Organization`
+/// for a new one. An upgrade never changes a tenant's mode.
+pub fn effective_isolation(
+    wanted: Option<Isolation>,
+    recorded: Option<Isolation>,
+    has_own_realm: bool,
+) -> Isolation {
+    wanted.or(recorded).unwrap_or(if has_own_realm {
+        Isolation::Realm
+    } else {
+        Isolation::Organization
+    })
+}
+
+/// The shared realm of a tenant type in a residency region: its people's
+/// data stays in the region. Tenant names cannot start with `ossature-`.
+pub fn shared_realm(tenant_type: TenantType, residency: &str) -> String {
+    let kind = match tenant_type {
+        TenantType::Business => "business",
+        TenantType::Consumer => "consumer",
+    };
+    format!("ossature-{kind}-{residency}")
+}
+
+/// The shared realm's settings: the type's defaults, with organizations on
+/// and no self-registration (people join a tenant by invitation or through
+/// its identity provider).
+pub fn shared_realm_settings(tenant_type: TenantType, residency: &str) -> RealmSettings {
+    let spec = TenantSpec {
+        tenant_type,
+        display_name: format!("{tenant_type:?} tenants ({residency})"),
+        residency: residency.to_string(),
+        identity: Default::default(),
+        quotas: Default::default(),
+        deletion_policy: Default::default(),
+    };
+    let names = TenantNames {
+        realm: shared_realm(tenant_type, residency),
+        ..TenantNames::new("shared")
+    };
+    RealmSettings {
+        organizations: true,
+        registration_allowed: false,
+        ..realm_settings(&names, &spec)
+    }
+}
+
+/// The tenant's organization in its shared realm.
+pub fn organization_settings(names: &TenantNames, spec: &TenantSpec) -> OrganizationSettings {
+    OrganizationSettings {
+        alias: names.tenant.clone(),
+        description: spec.display_name.clone(),
+    }
+}
+
+/// Token claim naming the tenant in tokens of a realm of its own.
+pub const TENANT_CLAIM: &str = "tenant";
+
+/// The tenant's client: tokens name it as audience and last the tenant's
+/// lifetime. In a shared realm the `organization` scope names the tenant
+/// (from membership, so another tenant's people never get it); in a realm
+/// of its own a fixed claim does.
+pub fn client_settings(
+    names: &TenantNames,
+    spec: &TenantSpec,
+    isolation: Isolation,
+) -> ClientSettings {
+    let lifetime = spec.identity.access_token_lifetime_seconds.unwrap_or(300);
+    let mut mappers = vec![json!({
+        "name": "audience",
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-audience-mapper",
+        "config": {
+            "included.client.audience": names.tenant,
+            "access.token.claim": "true",
+            "introspection.token.claim": "true",
+        },
+    })];
+    // Naming default scopes replaces Keycloak's: keep its own (`basic`
+    // carries `sub`), add the one that carries the tenant's scope paths.
+    let mut default_scopes: Vec<String> =
+        ["basic", "profile", "email", "roles", "web-origins", "acr"]
+            .map(String::from)
+            .to_vec();
+    match isolation {
+        Isolation::Organization => default_scopes.push("organization".into()),
+        Isolation::Realm => default_scopes.push(crate::adapters::keycloak::SCOPE_NAME.into()),
+    }
+    match isolation {
+        Isolation::Organization => {}
+        Isolation::Realm => mappers.push(json!({
+            "name": TENANT_CLAIM,
+            "protocol": "openid-connect",
+            "protocolMapper": "oidc-hardcoded-claim-mapper",
+            "config": {
+                "claim.name": TENANT_CLAIM,
+                "claim.value": names.tenant,
+                "jsonType.label": "String",
+                "access.token.claim": "true",
+                "id.token.claim": "true",
+                "introspection.token.claim": "true",
+            },
+        })),
+    }
+    ClientSettings {
+        client_id: names.tenant.clone(),
+        name: spec.display_name.clone(),
+        access_token_lifespan_seconds: lifetime,
+        mappers,
+        default_scopes,
     }
 }
 
@@ -322,6 +438,51 @@ mod tests {
                 [TENANT_LABEL],
             "acme"
         );
+    }
+
+    #[test]
+    fn isolation_never_changes_for_a_provisioned_tenant() {
+        use Isolation::*;
+        assert_eq!(effective_isolation(None, None, false), Organization);
+        assert_eq!(
+            effective_isolation(None, None, true),
+            Realm,
+            "a tenant from before isolation keeps its realm"
+        );
+        assert_eq!(
+            effective_isolation(None, Some(Organization), true),
+            Organization
+        );
+        assert_eq!(effective_isolation(Some(Realm), None, false), Realm);
+    }
+
+    #[test]
+    fn shared_realms_are_per_type_and_region_and_take_the_type_defaults() {
+        assert_eq!(
+            shared_realm(TenantType::Business, "eu"),
+            "ossature-business-eu"
+        );
+        let business = shared_realm_settings(TenantType::Business, "eu");
+        assert!(business.organizations && business.mfa_required && !business.registration_allowed);
+        let consumer = shared_realm_settings(TenantType::Consumer, "us");
+        assert_eq!(consumer.name, "ossature-consumer-us");
+        assert!(!consumer.mfa_required && !consumer.registration_allowed);
+        assert!(consumer.password_policy.starts_with("length(8)"));
+    }
+
+    #[test]
+    fn the_client_carries_the_tenants_lifetime_and_audience() {
+        let mut s = spec(TenantType::Business);
+        s.identity.access_token_lifetime_seconds = Some(900);
+        let names = TenantNames::new("acme");
+        let org = client_settings(&names, &s, Isolation::Organization);
+        assert_eq!(org.client_id, "acme");
+        assert_eq!(org.access_token_lifespan_seconds, 900);
+        assert_eq!(org.mappers[0]["config"]["included.client.audience"], "acme");
+        assert!(org.default_scopes.contains(&"organization".to_string()));
+        let realm = client_settings(&names, &s, Isolation::Realm);
+        assert_eq!(realm.mappers[1]["config"]["claim.value"], "acme");
+        assert!(!realm.default_scopes.contains(&"organization".to_string()));
     }
 
     #[test]

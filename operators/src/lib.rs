@@ -10,3 +10,4 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod reconcile;
 pub mod scope_tree;
+pub mod shared;

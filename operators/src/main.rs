@@ -69,6 +69,15 @@ struct Args {
     /// every Tenant, so run it alone.
     #[arg(long, value_parser = parse_selector)]
     selector: Option<String>,
+    /// Most dedicated realms (`isolation: Realm`) given out on this Keycloak;
+    /// past it a tenant is Stalled with reason RealmCapacityReached. Realm
+    /// creation and admin calls slow down with every realm.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    max_dedicated_realms: u64,
+    /// Namespace of the Lease that elects the one instance managing the
+    /// shared realms.
+    #[arg(long, default_value = "kube-system")]
+    lease_namespace: String,
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
@@ -209,6 +218,7 @@ async fn main() -> Result<()> {
         resync: Duration::from_secs(args.resync_seconds),
         max_backoff: Duration::from_secs(args.max_backoff_seconds),
         selector: args.selector.clone(),
+        max_dedicated_realms: args.max_dedicated_realms as usize,
     };
     let controllers = Controllers::new(&client, args.selector.as_deref());
     let ctx = Arc::new(Context::new(
@@ -246,7 +256,16 @@ async fn main() -> Result<()> {
         selector = args.selector.as_deref().unwrap_or("(every tenant)"),
         "ossature-operator started"
     );
-    controllers.run(ctx, args.concurrency).await;
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "ossature".into()),
+        std::process::id()
+    );
+    let held = ossature_operator::shared::hold(ctx.clone(), args.lease_namespace.clone(), identity);
+    tokio::select! {
+        _ = controllers.run(ctx.clone(), args.concurrency) => {}
+        _ = ossature_operator::shared::manage_realms(ctx, held) => {}
+    }
     info!("ossature-operator stopped");
     Ok(())
 }

@@ -52,6 +52,7 @@ pub struct Metrics {
     runs: Family<RunLabels, Counter>,
     durations: Durations,
     steps: Family<StepLabels, Counter>,
+    lease_writes: Counter,
 }
 
 fn duration_buckets() -> Histogram {
@@ -97,6 +98,12 @@ impl Metrics {
             "Failed backend steps, by controller, condition and error category",
             steps.clone(),
         );
+        let lease_writes = Counter::default();
+        registry.register(
+            "lease_writes",
+            "Writes of the Lease electing the instance that manages shared realms",
+            lease_writes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             failures,
@@ -104,6 +111,7 @@ impl Metrics {
             runs,
             durations,
             steps,
+            lease_writes,
         }
     }
 
@@ -115,6 +123,10 @@ impl Metrics {
         self.durations
             .get_or_create(&ControllerLabels { controller })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn lease_write(&self) {
+        self.lease_writes.inc();
     }
 
     pub fn step_failure(

@@ -109,24 +109,51 @@ async fn examples_become_ready_and_leave_nothing_behind() {
     let auth = format!("Bearer {token}");
     let pulsar = &env["OSSATURE_PULSAR_ADMIN_URL"];
     let mounts = openbao_mounts(&env).await;
+    let kc = &env["OSSATURE_KEYCLOAK_URL"];
+    let tenant_api: Api<Tenant> = Api::all(client.clone());
     for tenant in &tenants {
         let name = tenant.metadata.name.clone().unwrap();
-        let (status, realm) = realm(&env, &name).await;
-        assert_eq!(status, 200, "realm {name}");
+        let status = tenant_api.get(&name).await.unwrap().status.unwrap();
+        let home = status.realm.clone().unwrap();
         let business = tenant.data["spec"]["type"] == "Business";
-        assert_eq!(
-            realm["registrationAllowed"], !business,
-            "realm {name} registration by type"
-        );
-        let (status, group) = get(
-            format!(
-                "{}/admin/realms/{name}/group-by-path/global/eu/france",
-                env["OSSATURE_KEYCLOAK_URL"]
-            ),
+        let groups = match status.isolation.unwrap() {
+            ossature_crds::Isolation::Realm => {
+                let (code, realm) = realm(&env, &name).await;
+                assert_eq!(code, 200, "realm {name}");
+                assert_eq!(home, name);
+                assert_eq!(
+                    realm["registrationAllowed"], !business,
+                    "realm {name} registration by type"
+                );
+                format!("{kc}/admin/realms/{name}/group-by-path")
+            }
+            ossature_crds::Isolation::Organization => {
+                let kind = if business { "business" } else { "consumer" };
+                assert_eq!(
+                    home,
+                    format!(
+                        "ossature-{kind}-{}",
+                        tenant.data["spec"]["residency"].as_str().unwrap()
+                    )
+                );
+                assert_eq!(realm(&env, &name).await.0, 404, "no realm of its own");
+                let org = status.organization_id.clone().unwrap();
+                let (code, found) = get(
+                    format!("{kc}/admin/realms/{home}/organizations/{org}"),
+                    Some(("Authorization", &auth)),
+                )
+                .await;
+                assert_eq!(code, 200, "organization of {name}");
+                assert_eq!(found["alias"], name.as_str());
+                format!("{kc}/admin/realms/{home}/organizations/{org}/groups/group-by-path")
+            }
+        };
+        let (code, group) = get(
+            format!("{groups}/global/eu/france"),
             Some(("Authorization", &auth)),
         )
         .await;
-        assert_eq!(status, 200, "group of {name}: {group}");
+        assert_eq!(code, 200, "group of {name}: {group}");
         let (status, info) = pulsar_tenant(&env, &name).await;
         assert_eq!(status, 200);
         assert_eq!(info["allowedClusters"], serde_json::json!(["standalone"]));
@@ -141,7 +168,6 @@ async fn examples_become_ready_and_leave_nothing_behind() {
         assert_eq!(mounts["data"][format!("tenants/{name}/kv/")]["type"], "kv");
     }
 
-    let tenant_api: Api<Tenant> = Api::all(client.clone());
     for tenant in &tenants {
         tenant_api
             .delete(
@@ -155,6 +181,19 @@ async fn examples_become_ready_and_leave_nothing_behind() {
         let name = tenant.metadata.name.clone().unwrap();
         wait_tenant_gone(&tenant_api, &name, Duration::from_secs(240)).await;
         assert_eq!(realm(&env, &name).await.0, 404, "realm {name} left behind");
+        let token = keycloak_token(&env).await;
+        for shared in ["ossature-business-eu", "ossature-consumer-eu"] {
+            let (_, orgs) = get(
+                format!("{kc}/admin/realms/{shared}/organizations?q=alias:{name}&exact=true"),
+                Some(("Authorization", &format!("Bearer {token}"))),
+            )
+            .await;
+            assert_eq!(
+                orgs,
+                serde_json::json!([]),
+                "organization {name} left behind"
+            );
+        }
         assert_eq!(
             pulsar_tenant(&env, &name).await.0,
             404,

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ossature_operator::adapters::keycloak::{Keycloak, RealmSettings};
+use ossature_operator::adapters::keycloak::{
+    ClientSettings, GroupHome, Keycloak, OrganizationSettings, RealmSettings,
+};
 use ossature_operator::adapters::{Backend, BackendError, Calls, Change, Verb};
 use serde_json::{Value, json};
 
@@ -154,6 +156,7 @@ where
 
 fn settings(name: &str) -> RealmSettings {
     RealmSettings {
+        organizations: false,
         name: name.into(),
         display_name: "Adapter test".into(),
         registration_allowed: true,
@@ -323,7 +326,12 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
 
         for segments in tree {
             let change = keycloak
-                .ensure_group(&realm, &path(segments), &scope_path(segments), None)
+                .ensure_group(
+                    GroupHome::Realm(&realm),
+                    &path(segments),
+                    &scope_path(segments),
+                    None,
+                )
                 .await
                 .unwrap();
             assert_eq!(change, Change::Created, "{segments:?}");
@@ -331,7 +339,12 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
         let written = writes(&calls);
         for segments in tree {
             let change = keycloak
-                .ensure_group(&realm, &path(segments), &scope_path(segments), None)
+                .ensure_group(
+                    GroupHome::Realm(&realm),
+                    &path(segments),
+                    &scope_path(segments),
+                    None,
+                )
                 .await
                 .unwrap();
             assert_eq!(change, Change::Unchanged, "{segments:?}");
@@ -348,7 +361,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
 
         let orphan = path(&["global", "nowhere", "paris"]);
         let err = keycloak
-            .ensure_group(&realm, &orphan, &BTreeMap::new(), None)
+            .ensure_group(GroupHome::Realm(&realm), &orphan, &BTreeMap::new(), None)
             .await
             .unwrap_err();
         match &err {
@@ -366,7 +379,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
         let france_path = path(&["global", "eu", "france"]);
         assert_eq!(
             keycloak
-                .ensure_group(&realm, &france_path, &attributes, None)
+                .ensure_group(GroupHome::Realm(&realm), &france_path, &attributes, None)
                 .await
                 .unwrap(),
             Change::Updated
@@ -402,7 +415,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
             .await;
         keycloak
             .ensure_group(
-                &realm,
+                GroupHome::Realm(&realm),
                 &path(&["global", "us"]),
                 &scope_path(&["global", "us"]),
                 None,
@@ -413,7 +426,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
         assert_eq!(
             keycloak
                 .ensure_group(
-                    &realm,
+                    GroupHome::Realm(&realm),
                     &moved_path,
                     &scope_path(&["global", "us", "france"]),
                     Some(&france_path),
@@ -451,16 +464,27 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
         );
         // And back, so the rest of the test finds it where it was.
         keycloak
-            .ensure_group(&realm, &france_path, &attributes, Some(&moved_path))
+            .ensure_group(
+                GroupHome::Realm(&realm),
+                &france_path,
+                &attributes,
+                Some(&moved_path),
+            )
             .await
             .unwrap();
 
         assert_eq!(
-            keycloak.delete_group(&realm, &france_path).await.unwrap(),
+            keycloak
+                .delete_group(GroupHome::Realm(&realm), &france_path)
+                .await
+                .unwrap(),
             Change::Deleted
         );
         assert_eq!(
-            keycloak.delete_group(&realm, &france_path).await.unwrap(),
+            keycloak
+                .delete_group(GroupHome::Realm(&realm), &france_path)
+                .await
+                .unwrap(),
             Change::Absent
         );
         let (status, _) = admin
@@ -582,4 +606,212 @@ async fn a_wrong_admin_password_is_unauthorized() {
     .unwrap();
     let err = keycloak.delete_realm("kc-adapter-none").await.unwrap_err();
     assert_eq!(err.category(), "BackendUnauthorized", "{err}");
+}
+
+#[tokio::test]
+async fn organizations_their_clients_and_groups() {
+    with_realm("orgs", |live, realm| async move {
+        let Live {
+            keycloak,
+            calls,
+            admin,
+        } = live;
+        let mut shared = settings(&realm);
+        shared.organizations = true;
+        keycloak.ensure_realm(&shared).await.unwrap();
+        assert_eq!(
+            admin.get_ok(&realm).await["organizationsEnabled"],
+            json!(true)
+        );
+        assert_eq!(
+            keycloak.ensure_organization_claims(&realm).await.unwrap(),
+            Change::Updated
+        );
+        assert_eq!(
+            keycloak.ensure_organization_claims(&realm).await.unwrap(),
+            Change::Unchanged
+        );
+
+        let org = OrganizationSettings {
+            alias: "acme".into(),
+            description: "Acme".into(),
+        };
+        let (change, id) = keycloak.ensure_organization(&realm, &org).await.unwrap();
+        assert_eq!(change, Change::Created);
+        let written = writes(&calls);
+        let (change, again) = keycloak.ensure_organization(&realm, &org).await.unwrap();
+        assert_eq!((change, &again), (Change::Unchanged, &id));
+        assert_eq!(
+            writes(&calls),
+            written,
+            "an unchanged organization costs no writes"
+        );
+        let renamed = OrganizationSettings {
+            description: "Acme Corporation".into(),
+            ..org.clone()
+        };
+        assert_eq!(
+            keycloak
+                .ensure_organization(&realm, &renamed)
+                .await
+                .unwrap()
+                .0,
+            Change::Updated
+        );
+        assert_eq!(
+            admin.get_ok(&format!("{realm}/organizations/{id}")).await["description"],
+            json!("Acme Corporation")
+        );
+
+        let client = ClientSettings {
+            client_id: "acme".into(),
+            name: "Acme".into(),
+            access_token_lifespan_seconds: 600,
+            mappers: vec![json!({
+                "name": "audience", "protocol": "openid-connect",
+                "protocolMapper": "oidc-audience-mapper",
+                "config": {"included.client.audience": "acme", "access.token.claim": "true"},
+            })],
+            default_scopes: vec!["organization".into()],
+        };
+        assert_eq!(
+            keycloak.ensure_client(&realm, &client).await.unwrap(),
+            Change::Created
+        );
+        let written = writes(&calls);
+        assert_eq!(
+            keycloak.ensure_client(&realm, &client).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            writes(&calls),
+            written,
+            "an unchanged client costs no writes"
+        );
+        let longer = ClientSettings {
+            access_token_lifespan_seconds: 900,
+            ..client.clone()
+        };
+        assert_eq!(
+            keycloak.ensure_client(&realm, &longer).await.unwrap(),
+            Change::Updated
+        );
+        let clients = admin
+            .get_ok(&format!("{realm}/clients?clientId=acme"))
+            .await;
+        assert_eq!(
+            clients[0]["attributes"]["access.token.lifespan"],
+            json!("900")
+        );
+        assert!(
+            clients[0]["defaultClientScopes"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("organization"))
+        );
+
+        // The organization's own groups, nested and moved like realm groups.
+        let home = GroupHome::Organization {
+            realm: &realm,
+            id: &id,
+        };
+        for segments in [
+            &["global"][..],
+            &["global", "eu"],
+            &["global", "us"],
+            &["global", "eu", "france"],
+        ] {
+            assert_eq!(
+                keycloak
+                    .ensure_group(home, &path(segments), &scope_path(segments), None)
+                    .await
+                    .unwrap(),
+                Change::Created
+            );
+        }
+        let before = admin
+            .get_ok(&format!(
+                "{realm}/organizations/{id}/groups/group-by-path/global/eu/france"
+            ))
+            .await;
+        assert_eq!(
+            keycloak
+                .ensure_group(
+                    home,
+                    &path(&["global", "us", "france"]),
+                    &scope_path(&["global", "us", "france"]),
+                    Some(&path(&["global", "eu", "france"])),
+                )
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        let after = admin
+            .get_ok(&format!(
+                "{realm}/organizations/{id}/groups/group-by-path/global/us/france"
+            ))
+            .await;
+        assert_eq!(after["id"], before["id"]);
+        // A lookup by path is brief: the group itself carries the attributes.
+        let group = admin
+            .get_ok(&format!(
+                "{realm}/organizations/{id}/groups/{}",
+                after["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(
+            group["attributes"],
+            json!({"scopePath": ["/global/us/france"]})
+        );
+        let written = writes(&calls);
+        assert_eq!(
+            keycloak
+                .ensure_group(
+                    home,
+                    &path(&["global", "us", "france"]),
+                    &scope_path(&["global", "us", "france"]),
+                    None,
+                )
+                .await
+                .unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            writes(&calls),
+            written,
+            "an unchanged group costs no writes"
+        );
+        assert_eq!(
+            keycloak
+                .delete_group(home, &path(&["global", "us", "france"]))
+                .await
+                .unwrap(),
+            Change::Deleted
+        );
+
+        assert_eq!(
+            keycloak.delete_client(&realm, "acme").await.unwrap(),
+            Change::Deleted
+        );
+        assert_eq!(
+            keycloak.delete_client(&realm, "acme").await.unwrap(),
+            Change::Absent
+        );
+        assert_eq!(
+            keycloak.delete_organization(&realm, "acme").await.unwrap(),
+            Change::Deleted
+        );
+        assert_eq!(
+            keycloak.delete_organization(&realm, "acme").await.unwrap(),
+            Change::Absent
+        );
+        assert!(
+            keycloak
+                .organization(&realm, "acme")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
 }

@@ -107,7 +107,19 @@ async fn scope_tree_and_environments_of_a_tenant() {
         .create(&PostParams::default(), &labelled(tenant(&name), &sel))
         .await
         .unwrap();
-    wait_tenant_ready(&tenants, &name, Duration::from_secs(60)).await;
+    let org = wait_tenant_ready(&tenants, &name, Duration::from_secs(60))
+        .await
+        .status
+        .unwrap()
+        .organization_id
+        .unwrap();
+    // The tenant is an organization of the shared realm; its scopes are the
+    // organization's groups.
+    let by_id = format!(
+        "{}/admin/realms/ossature-business-eu/organizations/{org}/groups",
+        env["OSSATURE_KEYCLOAK_URL"]
+    );
+    let groups = format!("{by_id}/group-by-path");
 
     let france = wait_for("scope france Ready", Duration::from_secs(30), || {
         let scopes = scopes.clone();
@@ -142,14 +154,17 @@ async fn scope_tree_and_environments_of_a_tenant() {
     let token = keycloak_token(&env).await;
     let auth = format!("Bearer {token}");
     let (status, group) = get(
-        format!(
-            "{}/admin/realms/{name}/group-by-path/global/eu/france",
-            env["OSSATURE_KEYCLOAK_URL"]
-        ),
+        format!("{groups}/global/eu/france"),
         Some(("Authorization", &auth)),
     )
     .await;
     assert_eq!(status, 200, "{group}");
+    // A lookup by path is brief: the group itself carries the attributes.
+    let (_, group) = get(
+        format!("{by_id}/{}", group["id"].as_str().unwrap()),
+        Some(("Authorization", &auth)),
+    )
+    .await;
     assert_eq!(
         group["attributes"]["scopePath"],
         json!(["/global/eu/france"])
@@ -267,10 +282,7 @@ async fn scope_tree_and_environments_of_a_tenant() {
     );
     // A scope that moves: its group moves (same group), its RBAC follows.
     let (_, france_group) = get(
-        format!(
-            "{}/admin/realms/{name}/group-by-path/global/eu/france",
-            env["OSSATURE_KEYCLOAK_URL"]
-        ),
+        format!("{groups}/global/eu/france"),
         Some(("Authorization", &auth)),
     )
     .await;
@@ -294,9 +306,8 @@ async fn scope_tree_and_environments_of_a_tenant() {
     .await;
     let token = keycloak_token(&env).await;
     let auth = format!("Bearer {token}");
-    let kc = &env["OSSATURE_KEYCLOAK_URL"];
     let (status, moved) = get(
-        format!("{kc}/admin/realms/{name}/group-by-path/global/us/france"),
+        format!("{groups}/global/us/france"),
         Some(("Authorization", &auth)),
     )
     .await;
@@ -305,13 +316,18 @@ async fn scope_tree_and_environments_of_a_tenant() {
         moved["id"], france_group["id"],
         "the group moved, not recreated"
     );
+    let (_, moved) = get(
+        format!("{by_id}/{}", moved["id"].as_str().unwrap()),
+        Some(("Authorization", &auth)),
+    )
+    .await;
     assert_eq!(
         moved["attributes"]["scopePath"],
         json!(["/global/us/france"])
     );
     assert_eq!(
         get(
-            format!("{kc}/admin/realms/{name}/group-by-path/global/eu/france"),
+            format!("{groups}/global/eu/france"),
             Some(("Authorization", &auth)),
         )
         .await
@@ -385,5 +401,9 @@ async fn scope_tree_and_environments_of_a_tenant() {
     })
     .await;
     assert_eq!(pulsar_tenant(&env, &name).await.0, 404);
-    assert_eq!(realm(&env, &name).await.0, 404);
+    assert!(
+        organization(&env, "ossature-business-eu", &name)
+            .await
+            .is_none()
+    );
 }

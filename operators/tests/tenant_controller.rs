@@ -29,10 +29,10 @@ async fn tenant_lifecycle_across_every_backend() {
     // `first-eu` extends `first`'s name: deleting `first` must leave it alone.
     let first = format!("op{}", suffix());
     let second = format!("{first}-eu");
-    tenants
-        .create(&PostParams::default(), &labelled(tenant(&first), &sel))
-        .await
-        .unwrap();
+    // The first with a realm of its own, the second an organization.
+    let mut own = labelled(tenant(&first), &sel);
+    own.spec.identity.isolation = Some(ossature_crds::Isolation::Realm);
+    tenants.create(&PostParams::default(), &own).await.unwrap();
     // One tenant that leaves every optional field out: its defaults must settle too.
     tenants
         .create(
@@ -154,7 +154,11 @@ async fn tenant_lifecycle_across_every_backend() {
     assert_eq!(pulsar_tenant(&env, &first).await.0, 404);
     let mounts = openbao_mounts(&env).await;
     assert!(mounts["data"].get(format!("tenants/{first}/kv/")).is_none());
-    assert_eq!(realm(&env, &second).await.0, 200);
+    assert!(
+        organization(&env, "ossature-consumer-us", &second)
+            .await
+            .is_some()
+    );
     assert_eq!(pulsar_tenant(&env, &second).await.0, 200);
     assert_eq!(
         mounts["data"][format!("tenants/{second}/kv/")]["type"],
@@ -167,7 +171,11 @@ async fn tenant_lifecycle_across_every_backend() {
         .await
         .unwrap();
     wait_tenant_gone(&tenants, &second, Duration::from_secs(120)).await;
-    assert_eq!(realm(&env, &second).await.0, 404);
+    assert!(
+        organization(&env, "ossature-consumer-us", &second)
+            .await
+            .is_none()
+    );
     drop(operator);
 }
 
@@ -268,7 +276,12 @@ async fn retain_keeps_backend_objects_and_namespaces_after_delete() {
         .await
         .unwrap();
     wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
-    assert_eq!(realm(&env, &name).await.0, 200, "Retain keeps the realm");
+    assert!(
+        organization(&env, "ossature-consumer-us", &name)
+            .await
+            .is_some(),
+        "Retain keeps the organization"
+    );
     assert_eq!(
         pulsar_tenant(&env, &name).await.0,
         200,
@@ -329,9 +342,13 @@ async fn retain_keeps_backend_objects_and_namespaces_after_delete() {
         .unwrap();
     let token = keycloak_token(&env).await;
     let http = http();
+    let org = organization(&env, "ossature-consumer-us", &name)
+        .await
+        .unwrap();
     http.delete(format!(
-        "{}/admin/realms/{name}",
-        env["OSSATURE_KEYCLOAK_URL"]
+        "{}/admin/realms/ossature-consumer-us/organizations/{}",
+        env["OSSATURE_KEYCLOAK_URL"],
+        org["id"].as_str().unwrap()
     ))
     .bearer_auth(&token)
     .send()

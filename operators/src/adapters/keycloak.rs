@@ -19,6 +19,9 @@ pub const MAPPER_NAME: &str = "scopes";
 /// Token claim holding the full group paths.
 pub const SCOPE_CLAIM: &str = "scopes";
 const MAPPER_TYPE: &str = "oidc-group-membership-mapper";
+/// Built-in client scope of realms with organizations; maps membership.
+pub const ORGANIZATION_SCOPE: &str = "organization";
+const ORGANIZATION_GROUPS_MAPPER: &str = "oidc-organization-group-membership-mapper";
 const PROTOCOL: &str = "openid-connect";
 const TOTP: &str = "CONFIGURE_TOTP";
 const SIGNATURE_ALGORITHM: &str = "EdDSA";
@@ -42,6 +45,80 @@ pub struct RealmSettings {
     /// Keycloak policy string, e.g. "length(12) and digits(1)".
     pub password_policy: String,
     pub access_token_lifespan_seconds: i32,
+    /// Organizations enabled: a shared realm holding many tenants.
+    pub organizations: bool,
+}
+
+/// An organization: one tenant in a shared realm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrganizationSettings {
+    /// Unique in the realm, immutable in Keycloak: the tenant's name.
+    pub alias: String,
+    pub description: String,
+}
+
+/// The client a tenant's people and services get tokens from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub name: String,
+    pub access_token_lifespan_seconds: i32,
+    /// Claims and scopes the client's tokens carry, as protocol mappers.
+    pub mappers: Vec<Value>,
+    /// Client scopes (by name) every token of the client includes.
+    pub default_scopes: Vec<String>,
+}
+
+/// Where a tenant's groups live: the realm's own tree, or an organization's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupHome<'a> {
+    Realm(&'a str),
+    Organization { realm: &'a str, id: &'a str },
+}
+
+impl<'a> GroupHome<'a> {
+    pub fn realm(self) -> &'a str {
+        match self {
+            GroupHome::Realm(realm) | GroupHome::Organization { realm, .. } => realm,
+        }
+    }
+
+    /// Path segments of the groups collection.
+    fn groups(self) -> Vec<&'a str> {
+        match self {
+            GroupHome::Realm(realm) => vec!["admin", "realms", realm, "groups"],
+            GroupHome::Organization { realm, id } => {
+                vec!["admin", "realms", realm, "organizations", id, "groups"]
+            }
+        }
+    }
+
+    /// Path segments of the lookup by path.
+    fn by_path(self) -> Vec<&'a str> {
+        match self {
+            GroupHome::Realm(realm) => vec!["admin", "realms", realm, "group-by-path"],
+            GroupHome::Organization { realm, id } => vec![
+                "admin",
+                "realms",
+                realm,
+                "organizations",
+                id,
+                "groups",
+                "group-by-path",
+            ],
+        }
+    }
+}
+
+impl std::fmt::Display for GroupHome<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupHome::Realm(realm) => write!(f, "realm {realm}"),
+            GroupHome::Organization { realm, id } => {
+                write!(f, "organization {id} of realm {realm}")
+            }
+        }
+    }
 }
 
 /// Client for one Keycloak server, authenticated as a master-realm admin.
@@ -148,47 +225,47 @@ impl Keycloak {
     }
 
     /// Ensures the group at `path` (e.g. ["global", "eu", "france"]) exists
-    /// with exactly `attributes`. The parent must already exist. A group
-    /// still at `moved_from` (where the scope was before its parent changed)
-    /// is moved, with its members and subgroups, rather than created anew.
+    /// in `home` with exactly `attributes`. The parent must already exist.
+    /// A group still at `moved_from` (where the scope was before its parent
+    /// changed) is moved, with its members and subgroups, not created anew.
     pub async fn ensure_group(
         &self,
-        realm: &str,
+        home: GroupHome<'_>,
         path: &[String],
         attributes: &BTreeMap<String, Vec<String>>,
         moved_from: Option<&[String]>,
     ) -> Result<Change, BackendError> {
         let shown = group_path(path);
-        check_path(path, &format!("ensure group {shown} in realm {realm}"))?;
-        if let Some(current) = self.group(realm, path).await? {
+        check_path(path, &format!("ensure group {shown} in {home}"))?;
+        let group_url = |id: &str| {
+            let mut segments = home.groups();
+            segments.push(id);
+            self.url(&segments)
+        };
+        if let Some(current) = self.group(home, path).await? {
             if group_attributes_equal(&current, attributes) {
                 return Ok(Change::Unchanged);
             }
-            let action = format!("update group {shown} in realm {realm}");
+            let action = format!("update group {shown} in {home}");
             let id = str_field(&current, "id", &action)?;
             let body = json!({ "name": path[path.len() - 1], "attributes": attributes });
-            self.write(
-                Method::PUT,
-                self.url(&["admin", "realms", realm, "groups", id]),
-                Some(&body),
-                &action,
-            )
-            .await?;
+            self.write(Method::PUT, group_url(id), Some(&body), &action)
+                .await?;
             return Ok(Change::Updated);
         }
         let existing = match moved_from {
             Some(from) if from != path && check_path(from, "").is_ok() => {
-                self.group(realm, from).await?
+                self.group(home, from).await?
             }
             _ => None,
         };
         let verb = if existing.is_some() { "move" } else { "create" };
-        let action = format!("{verb} group {shown} in realm {realm}");
+        let action = format!("{verb} group {shown} in {home}");
         let (parent, name) = path.split_at(path.len() - 1);
         let url = if parent.is_empty() {
-            self.url(&["admin", "realms", realm, "groups"])
+            self.url(&home.groups())
         } else {
-            let Some(parent_group) = self.group(realm, parent).await? else {
+            let Some(parent_group) = self.group(home, parent).await? else {
                 return Err(BackendError::Refused {
                     backend: Backend::Keycloak,
                     action,
@@ -197,7 +274,9 @@ impl Keycloak {
                 });
             };
             let parent_id = str_field(&parent_group, "id", &action)?;
-            self.url(&["admin", "realms", realm, "groups", parent_id, "children"])
+            let mut segments = home.groups();
+            segments.extend([parent_id, "children"]);
+            self.url(&segments)
         };
         let body = json!({ "name": name[0], "attributes": attributes });
         let Some(existing) = existing else {
@@ -217,9 +296,9 @@ impl Keycloak {
         if !group_attributes_equal(&existing, attributes) {
             self.write(
                 Method::PUT,
-                self.url(&["admin", "realms", realm, "groups", id]),
+                group_url(id),
                 Some(&body),
-                &format!("update group {shown} in realm {realm}"),
+                &format!("update group {shown} in {home}"),
             )
             .await?;
         }
@@ -227,10 +306,136 @@ impl Keycloak {
     }
 
     /// Deletes the group at `path` and, as Keycloak does, its subgroups.
-    pub async fn delete_group(&self, realm: &str, path: &[String]) -> Result<Change, BackendError> {
-        let action = format!("delete group {} in realm {realm}", group_path(path));
+    pub async fn delete_group(
+        &self,
+        home: GroupHome<'_>,
+        path: &[String],
+    ) -> Result<Change, BackendError> {
+        let action = format!("delete group {} in {home}", group_path(path));
         check_path(path, &action)?;
-        let Some(current) = self.group(realm, path).await? else {
+        let Some(current) = self.group(home, path).await? else {
+            return Ok(Change::Absent);
+        };
+        let id = str_field(&current, "id", &action)?;
+        let mut segments = home.groups();
+        segments.push(id);
+        let answer = self
+            .call(
+                Verb::Write,
+                Method::DELETE,
+                self.url(&segments),
+                None,
+                &action,
+            )
+            .await?;
+        deletion(answer, &action)
+    }
+
+    /// Whether the realm exists (one read; the cost does not grow with realms).
+    pub async fn realm_exists(&self, name: &str) -> Result<bool, BackendError> {
+        Ok(self
+            .read(
+                self.url(&["admin", "realms", name]),
+                &format!("read realm {name}"),
+            )
+            .await?
+            .is_some())
+    }
+
+    /// The organization with this alias, found through the alias index.
+    pub async fn organization(
+        &self,
+        realm: &str,
+        alias: &str,
+    ) -> Result<Option<Value>, BackendError> {
+        let mut url = self.url(&["admin", "realms", realm, "organizations"]);
+        url.query_pairs_mut()
+            .append_pair("q", &format!("alias:{alias}"))
+            .append_pair("exact", "true")
+            .append_pair("briefRepresentation", "false");
+        let action = format!("find organization {alias} in realm {realm}");
+        let found = self
+            .read(url, &action)
+            .await?
+            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
+        Ok(found.as_array().and_then(|orgs| {
+            orgs.iter()
+                .find(|o| o.get("alias").and_then(Value::as_str) == Some(alias))
+                .cloned()
+        }))
+    }
+
+    /// Creates the organization or updates what differs; returns its id.
+    pub async fn ensure_organization(
+        &self,
+        realm: &str,
+        desired: &OrganizationSettings,
+    ) -> Result<(Change, String), BackendError> {
+        let alias = desired.alias.as_str();
+        let body = |id: Option<&str>| {
+            let mut body = json!({
+                "name": alias, "alias": alias, "enabled": true,
+                "description": desired.description,
+            });
+            if let Some(id) = id {
+                body["id"] = json!(id);
+            }
+            body
+        };
+        let Some(current) = self.organization(realm, alias).await? else {
+            let action = format!("create organization {alias} in realm {realm}");
+            let answer = self
+                .write(
+                    Method::POST,
+                    self.url(&["admin", "realms", realm, "organizations"]),
+                    Some(&body(None)),
+                    &action,
+                )
+                .await?;
+            let id = answer
+                .location
+                .as_deref()
+                .and_then(id_from_location)
+                .ok_or_else(|| unreadable(&action, "no Location header with the new id"))?
+                .to_string();
+            return Ok((Change::Created, id));
+        };
+        let action = format!("update organization {alias} in realm {realm}");
+        let id = str_field(&current, "id", &action)?.to_string();
+        let text = |key: &str| current.get(key).and_then(Value::as_str).unwrap_or("");
+        let same = text("name") == alias
+            && text("description") == desired.description
+            && current.get("enabled").and_then(Value::as_bool) == Some(true);
+        if same {
+            return Ok((Change::Unchanged, id));
+        }
+        // PUT replaces the domains too: keep the ones Keycloak holds.
+        let mut update = body(Some(&id));
+        update["domains"] = current.get("domains").cloned().unwrap_or(json!([]));
+        self.write(
+            Method::PUT,
+            self.url(&["admin", "realms", realm, "organizations", &id]),
+            Some(&update),
+            &action,
+        )
+        .await?;
+        Ok((Change::Updated, id))
+    }
+
+    /// Deletes the organization with this alias, and with it its groups.
+    pub async fn delete_organization(
+        &self,
+        realm: &str,
+        alias: &str,
+    ) -> Result<Change, BackendError> {
+        let action = format!("delete organization {alias} in realm {realm}");
+        let found = match self.organization(realm, alias).await {
+            Ok(found) => found,
+            // The shared realm is gone: so is the organization.
+            Err(BackendError::Refused { status: 404, .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(current) = found else {
             return Ok(Change::Absent);
         };
         let id = str_field(&current, "id", &action)?;
@@ -238,12 +443,252 @@ impl Keycloak {
             .call(
                 Verb::Write,
                 Method::DELETE,
-                self.url(&["admin", "realms", realm, "groups", id]),
+                self.url(&["admin", "realms", realm, "organizations", id]),
                 None,
                 &action,
             )
             .await?;
         deletion(answer, &action)
+    }
+
+    /// The client with this clientId (a lookup by its unique key).
+    async fn client(&self, realm: &str, client_id: &str) -> Result<Option<Value>, BackendError> {
+        let mut url = self.url(&["admin", "realms", realm, "clients"]);
+        url.query_pairs_mut().append_pair("clientId", client_id);
+        let action = format!("read client {client_id} of realm {realm}");
+        let found = self
+            .read(url, &action)
+            .await?
+            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
+        Ok(found.as_array().and_then(|c| {
+            c.iter()
+                .find(|c| c.get("clientId").and_then(Value::as_str) == Some(client_id))
+                .cloned()
+        }))
+    }
+
+    /// The tenant's client: created, or its managed settings, mappers and
+    /// default scopes put back where they differ.
+    pub async fn ensure_client(
+        &self,
+        realm: &str,
+        desired: &ClientSettings,
+    ) -> Result<Change, BackendError> {
+        let client_id = desired.client_id.as_str();
+        let Some(current) = self.client(realm, client_id).await? else {
+            let mut body = client_fields(desired);
+            body["clientId"] = json!(client_id);
+            body["protocol"] = json!(PROTOCOL);
+            body["protocolMappers"] = json!(desired.mappers);
+            body["defaultClientScopes"] = json!(desired.default_scopes);
+            self.write(
+                Method::POST,
+                self.url(&["admin", "realms", realm, "clients"]),
+                Some(&body),
+                &format!("create client {client_id} in realm {realm}"),
+            )
+            .await?;
+            return Ok(Change::Created);
+        };
+        let action = format!("update client {client_id} of realm {realm}");
+        let id = str_field(&current, "id", &action)?.to_string();
+        let mut wrote = false;
+        if let Some(patch) = client_patch(&current, desired) {
+            let mut body = current.clone();
+            merge(&mut body, &patch);
+            self.write(
+                Method::PUT,
+                self.url(&["admin", "realms", realm, "clients", &id]),
+                Some(&body),
+                &action,
+            )
+            .await?;
+            wrote = true;
+        }
+        let mappers = current
+            .get("protocolMappers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for wanted in &desired.mappers {
+            let name = wanted
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let existing = mappers
+                .iter()
+                .find(|m| m.get("name").and_then(Value::as_str) == Some(name));
+            let models = [
+                "admin",
+                "realms",
+                realm,
+                "clients",
+                &id,
+                "protocol-mappers",
+                "models",
+            ];
+            match existing {
+                None => {
+                    self.write(Method::POST, self.url(&models), Some(wanted), &action)
+                        .await?;
+                    wrote = true;
+                }
+                Some(existing) if !mapper_matches(existing, wanted) => {
+                    let mapper_id = str_field(existing, "id", &action)?;
+                    let mut body = wanted.clone();
+                    body["id"] = json!(mapper_id);
+                    let mut url = self.url(&models);
+                    push_segments(&mut url, &[mapper_id]);
+                    self.write(Method::PUT, url, Some(&body), &action).await?;
+                    wrote = true;
+                }
+                Some(_) => {}
+            }
+        }
+        let defaults: BTreeSet<&str> = current
+            .get("defaultClientScopes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let missing: Vec<&String> = desired
+            .default_scopes
+            .iter()
+            .filter(|s| !defaults.contains(s.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            let scopes = self
+                .read(
+                    self.url(&["admin", "realms", realm, "client-scopes"]),
+                    &action,
+                )
+                .await?
+                .unwrap_or_default();
+            for name in missing {
+                let scope = scopes
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s.get("name").and_then(Value::as_str) == Some(name.as_str()));
+                let Some(scope_id) = scope.and_then(|s| s.get("id")).and_then(Value::as_str) else {
+                    return Err(not_found(
+                        &action,
+                        &format!("client scope {name} does not exist"),
+                    ));
+                };
+                self.write(
+                    Method::PUT,
+                    self.url(&[
+                        "admin",
+                        "realms",
+                        realm,
+                        "clients",
+                        &id,
+                        "default-client-scopes",
+                        scope_id,
+                    ]),
+                    None,
+                    &action,
+                )
+                .await?;
+                wrote = true;
+            }
+        }
+        Ok(if wrote {
+            Change::Updated
+        } else {
+            Change::Unchanged
+        })
+    }
+
+    pub async fn delete_client(
+        &self,
+        realm: &str,
+        client_id: &str,
+    ) -> Result<Change, BackendError> {
+        let action = format!("delete client {client_id} of realm {realm}");
+        let found = match self.client(realm, client_id).await {
+            Ok(found) => found,
+            Err(BackendError::Refused { status: 404, .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(current) = found else {
+            return Ok(Change::Absent);
+        };
+        let id = str_field(&current, "id", &action)?;
+        let answer = self
+            .call(
+                Verb::Write,
+                Method::DELETE,
+                self.url(&["admin", "realms", realm, "clients", id]),
+                None,
+                &action,
+            )
+            .await?;
+        deletion(answer, &action)
+    }
+
+    /// In a shared realm: the built-in `organization` client scope also maps
+    /// each member's organization groups (the tenant's scopes) into tokens.
+    pub async fn ensure_organization_claims(&self, realm: &str) -> Result<Change, BackendError> {
+        let action = format!("read client scopes of realm {realm}");
+        let scopes = self
+            .read(
+                self.url(&["admin", "realms", realm, "client-scopes"]),
+                &action,
+            )
+            .await?
+            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
+        let scope = scopes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(ORGANIZATION_SCOPE))
+            .ok_or_else(|| {
+                not_found(
+                    &action,
+                    "client scope organization does not exist (organizations are off?)",
+                )
+            })?;
+        let has_groups = scope
+            .get("protocolMappers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|m| {
+                m.get("protocolMapper").and_then(Value::as_str) == Some(ORGANIZATION_GROUPS_MAPPER)
+            });
+        if has_groups {
+            return Ok(Change::Unchanged);
+        }
+        let id = str_field(scope, "id", &action)?;
+        self.write(
+            Method::POST,
+            self.url(&[
+                "admin",
+                "realms",
+                realm,
+                "client-scopes",
+                id,
+                "protocol-mappers",
+                "models",
+            ]),
+            Some(&json!({
+                "name": "organization groups",
+                "protocol": PROTOCOL,
+                "protocolMapper": ORGANIZATION_GROUPS_MAPPER,
+                "config": {
+                    "access.token.claim": "true",
+                    "id.token.claim": "true",
+                    "userinfo.token.claim": "true",
+                    "introspection.token.claim": "true",
+                },
+            })),
+            &format!("map organization groups into tokens of realm {realm}"),
+        )
+        .await?;
+        Ok(Change::Updated)
     }
 
     /// Ensures the `ossature-scopes` client scope exists, is a default scope
@@ -417,14 +862,26 @@ impl Keycloak {
         Ok(true)
     }
 
-    async fn group(&self, realm: &str, path: &[String]) -> Result<Option<Value>, BackendError> {
-        let mut url = self.url(&["admin", "realms", realm, "group-by-path"]);
+    async fn group(
+        &self,
+        home: GroupHome<'_>,
+        path: &[String],
+    ) -> Result<Option<Value>, BackendError> {
+        let mut url = self.url(&home.by_path());
         push_segments(&mut url, path);
-        self.read(
-            url,
-            &format!("read group {} in realm {realm}", group_path(path)),
-        )
-        .await
+        let action = format!("read group {} in {home}", group_path(path));
+        let found = self.read(url, &action).await?;
+        match (home, found) {
+            // An organization answers a lookup by path briefly, without the
+            // attributes; the group itself has them.
+            (GroupHome::Organization { .. }, Some(brief)) => {
+                let id = str_field(&brief, "id", &action)?;
+                let mut segments = home.groups();
+                segments.push(id);
+                self.read(self.url(&segments), &action).await
+            }
+            (_, found) => Ok(found),
+        }
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -523,6 +980,16 @@ impl Keycloak {
             body,
         };
         if !status.is_success() {
+            // Wrong admin credentials: 401 from older releases, 400
+            // invalid_grant from newer ones; either way, unauthorized.
+            if answer.body.contains("invalid_grant") {
+                return Err(BackendError::Refused {
+                    backend: Backend::Keycloak,
+                    action,
+                    status: StatusCode::UNAUTHORIZED.as_u16(),
+                    body: truncate(&answer.body),
+                });
+            }
             return Err(refused(&action, &answer));
         }
         let parsed: Value =
@@ -566,6 +1033,9 @@ fn realm_diff(current: &Value, desired: &RealmSettings) -> Map<String, Value> {
     flag("verifyEmail", desired.verify_email);
     flag("bruteForceProtected", true);
     flag("eventsEnabled", true);
+    if desired.organizations {
+        flag("organizationsEnabled", true);
+    }
 
     let text = |key: &str| current.get(key).and_then(Value::as_str).unwrap_or("");
     if text("displayName") != desired.display_name {
@@ -717,6 +1187,64 @@ pub fn mapper_patch(current: &Value) -> Option<Value> {
     Some(Value::Object(rep))
 }
 
+/// The client fields Ossature manages.
+fn client_fields(desired: &ClientSettings) -> Value {
+    json!({
+        "name": desired.name,
+        "enabled": true,
+        "publicClient": true,
+        "standardFlowEnabled": true,
+        "directAccessGrantsEnabled": true,
+        "attributes": {
+            "access.token.lifespan": desired.access_token_lifespan_seconds.to_string(),
+        },
+    })
+}
+
+/// The managed client fields that differ, as a partial representation.
+pub fn client_patch(current: &Value, desired: &ClientSettings) -> Option<Value> {
+    let want = client_fields(desired);
+    let mut diff = Map::new();
+    for (key, value) in want.as_object().into_iter().flatten() {
+        if key == "attributes" {
+            let differs = value
+                .as_object()
+                .into_iter()
+                .flatten()
+                .any(|(k, v)| current.get("attributes").and_then(|a| a.get(k)) != Some(v));
+            if differs {
+                diff.insert(key.clone(), value.clone());
+            }
+        } else if current.get(key) != Some(value) {
+            diff.insert(key.clone(), value.clone());
+        }
+    }
+    (!diff.is_empty()).then_some(Value::Object(diff))
+}
+
+/// Merges `patch` into `target`; objects key by key (attributes others set stay).
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// Whether a live protocol mapper has the wanted type and config.
+fn mapper_matches(current: &Value, wanted: &Value) -> bool {
+    current.get("protocolMapper") == wanted.get("protocolMapper")
+        && wanted
+            .get("config")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| current.get("config").and_then(|c| c.get(k)) == Some(v))
+}
+
 fn lists_id(list: &Value, id: &str) -> bool {
     list.as_array()
         .into_iter()
@@ -816,6 +1344,7 @@ mod tests {
 
     fn settings() -> RealmSettings {
         RealmSettings {
+            organizations: false,
             name: "acme".into(),
             display_name: "Acme".into(),
             registration_allowed: false,

@@ -15,6 +15,7 @@ use ossature_crds::{Scope, ScopeRole, ScopeStatus, Tenant};
 use serde_json::json;
 
 use super::{find_tenant, owning_tenant, tenant_of, tenant_selected};
+use crate::adapters::keycloak::GroupHome;
 use crate::adapters::{Backend, Change, Verb};
 use crate::conditions::{self, Outcome, reasons};
 use crate::context::Context;
@@ -139,8 +140,9 @@ impl Reconciled for Scope {
             ..Default::default()
         });
 
-        if super::tenant::backend_ready(&owner, conditions::REALM_READY) {
-            let realm = tenant.clone();
+        let home = super::tenant::group_home(&owner)
+            .filter(|_| super::tenant::backend_ready(&owner, conditions::REALM_READY));
+        if let Some((realm, organization)) = home {
             // A scope whose parent changed moves its group, members and all.
             let moved_from = previous.path.filter(|p| *p != path).map(|p| split_path(&p));
             let attributes = BTreeMap::from([("scopePath".to_string(), vec![path.clone()])]);
@@ -148,8 +150,9 @@ impl Reconciled for Scope {
                 GROUP_READY,
                 format!("group {path}"),
                 async move {
+                    let home = home_of(&realm, organization.as_deref());
                     ctx.keycloak
-                        .ensure_group(&realm, &segments, &attributes, moved_from.as_deref())
+                        .ensure_group(home, &segments, &attributes, moved_from.as_deref())
                         .await
                         .map(|c| vec![c])
                 },
@@ -158,7 +161,7 @@ impl Reconciled for Scope {
             plan.outcomes.push(Outcome::failed(
                 GROUP_READY,
                 reasons::WAITING_FOR_TENANT,
-                format!("waiting for tenant {tenant}'s realm to be provisioned"),
+                format!("waiting for tenant {tenant}'s identity (realm or organization) to be provisioned"),
             ));
         }
 
@@ -199,12 +202,14 @@ impl Reconciled for Scope {
             return Ok(Vec::new());
         };
         let owner = find_tenant(ctx, tenant).await?;
-        if let (Some(path), false) = (
+        let home = owner.as_deref().and_then(super::tenant::group_home);
+        if let (Some(path), Some((realm, organization)), false) = (
             self.status.as_ref().and_then(|s| s.path.clone()),
+            home,
             super::tenant::retained(owner.as_deref()),
         ) {
             ctx.keycloak
-                .delete_group(tenant, &split_path(&path))
+                .delete_group(home_of(&realm, organization.as_deref()), &split_path(&path))
                 .await?;
         }
         Ok(Vec::new())
@@ -249,6 +254,13 @@ impl Reconciled for Scope {
                         .collect::<Vec<_>>()
                 },
             )
+    }
+}
+
+fn home_of<'a>(realm: &'a str, organization: Option<&'a str>) -> GroupHome<'a> {
+    match organization {
+        Some(id) => GroupHome::Organization { realm, id },
+        None => GroupHome::Realm(realm),
     }
 }
 

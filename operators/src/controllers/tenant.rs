@@ -3,18 +3,20 @@
 //! delete, after the tenant's Environments and Scopes.
 
 use kube::ResourceExt;
+use std::sync::{Arc, OnceLock};
+
 use kube::api::{Api, ListParams};
 use kube::runtime::Controller;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use ossature_crds::{DeletionPolicy, Environment, Scope, Tenant, TenantStatus};
+use ossature_crds::{DeletionPolicy, Environment, Isolation, Scope, Tenant, TenantStatus};
 
 use crate::adapters::{Backend, BackendError, Change, Verb};
 use crate::conditions::{self, Outcome, reasons};
 use crate::context::Context;
 use crate::desired::{self, TenantNames};
 use crate::kubernetes::{self, NamespaceOwner};
-use crate::reconcile::{Error, Plan, Reconciled, Step, WatchContext, event};
+use crate::reconcile::{Error, Failure, Plan, Reconciled, Step, WatchContext, event};
 
 pub const FINALIZER: &str = "ossature.dev/tenant-cleanup";
 
@@ -37,7 +39,6 @@ impl Reconciled for Tenant {
         let names = TenantNames::new(&self.name_any());
         let status = TenantStatus {
             namespace: Some(names.namespace.clone()),
-            realm: Some(names.realm.clone()),
             pulsar_tenant: Some(names.pulsar_tenant.clone()),
             secrets_path: Some(format!("tenants/{}/", names.tenant)),
             ..Default::default()
@@ -50,17 +51,19 @@ impl Reconciled for Tenant {
             return Ok(plan);
         }
 
-        let realm = desired::realm_settings(&names, &self.spec);
-        plan.steps.push(Step::new(
-            conditions::REALM_READY,
-            format!("realm {}", names.realm),
-            async move {
-                Ok::<_, BackendError>(vec![
-                    ctx.keycloak.ensure_realm(&realm).await?,
-                    ctx.keycloak.ensure_scope_claim(&realm.name).await?,
-                ])
-            },
-        ));
+        let isolation = match isolation(self, ctx).await {
+            Ok(isolation) => isolation,
+            Err(stalled) => {
+                plan.outcomes.push(Outcome::failed(
+                    conditions::REALM_READY,
+                    &stalled.reason,
+                    stalled.message.clone(),
+                ));
+                plan.stalled = Some(stalled);
+                return Ok(plan);
+            }
+        };
+        identity_step(self, &mut plan, ctx, &names, isolation).await;
 
         match desired::allowed_clusters(&self.spec.residency, &ctx.settings.clusters_by_region) {
             Some(clusters) => {
@@ -106,6 +109,7 @@ impl Reconciled for Tenant {
 
     async fn cleanup<'a>(&'a self, ctx: &'a Context) -> Result<Vec<Event>, Error> {
         let names = TenantNames::new(&self.name_any());
+        let isolation = self.status.as_ref().and_then(|s| s.isolation);
         remove_children(&names, ctx).await?;
         let objects =
             desired::namespace_objects(&names.namespace, &names.tenant, None, &self.spec.quotas);
@@ -133,7 +137,20 @@ impl Reconciled for Tenant {
         ctx.openbao.delete_mount(&names.transit_mount).await?;
         ctx.openbao.delete_mount(&names.kv_mount).await?;
         ctx.pulsar.delete_tenant(&names.pulsar_tenant).await?;
-        ctx.keycloak.delete_realm(&names.realm).await?;
+        match isolation {
+            Some(Isolation::Organization) => {
+                // Never the shared realm: only what is this tenant's in it.
+                let shared = desired::shared_realm(self.spec.tenant_type, &self.spec.residency);
+                ctx.keycloak.delete_client(&shared, &names.tenant).await?;
+                ctx.keycloak
+                    .delete_organization(&shared, &names.tenant)
+                    .await?;
+            }
+            // A tenant provisioned before isolation was recorded has a realm.
+            Some(Isolation::Realm) | None => {
+                ctx.keycloak.delete_realm(&names.realm).await?;
+            }
+        }
         if ours {
             kubernetes::delete(
                 &Api::<k8s_openapi::api::core::v1::Namespace>::all(ctx.client.clone()),
@@ -154,10 +171,172 @@ impl Reconciled for Tenant {
     }
 
     fn watches(controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
+        let stores = watch.stores.clone();
         // The namespace and what is in it: a change by hand is put back in seconds.
         super::watch_namespace_objects(controller, &watch.client, |tenant, environment| {
             environment.is_none().then(|| ObjectRef::new(tenant))
         })
+        // A dedicated realm freed (its tenant deleted) lets a waiting one in.
+        .watches(
+            Api::<Tenant>::all(watch.client.clone()),
+            kube::runtime::watcher::Config::default(),
+            move |changed: Tenant| {
+                let freed = changed.metadata.deletion_timestamp.is_some()
+                    && changed.status.as_ref().and_then(|s| s.isolation) == Some(Isolation::Realm);
+                let waiting = stores.tenants.state().into_iter().filter(|t| {
+                    t.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|c| {
+                            c.type_ == conditions::STALLED
+                                && c.reason == reasons::REALM_CAPACITY_REACHED
+                        })
+                    })
+                });
+                waiting
+                    .filter(|_| freed)
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
+    }
+}
+
+/// Where the tenant's people live, or why it cannot be decided.
+async fn isolation(tenant: &Tenant, ctx: &Context) -> Result<Isolation, Outcome> {
+    let name = tenant.name_any();
+    let wanted = tenant.spec.identity.isolation;
+    let recorded = tenant.status.as_ref().and_then(|s| s.isolation);
+    if let (Some(wanted), Some(recorded)) = (wanted, recorded)
+        && wanted != recorded
+    {
+        return Err(Outcome::failed(
+            conditions::STALLED,
+            reasons::ISOLATION_IMMUTABLE,
+            format!(
+                "identity.isolation is {wanted:?} but the tenant was provisioned as {recorded:?}; set it back to {recorded:?} (moving between modes is a migration)"
+            ),
+        ));
+    }
+    // Asked only until the mode is recorded: does a realm of its name exist,
+    // made before isolation existed (or kept by a Retain)?
+    let has_own_realm = wanted.is_none()
+        && recorded.is_none()
+        && (tenant.status.as_ref().and_then(|s| s.realm.as_deref()) == Some(name.as_str())
+            || ctx.keycloak.realm_exists(&name).await.unwrap_or(false));
+    let isolation = desired::effective_isolation(wanted, recorded, has_own_realm);
+    if isolation == Isolation::Realm {
+        within_realm_capacity(tenant, ctx)?;
+    }
+    Ok(isolation)
+}
+
+/// Dedicated realms are capped per Keycloak: those already provisioned
+/// come first, then the oldest.
+fn within_realm_capacity(tenant: &Tenant, ctx: &Context) -> Result<(), Outcome> {
+    let cap = ctx.settings.max_dedicated_realms;
+    let provisioned =
+        |t: &Tenant| t.status.as_ref().and_then(|s| s.isolation) == Some(Isolation::Realm);
+    if provisioned(tenant) {
+        return Ok(());
+    }
+    let mut realm_tenants: Vec<_> = ctx
+        .stores
+        .tenants
+        .state()
+        .into_iter()
+        .filter(|t| {
+            t.metadata.deletion_timestamp.is_none()
+                && (provisioned(t) || t.spec.identity.isolation == Some(Isolation::Realm))
+        })
+        .map(|t| {
+            (
+                !provisioned(&t),
+                t.metadata.creation_timestamp.clone().map(|c| c.0),
+                t.name_any(),
+            )
+        })
+        .collect();
+    realm_tenants.sort();
+    let rank = realm_tenants
+        .iter()
+        .position(|(_, _, n)| *n == tenant.name_any())
+        .unwrap_or(realm_tenants.len());
+    if rank < cap {
+        return Ok(());
+    }
+    Err(Outcome::failed(
+        conditions::STALLED,
+        reasons::REALM_CAPACITY_REACHED,
+        format!(
+            "this Keycloak already holds {cap} dedicated realms (--max-dedicated-realms); use isolation: Organization, or raise the cap once Keycloak can carry more; the tenant proceeds when a dedicated realm is freed"
+        ),
+    ))
+}
+
+/// RealmReady: an organization and a client in the shared realm, or a
+/// realm of its own with its client.
+async fn identity_step<'a>(
+    tenant: &Tenant,
+    plan: &mut Plan<'a, TenantStatus>,
+    ctx: &'a Context,
+    names: &TenantNames,
+    isolation: Isolation,
+) {
+    let client = desired::client_settings(names, &tenant.spec, isolation);
+    plan.status.isolation = Some(isolation);
+    plan.status.client_id = Some(client.client_id.clone());
+    match isolation {
+        Isolation::Realm => {
+            let realm = desired::realm_settings(names, &tenant.spec);
+            plan.status.realm = Some(realm.name.clone());
+            plan.steps.push(Step::new(
+                conditions::REALM_READY,
+                format!("realm {}", realm.name),
+                async move {
+                    Ok::<_, BackendError>(vec![
+                        ctx.keycloak.ensure_realm(&realm).await?,
+                        ctx.keycloak.ensure_scope_claim(&realm.name).await?,
+                        ctx.keycloak.ensure_client(&realm.name, &client).await?,
+                    ])
+                },
+            ));
+        }
+        Isolation::Organization => {
+            let shared = desired::shared_realm(tenant.spec.tenant_type, &tenant.spec.residency);
+            let organization = desired::organization_settings(names, &tenant.spec);
+            plan.status.realm = Some(shared.clone());
+            plan.status.organization_id = tenant
+                .status
+                .as_ref()
+                .and_then(|s| s.organization_id.clone());
+            // The id Keycloak gives the organization, for status in this reconcile.
+            let id = Arc::new(OnceLock::new());
+            let found = id.clone();
+            plan.found = Some(Box::new(move |status: &mut TenantStatus| {
+                if let Some(id) = found.get() {
+                    status.organization_id = Some(String::clone(id));
+                }
+            }));
+            plan.steps.push(Step::new(
+                conditions::REALM_READY,
+                format!("organization {} in realm {shared}", organization.alias),
+                async move {
+                    if !ctx.shared_realm_exists(&shared).await? {
+                        return Err(Failure {
+                            category: reasons::WAITING_FOR_SHARED_REALM,
+                            message: format!(
+                                "shared realm {shared} is not provisioned yet; the operator instance holding lease {} creates it",
+                                crate::shared::LEASE
+                            ),
+                        });
+                    }
+                    let (organization, found) =
+                        ctx.keycloak.ensure_organization(&shared, &organization).await?;
+                    let _ = id.set(found);
+                    let client = ctx.keycloak.ensure_client(&shared, &client).await?;
+                    Ok(vec![organization, client])
+                },
+            ));
+        }
     }
 }
 
@@ -221,6 +400,19 @@ pub fn retained(tenant: Option<&Tenant>) -> bool {
     tenant.is_some_and(|t| {
         t.metadata.deletion_timestamp.is_some() && t.spec.deletion_policy == DeletionPolicy::Retain
     })
+}
+
+/// Where a tenant's scope groups live: its realm, and its organization in
+/// a shared realm; `None` until its identity is recorded.
+pub fn group_home(tenant: &Tenant) -> Option<(String, Option<String>)> {
+    let status = tenant.status.as_ref()?;
+    let realm = status.realm.clone()?;
+    match status.isolation {
+        Some(Isolation::Organization) => Some((realm, Some(status.organization_id.clone()?))),
+        Some(Isolation::Realm) => Some((realm, None)),
+        // Provisioned before isolation was recorded: not yet reconciled anew.
+        None => None,
+    }
 }
 
 /// Whether a Tenant is Ready in one backend, for the kinds that build on it.

@@ -105,6 +105,9 @@ impl<'a> Step<'a> {
     }
 }
 
+/// Sets status fields once the steps have run.
+pub type Found<'a, S> = Box<dyn FnOnce(&mut S) + Send + 'a>;
+
 /// What a kind decided for one object.
 pub struct Plan<'a, S> {
     /// Steps that do not depend on each other; they run concurrently.
@@ -119,6 +122,8 @@ pub struct Plan<'a, S> {
     pub due_in: Option<Duration>,
     /// The object's time is up: delete it (its finalizer then cleans up).
     pub expired: Option<String>,
+    /// Fills status fields from what the steps found (an id a backend gave).
+    pub found: Option<Found<'a, S>>,
 }
 
 impl<S> Plan<'_, S> {
@@ -130,6 +135,7 @@ impl<S> Plan<'_, S> {
             status,
             due_in: None,
             expired: None,
+            found: None,
         }
     }
 
@@ -304,6 +310,9 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
     }
 
     let mut status = plan.status;
+    if let Some(found) = plan.found {
+        found(&mut status);
+    }
     status.set_conditions(
         generation,
         conditions::roll_up(

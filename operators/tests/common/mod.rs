@@ -210,6 +210,29 @@ pub async fn realm(env: &BTreeMap<String, String>, name: &str) -> (u16, Value) {
     .await
 }
 
+/// The organization with this alias in a shared realm, if any.
+pub async fn organization(
+    env: &BTreeMap<String, String>,
+    realm: &str,
+    alias: &str,
+) -> Option<Value> {
+    let token = keycloak_token(env).await;
+    let auth = format!("Bearer {token}");
+    let (_, found) = get(
+        format!(
+            "{}/admin/realms/{realm}/organizations?q=alias:{alias}&exact=true",
+            env["OSSATURE_KEYCLOAK_URL"]
+        ),
+        Some(("Authorization", &auth)),
+    )
+    .await;
+    found
+        .as_array()?
+        .iter()
+        .find(|o| o["alias"] == alias)
+        .cloned()
+}
+
 pub async fn pulsar_tenant(env: &BTreeMap<String, String>, name: &str) -> (u16, Value) {
     get(
         format!(

@@ -1,0 +1,508 @@
+//! People of a tenant log in, in both isolation modes: a real user placed in
+//! a scope gets a token from Keycloak's token endpoint (with a computed TOTP
+//! code where MFA is required), and the token is checked as a service would:
+//! EdDSA signature against the published keys, audience and a claim naming
+//! the tenant, the user's scope paths, the tenant's lifetime. A user of one
+//! tenant gets no token another tenant would accept. A tenant provisioned
+//! before isolation existed keeps its realm. Dedicated realms are capped.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use ossature_crds::{Scope, Tenant};
+use serde_json::{Value, json};
+
+const OTP_SECRET: &str = "ossature-test-otp-secret-0123456789";
+const PASSWORD: &str = "Correct-Horse-Battery-9";
+
+struct Admin {
+    url: String,
+    token: String,
+}
+
+impl Admin {
+    async fn new(env: &BTreeMap<String, String>) -> Self {
+        Admin {
+            url: env["OSSATURE_KEYCLOAK_URL"].clone(),
+            token: keycloak_token(env).await,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, Option<String>) {
+        let mut request = http()
+            .request(method, format!("{}/admin/realms/{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            location,
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body, _) = self.send(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// A user with a password and, for MFA, a TOTP credential; returns its id.
+    async fn user(&self, realm: &str, username: &str) -> String {
+        let otp_data = json!({"subType": "totp", "digits": 6, "counter": 0, "period": 30, "algorithm": "HmacSHA1"});
+        let (status, body, location) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("{realm}/users"),
+                Some(json!({
+                    "username": username, "email": format!("{username}@example.test"),
+                    "emailVerified": true, "enabled": true,
+                    "firstName": "Test", "lastName": "Person",
+                    "credentials": [
+                        {"type": "password", "value": PASSWORD, "temporary": false},
+                        {"type": "otp", "secretData": json!({"value": OTP_SECRET}).to_string(),
+                         "credentialData": otp_data.to_string()},
+                    ],
+                })),
+            )
+            .await;
+        assert_eq!(status, 201, "create user {username} in {realm}: {body}");
+        let id = location.unwrap().rsplit('/').next().unwrap().to_string();
+        // Set up already: no required action stands between it and a token.
+        let (status, body, _) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("{realm}/users/{id}"),
+                Some(json!({"requiredActions": []})),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        id
+    }
+}
+
+fn totp() -> String {
+    totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        OTP_SECRET.as_bytes().to_vec(),
+    )
+    .generate_current()
+    .unwrap()
+}
+
+/// A token from the tenant's client by the password grant; the status and body.
+async fn login(
+    env: &BTreeMap<String, String>,
+    realm: &str,
+    client: &str,
+    username: &str,
+    otp: bool,
+) -> (u16, Value) {
+    let mut form = vec![
+        ("grant_type", "password".to_string()),
+        ("client_id", client.to_string()),
+        ("username", username.to_string()),
+        ("password", PASSWORD.to_string()),
+        ("scope", "openid".to_string()),
+    ];
+    if otp {
+        form.push(("otp", totp()));
+    }
+    let response = http()
+        .post(format!(
+            "{}/realms/{realm}/protocol/openid-connect/token",
+            env["OSSATURE_KEYCLOAK_URL"]
+        ))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The token's claims, once its EdDSA signature verifies against the
+/// realm's published keys.
+async fn verified_claims(env: &BTreeMap<String, String>, realm: &str, token: &str) -> Value {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(
+        header["alg"], "EdDSA",
+        "tokens are signed with EdDSA: {header}"
+    );
+    let (_, keys) = get(
+        format!(
+            "{}/realms/{realm}/protocol/openid-connect/certs",
+            env["OSSATURE_KEYCLOAK_URL"]
+        ),
+        None,
+    )
+    .await;
+    let key = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the signing key is published");
+    assert_eq!(key["crv"], "Ed25519");
+    let public = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .expect("the signature verifies against the published key");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
+}
+
+/// Whether a service of `tenant` (which knows its realm) accepts the token
+/// as one of its own people's: issued by its realm, for its client, to a
+/// member of it.
+fn accepted_by(claims: &Value, tenant: &str, realm: &str) -> bool {
+    let issuer = claims["iss"].as_str().unwrap_or_default();
+    let audience = match &claims["aud"] {
+        Value::String(a) => vec![a.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let member = claims["organization"].get(tenant).is_some() || claims["tenant"] == tenant;
+    issuer.ends_with(&format!("/realms/{realm}")) && audience.contains(&tenant) && member
+}
+
+fn scope(name: &str, parent: Option<&str>) -> Scope {
+    serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": name},
+        "spec": {"displayName": name, "parent": parent},
+    }))
+    .unwrap()
+}
+
+fn business(name: &str, sel: &str, identity: Value) -> Tenant {
+    labelled(
+        serde_json::from_value(json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name},
+            "spec": {"type": "Business", "displayName": name, "residency": "eu", "identity": identity},
+        }))
+        .unwrap(),
+        sel,
+    )
+}
+
+async fn ready_scopes(client: &kube::Client, tenant: &str) {
+    let scopes: Api<Scope> = Api::namespaced(client.clone(), &format!("tn-{tenant}"));
+    for s in [scope("global", None), scope("eu", Some("global"))] {
+        scopes.create(&PostParams::default(), &s).await.unwrap();
+    }
+    wait_for(
+        &format!("scopes of {tenant} Ready"),
+        Duration::from_secs(60),
+        || {
+            let scopes = scopes.clone();
+            async move {
+                let s = scopes.get("eu").await.ok()?.status?;
+                (condition(&s.conditions, "Ready")?.0 == "True").then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_log_in_to_their_tenant_only_in_both_modes() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let acme = format!("id{}", suffix());
+    let acme_eu = format!("{acme}-eu");
+    let own = format!("{acme}-own");
+    for tenant in [
+        business(&acme, &sel, json!({"accessTokenLifetimeSeconds": 600})),
+        business(&acme_eu, &sel, json!({})),
+        business(
+            &own,
+            &sel,
+            json!({"isolation": "Realm", "accessTokenLifetimeSeconds": 900}),
+        ),
+    ] {
+        tenants
+            .create(&PostParams::default(), &tenant)
+            .await
+            .unwrap();
+    }
+    let mut status = BTreeMap::new();
+    for name in [&acme, &acme_eu, &own] {
+        let t = wait_tenant_ready(&tenants, name, Duration::from_secs(90)).await;
+        status.insert(name.clone(), t.status.unwrap());
+        ready_scopes(&client, name).await;
+    }
+    let shared = "ossature-business-eu";
+    assert_eq!(status[&acme].realm.as_deref(), Some(shared));
+    assert_eq!(status[&acme_eu].realm.as_deref(), Some(shared));
+    assert_eq!(status[&own].realm.as_deref(), Some(own.as_str()));
+    assert_eq!(
+        realm(&env, &acme).await.0,
+        404,
+        "no realm per Organization tenant"
+    );
+
+    let admin = Admin::new(&env).await;
+    // A person of acme, in its scope eu.
+    let org = status[&acme].organization_id.clone().unwrap();
+    let alice = format!("alice-{acme}");
+    let alice_id = admin.user(shared, &alice).await;
+    let (code, body, _) = admin
+        .send(
+            reqwest::Method::POST,
+            &format!("{shared}/organizations/{org}/members"),
+            Some(json!(alice_id)),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let eu = admin
+        .get(&format!(
+            "{shared}/organizations/{org}/groups/group-by-path/global/eu"
+        ))
+        .await;
+    let (code, body, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!(
+                "{shared}/organizations/{org}/groups/{}/members/{alice_id}",
+                eu["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204, "{body}");
+
+    // MFA is required for a Business tenant: no code, no token.
+    let (code, _) = login(&env, shared, &acme, &alice, false).await;
+    assert!(
+        code == 401 || code == 400,
+        "a login without the second factor is refused ({code})"
+    );
+    let (code, body) = login(&env, shared, &acme, &alice, true).await;
+    assert_eq!(code, 200, "{body}");
+    let claims = verified_claims(&env, shared, body["access_token"].as_str().unwrap()).await;
+    assert!(accepted_by(&claims, &acme, shared), "{claims}");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
+    let groups = &claims["organization"][&acme]["groups"];
+    assert!(
+        groups.as_array().is_some_and(|g| g
+            .iter()
+            .any(|p| p.as_str().unwrap_or_default().ends_with("/global/eu"))),
+        "the token carries the scope path: {claims}"
+    );
+    assert!(
+        !accepted_by(&claims, &acme_eu, shared),
+        "acme's token is not acme-eu's"
+    );
+    assert!(!accepted_by(&claims, &own, &own));
+    // Through acme-eu's client, alice is still no member of acme-eu.
+    let (code, body) = login(&env, shared, &acme_eu, &alice, true).await;
+    if code == 200 {
+        let claims = verified_claims(&env, shared, body["access_token"].as_str().unwrap()).await;
+        assert!(!accepted_by(&claims, &acme_eu, shared), "{claims}");
+    }
+
+    // A person of the tenant with a realm of its own.
+    let bob = format!("bob-{own}");
+    let bob_id = admin.user(&own, &bob).await;
+    let eu = admin.get(&format!("{own}/group-by-path/global/eu")).await;
+    let (code, body, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!("{own}/users/{bob_id}/groups/{}", eu["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = login(&env, &own, &own, &bob, true).await;
+    assert_eq!(code, 200, "{body}");
+    let claims = verified_claims(&env, &own, body["access_token"].as_str().unwrap()).await;
+    assert!(accepted_by(&claims, &own, &own), "{claims}");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        900
+    );
+    assert_eq!(claims["scopes"], json!(["/global/eu"]), "{claims}");
+    assert!(!accepted_by(&claims, &acme, shared));
+    // alice does not exist in that realm.
+    let (code, _) = login(&env, &own, &own, &alice, true).await;
+    assert!(code == 400 || code == 401, "{code}");
+
+    for name in [&acme, &acme_eu, &own] {
+        tenants
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for name in [&acme, &acme_eu, &own] {
+        wait_tenant_gone(&tenants, name, Duration::from_secs(120)).await;
+    }
+    // Gone from Keycloak; the shared realm stays for the others.
+    assert_eq!(realm(&env, &own).await.0, 404);
+    for name in [&acme, &acme_eu] {
+        assert!(
+            organization(&env, shared, name).await.is_none(),
+            "organization {name} left behind"
+        );
+    }
+    assert_eq!(realm(&env, shared).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_from_before_isolation_keeps_its_realm() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("old{}", suffix());
+    // What the previous release left: the realm of the tenant's name, with
+    // what its people put there, and a Tenant whose status names that realm.
+    let admin = Admin::new(&env).await;
+    let (code, body, _) = admin
+        .send(
+            reqwest::Method::POST,
+            "",
+            Some(json!({"realm": name, "enabled": true})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let person = admin.user(&name, "somebody").await;
+    let before = admin.get(&name).await;
+    tenants
+        .create(&PostParams::default(), &labelled(bare_tenant(&name), &sel))
+        .await
+        .unwrap();
+    tenants
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"realm": name, "namespace": format!("tn-{name}")}})),
+        )
+        .await
+        .unwrap();
+
+    // The upgraded operator: the tenant stays in its realm, nothing is lost.
+    let _operator = start_operator(&env, &sel);
+    let tenant = wait_tenant_ready(&tenants, &name, Duration::from_secs(90)).await;
+    let status = tenant.status.unwrap();
+    assert_eq!(status.isolation, Some(ossature_crds::Isolation::Realm));
+    assert_eq!(status.realm.as_deref(), Some(name.as_str()));
+    let after = admin.get(&name).await;
+    assert_eq!(after["id"], before["id"], "the same realm, not a new one");
+    let (code, _, _) = admin
+        .send(
+            reqwest::Method::GET,
+            &format!("{name}/users/{person}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "its people are still there");
+    assert!(
+        organization(&env, "ossature-consumer-us", &name)
+            .await
+            .is_none(),
+        "no organization was made for it"
+    );
+
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
+    assert_eq!(realm(&env, &name).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedicated_realms_are_capped() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator_with(&env, &sel, &["--max-dedicated-realms=1"]);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let first = format!("cap{}", suffix());
+    let second = format!("{first}-2");
+    tenants
+        .create(
+            &PostParams::default(),
+            &business(&first, &sel, json!({"isolation": "Realm"})),
+        )
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &first, Duration::from_secs(90)).await;
+    tenants
+        .create(
+            &PostParams::default(),
+            &business(&second, &sel, json!({"isolation": "Realm"})),
+        )
+        .await
+        .unwrap();
+    let status = wait_for("RealmCapacityReached", Duration::from_secs(30), || {
+        let tenants = tenants.clone();
+        let second = second.clone();
+        async move {
+            let status = tenants.get(&second).await.ok()?.status?;
+            (condition(&status.conditions, "Stalled")?
+                == ("True".into(), "RealmCapacityReached".into()))
+                .then_some(status)
+        }
+    })
+    .await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("isolation: Organization"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(realm(&env, &second).await.0, 404, "no realm past the cap");
+    // The first goes: the second gets its realm, without anyone touching it.
+    tenants
+        .delete(&first, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &second, Duration::from_secs(90)).await;
+    assert_eq!(realm(&env, &second).await.0, 200);
+    tenants
+        .delete(&second, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_tenant_gone(&tenants, &second, Duration::from_secs(120)).await;
+}
