@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     max_backoff_seconds: u64,
     /// Objects of each kind reconciled at once; bounds the load on Keycloak and Pulsar.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
     /// Manage only the Tenants matching this label selector (and their
     /// Scopes and Environments), e.g. `ossature.dev/shard=a`. Instances with

@@ -197,13 +197,23 @@ impl OpenBao {
         Ok(Change::Deleted)
     }
 
-    /// The mount listing entry at exactly `path`, if any.
+    /// The mount at exactly `path`, if any: one mount's configuration, never
+    /// the whole table (which grows with every tenant).
     async fn mount(&self, path: &str, action: &str) -> Result<Option<Value>, BackendError> {
-        let listing = self
-            .read("sys/mounts", action)
-            .await?
-            .ok_or_else(|| unreadable(action, "sys/mounts answered 404".into()))?;
-        mount_entry(&listing, path).map_err(|detail| unreadable(action, detail))
+        let path = path.trim_matches('/');
+        let (status, body) = self
+            .exchange(Verb::Read, Method::GET, &format!("sys/mounts/{path}"), None)
+            .await?;
+        // An absent mount is a 400 that says so.
+        if status == StatusCode::BAD_REQUEST && body.contains("No secret engine mount at") {
+            return Ok(None);
+        }
+        let found: Value = check(status, body, action).and_then(|body| {
+            serde_json::from_str(&body).map_err(|e| unreadable(action, e.to_string()))
+        })?;
+        mount_entry(&found)
+            .map(Some)
+            .map_err(|detail| unreadable(action, detail))
     }
 
     /// GET of a JSON document; `None` when OpenBao answers 404.
@@ -293,12 +303,14 @@ fn is_kv_v2(entry: &Value) -> bool {
     entry["type"] == "kv" && entry["options"]["version"] == "2"
 }
 
-/// Finds `path` in a `sys/mounts` answer; listing keys end with a slash.
-fn mount_entry(listing: &Value, path: &str) -> Result<Option<Value>, String> {
-    let mounts = listing["data"]
-        .as_object()
-        .ok_or("sys/mounts answer has no data object")?;
-    Ok(mounts.get(&format!("{}/", path.trim_matches('/'))).cloned())
+/// The mount's configuration from a `sys/mounts/<path>` answer.
+fn mount_entry(answer: &Value) -> Result<Value, String> {
+    let data = &answer["data"];
+    if data["type"].is_string() {
+        Ok(data.clone())
+    } else {
+        Err(format!("sys/mounts answer has no mount type: {answer}"))
+    }
 }
 
 /// `{base}/v1/{path}`, each segment percent-encoded so a name cannot
@@ -385,20 +397,10 @@ mod tests {
     }
 
     #[test]
-    fn mount_entries_are_found_by_exact_path() {
-        let listing = json!({"data": {
-            "tenants/acme/kv/": {"type": "kv", "options": {"version": "2"}},
-            "tenants/acme/transit/": {"type": "transit"},
-        }});
-        let found = mount_entry(&listing, "tenants/acme/kv").unwrap().unwrap();
-        assert!(is_kv_v2(&found));
-        assert_eq!(
-            mount_entry(&listing, "/tenants/acme/kv/").unwrap(),
-            Some(found)
-        );
-        assert_eq!(mount_entry(&listing, "tenants/acme").unwrap(), None);
-        assert_eq!(mount_entry(&listing, "tenants/acme/k").unwrap(), None);
-        assert!(mount_entry(&json!({"errors": []}), "x").is_err());
+    fn a_mount_is_read_from_its_own_answer() {
+        let answer = json!({"type": "kv", "data": {"type": "kv", "options": {"version": "2"}}});
+        assert!(is_kv_v2(&mount_entry(&answer).unwrap()));
+        assert!(mount_entry(&json!({"errors": []})).is_err());
     }
 
     #[test]

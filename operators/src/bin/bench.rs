@@ -1,27 +1,64 @@
-//! Onboards N tenants at once on the local stack and prints time to Ready,
-//! backend writes per tenant, writes during a steady-state period, and the
-//! operator's memory.
+//! Onboards N tenants at once on the local stack and prints how close the
+//! operator comes to the backends' own limit: time to Ready and throughput,
+//! optionally beside a baseline of the same backend calls made directly;
+//! backend writes per tenant, writes during a steady period, the operator's
+//! memory and CPU, Keycloak's memory, time to delete all and what deletion
+//! left behind in each backend.
 //!
 //! Build both binaries first: `cargo build --release -p ossature-operator`,
-//! then `target/release/ossature-bench --tenants 50`.
+//! then `target/release/ossature-bench --tenants 50 --baseline`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{Debug, Display};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use clap::{Parser, ValueEnum};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use ossature_crds::Tenant;
-use serde_json::json;
+use ossature_bootstrap::components::Component;
+use ossature_bootstrap::{Layout, stack};
+use ossature_crds::{Quotas, Tenant};
+use ossature_operator::adapters::openbao::tenant_policy;
+use ossature_operator::desired::{self, TenantNames};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
 
-/// Onboards N tenants at once against the local stack and prints figures.
+/// Label carrying the run id on every Tenant the bench creates; the
+/// operator it starts manages only those.
+const RUN_LABEL: &str = "ossature.dev/bench";
+/// Field manager of the baseline's server-side applies.
+const FIELD_MANAGER: &str = "ossature-bench";
+/// Realm holding the baseline's organizations and clients.
+const BASELINE_REALM: &str = "ossature-bench-baseline";
+/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
+const CLOCK_TICKS: f64 = 100.0;
+/// Per-call ceiling of the bench's own backend calls; generous, since the
+/// backends are loaded on purpose.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long deleted namespaces get to finish terminating before they count
+/// as left behind.
+const NAMESPACE_GRACE: Duration = Duration::from_secs(120);
+const OPERATOR_START_TIMEOUT: Duration = Duration::from_secs(120);
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// Onboards N tenants at once against the local stack and prints figures:
+/// time to Ready, throughput (against a direct baseline with --baseline),
+/// writes per tenant, steady-state calls, operator and Keycloak resources,
+/// deletion time and what deletion left behind. Exits non-zero when an
+/// unchanged fleet caused writes or anything was left behind.
 #[derive(Parser, Debug)]
 #[command(name = "ossature-bench")]
 struct Args {
-    /// Tenants created at once.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Tenants created at once, 1 to 2000.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=2000))]
     tenants: u32,
     /// Length of the steady-state period, in seconds, during which an unchanged
     /// fleet must cause no writes.
@@ -30,26 +67,584 @@ struct Args {
     /// Resync interval given to the operator, so the steady period holds several reconciles of each tenant.
     #[arg(long, default_value_t = 15)]
     resync_seconds: u64,
-    /// Tenants reconciled at once by the operator.
-    #[arg(long, default_value_t = 4)]
+    /// Tenants provisioned at once, by the operator (its --concurrency) and by the baseline.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
-    /// Longest wait for every tenant to become Ready.
+    /// Longest wait for every tenant to become Ready, and for every tenant to be deleted.
     #[arg(long, default_value_t = 1800)]
     timeout_seconds: u64,
+    /// How each tenant is isolated in Keycloak (sets spec.identity.isolation):
+    /// an organization in a shared realm, or a realm of its own.
+    #[arg(long, value_enum, default_value_t = Isolation::Organization)]
+    isolation: Isolation,
+    /// Before the operator run, make the backend calls that provisioning the
+    /// tenants takes directly, at the same concurrency, and print the
+    /// operator's throughput as a ratio of that baseline.
+    #[arg(long)]
+    baseline: bool,
+    /// Passed to the operator: most dedicated realms it gives out (raise it
+    /// above --tenants for a `--isolation realm` run).
+    #[arg(long, default_value_t = 100)]
+    max_dedicated_realms: u64,
 }
 
-struct Operator(Child);
+impl Args {
+    fn concurrency(&self) -> usize {
+        usize::from(self.concurrency)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Isolation {
+    /// An organization per tenant in a realm shared by type and residency.
+    Organization,
+    /// A realm per tenant.
+    Realm,
+}
+
+impl Isolation {
+    fn spec_value(self) -> &'static str {
+        match self {
+            Isolation::Organization => "Organization",
+            Isolation::Realm => "Realm",
+        }
+    }
+}
+
+impl Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Organization => "organization",
+            Isolation::Realm => "realm",
+        })
+    }
+}
+
+/// The i-th tenant's type and residency, as the bench assigns them.
+fn tenant_type(i: usize) -> &'static str {
+    if i.is_multiple_of(2) {
+        "Business"
+    } else {
+        "Consumer"
+    }
+}
+
+fn residency(i: usize) -> &'static str {
+    if i.is_multiple_of(3) { "us" } else { "eu" }
+}
+
+// ---------------------------------------------------------------------------
+// Direct backend access (baseline and left-behind checks)
+
+/// Admin clients of Keycloak, Pulsar and OpenBao, from the stack's `env` contract.
+struct Backends {
+    http: reqwest::Client,
+    keycloak: String,
+    admin_user: String,
+    admin_password: String,
+    /// Admin token and when to renew it.
+    token: Mutex<Option<(String, Instant)>>,
+    pulsar: String,
+    openbao: String,
+    openbao_token: String,
+}
+
+impl Backends {
+    fn from_env(env: &BTreeMap<String, String>) -> Result<Self> {
+        let var = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim_end_matches('/').to_string())
+                .with_context(|| format!("the stack's environment has no {name}"))
+        };
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(CALL_TIMEOUT)
+                .build()
+                .context("building the HTTP client")?,
+            keycloak: var("OSSATURE_KEYCLOAK_URL")?,
+            admin_user: var("OSSATURE_KEYCLOAK_ADMIN_USER")?,
+            admin_password: var("OSSATURE_KEYCLOAK_ADMIN_PASSWORD")?,
+            token: Mutex::new(None),
+            pulsar: var("OSSATURE_PULSAR_ADMIN_URL")?,
+            openbao: var("OSSATURE_OPENBAO_ADDR")?,
+            openbao_token: var("OSSATURE_OPENBAO_TOKEN")?,
+        })
+    }
+
+    /// A master-realm admin token, reused until half its lifetime has passed.
+    async fn keycloak_token(&self) -> Result<String> {
+        let mut cached = self.token.lock().await;
+        if let Some((token, renew_at)) = cached.as_ref()
+            && Instant::now() < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let request = self
+            .http
+            .post(format!(
+                "{}/realms/master/protocol/openid-connect/token",
+                self.keycloak
+            ))
+            .form(&[
+                ("client_id", "admin-cli"),
+                ("grant_type", "password"),
+                ("username", self.admin_user.as_str()),
+                ("password", self.admin_password.as_str()),
+            ]);
+        let answer: Value = send(request, "issue a Keycloak admin token", &[])
+            .await?
+            .json()
+            .await
+            .context("reading Keycloak's token answer")?;
+        let token = answer["access_token"]
+            .as_str()
+            .context("Keycloak's token answer has no access_token")?
+            .to_string();
+        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(60));
+        *cached = Some((token.clone(), Instant::now() + lifetime / 2));
+        Ok(token)
+    }
+
+    /// A request to `/admin/realms{path}`, authenticated.
+    async fn keycloak(&self, method: Method, path: &str) -> Result<RequestBuilder> {
+        let url = format!("{}/admin/realms{path}", self.keycloak);
+        Ok(self
+            .http
+            .request(method, url)
+            .bearer_auth(self.keycloak_token().await?))
+    }
+
+    fn pulsar_tenant(&self, method: Method, tenant: &str) -> RequestBuilder {
+        let url = format!("{}/admin/v2/tenants/{tenant}", self.pulsar);
+        self.http.request(method, url)
+    }
+
+    /// A request to `/v1/{path}`, authenticated.
+    fn openbao(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}/v1/{path}", self.openbao))
+            .header("X-Vault-Token", &self.openbao_token)
+    }
+}
+
+/// Sends a request; a 2xx answer or one of `also` is returned, anything else
+/// is an error naming `action`.
+async fn send(request: RequestBuilder, action: &str, also: &[StatusCode]) -> Result<Response> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{action}: no answer"))?;
+    let status = response.status();
+    if status.is_success() || also.contains(&status) {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    bail!(
+        "{action}: HTTP {status}: {}",
+        body.chars().take(300).collect::<String>()
+    );
+}
+
+/// Whether a GET finds its object: 2xx yes, 404 no, anything else an error.
+async fn found(request: RequestBuilder, action: &str) -> Result<bool> {
+    let response = send(request, action, &[StatusCode::NOT_FOUND]).await?;
+    Ok(response.status().is_success())
+}
+
+// ---------------------------------------------------------------------------
+// Baseline: the same backend calls, made directly
+
+struct BaselineFigures {
+    tenants: usize,
+    elapsed: Duration,
+    /// Time each tenant took, sorted.
+    times: Vec<Duration>,
+    removed_in: Duration,
+}
+
+impl BaselineFigures {
+    fn throughput(&self) -> f64 {
+        self.tenants as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Provisions `--tenants` tenants directly, `--concurrency` at a time, then
+/// removes all of it, whether provisioning succeeded or not.
+async fn run_baseline(
+    client: &kube::Client,
+    backends: &Backends,
+    args: &Args,
+    run: &str,
+) -> Result<BaselineFigures> {
+    let names: Vec<String> = (0..args.tenants)
+        .map(|i| format!("base-{run}-{i}"))
+        .collect();
+    if args.isolation == Isolation::Organization {
+        create_baseline_realm(backends).await?;
+    }
+    let began = Instant::now();
+    let provisioned: Vec<Result<Duration>> = stream::iter(&names)
+        .map(|name| provision(client, backends, args.isolation, name))
+        .buffer_unordered(args.concurrency())
+        .collect()
+        .await;
+    let elapsed = began.elapsed();
+
+    let removing = Instant::now();
+    let removed = remove_baseline(client, backends, args, &names).await;
+    let removed_in = removing.elapsed();
+    // The namespace controller finishes before the operator run starts, so
+    // the two do not share the apiserver; not counted in `removed_in`.
+    let namespaces = names
+        .iter()
+        .map(|n| TenantNames::new(n).namespace)
+        .collect();
+    let remaining = namespaces_remaining(client, &namespaces, NAMESPACE_GRACE).await?;
+    if remaining > 0 {
+        eprintln!("warning: {remaining} baseline namespaces still terminating");
+    }
+    let mut times = provisioned.into_iter().collect::<Result<Vec<_>>>()?;
+    removed?;
+    times.sort();
+    Ok(BaselineFigures {
+        tenants: names.len(),
+        elapsed,
+        times,
+        removed_in,
+    })
+}
+
+async fn create_baseline_realm(backends: &Backends) -> Result<()> {
+    let body = json!({"realm": BASELINE_REALM, "enabled": true, "organizationsEnabled": true});
+    // One left by an interrupted run is reused: this run's names are new.
+    send(
+        backends.keycloak(Method::POST, "").await?.json(&body),
+        &format!("create realm {BASELINE_REALM}"),
+        &[StatusCode::CONFLICT],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Everything one tenant takes, the four backends at once; returns how long it took.
+async fn provision(
+    client: &kube::Client,
+    backends: &Backends,
+    isolation: Isolation,
+    name: &str,
+) -> Result<Duration> {
+    let started = Instant::now();
+    tokio::try_join!(
+        apply_namespace_objects(client, name),
+        create_identity(backends, isolation, name),
+        create_pulsar_tenant(backends, name),
+        create_openbao_paths(backends, name),
+    )
+    .with_context(|| format!("baseline tenant {name}"))?;
+    Ok(started.elapsed())
+}
+
+async fn apply_namespace_objects(client: &kube::Client, tenant: &str) -> Result<()> {
+    let names = TenantNames::new(tenant);
+    let objects = desired::namespace_objects(&names.namespace, tenant, None, &Quotas::default());
+    apply(&Api::all(client.clone()), &objects.namespace).await?;
+    // The rest lives in the namespace, so only it comes first.
+    let quotas = Api::namespaced(client.clone(), &names.namespace);
+    let limits = Api::namespaced(client.clone(), &names.namespace);
+    let policies = Api::namespaced(client.clone(), &names.namespace);
+    tokio::try_join!(
+        apply(&quotas, &objects.quota),
+        apply(&limits, &objects.limits),
+        futures::future::try_join_all(objects.policies.iter().map(|p| apply(&policies, p))),
+    )?;
+    Ok(())
+}
+
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Debug,
+{
+    let name = object
+        .meta()
+        .name
+        .as_deref()
+        .context("a desired object has a name")?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(object),
+    )
+    .await
+    .with_context(|| format!("server-side apply of {} {name}", K::kind(&())))?;
+    Ok(())
+}
+
+async fn create_identity(backends: &Backends, isolation: Isolation, name: &str) -> Result<()> {
+    match isolation {
+        Isolation::Realm => {
+            let body = json!({"realm": name, "enabled": true});
+            let request = backends.keycloak(Method::POST, "").await?.json(&body);
+            send(request, &format!("create realm {name}"), &[]).await?;
+        }
+        Isolation::Organization => {
+            let organization =
+                json!({"name": name, "alias": name, "enabled": true, "description": name});
+            let path = format!("/{BASELINE_REALM}/organizations");
+            let request = backends.keycloak(Method::POST, &path).await?;
+            send(
+                request.json(&organization),
+                &format!("create organization {name}"),
+                &[],
+            )
+            .await?;
+            let client = json!({
+                "clientId": name, "publicClient": true, "directAccessGrantsEnabled": true,
+                "attributes": {"access.token.lifespan": "300"},
+            });
+            let path = format!("/{BASELINE_REALM}/clients");
+            let request = backends.keycloak(Method::POST, &path).await?;
+            send(request.json(&client), &format!("create client {name}"), &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn create_pulsar_tenant(backends: &Backends, name: &str) -> Result<()> {
+    let body = json!({"adminRoles": [], "allowedClusters": ["standalone"]});
+    let request = backends.pulsar_tenant(Method::PUT, name).json(&body);
+    send(request, &format!("create Pulsar tenant {name}"), &[]).await?;
+    Ok(())
+}
+
+async fn create_openbao_paths(backends: &Backends, name: &str) -> Result<()> {
+    let names = TenantNames::new(name);
+    let kv = async {
+        let body = json!({"type": "kv", "options": {"version": "2"}});
+        let request = backends.openbao(Method::POST, &format!("sys/mounts/{}", names.kv_mount));
+        send(
+            request.json(&body),
+            &format!("mount {}", names.kv_mount),
+            &[],
+        )
+        .await
+    };
+    // The key needs its mount.
+    let transit = async {
+        let request = backends
+            .openbao(Method::POST, &format!("sys/mounts/{}", names.transit_mount))
+            .json(&json!({"type": "transit"}));
+        send(request, &format!("mount {}", names.transit_mount), &[]).await?;
+        let path = format!("{}/keys/{}", names.transit_mount, names.transit_key);
+        let request = backends
+            .openbao(Method::POST, &path)
+            .json(&json!({"type": "aes256-gcm96"}));
+        send(request, &format!("create transit key {path}"), &[]).await
+    };
+    tokio::try_join!(kv, transit)?;
+    let policy = tenant_policy(&names.kv_mount, &names.transit_mount, &names.transit_key);
+    let request = backends
+        .openbao(Method::PUT, &format!("sys/policies/acl/{}", names.policy))
+        .json(&json!({"policy": policy}));
+    send(request, &format!("write policy {}", names.policy), &[]).await?;
+    Ok(())
+}
+
+/// Removes what the baseline created; objects already gone are fine.
+async fn remove_baseline(
+    client: &kube::Client,
+    backends: &Backends,
+    args: &Args,
+    names: &[String],
+) -> Result<()> {
+    let removed: Vec<Result<()>> = stream::iter(names)
+        .map(|name| remove_one(client, backends, args.isolation, name))
+        .buffer_unordered(args.concurrency())
+        .collect()
+        .await;
+    if args.isolation == Isolation::Organization {
+        // Its organizations and clients go with it.
+        let request = backends
+            .keycloak(Method::DELETE, &format!("/{BASELINE_REALM}"))
+            .await?;
+        send(
+            request,
+            &format!("delete realm {BASELINE_REALM}"),
+            &[StatusCode::NOT_FOUND],
+        )
+        .await?;
+    }
+    removed.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(())
+}
+
+async fn remove_one(
+    client: &kube::Client,
+    backends: &Backends,
+    isolation: Isolation,
+    name: &str,
+) -> Result<()> {
+    let names = TenantNames::new(name);
+    let gone = [StatusCode::NOT_FOUND];
+    let namespace = async {
+        let api: Api<Namespace> = Api::all(client.clone());
+        match api
+            .delete(&names.namespace, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("delete namespace {}", names.namespace)),
+        }
+    };
+    let realm = async {
+        if isolation == Isolation::Realm {
+            let request = backends
+                .keycloak(Method::DELETE, &format!("/{name}"))
+                .await?;
+            send(request, &format!("delete realm {name}"), &gone).await?;
+        }
+        Ok(())
+    };
+    let pulsar = async {
+        let request = backends.pulsar_tenant(Method::DELETE, name);
+        send(request, &format!("delete Pulsar tenant {name}"), &gone).await
+    };
+    let openbao = async {
+        let policy = format!("sys/policies/acl/{}", names.policy);
+        send(backends.openbao(Method::DELETE, &policy), &policy, &gone).await?;
+        for mount in [&names.transit_mount, &names.kv_mount] {
+            let path = format!("sys/mounts/{mount}");
+            send(backends.openbao(Method::DELETE, &path), &path, &gone).await?;
+        }
+        Ok(())
+    };
+    tokio::try_join!(namespace, realm, pulsar, openbao)
+        .with_context(|| format!("removing baseline tenant {name}"))?;
+    Ok(())
+}
+
+/// Waits up to `limit` for the named namespaces to be gone (terminating ones
+/// are emptied first) and returns how many remain.
+async fn namespaces_remaining(
+    client: &kube::Client,
+    names: &BTreeSet<String>,
+    limit: Duration,
+) -> Result<usize> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let started = Instant::now();
+    loop {
+        let present = api
+            .list_metadata(&ListParams::default())
+            .await
+            .context("listing namespaces")?
+            .items
+            .iter()
+            .filter(|ns| ns.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
+            .count();
+        if present == 0 || started.elapsed() >= limit {
+            return Ok(present);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The operator process
+
+/// The operator binary, limited to this run's tenants; killed when dropped.
+struct Operator {
+    child: Child,
+    metrics: String,
+    log: PathBuf,
+}
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    fn start(args: &Args, run: &str) -> Result<Self> {
+        let binary = std::env::current_exe()
+            .context("locating the benchmark binary")?
+            .parent()
+            .context("the benchmark binary has a directory")?
+            .join("ossature-operator");
+        if !binary.exists() {
+            bail!(
+                "{} is missing; build it with `cargo build --release -p ossature-operator`",
+                binary.display()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for the operator's metrics")?
+            .port();
+        let log = std::env::temp_dir().join(format!("ossature-bench-operator-{run}.log"));
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(&binary)
+            .args(["--local-stack", "--log-format", "json"])
+            .arg(format!("--selector={RUN_LABEL}={run}"))
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .arg(format!("--resync-seconds={}", args.resync_seconds))
+            .arg(format!("--concurrency={}", args.concurrency))
+            .arg(format!("--max-dedicated-realms={}", args.max_dedicated_realms))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().context("sharing the operator's log")?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self {
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `/metrics` answers; fails early if the operator exits.
+    async fn wait_serving(&mut self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().context("polling the operator")? {
+                bail!("the operator exited ({status}); see {}", self.log.display());
+            }
+            if calls(&self.metrics).await.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() > OPERATOR_START_TIMEOUT {
+                bail!("the operator did not start; see {}", self.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
 /// Backend calls from the operator's `/metrics`: (backend, verb) -> count.
-async fn calls(url: &str) -> Result<BTreeMap<(String, String), u64>> {
-    let text = reqwest::get(url).await?.text().await?;
+type Calls = BTreeMap<(String, String), u64>;
+
+async fn calls(url: &str) -> Result<Calls> {
+    let text = reqwest::get(url)
+        .await
+        .and_then(Response::error_for_status)
+        .with_context(|| format!("reading {url}"))?
+        .text()
+        .await
+        .with_context(|| format!("reading {url}"))?;
     let mut out = BTreeMap::new();
     for line in text
         .lines()
@@ -68,108 +663,197 @@ async fn calls(url: &str) -> Result<BTreeMap<(String, String), u64>> {
     Ok(out)
 }
 
-fn writes(calls: &BTreeMap<(String, String), u64>) -> BTreeMap<String, u64> {
-    calls
+/// Calls of one verb made between two readings, by backend.
+fn delta(before: &Calls, after: &Calls, verb: &str) -> BTreeMap<String, u64> {
+    after
         .iter()
-        .filter(|((_, verb), _)| verb == "write")
-        .map(|((backend, _), n)| (backend.clone(), *n))
+        .filter(|((_, v), _)| v == verb)
+        .map(|(key, n)| {
+            let earlier = before.get(key).copied().unwrap_or(0);
+            (key.0.clone(), n.saturating_sub(earlier))
+        })
         .collect()
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+/// Memory and CPU of a process, from /proc.
+#[derive(Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    peak_kib: u64,
+    cpu: Duration,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
-
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    let env = ossature_bootstrap::ensure_up().await?;
-    let kubeconfig = Kubeconfig::read_from(&env["KUBECONFIG"])?;
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?,
-    )?;
-    ossature_operator::crds::install(&client).await?;
-
-    let operator_bin = std::env::current_exe()?
-        .parent()
-        .context("the benchmark binary has a directory")?
-        .join("ossature-operator");
-    if !operator_bin.exists() {
-        bail!(
-            "{} is missing; build it with `cargo build --release -p ossature-operator`",
-            operator_bin.display()
-        );
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let log = std::fs::File::create(std::env::temp_dir().join("ossature-bench-operator.log"))?;
-    let operator = Operator(
-        Command::new(&operator_bin)
-            .args(["--local-stack", "--log-format", "json"])
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .arg(format!("--resync-seconds={}", args.resync_seconds))
-            .arg(format!("--concurrency={}", args.concurrency))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
-    let pid = operator.0.id();
-    let started = Instant::now();
-    while calls(&metrics).await.is_err() {
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("the operator did not start; see its log in the temp directory");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let before = calls(&metrics).await?;
-
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let run = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            % 0xfffff
-    );
-    let names: Vec<String> = (0..args.tenants)
-        .map(|i| format!("bench-{run}-{i}"))
+fn usage(pid: u32) -> Result<Usage> {
+    let status_path = format!("/proc/{pid}/status");
+    let status =
+        std::fs::read_to_string(&status_path).with_context(|| format!("reading {status_path}"))?;
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .with_context(|| format!("no {field} in {status_path}"))
+    };
+    let stat_path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&stat_path).with_context(|| format!("reading {stat_path}"))?;
+    // The command name (field 2) may hold spaces; after it, field 3 is at
+    // index 0, so utime (14) and stime (15) are at 11 and 12.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .with_context(|| format!("unreadable {stat_path}"))?
+        .1
+        .split_whitespace()
         .collect();
-    let began = Instant::now();
-    for (i, name) in names.iter().enumerate() {
-        let kind = if i % 2 == 0 { "Business" } else { "Consumer" };
-        let tenant: Tenant = serde_json::from_value(json!({
-            "apiVersion": "ossature.dev/v1alpha1", "kind": "Tenant",
-            "metadata": {"name": name, "labels": {"ossature.dev/bench": run}},
-            "spec": {"type": kind, "displayName": name, "residency": if i % 3 == 0 { "us" } else { "eu" }},
-        }))?;
-        tenants.create(&PostParams::default(), &tenant).await?;
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<u64>().ok())
+            .with_context(|| format!("unreadable {stat_path}"))
+    };
+    Ok(Usage {
+        rss_kib: kib("VmRSS:")?,
+        peak_kib: kib("VmHWM:")?,
+        cpu: Duration::from_secs_f64((ticks(11)? + ticks(12)?) as f64 / CLOCK_TICKS),
+    })
+}
+
+/// Keycloak's resident memory, as `ossature-dev status` reports it.
+async fn keycloak_rss_kib() -> Result<u64> {
+    let layout = Layout::from_env()?;
+    stack::status(&layout)
+        .await
+        .into_iter()
+        .find(|row| row.component == Component::Keycloak)
+        .map(|row| row.rss_kib)
+        .context("the stack's status has no Keycloak row")
+}
+
+// ---------------------------------------------------------------------------
+// The operator run
+
+struct FleetFigures {
+    created: Duration,
+    /// Time from the first creation to each tenant's Ready, sorted.
+    times: Vec<Duration>,
+    writes_per_tenant: BTreeMap<String, f64>,
+    steady_writes: BTreeMap<String, u64>,
+    steady_reads: BTreeMap<String, u64>,
+    at_ready: Usage,
+    after_steady: Usage,
+    keycloak_kib: u64,
+}
+
+impl FleetFigures {
+    fn throughput(&self) -> f64 {
+        let last = self.times.last().copied().unwrap_or_default();
+        self.times.len() as f64 / last.as_secs_f64().max(f64::EPSILON)
     }
+
+    fn steady_writes(&self) -> u64 {
+        self.steady_writes.values().sum()
+    }
+}
+
+fn tenant_object(name: &str, i: usize, run: &str, isolation: Isolation) -> Result<DynamicObject> {
+    // Raw JSON, so fields the compiled Tenant type may not know yet still reach the apiserver.
+    serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name, "labels": {RUN_LABEL: run}},
+        "spec": {
+            "type": tenant_type(i), "displayName": name, "residency": residency(i),
+            "identity": {"isolation": isolation.spec_value()},
+        },
+    }))
+    .context("building a Tenant")
+}
+
+/// Creates the tenants, waits until all are Ready, then watches a steady period.
+async fn measure(
+    client: &kube::Client,
+    operator: &Operator,
+    args: &Args,
+    run: &str,
+    names: &[String],
+) -> Result<FleetFigures> {
+    let before = calls(&operator.metrics).await?;
+    let dynamic: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<Tenant>(&()));
+    let began = Instant::now();
+    stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let dynamic = &dynamic;
+            async move {
+                let tenant = tenant_object(name, i, run, args.isolation)?;
+                dynamic
+                    .create(&PostParams::default(), &tenant)
+                    .await
+                    .with_context(|| format!("creating tenant {name}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency())
+        .try_collect::<Vec<()>>()
+        .await?;
     let created = began.elapsed();
 
-    let selector = ListParams::default().labels(&format!("ossature.dev/bench={run}"));
+    let times = wait_ready(client, args, run, names.len(), began).await?;
+    let after_ready = calls(&operator.metrics).await?;
+    let at_ready = usage(operator.pid())?;
+
+    // A short pause so reconciles triggered by the last status writes settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let steady_start = calls(&operator.metrics).await?;
+    tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
+    let steady_end = calls(&operator.metrics).await?;
+    let after_steady = usage(operator.pid())?;
+
+    let n = names.len() as f64;
+    Ok(FleetFigures {
+        created,
+        times,
+        writes_per_tenant: delta(&before, &after_ready, "write")
+            .into_iter()
+            .map(|(backend, w)| (backend, w as f64 / n))
+            .collect(),
+        steady_writes: delta(&steady_start, &steady_end, "write"),
+        steady_reads: delta(&steady_start, &steady_end, "read"),
+        at_ready,
+        after_steady,
+        keycloak_kib: keycloak_rss_kib().await?,
+    })
+}
+
+/// Polls until every tenant of the run is Ready; returns the times since `began`, sorted.
+async fn wait_ready(
+    client: &kube::Client,
+    args: &Args,
+    run: &str,
+    expected: usize,
+    began: Instant,
+) -> Result<Vec<Duration>> {
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let selector = ListParams::default().labels(&format!("{RUN_LABEL}={run}"));
     let mut ready_at: BTreeMap<String, Duration> = BTreeMap::new();
-    while ready_at.len() < names.len() {
-        if began.elapsed() > Duration::from_secs(args.timeout_seconds) {
+    let mut next_progress = PROGRESS_EVERY;
+    while ready_at.len() < expected {
+        if began.elapsed() > args.timeout() {
             bail!(
-                "{} of {} tenants Ready after {}s",
+                "{} of {expected} tenants Ready after {}s",
                 ready_at.len(),
-                names.len(),
                 args.timeout_seconds
             );
         }
-        for t in tenants.list(&selector).await?.items {
+        if began.elapsed() > next_progress {
+            eprintln!(
+                "{} of {expected} Ready after {:.0}s",
+                ready_at.len(),
+                began.elapsed().as_secs_f64()
+            );
+            next_progress += PROGRESS_EVERY;
+        }
+        let listed = tenants.list(&selector).await.context("listing tenants")?;
+        for t in listed.items {
             let ready = t.status.as_ref().is_some_and(|s| {
                 s.conditions
                     .iter()
@@ -183,79 +867,405 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let mut times: Vec<Duration> = ready_at.values().copied().collect();
+    let mut times: Vec<Duration> = ready_at.into_values().collect();
     times.sort();
-    let after_ready = calls(&metrics).await?;
+    Ok(times)
+}
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let steady_start = calls(&metrics).await?;
-    tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
-    let steady_end = calls(&metrics).await?;
-    let rss = rss_kib(pid, "VmRSS:");
-    let peak = rss_kib(pid, "VmHWM:");
-
-    let n = names.len() as f64;
-    println!("tenants                     {}", names.len());
-    println!("created in                  {:.1}s", created.as_secs_f64());
-    println!(
-        "time to Ready               p50 {:.1}s  p95 {:.1}s  max {:.1}s",
-        percentile(&times, 0.50).as_secs_f64(),
-        percentile(&times, 0.95).as_secs_f64(),
-        times.last().copied().unwrap_or_default().as_secs_f64()
-    );
-    let (w_before, w_ready) = (writes(&before), writes(&after_ready));
-    let per_tenant: Vec<String> = w_ready
-        .iter()
-        .map(|(backend, total)| {
-            let n_before = w_before.get(backend).copied().unwrap_or(0);
-            format!("{backend} {:.1}", (total - n_before) as f64 / n)
-        })
-        .collect();
-    println!("writes per tenant           {}", per_tenant.join("  "));
-    let (s0, s1) = (writes(&steady_start), writes(&steady_end));
-    let steady_by_backend: Vec<String> = s1
-        .iter()
-        .map(|(b, v)| (b, v - s0.get(b).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .map(|(b, v)| format!("{b} {v}"))
-        .collect();
-    let steady: u64 = s1
-        .iter()
-        .map(|(b, v)| v - s0.get(b).copied().unwrap_or(0))
-        .sum();
-    let reads: u64 = steady_end
-        .iter()
-        .filter(|((_, verb), _)| verb == "read")
-        .map(|(k, v)| v - steady_start.get(k).copied().unwrap_or(0))
-        .sum();
-    println!(
-        "steady state ({}s)          {steady} writes {steady_by_backend:?}, {reads} reads (resync every {}s)",
-        args.steady_seconds, args.resync_seconds
-    );
-    println!(
-        "operator RSS                {:.0} MiB now, {:.0} MiB peak",
-        rss as f64 / 1024.0,
-        peak as f64 / 1024.0
-    );
-
-    // Offboard everything this run created.
+/// Deletes the run's tenants and waits until the operator has let them go.
+async fn delete_all(
+    client: &kube::Client,
+    args: &Args,
+    run: &str,
+    names: &[String],
+) -> Result<Duration> {
+    let tenants: Api<Tenant> = Api::all(client.clone());
     let deleting = Instant::now();
-    for name in &names {
-        tenants.delete(name, &DeleteParams::default()).await?;
-    }
-    while !tenants.list(&selector).await?.items.is_empty() {
-        if deleting.elapsed() > Duration::from_secs(args.timeout_seconds) {
+    stream::iter(names)
+        .map(|name| {
+            let tenants = &tenants;
+            async move {
+                match tenants.delete(name, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e).with_context(|| format!("deleting tenant {name}")),
+                }
+            }
+        })
+        .buffer_unordered(args.concurrency())
+        .try_collect::<Vec<()>>()
+        .await?;
+    let selector = ListParams::default().labels(&format!("{RUN_LABEL}={run}"));
+    while !tenants
+        .list_metadata(&selector)
+        .await
+        .context("listing tenants")?
+        .items
+        .is_empty()
+    {
+        if deleting.elapsed() > args.timeout() {
             bail!("tenants still present after {}s", args.timeout_seconds);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!(
-        "all deleted in              {:.1}s",
-        deleting.elapsed().as_secs_f64()
+    Ok(deleting.elapsed())
+}
+
+// ---------------------------------------------------------------------------
+// What deletion left behind
+
+#[derive(Default)]
+struct Leftovers {
+    namespaces: usize,
+    keycloak: usize,
+    pulsar: usize,
+    openbao: usize,
+}
+
+impl Leftovers {
+    fn total(&self) -> usize {
+        self.namespaces + self.keycloak + self.pulsar + self.openbao
+    }
+}
+
+impl Display for Leftovers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kubernetes {}  keycloak {}  pulsar {}  openbao {}",
+            self.namespaces, self.keycloak, self.pulsar, self.openbao
+        )
+    }
+}
+
+async fn leftovers(
+    client: &kube::Client,
+    backends: &Backends,
+    args: &Args,
+    names: &[String],
+) -> Result<Leftovers> {
+    let namespaces = names
+        .iter()
+        .map(|n| TenantNames::new(n).namespace)
+        .collect();
+    let mounts = openbao_mounts(backends).await?;
+    let openbao = names
+        .iter()
+        .map(|n| TenantNames::new(n))
+        .flat_map(|t| [t.kv_mount, t.transit_mount])
+        .filter(|mount| mounts.contains(&format!("{mount}/")))
+        .count();
+    let per_tenant: Vec<(usize, bool)> = stream::iter(names.iter().enumerate())
+        .map(|(i, name)| async move {
+            let action = format!("read Pulsar tenant {name}");
+            tokio::try_join!(
+                identity_left(backends, args.isolation, i, name),
+                found(backends.pulsar_tenant(Method::GET, name), &action),
+            )
+        })
+        .buffer_unordered(args.concurrency())
+        .try_collect()
+        .await?;
+    Ok(Leftovers {
+        namespaces: namespaces_remaining(client, &namespaces, NAMESPACE_GRACE).await?,
+        keycloak: per_tenant.iter().map(|(k, _)| k).sum(),
+        pulsar: per_tenant.iter().filter(|(_, p)| *p).count(),
+        openbao,
+    })
+}
+
+/// The tenant's realm, or its organizations in the shared realm of its type and residency.
+async fn identity_left(
+    backends: &Backends,
+    isolation: Isolation,
+    i: usize,
+    name: &str,
+) -> Result<usize> {
+    match isolation {
+        Isolation::Realm => {
+            let request = backends.keycloak(Method::GET, &format!("/{name}")).await?;
+            Ok(usize::from(
+                found(request, &format!("read realm {name}")).await?,
+            ))
+        }
+        Isolation::Organization => {
+            let realm = format!(
+                "ossature-{}-{}",
+                tenant_type(i).to_lowercase(),
+                residency(i)
+            );
+            // Tenant names are DNS labels: nothing in the query needs escaping.
+            let path = format!("/{realm}/organizations?q=alias:{name}&exact=true");
+            let request = backends.keycloak(Method::GET, &path).await?;
+            let action = format!("search organization {name} in realm {realm}");
+            let response = send(request, &action, &[StatusCode::NOT_FOUND]).await?;
+            // No realm, no organization.
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(0);
+            }
+            let found: Vec<Value> = response
+                .json()
+                .await
+                .with_context(|| format!("{action}: unreadable answer"))?;
+            Ok(found.iter().filter(|o| o["alias"] == name).count())
+        }
+    }
+}
+
+/// Paths of every OpenBao secrets engine, each ending in `/`.
+async fn openbao_mounts(backends: &Backends) -> Result<BTreeSet<String>> {
+    let answer: Value = send(
+        backends.openbao(Method::GET, "sys/mounts"),
+        "list OpenBao mounts",
+        &[],
+    )
+    .await?
+    .json()
+    .await
+    .context("reading OpenBao's mounts")?;
+    let mounts = answer["data"]
+        .as_object()
+        .context("OpenBao's mounts answer has no data")?;
+    Ok(mounts.keys().cloned().collect())
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+fn line(label: &str, value: impl Display) {
+    println!("{label:<28}{value}");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
+fn by_backend<V: Display>(values: &BTreeMap<String, V>) -> String {
+    let parts: Vec<String> = values.iter().map(|(b, v)| format!("{b} {v}")).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("  ")
+    }
+}
+
+fn latencies(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {}  p95 {}  p99 {}  max {}",
+        secs(percentile(sorted, 0.50)),
+        secs(percentile(sorted, 0.95)),
+        secs(percentile(sorted, 0.99)),
+        secs(sorted.last().copied().unwrap_or_default())
+    )
+}
+
+fn print_baseline(b: &BaselineFigures) {
+    line(
+        "baseline",
+        format!(
+            "{} tenants in {}: {:.2} tenants/s",
+            b.tenants,
+            secs(b.elapsed),
+            b.throughput()
+        ),
     );
+    line("baseline per tenant", latencies(&b.times));
+    line("baseline removed in", secs(b.removed_in));
+}
+
+struct Report<'a> {
+    args: &'a Args,
+    keycloak_before_kib: u64,
+    baseline: Option<&'a BaselineFigures>,
+    fleet: &'a FleetFigures,
+    deleted_in: Duration,
+    left: &'a Leftovers,
+}
+
+impl Report<'_> {
+    fn ratio(&self) -> Option<f64> {
+        self.baseline
+            .map(|b| self.fleet.throughput() / b.throughput())
+    }
+
+    fn print(&self) {
+        let (args, fleet) = (self.args, self.fleet);
+        line("created in", secs(fleet.created));
+        line("time to Ready", latencies(&fleet.times));
+        line("throughput", format!("{:.2} tenants/s", fleet.throughput()));
+        if let Some(ratio) = self.ratio() {
+            line("operator / baseline", format!("{ratio:.2}"));
+        }
+        let per_tenant = fleet
+            .writes_per_tenant
+            .iter()
+            .map(|(b, w)| (b.clone(), format!("{w:.1}")))
+            .collect();
+        line("writes per tenant", by_backend(&per_tenant));
+        let steady = format!("steady ({}s)", args.steady_seconds);
+        line(
+            &format!("{steady} writes"),
+            format!(
+                "{}  ({})",
+                fleet.steady_writes(),
+                by_backend(&fleet.steady_writes)
+            ),
+        );
+        line(
+            &format!("{steady} reads"),
+            format!(
+                "{}  (resync every {}s)",
+                by_backend(&fleet.steady_reads),
+                args.resync_seconds
+            ),
+        );
+        let usage = fleet.after_steady;
+        line(
+            "operator RSS",
+            format!("{} now, {} peak", mib(usage.rss_kib), mib(usage.peak_kib)),
+        );
+        line(
+            "operator CPU",
+            format!(
+                "{} until all Ready, {} in the steady period",
+                secs(fleet.at_ready.cpu),
+                secs(usage.cpu.saturating_sub(fleet.at_ready.cpu))
+            ),
+        );
+        line(
+            "Keycloak RSS",
+            format!(
+                "{} ({} before the run)",
+                mib(fleet.keycloak_kib),
+                mib(self.keycloak_before_kib)
+            ),
+        );
+        line("all deleted in", secs(self.deleted_in));
+        line("left behind", self.left);
+    }
+
+    fn summary(&self) -> String {
+        let fleet = self.fleet;
+        let baseline = self
+            .baseline
+            .map_or("n/a".to_string(), |b| format!("{:.2}/s", b.throughput()));
+        let ratio = self
+            .ratio()
+            .map_or("n/a".to_string(), |r| format!("{r:.2}"));
+        let writes: u64 = fleet.steady_writes();
+        format!(
+            "summary: tenants={} isolation={} concurrency={} ready_p50={} ready_p95={} ready_max={} \
+             throughput={:.2}/s baseline={baseline} ratio={ratio} steady_writes={writes} \
+             operator_rss_peak={} operator_cpu={} keycloak_rss={} deleted_in={} left={}",
+            fleet.times.len(),
+            self.args.isolation,
+            self.args.concurrency,
+            secs(percentile(&fleet.times, 0.50)),
+            secs(percentile(&fleet.times, 0.95)),
+            secs(fleet.times.last().copied().unwrap_or_default()),
+            fleet.throughput(),
+            mib(fleet.after_steady.peak_kib).replace(' ', ""),
+            secs(fleet.after_steady.cpu),
+            mib(fleet.keycloak_kib).replace(' ', ""),
+            secs(self.deleted_in),
+            self.left.total(),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+async fn kube_client(env: &BTreeMap<String, String>) -> Result<kube::Client> {
+    let path = env
+        .get("KUBECONFIG")
+        .context("the stack's environment has no KUBECONFIG")?;
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {path}"))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("loading the kubeconfig")?;
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// A short id that keeps this run's names apart from earlier runs'.
+fn run_id() -> Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(format!("{:x}", now.as_secs() % 0xfffff))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let env = ossature_bootstrap::ensure_up().await?;
+    let client = kube_client(&env).await?;
+    ossature_operator::crds::install(&client).await?;
+    let backends = Backends::from_env(&env)?;
+    let run = run_id()?;
+    let keycloak_before_kib = keycloak_rss_kib().await?;
+
+    line(
+        "tenants",
+        format!(
+            "{} (isolation {}, concurrency {}, run {run})",
+            args.tenants, args.isolation, args.concurrency
+        ),
+    );
+    let baseline = match args.baseline {
+        true => Some(run_baseline(&client, &backends, &args, &run).await?),
+        false => None,
+    };
+    if let Some(b) = &baseline {
+        print_baseline(b);
+    }
+
+    let mut operator = Operator::start(&args, &run)?;
+    operator.wait_serving().await?;
+    let names: Vec<String> = (0..args.tenants)
+        .map(|i| format!("bench-{run}-{i}"))
+        .collect();
+    let measured = measure(&client, &operator, &args, &run, &names).await;
+    // Deleted even when measuring failed: only this operator can release their finalizers.
+    let deleted = delete_all(&client, &args, &run, &names).await;
     drop(operator);
-    if steady > 0 {
-        bail!("an unchanged fleet caused {steady} writes");
+    let fleet = measured?;
+    let deleted_in = deleted?;
+    let left = leftovers(&client, &backends, &args, &names).await?;
+
+    let report = Report {
+        args: &args,
+        keycloak_before_kib,
+        baseline: baseline.as_ref(),
+        fleet: &fleet,
+        deleted_in,
+        left: &left,
+    };
+    report.print();
+    println!("{}", report.summary());
+
+    let mut failures = Vec::new();
+    if fleet.steady_writes() > 0 {
+        failures.push(format!(
+            "an unchanged fleet caused {} writes",
+            fleet.steady_writes()
+        ));
+    }
+    if left.total() > 0 {
+        failures.push(format!("deletion left objects behind: {left}"));
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
     }
     Ok(())
 }

@@ -336,7 +336,8 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
             )
             .await?;
     }
-    ctx.publish(object.object_ref(&()), events).await;
+    ctx.publish(object.object_ref(&()), merge_provisioned(events))
+        .await;
 
     let next = |after: Duration| plan.due_in.map_or(after, |due| due.min(after));
     if plan.stalled.is_some() {
@@ -349,6 +350,27 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
         ctx.reset_backoff(&key);
         Ok(Action::requeue(next(ctx.settings.resync)))
     }
+}
+
+/// What the steps of one reconcile provisioned, as one Event: an Event is
+/// a write, and a new tenant would otherwise cost one per backend.
+fn merge_provisioned(events: Vec<Event>) -> Vec<Event> {
+    let (provisioned, mut rest): (Vec<Event>, Vec<Event>) = events
+        .into_iter()
+        .partition(|e| e.reason == "Provisioned" && e.type_ == EventType::Normal);
+    if !provisioned.is_empty() {
+        let notes: Vec<String> = provisioned.into_iter().filter_map(|e| e.note).collect();
+        rest.insert(
+            0,
+            event(
+                EventType::Normal,
+                "Provisioned",
+                "Reconcile",
+                notes.join("; "),
+            ),
+        );
+    }
+    rest
 }
 
 /// Whether a status write is needed: transition times alone do not count.
@@ -394,4 +416,42 @@ pub async fn run<K: Reconciled>(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_one_reconcile_provisioned_is_one_event() {
+        let events = vec![
+            event(
+                EventType::Normal,
+                "Provisioned",
+                "Reconcile",
+                "namespace tn-a created or updated",
+            ),
+            event(
+                EventType::Warning,
+                "BackendUnreachable",
+                "Reconcile",
+                "Pulsar could not be reached",
+            ),
+            event(
+                EventType::Normal,
+                "Provisioned",
+                "Reconcile",
+                "realm a created or updated",
+            ),
+        ];
+        let merged = merge_provisioned(events);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].reason, "Provisioned");
+        assert_eq!(
+            merged[0].note.as_deref(),
+            Some("namespace tn-a created or updated; realm a created or updated")
+        );
+        assert_eq!(merged[1].reason, "BackendUnreachable");
+        assert!(merge_provisioned(Vec::new()).is_empty());
+    }
 }
