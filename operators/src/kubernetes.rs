@@ -190,6 +190,18 @@ pub async fn ensure_namespace_objects(
         }
     };
     let mut changes = vec![namespace];
+    if live.is_none() {
+        // A new namespace holds nothing yet: apply without reading first.
+        let (q, l, p0, p1) = tokio::join!(
+            apply(&quota, &objects.quota, calls),
+            apply(&limits, &objects.limits, calls),
+            apply(&policies, &objects.policies[0], calls),
+            apply(&policies, &objects.policies[1], calls),
+        );
+        (q?, l?, p0?, p1?);
+        changes.extend([Change::Created; 4]);
+        return Ok(changes);
+    }
     let (q, l, p0, p1) = tokio::join!(
         ensure(&quota, &objects.quota, calls),
         ensure(&limits, &objects.limits, calls),

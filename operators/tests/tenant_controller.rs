@@ -335,41 +335,26 @@ async fn retain_keeps_backend_objects_and_namespaces_after_delete() {
         "the Event says the namespace is kept: {events}"
     );
 
-    // Clean up by hand what Retain kept.
-    namespaces
-        .delete(&namespace, &DeleteParams::default())
+    // The tenant created again takes back what was kept (creating meets
+    // what exists, and adopts it), and this time deleting removes it all.
+    tenants
+        .create(&PostParams::default(), &labelled(bare_tenant(&name), &sel))
         .await
         .unwrap();
-    let token = keycloak_token(&env).await;
-    let http = http();
-    let org = organization(&env, "ossature-consumer-us", &name)
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
+    let ns = namespaces.get(&namespace).await.unwrap();
+    let labels = ns.metadata.labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "ossature");
+    assert!(!labels.contains_key("ossature.dev/retained"), "managed again");
+    assert_eq!(configmaps.get("data").await.unwrap().data.unwrap()["k"], "v");
+    tenants
+        .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    http.delete(format!(
-        "{}/admin/realms/ossature-consumer-us/organizations/{}",
-        env["OSSATURE_KEYCLOAK_URL"],
-        org["id"].as_str().unwrap()
-    ))
-    .bearer_auth(&token)
-    .send()
-    .await
-    .unwrap();
-    http.delete(format!(
-        "{}/admin/v2/tenants/{name}",
-        env["OSSATURE_PULSAR_ADMIN_URL"]
-    ))
-    .send()
-    .await
-    .unwrap();
-    for path in [
-        format!("sys/mounts/tenants/{name}/kv"),
-        format!("sys/mounts/tenants/{name}/transit"),
-        format!("sys/policies/acl/tenant-{name}"),
-    ] {
-        http.delete(format!("{}/v1/{path}", env["OSSATURE_OPENBAO_ADDR"]))
-            .header("X-Vault-Token", &env["OSSATURE_OPENBAO_TOKEN"])
-            .send()
-            .await
-            .unwrap();
-    }
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
+    assert!(organization(&env, "ossature-consumer-us", &name).await.is_none());
+    assert_eq!(pulsar_tenant(&env, &name).await.0, 404);
+    let mounts = openbao_mounts(&env).await;
+    assert!(mounts["data"].get(format!("tenants/{name}/kv/")).is_none());
+
 }

@@ -422,6 +422,65 @@ impl Keycloak {
         Ok((Change::Updated, id))
     }
 
+    /// Creates the organization without looking it up first, for a tenant
+    /// never provisioned: `None` when it exists already.
+    pub async fn create_organization(
+        &self,
+        realm: &str,
+        desired: &OrganizationSettings,
+    ) -> Result<Option<(Change, String)>, BackendError> {
+        let alias = desired.alias.as_str();
+        let action = format!("create organization {alias} in realm {realm}");
+        let body = json!({
+            "name": alias, "alias": alias, "enabled": true,
+            "description": desired.description,
+        });
+        let answer = self
+            .call(
+                Verb::Write,
+                Method::POST,
+                self.url(&["admin", "realms", realm, "organizations"]),
+                Some(&body),
+                &action,
+            )
+            .await?;
+        match answer.status {
+            StatusCode::CONFLICT => Ok(None),
+            s if s.is_success() => {
+                let id = answer
+                    .location
+                    .as_deref()
+                    .and_then(id_from_location)
+                    .ok_or_else(|| unreadable(&action, "no Location header with the new id"))?;
+                Ok(Some((Change::Created, id.to_string())))
+            }
+            _ => Err(refused(&action, &answer)),
+        }
+    }
+
+    /// Creates the client without looking it up first: `None` when it exists.
+    pub async fn create_client(
+        &self,
+        realm: &str,
+        desired: &ClientSettings,
+    ) -> Result<Option<Change>, BackendError> {
+        let action = format!("create client {} in realm {realm}", desired.client_id);
+        let answer = self
+            .call(
+                Verb::Write,
+                Method::POST,
+                self.url(&["admin", "realms", realm, "clients"]),
+                Some(&new_client(desired)),
+                &action,
+            )
+            .await?;
+        match answer.status {
+            StatusCode::CONFLICT => Ok(None),
+            s if s.is_success() => Ok(Some(Change::Created)),
+            _ => Err(refused(&action, &answer)),
+        }
+    }
+
     /// Deletes the organization with this alias, and with it its groups.
     pub async fn delete_organization(
         &self,
@@ -476,15 +535,10 @@ impl Keycloak {
     ) -> Result<Change, BackendError> {
         let client_id = desired.client_id.as_str();
         let Some(current) = self.client(realm, client_id).await? else {
-            let mut body = client_fields(desired);
-            body["clientId"] = json!(client_id);
-            body["protocol"] = json!(PROTOCOL);
-            body["protocolMappers"] = json!(desired.mappers);
-            body["defaultClientScopes"] = json!(desired.default_scopes);
             self.write(
                 Method::POST,
                 self.url(&["admin", "realms", realm, "clients"]),
-                Some(&body),
+                Some(&new_client(desired)),
                 &format!("create client {client_id} in realm {realm}"),
             )
             .await?;
@@ -1199,6 +1253,16 @@ fn client_fields(desired: &ClientSettings) -> Value {
             "access.token.lifespan": desired.access_token_lifespan_seconds.to_string(),
         },
     })
+}
+
+/// The whole representation of a new client.
+fn new_client(desired: &ClientSettings) -> Value {
+    let mut body = client_fields(desired);
+    body["clientId"] = json!(desired.client_id);
+    body["protocol"] = json!(PROTOCOL);
+    body["protocolMappers"] = json!(desired.mappers);
+    body["defaultClientScopes"] = json!(desired.default_scopes);
+    body
 }
 
 /// The managed client fields that differ, as a partial representation.

@@ -159,6 +159,71 @@ impl OpenBao {
         Ok(change)
     }
 
+    /// Mounts a KV v2 engine at `path` and a transit engine with key `key` at
+    /// `transit`, without reading first, for a tenant never provisioned:
+    /// `None` when a mount is in the way (then the `ensure_*` calls compare).
+    pub async fn create_tenant_mounts(
+        &self,
+        kv: &str,
+        description: &str,
+        transit: &str,
+        key: &str,
+    ) -> Result<Option<Vec<Change>>, BackendError> {
+        let mounts = [
+            (
+                kv,
+                json!({"type": "kv", "description": description, "options": {"version": "2"}}),
+            ),
+            (
+                transit,
+                json!({"type": "transit", "description": "transit keys"}),
+            ),
+        ];
+        for (path, body) in mounts {
+            let action = format!("mount {} at {path}", body["type"]);
+            let (status, text) = self
+                .exchange(
+                    Verb::Write,
+                    Method::POST,
+                    &format!("sys/mounts/{path}"),
+                    Some(&body),
+                )
+                .await?;
+            if status == StatusCode::BAD_REQUEST && text.contains("already in use") {
+                return Ok(None);
+            }
+            check(status, text, &action)?;
+        }
+        let key_path = format!("{transit}/keys/{key}");
+        self.write(
+            Method::POST,
+            &key_path,
+            Some(&json!({"type": TRANSIT_KEY_TYPE})),
+            &format!("create transit key {key} at {transit}"),
+        )
+        .await?;
+        self.write(
+            Method::POST,
+            &format!("{key_path}/config"),
+            Some(&json!({"deletion_allowed": true})),
+            &format!("allow deletion of transit key {key} at {transit}"),
+        )
+        .await?;
+        Ok(Some(vec![Change::Created, Change::Created]))
+    }
+
+    /// Writes policy `name` without reading first (a tenant never provisioned).
+    pub async fn create_policy(&self, name: &str, hcl: &str) -> Result<Change, BackendError> {
+        self.write(
+            Method::PUT,
+            &format!("sys/policies/acl/{name}"),
+            Some(&json!({"policy": hcl})),
+            &format!("write policy {name}"),
+        )
+        .await?;
+        Ok(Change::Created)
+    }
+
     /// ACL policy `name` with exactly `hcl`; written only if the stored text differs.
     pub async fn ensure_policy(&self, name: &str, hcl: &str) -> Result<Change, BackendError> {
         let path = format!("sys/policies/acl/{name}");

@@ -192,6 +192,29 @@ impl Pulsar {
         Ok(change)
     }
 
+    /// Creates the tenant without reading first, for one never provisioned:
+    /// `None` when it exists already (then [`Self::ensure_tenant`] compares).
+    pub async fn create_tenant(
+        &self,
+        tenant: &str,
+        allowed_clusters: &[String],
+    ) -> Result<Option<Change>, BackendError> {
+        let body = serde_json::to_value(TenantInfo::desired(allowed_clusters))
+            .expect("plain struct serializes");
+        let reply = self
+            .send(
+                Method::PUT,
+                self.url(&["admin", "v2", "tenants", tenant]),
+                Some(body),
+            )
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(Some(Change::Created)),
+            StatusCode::CONFLICT => Ok(None),
+            _ => Err(refused(&format!("create tenant {tenant}"), &reply)),
+        }
+    }
+
     /// Deletes the tenant. Pulsar refuses while namespaces remain (the caller
     /// deletes them first); the error then names them.
     pub async fn delete_tenant(&self, tenant: &str) -> Result<Change, BackendError> {

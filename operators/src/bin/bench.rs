@@ -599,7 +599,10 @@ impl Operator {
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .arg(format!("--resync-seconds={}", args.resync_seconds))
             .arg(format!("--concurrency={}", args.concurrency))
-            .arg(format!("--max-dedicated-realms={}", args.max_dedicated_realms))
+            .arg(format!(
+                "--max-dedicated-realms={}",
+                args.max_dedicated_realms
+            ))
             .stdin(Stdio::null())
             .stdout(file.try_clone().context("sharing the operator's log")?)
             .stderr(file)

@@ -68,14 +68,24 @@ impl Reconciled for Tenant {
         match desired::allowed_clusters(&self.spec.residency, &ctx.settings.clusters_by_region) {
             Some(clusters) => {
                 let tenant = names.pulsar_tenant.clone();
+                let fresh = self.status.is_none();
                 plan.steps.push(Step::new(
                     conditions::MESSAGING_READY,
                     format!("Pulsar tenant {tenant}"),
                     async move {
-                        ctx.pulsar
-                            .ensure_tenant(&tenant, &clusters)
-                            .await
-                            .map(|c| vec![c])
+                        // Never provisioned: create without reading first.
+                        let created = match fresh {
+                            true => ctx.pulsar.create_tenant(&tenant, &clusters).await?,
+                            false => None,
+                        };
+                        match created {
+                            Some(created) => Ok(vec![created]),
+                            None => ctx
+                                .pulsar
+                                .ensure_tenant(&tenant, &clusters)
+                                .await
+                                .map(|c| vec![c]),
+                        }
                     },
                 ));
             }
@@ -99,10 +109,11 @@ impl Reconciled for Tenant {
         }
 
         let secrets = names.clone();
+        let fresh = self.status.is_none();
         plan.steps.push(Step::new(
             conditions::SECRETS_READY,
             format!("OpenBao paths {}", names.kv_mount),
-            async move { secrets_step(&secrets, ctx).await },
+            async move { secrets_step(&secrets, fresh, ctx).await },
         ));
         Ok(plan)
     }
@@ -218,8 +229,10 @@ async fn isolation(tenant: &Tenant, ctx: &Context) -> Result<Isolation, Outcome>
     }
     // Asked only until the mode is recorded: does a realm of its name exist,
     // made before isolation existed (or kept by a Retain)?
+    // (A tenant never reconciled has no status: nothing to ask.)
     let has_own_realm = wanted.is_none()
         && recorded.is_none()
+        && tenant.status.is_some()
         && (tenant.status.as_ref().and_then(|s| s.realm.as_deref()) == Some(name.as_str())
             || ctx.keycloak.realm_exists(&name).await.unwrap_or(false));
     let isolation = desired::effective_isolation(wanted, recorded, has_own_realm);
@@ -303,6 +316,7 @@ async fn identity_step<'a>(
         Isolation::Organization => {
             let shared = desired::shared_realm(tenant.spec.tenant_type, &tenant.spec.residency);
             let organization = desired::organization_settings(names, &tenant.spec);
+            let fresh = tenant.status.is_none();
             plan.status.realm = Some(shared.clone());
             plan.status.organization_id = tenant
                 .status
@@ -329,10 +343,24 @@ async fn identity_step<'a>(
                             ),
                         });
                     }
-                    let (organization, found) =
-                        ctx.keycloak.ensure_organization(&shared, &organization).await?;
+                    // Never provisioned: create without reading first.
+                    let created = match fresh {
+                        true => ctx.keycloak.create_organization(&shared, &organization).await?,
+                        false => None,
+                    };
+                    let (organization, found) = match created {
+                        Some(created) => created,
+                        None => ctx.keycloak.ensure_organization(&shared, &organization).await?,
+                    };
                     let _ = id.set(found);
-                    let client = ctx.keycloak.ensure_client(&shared, &client).await?;
+                    let created = match fresh {
+                        true => ctx.keycloak.create_client(&shared, &client).await?,
+                        false => None,
+                    };
+                    let client = match created {
+                        Some(created) => created,
+                        None => ctx.keycloak.ensure_client(&shared, &client).await?,
+                    };
                     Ok(vec![organization, client])
                 },
             ));
@@ -340,13 +368,33 @@ async fn identity_step<'a>(
     }
 }
 
-async fn secrets_step(names: &TenantNames, ctx: &Context) -> Result<Vec<Change>, BackendError> {
+/// The KV mount, transit key and policy; for a tenant never provisioned,
+/// created without reading first.
+async fn secrets_step(
+    names: &TenantNames,
+    fresh: bool,
+    ctx: &Context,
+) -> Result<Vec<Change>, BackendError> {
     let policy = crate::adapters::openbao::tenant_policy(
         &names.kv_mount,
         &names.transit_mount,
         &names.transit_key,
     );
     let description = format!("secrets of tenant {}", names.tenant);
+    if fresh
+        && let Some(mut created) = ctx
+            .openbao
+            .create_tenant_mounts(
+                &names.kv_mount,
+                &description,
+                &names.transit_mount,
+                &names.transit_key,
+            )
+            .await?
+    {
+        created.push(ctx.openbao.create_policy(&names.policy, &policy).await?);
+        return Ok(created);
+    }
     let (kv, transit) = tokio::join!(
         ctx.openbao.ensure_kv_mount(&names.kv_mount, &description),
         ctx.openbao

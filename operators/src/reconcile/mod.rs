@@ -391,12 +391,25 @@ async fn cleanup<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Err
 }
 
 /// The watch of a kind's own objects, limited to `selector` when given.
+/// Only spec (generation) and finalizer changes trigger a reconcile: the
+/// operator's own status writes do not come back as work.
 pub fn controller<K: Reconciled>(client: &kube::Client, selector: Option<&str>) -> Controller<K> {
-    let mut config = kube::runtime::watcher::Config::default().any_semantic();
+    // `for_stream` (unstable-runtime) is how a predicate filter reaches a Controller.
+    use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
+    let mut config = watcher::Config::default().any_semantic();
     if let Some(selector) = selector {
         config = config.labels(selector);
     }
-    Controller::new(Api::<K>::all(client.clone()), config)
+    let (reader, writer) = reflector::store();
+    let changes = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    Controller::for_stream(changes, reader)
 }
 
 /// Adds the kind's related watches and runs it until a shutdown signal.
