@@ -198,7 +198,10 @@ pub async fn ensure_namespace_objects(
             apply(&policies, &objects.policies[0], calls),
             apply(&policies, &objects.policies[1], calls),
         );
-        (q?, l?, p0?, p1?);
+        q?;
+        l?;
+        p0?;
+        p1?;
         changes.extend([Change::Created; 4]);
         return Ok(changes);
     }

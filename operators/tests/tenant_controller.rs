@@ -345,16 +345,25 @@ async fn retain_keeps_backend_objects_and_namespaces_after_delete() {
     let ns = namespaces.get(&namespace).await.unwrap();
     let labels = ns.metadata.labels.unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "ossature");
-    assert!(!labels.contains_key("ossature.dev/retained"), "managed again");
-    assert_eq!(configmaps.get("data").await.unwrap().data.unwrap()["k"], "v");
+    assert!(
+        !labels.contains_key("ossature.dev/retained"),
+        "managed again"
+    );
+    assert_eq!(
+        configmaps.get("data").await.unwrap().data.unwrap()["k"],
+        "v"
+    );
     tenants
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
     wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
-    assert!(organization(&env, "ossature-consumer-us", &name).await.is_none());
+    assert!(
+        organization(&env, "ossature-consumer-us", &name)
+            .await
+            .is_none()
+    );
     assert_eq!(pulsar_tenant(&env, &name).await.0, 404);
     let mounts = openbao_mounts(&env).await;
     assert!(mounts["data"].get(format!("tenants/{name}/kv/")).is_none());
-
 }

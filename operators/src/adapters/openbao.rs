@@ -169,47 +169,49 @@ impl OpenBao {
         transit: &str,
         key: &str,
     ) -> Result<Option<Vec<Change>>, BackendError> {
-        let mounts = [
-            (
-                kv,
-                json!({"type": "kv", "description": description, "options": {"version": "2"}}),
-            ),
-            (
-                transit,
-                json!({"type": "transit", "description": "transit keys"}),
-            ),
-        ];
-        for (path, body) in mounts {
-            let action = format!("mount {} at {path}", body["type"]);
-            let (status, text) = self
-                .exchange(
-                    Verb::Write,
-                    Method::POST,
-                    &format!("sys/mounts/{path}"),
-                    Some(&body),
-                )
-                .await?;
-            if status == StatusCode::BAD_REQUEST && text.contains("already in use") {
-                return Ok(None);
+        let kv_body =
+            json!({"type": "kv", "description": description, "options": {"version": "2"}});
+        let transit_body = json!({"type": "transit", "description": "transit keys"});
+        // The two mounts do not depend on each other; the key on its mount.
+        let (kv_mounted, transit_mounted) = tokio::join!(self.create_mount(kv, &kv_body), async {
+            if !self.create_mount(transit, &transit_body).await? {
+                return Ok(false);
             }
-            check(status, text, &action)?;
+            let key_path = format!("{transit}/keys/{key}");
+            self.write(
+                Method::POST,
+                &key_path,
+                Some(&json!({"type": TRANSIT_KEY_TYPE})),
+                &format!("create transit key {key} at {transit}"),
+            )
+            .await?;
+            self.write(
+                Method::POST,
+                &format!("{key_path}/config"),
+                Some(&json!({"deletion_allowed": true})),
+                &format!("allow deletion of transit key {key} at {transit}"),
+            )
+            .await?;
+            Ok(true)
+        },);
+        Ok((kv_mounted? && transit_mounted?).then(|| vec![Change::Created, Change::Created]))
+    }
+
+    /// Mounts an engine at `path`; false when something is mounted there.
+    async fn create_mount(&self, path: &str, body: &Value) -> Result<bool, BackendError> {
+        let action = format!("mount {} at {path}", body["type"]);
+        let (status, text) = self
+            .exchange(
+                Verb::Write,
+                Method::POST,
+                &format!("sys/mounts/{path}"),
+                Some(body),
+            )
+            .await?;
+        if status == StatusCode::BAD_REQUEST && text.contains("already in use") {
+            return Ok(false);
         }
-        let key_path = format!("{transit}/keys/{key}");
-        self.write(
-            Method::POST,
-            &key_path,
-            Some(&json!({"type": TRANSIT_KEY_TYPE})),
-            &format!("create transit key {key} at {transit}"),
-        )
-        .await?;
-        self.write(
-            Method::POST,
-            &format!("{key_path}/config"),
-            Some(&json!({"deletion_allowed": true})),
-            &format!("allow deletion of transit key {key} at {transit}"),
-        )
-        .await?;
-        Ok(Some(vec![Change::Created, Change::Created]))
+        check(status, text, &action).map(|_| true)
     }
 
     /// Writes policy `name` without reading first (a tenant never provisioned).

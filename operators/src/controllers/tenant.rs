@@ -343,24 +343,33 @@ async fn identity_step<'a>(
                             ),
                         });
                     }
-                    // Never provisioned: create without reading first.
-                    let created = match fresh {
-                        true => ctx.keycloak.create_organization(&shared, &organization).await?,
-                        false => None,
-                    };
-                    let (organization, found) = match created {
-                        Some(created) => created,
-                        None => ctx.keycloak.ensure_organization(&shared, &organization).await?,
-                    };
+                    // The organization and the client do not depend on each other.
+                    let (organization, client) = tokio::join!(
+                        async {
+                            // Never provisioned: create without reading first.
+                            let created = match fresh {
+                                true => ctx.keycloak.create_organization(&shared, &organization).await?,
+                                false => None,
+                            };
+                            match created {
+                                Some(created) => Ok(created),
+                                None => ctx.keycloak.ensure_organization(&shared, &organization).await,
+                            }
+                        },
+                        async {
+                            let created = match fresh {
+                                true => ctx.keycloak.create_client(&shared, &client).await?,
+                                false => None,
+                            };
+                            match created {
+                                Some(created) => Ok(created),
+                                None => ctx.keycloak.ensure_client(&shared, &client).await,
+                            }
+                        },
+                    );
+                    let (organization, found) = organization?;
                     let _ = id.set(found);
-                    let created = match fresh {
-                        true => ctx.keycloak.create_client(&shared, &client).await?,
-                        false => None,
-                    };
-                    let client = match created {
-                        Some(created) => created,
-                        None => ctx.keycloak.ensure_client(&shared, &client).await?,
-                    };
+                    let client = client?;
                     Ok(vec![organization, client])
                 },
             ));
@@ -381,19 +390,22 @@ async fn secrets_step(
         &names.transit_key,
     );
     let description = format!("secrets of tenant {}", names.tenant);
-    if fresh
-        && let Some(mut created) = ctx
-            .openbao
-            .create_tenant_mounts(
+    if fresh {
+        // A policy may name paths not mounted yet: all at once.
+        let (mounts, written) = tokio::join!(
+            ctx.openbao.create_tenant_mounts(
                 &names.kv_mount,
                 &description,
                 &names.transit_mount,
-                &names.transit_key,
-            )
-            .await?
-    {
-        created.push(ctx.openbao.create_policy(&names.policy, &policy).await?);
-        return Ok(created);
+                &names.transit_key
+            ),
+            ctx.openbao.create_policy(&names.policy, &policy),
+        );
+        let written = written?;
+        if let Some(mut created) = mounts? {
+            created.push(written);
+            return Ok(created);
+        }
     }
     let (kv, transit) = tokio::join!(
         ctx.openbao.ensure_kv_mount(&names.kv_mount, &description),
