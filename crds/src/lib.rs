@@ -13,7 +13,9 @@ pub use common::{Conditions, DeletionPolicy, Quotas};
 pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, EnvironmentStatus};
 pub use scope::{Scope, ScopeGrant, ScopeRole, ScopeSpec, ScopeStatus};
 pub use tenant::{
-    IdentitySettings, Isolation, PasswordPolicy, Tenant, TenantSpec, TenantStatus, TenantType,
+    IdentityProvider, IdentityProviderStatus, IdentitySettings, Isolation, OidcProvider,
+    PasswordPolicy, RedirectUri, SamlProvider, ScopeMapping, SecretKeyRef, Tenant, TenantSpec,
+    TenantStatus, TenantType,
 };
 
 pub const GROUP: &str = "ossature.dev";

@@ -33,6 +33,7 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
 )]
 #[x_kube(
     validation = Rule::new("!(self.type == 'Consumer' && has(self.identity) && has(self.identity.identityProviderFederation) && self.identity.identityProviderFederation)").message("identity provider federation is for Business tenants; Consumer tenants sign up with their own accounts"),
+    validation = Rule::new("!(self.type == 'Consumer' && has(self.identity) && has(self.identity.identityProviders) && size(self.identity.identityProviders) > 0)").message("identity providers are for Business tenants; Consumer tenants sign up with their own accounts"),
     validation = Rule::new("!has(self.identity) || (has(self.identity.isolation) && self.identity.isolation == 'Realm') || ((!has(self.identity.mfaRequired) || self.identity.mfaRequired == (self.type == 'Business')) && (!has(self.identity.selfRegistration) || !self.identity.selfRegistration) && (!has(self.identity.emailVerification) || self.identity.emailVerification) && !has(self.identity.passwordPolicy))").message("mfaRequired, selfRegistration, emailVerification and passwordPolicy apply to a whole realm: a tenant in the shared realm of its type (isolation: Organization, the default) takes the type's settings (MFA for Business, email verification, no self-registration); set identity.isolation: Realm to give the tenant a realm of its own with these settings")
 )]
 #[serde(rename_all = "camelCase")]
@@ -113,9 +114,25 @@ pub struct IdentitySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_registration: Option<bool>,
 
-    /// Allow federation with the customer's own identity provider. Business only.
+    /// Allow federation with the customer's own identity provider. Business
+    /// only. The providers themselves are listed in `identityProviders`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_provider_federation: Option<bool>,
+
+    /// The tenant's own identity providers (OIDC or SAML 2.0), linked to its
+    /// organization or realm: a person's first login creates their user, and
+    /// claims or attributes map to user attributes and scopes. Business only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    // Keyed by alias: unique, and merged per provider by server-side apply.
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["alias"]))]
+    pub identity_providers: Vec<IdentityProvider>,
+
+    /// Where the tenant's applications may receive people's logins (OAuth
+    /// redirect URIs of the tenant's client), e.g. `https://app.acme.example/*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub redirect_uris: Vec<RedirectUri>,
 
     /// Lifetime of access tokens in seconds, from 60 to 3600 (1 hour).
     /// Default: 300.
@@ -126,6 +143,98 @@ pub struct IdentitySettings {
     /// Password rules; defaults by tenant type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_policy: Option<PasswordPolicy>,
+}
+
+/// An OAuth redirect URI: http(s), a `*` allowed at the end.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(transparent)]
+pub struct RedirectUri(
+    #[schemars(regex(pattern = r"^https?://[^\s*]+\*?$"), length(max = 512))]
+    pub String,
+);
+
+/// One of the tenant's own identity providers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.oidc) != has(self.saml)").message("an identity provider is either oidc or saml: set exactly one"))]
+pub struct IdentityProvider {
+    /// Name of the provider within the tenant (a DNS label); in Keycloak it
+    /// becomes `<tenant>-<alias>` in a shared realm, `<alias>` in its own.
+    #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]{0,28}[a-z0-9])?$"))]
+    pub alias: String,
+    /// Name shown on the login page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub display_name: Option<String>,
+    /// An OpenID Connect provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcProvider>,
+    /// A SAML 2.0 provider, configured from its metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml: Option<SamlProvider>,
+    /// People whose claim (OIDC) or attribute (SAML) holds a value are placed
+    /// in a scope at every login. Name, email and username come as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub scopes: Vec<ScopeMapping>,
+}
+
+/// An OpenID Connect provider's endpoints and the client Ossature uses there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcProvider {
+    /// Issuer, as in the provider's tokens.
+    #[schemars(regex(pattern = r"^https?://\S+$"), length(max = 512))]
+    pub issuer: String,
+    #[schemars(regex(pattern = r"^https?://\S+$"), length(max = 512))]
+    pub authorization_url: String,
+    #[schemars(regex(pattern = r"^https?://\S+$"), length(max = 512))]
+    pub token_url: String,
+    /// Where the provider publishes its signing keys; tokens are checked against them.
+    #[schemars(regex(pattern = r"^https?://\S+$"), length(max = 512))]
+    pub jwks_url: String,
+    #[schemars(length(min = 1, max = 255))]
+    pub client_id: String,
+    /// The client secret, from a Secret in the tenant's namespace labelled
+    /// `ossature.dev/tenant=<tenant>`; never written inline.
+    pub client_secret: SecretKeyRef,
+    /// Scopes asked of the provider. Default: `openid profile email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub scopes: Option<String>,
+}
+
+/// A key of a Secret in the tenant's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    pub name: String,
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]{1,253}$"))]
+    pub key: String,
+}
+
+/// A SAML 2.0 provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SamlProvider {
+    /// Where the provider publishes its SAML 2.0 metadata (EntityDescriptor);
+    /// Keycloak reads its endpoints and signing certificate from there.
+    #[schemars(regex(pattern = r"^https?://\S+$"), length(max = 512))]
+    pub metadata_url: String,
+}
+
+/// People whose claim holds `value` join `scope`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeMapping {
+    #[schemars(length(min = 1, max = 255))]
+    pub claim: String,
+    #[schemars(length(min = 1, max = 255))]
+    pub value: String,
+    /// Name of a Scope of the tenant.
+    #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub scope: String,
 }
 
 /// Password rules of the realm.
@@ -149,6 +258,19 @@ pub struct PasswordPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 24))]
     pub history: Option<i32>,
+}
+
+/// One federated identity provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityProviderStatus {
+    /// The alias in the tenant's spec.
+    pub alias: String,
+    /// Its alias in Keycloak.
+    pub keycloak_alias: String,
+    /// Where logins at the provider come back: the OIDC redirect URI, or the
+    /// SAML assertion consumer (its metadata is at `<endpoint>/descriptor`).
+    pub endpoint: String,
 }
 
 /// What the operator observed and did.
@@ -179,6 +301,10 @@ pub struct TenantStatus {
     /// name it as their audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The tenant's identity providers as Keycloak knows them, with what
+    /// their administrators need.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_providers: Vec<IdentityProviderStatus>,
     /// The tenant's Pulsar tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulsar_tenant: Option<String>,

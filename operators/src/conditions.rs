@@ -28,6 +28,8 @@ pub mod reasons {
     pub const REALM_CAPACITY_REACHED: &str = "RealmCapacityReached";
     pub const ISOLATION_IMMUTABLE: &str = "IsolationImmutable";
     pub const WAITING_FOR_SHARED_REALM: &str = "WaitingForSharedRealm";
+    /// A Secret the spec refers to is missing, unlabelled or lacks the key.
+    pub const SECRET_NOT_USABLE: &str = "SecretNotUsable";
 }
 
 /// One backend's outcome in this reconcile.

@@ -318,11 +318,126 @@ pub fn client_settings(
         })),
     }
     ClientSettings {
+        redirect_uris: spec
+            .identity
+            .redirect_uris
+            .iter()
+            .map(|u| u.0.clone())
+            .collect(),
         client_id: names.tenant.clone(),
         name: spec.display_name.clone(),
         access_token_lifespan_seconds: lifetime,
         mappers,
         default_scopes,
+    }
+}
+
+pub use crate::adapters::keycloak::{IdentityProviderSettings, MANAGED_CONFIG};
+/// Keycloak never shows a client secret back: its hash tells a change.
+pub const SECRET_HASH_CONFIG: &str = "ossature.dev/secret-sha256";
+/// The metadata a SAML provider was configured from.
+pub const METADATA_URL_CONFIG: &str = "ossature.dev/metadata-url";
+
+/// The Keycloak alias of a tenant's provider: realm-unique in a shared realm.
+pub fn provider_alias(tenant: &str, alias: &str, isolation: Isolation) -> String {
+    match isolation {
+        Isolation::Organization => format!("{tenant}-{alias}"),
+        Isolation::Realm => alias.to_string(),
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What Keycloak is given for `provider`: `secret` is the OIDC client secret
+/// read from its Secret, `scope_paths` the path of each scope by name.
+pub fn identity_provider_settings(
+    tenant: &str,
+    isolation: Isolation,
+    provider: &ossature_crds::IdentityProvider,
+    secret: Option<&str>,
+    scope_paths: &BTreeMap<String, String>,
+) -> IdentityProviderSettings {
+    let alias = provider_alias(tenant, &provider.alias, isolation);
+    let mut config = BTreeMap::from([
+        (MANAGED_CONFIG.to_string(), "true".to_string()),
+        ("syncMode".to_string(), "FORCE".to_string()),
+    ]);
+    let (kind, metadata_url) = match (&provider.oidc, &provider.saml) {
+        (Some(oidc), _) => {
+            for (key, value) in [
+                ("issuer", oidc.issuer.as_str()),
+                ("authorizationUrl", &oidc.authorization_url),
+                ("tokenUrl", &oidc.token_url),
+                ("jwksUrl", &oidc.jwks_url),
+                ("useJwksUrl", "true"),
+                ("validateSignature", "true"),
+                ("clientId", &oidc.client_id),
+                ("clientAuthMethod", "client_secret_post"),
+                (
+                    "defaultScope",
+                    oidc.scopes.as_deref().unwrap_or("openid profile email"),
+                ),
+            ] {
+                config.insert(key.into(), value.into());
+            }
+            config.insert(
+                SECRET_HASH_CONFIG.into(),
+                sha256_hex(secret.unwrap_or_default()),
+            );
+            ("oidc", None)
+        }
+        (None, Some(saml)) => {
+            config.insert(METADATA_URL_CONFIG.into(), saml.metadata_url.clone());
+            ("saml", Some(saml.metadata_url.clone()))
+        }
+        (None, None) => ("oidc", None),
+    };
+    let mut mappers = Vec::new();
+    for (i, mapping) in provider.scopes.iter().enumerate() {
+        let Some(path) = scope_paths.get(&mapping.scope) else {
+            continue;
+        };
+        let pairs = json!([{"key": mapping.claim, "value": mapping.value}]).to_string();
+        let (mapper, key, regex) = match kind {
+            "saml" => (
+                "saml-advanced-group-idp-mapper",
+                "attributes",
+                "are.attribute.values.regex",
+            ),
+            _ => (
+                "oidc-advanced-group-idp-mapper",
+                "claims",
+                "are.claim.values.regex",
+            ),
+        };
+        let mut config = json!({key: pairs, regex: "false", "group": path, "syncMode": "FORCE"});
+        if isolation == Isolation::Organization {
+            config["groupType"] = json!("ORGANIZATION");
+        }
+        mappers.push(json!({
+            "name": format!("ossature-scope-{}-{i}", mapping.scope),
+            "identityProviderAlias": alias,
+            "identityProviderMapper": mapper,
+            "config": config,
+        }));
+    }
+    IdentityProviderSettings {
+        display_name: provider
+            .display_name
+            .clone()
+            .unwrap_or_else(|| provider.alias.clone()),
+        alias,
+        provider: kind,
+        config,
+        secret: secret.map(String::from),
+        metadata_url,
+        mappers,
     }
 }
 
@@ -483,6 +598,49 @@ mod tests {
         let realm = client_settings(&names, &s, Isolation::Realm);
         assert_eq!(realm.mappers[1]["config"]["claim.value"], "acme");
         assert!(!realm.default_scopes.contains(&"organization".to_string()));
+    }
+
+    #[test]
+    fn identity_providers_are_prefixed_in_a_shared_realm_and_carry_no_secret() {
+        let provider: ossature_crds::IdentityProvider = serde_json::from_value(json!({
+            "alias": "corp",
+            "oidc": {"issuer": "https://idp", "authorizationUrl": "https://idp/auth",
+                     "tokenUrl": "https://idp/token", "jwksUrl": "https://idp/certs",
+                     "clientId": "ossature", "clientSecret": {"name": "s", "key": "k"}},
+            "scopes": [{"claim": "groups", "value": "eu-admins", "scope": "eu"},
+                       {"claim": "groups", "value": "x", "scope": "unknown"}],
+        }))
+        .unwrap();
+        let paths = BTreeMap::from([("eu".to_string(), "/global/eu".to_string())]);
+        let org = identity_provider_settings(
+            "acme",
+            Isolation::Organization,
+            &provider,
+            Some("s3cr3t"),
+            &paths,
+        );
+        assert_eq!(org.alias, "acme-corp");
+        assert_eq!(org.config["clientId"], "ossature");
+        assert!(
+            !org.config.values().any(|v| v.contains("s3cr3t")),
+            "never the secret itself"
+        );
+        assert_eq!(org.config[SECRET_HASH_CONFIG].len(), 64);
+        assert_eq!(
+            org.mappers.len(),
+            1,
+            "a mapping to an unknown scope waits for it"
+        );
+        assert_eq!(org.mappers[0]["config"]["group"], "/global/eu");
+        assert_eq!(org.mappers[0]["config"]["groupType"], "ORGANIZATION");
+        let own =
+            identity_provider_settings("acme", Isolation::Realm, &provider, Some("other"), &paths);
+        assert_eq!(own.alias, "corp");
+        assert_ne!(
+            own.config[SECRET_HASH_CONFIG],
+            org.config[SECRET_HASH_CONFIG]
+        );
+        assert!(own.mappers[0]["config"].get("groupType").is_none());
     }
 
     #[test]

@@ -506,3 +506,295 @@ async fn dedicated_realms_are_capped() {
         .unwrap();
     wait_tenant_gone(&tenants, &second, Duration::from_secs(120)).await;
 }
+
+/// Follows a browser's redirects with its cookies; returns the last answer's
+/// status, its body, and the Location it points to (not followed when it
+/// leaves Keycloak).
+async fn browse(
+    browser: &reqwest::Client,
+    mut request: reqwest::RequestBuilder,
+    keycloak: &str,
+) -> (u16, String, Option<String>) {
+    for _ in 0..20 {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        let body = response.text().await.unwrap();
+        match location {
+            Some(next) if (300..400).contains(&status) && next.starts_with(keycloak) => {
+                request = browser.get(next);
+            }
+            location => return (status, body, location),
+        }
+    }
+    panic!("too many redirects");
+}
+
+/// The action of form `id` on a Keycloak page.
+fn form_action(page: &str, id: &str) -> String {
+    let form = &page[page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no form {id}: {page}"))..];
+    let start = form.find("action=\"").unwrap() + "action=\"".len();
+    let end = start + form[start..].find('"').unwrap();
+    form[start..end].replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let kc = env["OSSATURE_KEYCLOAK_URL"].clone();
+    let admin = Admin::new(&env).await;
+
+    // The customer's own identity provider: another realm of the same Keycloak.
+    let customer = format!("cust{}", suffix());
+    let secret = format!("s{}", suffix());
+    let (code, body, _) = admin
+        .send(
+            reqwest::Method::POST,
+            "",
+            Some(json!({"realm": customer, "enabled": true})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body, _) = admin
+        .send(
+            reqwest::Method::POST,
+            &format!("{customer}/clients"),
+            Some(json!({
+                "clientId": "ossature", "secret": secret, "publicClient": false,
+                "standardFlowEnabled": true, "redirectUris": ["*"],
+                "protocolMappers": [{
+                    "name": "groups", "protocol": "openid-connect",
+                    "protocolMapper": "oidc-group-membership-mapper",
+                    "config": {"claim.name": "groups", "full.path": "false",
+                               "access.token.claim": "true", "id.token.claim": "true",
+                               "userinfo.token.claim": "true"},
+                }],
+            })),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, _, group) = admin
+        .send(
+            reqwest::Method::POST,
+            &format!("{customer}/groups"),
+            Some(json!({"name": "eu-admins"})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let carol = admin.user(&customer, "carol").await;
+    let (code, _, _) = admin
+        .send(
+            reqwest::Method::PUT,
+            &format!(
+                "{customer}/users/{carol}/groups/{}",
+                group.unwrap().rsplit('/').next().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+
+    // The tenant, with its own realm, the customer's OIDC provider and a SAML one.
+    let name = format!("fed{}", suffix());
+    let ns = format!("tn-{name}");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": ns, "labels": {"ossature.dev/tenant": name}}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "corp-idp", "labels": {"ossature.dev/tenant": name}},
+                "stringData": {"client-secret": secret},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let back = "http://127.0.0.1:1/callback";
+    let issuer = format!("{kc}/realms/{customer}");
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    tenants
+        .create(
+            &PostParams::default(),
+            &business(
+                &name,
+                &sel,
+                json!({
+                    "isolation": "Realm", "mfaRequired": false,
+                    "identityProviderFederation": true, "redirectUris": [back],
+                    "identityProviders": [
+                        {"alias": "corp", "displayName": "Corp SSO", "oidc": {
+                            "issuer": issuer,
+                            "authorizationUrl": format!("{issuer}/protocol/openid-connect/auth"),
+                            "tokenUrl": format!("{issuer}/protocol/openid-connect/token"),
+                            "jwksUrl": format!("{issuer}/protocol/openid-connect/certs"),
+                            "clientId": "ossature",
+                            "clientSecret": {"name": "corp-idp", "key": "client-secret"}},
+                         "scopes": [{"claim": "groups", "value": "eu-admins", "scope": "eu"}]},
+                        {"alias": "partner", "saml": {"metadataUrl": format!("{issuer}/protocol/saml/descriptor")}},
+                    ],
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    ready_scopes(&client, &name).await;
+    let status = wait_for("both identity providers", Duration::from_secs(60), || {
+        let tenants = tenants.clone();
+        let name = name.clone();
+        async move {
+            let t = tenants.get(&name).await.ok().filter(ready)?;
+            // Ready with its scope mapping in place once scope eu is known.
+            (t.status.as_ref()?.identity_providers.len() == 2).then(|| t.status.unwrap())
+        }
+    })
+    .await;
+    assert_eq!(
+        status.identity_providers[0].endpoint,
+        format!("{kc}/realms/{name}/broker/corp/endpoint")
+    );
+
+    // SAML: configured from the customer's metadata; ours is published for it.
+    let partner = admin
+        .get(&format!("{name}/identity-provider/instances/partner"))
+        .await;
+    assert!(
+        partner["config"]["singleSignOnServiceUrl"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("{issuer}/protocol/saml"))),
+        "{partner}"
+    );
+    assert!(
+        partner["config"]["signingCertificate"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    let descriptor = http()
+        .get(format!(
+            "{}/descriptor",
+            status.identity_providers[1].endpoint
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        descriptor.contains("EntityDescriptor") && descriptor.contains("AssertionConsumerService"),
+        "{descriptor}"
+    );
+
+    // Carol logs in to the tenant through the broker, as a browser would.
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = browser
+        .get(format!("{kc}/realms/{name}/protocol/openid-connect/auth"))
+        .query(&[
+            ("client_id", name.as_str()),
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("redirect_uri", back),
+            ("kc_idp_hint", "corp"),
+        ]);
+    let (code, page, _) = browse(&browser, start, &kc).await;
+    assert_eq!(code, 200, "the customer's login page");
+    let login = browser.post(form_action(&page, "kc-form-login")).form(&[
+        ("username", "carol"),
+        ("password", PASSWORD),
+        ("credentialId", ""),
+    ]);
+    let (mut code, mut page, mut location) = browse(&browser, login, &kc).await;
+    if code == 200 && page.contains("kc-otp-login-form") {
+        // The customer's second factor.
+        let otp = browser
+            .post(form_action(&page, "kc-otp-login-form"))
+            .form(&[("otp", totp()), ("login", "Sign In".into())]);
+        (code, page, location) = browse(&browser, otp, &kc).await;
+    }
+    let location = location.unwrap_or_else(|| panic!("no way back ({code}): {page}"));
+    assert!(location.starts_with(back), "{location}");
+    let authorization = location
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let tokens: Value = http()
+        .post(format!("{kc}/realms/{name}/protocol/openid-connect/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", authorization),
+            ("redirect_uri", back),
+            ("client_id", name.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims = verified_claims(&env, &name, tokens["access_token"].as_str().unwrap()).await;
+    assert!(accepted_by(&claims, &name, &name), "{claims}");
+    assert_eq!(claims["email"], "carol@example.test", "{claims}");
+    assert_eq!(
+        claims["scopes"],
+        json!(["/global/eu"]),
+        "the customer's group became a scope: {claims}"
+    );
+
+    // A provider that leaves the spec leaves Keycloak.
+    let mut tenant = tenants.get(&name).await.unwrap();
+    tenant.spec.identity.identity_providers.truncate(1);
+    tenants
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"identity": {"identityProviders": tenant.spec.identity.identity_providers}}})),
+        )
+        .await
+        .unwrap();
+    wait_for("SAML provider removed", Duration::from_secs(30), || {
+        let admin = &admin;
+        let name = name.clone();
+        async move {
+            let (code, _, _) = admin
+                .send(
+                    reqwest::Method::GET,
+                    &format!("{name}/identity-provider/instances/partner"),
+                    None,
+                )
+                .await;
+            (code == 404).then_some(())
+        }
+    })
+    .await;
+
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
+    admin.send(reqwest::Method::DELETE, &customer, None).await;
+}

@@ -673,6 +673,7 @@ async fn organizations_their_clients_and_groups() {
                 "config": {"included.client.audience": "acme", "access.token.claim": "true"},
             })],
             default_scopes: vec!["organization".into()],
+            redirect_uris: vec!["http://127.0.0.1/*".into()],
         };
         assert_eq!(
             keycloak.ensure_client(&realm, &client).await.unwrap(),
@@ -734,6 +735,17 @@ async fn organizations_their_clients_and_groups() {
                 "{realm}/organizations/{id}/groups/group-by-path/global/eu/france"
             ))
             .await;
+        // A new child group keeps its attributes (read from the group itself).
+        let france = admin
+            .get_ok(&format!(
+                "{realm}/organizations/{id}/groups/{}",
+                before["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(
+            france["attributes"],
+            json!({"scopePath": ["/global/eu/france"]})
+        );
         assert_eq!(
             keycloak
                 .ensure_group(

@@ -67,6 +67,30 @@ pub struct ClientSettings {
     pub mappers: Vec<Value>,
     /// Client scopes (by name) every token of the client includes.
     pub default_scopes: Vec<String>,
+    /// Where logins may be sent back to.
+    pub redirect_uris: Vec<String>,
+}
+
+/// Marks what Ossature manages among a realm's identity providers.
+pub const MANAGED_CONFIG: &str = "ossature.dev/managed";
+
+/// One identity provider as Keycloak holds it. No `Debug`: it carries a secret.
+#[derive(Clone, PartialEq)]
+pub struct IdentityProviderSettings {
+    /// Alias in Keycloak: prefixed by the tenant in a shared realm.
+    pub alias: String,
+    pub display_name: String,
+    /// `oidc` or `saml`.
+    pub provider: &'static str,
+    /// Managed config keys and values (for SAML, added to what its metadata gives).
+    pub config: BTreeMap<String, String>,
+    /// The OIDC client secret: sent when the provider is created or its
+    /// hash (in `config`) changed; Keycloak never shows it back.
+    pub secret: Option<String>,
+    /// For SAML: where Keycloak imports the rest of the config from.
+    pub metadata_url: Option<String>,
+    /// Mappers, each named `ossature-...`.
+    pub mappers: Vec<Value>,
 }
 
 /// Where a tenant's groups live: the realm's own tree, or an organization's.
@@ -281,6 +305,17 @@ impl Keycloak {
         let body = json!({ "name": name[0], "attributes": attributes });
         let Some(existing) = existing else {
             self.write(Method::POST, url, Some(&body), &action).await?;
+            // An organization drops the attributes of a new child group:
+            // they are written once it exists.
+            if let GroupHome::Organization { .. } = home
+                && !attributes.is_empty()
+                && let Some(created) = self.group(home, path).await?
+                && !group_attributes_equal(&created, attributes)
+            {
+                let id = str_field(&created, "id", &action)?;
+                self.write(Method::PUT, group_url(id), Some(&body), &action)
+                    .await?;
+            }
             return Ok(Change::Created);
         };
         // With the id of an existing group, Keycloak moves it under the
@@ -743,6 +778,269 @@ impl Keycloak {
         )
         .await?;
         Ok(Change::Updated)
+    }
+
+    /// The identity provider: created (for SAML from its metadata), its
+    /// managed config and mappers put back where they differ, linked to the
+    /// organization when there is one.
+    pub async fn ensure_identity_provider(
+        &self,
+        realm: &str,
+        organization: Option<&str>,
+        desired: &IdentityProviderSettings,
+    ) -> Result<Change, BackendError> {
+        let alias = desired.alias.as_str();
+        let instances = ["admin", "realms", realm, "identity-provider", "instances"];
+        let action = format!("configure identity provider {alias} in realm {realm}");
+        let mut url = self.url(&instances);
+        push_segments(&mut url, &[alias]);
+        let current = self.read(url.clone(), &action).await?;
+        let mut wrote = false;
+        let stale = |current: &Value| {
+            let config = current.get("config");
+            desired
+                .config
+                .iter()
+                .any(|(k, v)| config.and_then(|c| c.get(k)).and_then(Value::as_str) != Some(v))
+                || current.get("displayName").and_then(Value::as_str) != Some(&desired.display_name)
+                || current.get("enabled").and_then(Value::as_bool) != Some(true)
+        };
+        if current.as_ref().is_none_or(stale) {
+            let mut config: Map<String, Value> = match &desired.metadata_url {
+                Some(from) => self.import_saml(realm, from).await?,
+                None => current
+                    .as_ref()
+                    .and_then(|c| c.get("config"))
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            config.extend(desired.config.iter().map(|(k, v)| (k.clone(), json!(v))));
+            if let Some(secret) = &desired.secret {
+                config.insert("clientSecret".into(), json!(secret));
+            }
+            let body = json!({
+                "alias": alias, "displayName": desired.display_name,
+                "providerId": desired.provider, "enabled": true, "trustEmail": true,
+                "firstBrokerLoginFlowAlias": "first broker login",
+                "config": config,
+            });
+            match current {
+                None => {
+                    self.write(Method::POST, self.url(&instances), Some(&body), &action)
+                        .await?
+                }
+                Some(_) => {
+                    self.write(Method::PUT, url.clone(), Some(&body), &action)
+                        .await?
+                }
+            };
+            wrote = true;
+        }
+        wrote |= self.ensure_provider_mappers(realm, desired).await?;
+        if let Some(id) = organization {
+            let link = [
+                "admin",
+                "realms",
+                realm,
+                "organizations",
+                id,
+                "identity-providers",
+            ];
+            let mut linked = self.url(&link);
+            push_segments(&mut linked, &[alias]);
+            if self.read(linked, &action).await?.is_none() {
+                self.write(Method::POST, self.url(&link), Some(&json!(alias)), &action)
+                    .await?;
+                wrote = true;
+            }
+        }
+        Ok(if wrote {
+            Change::Updated
+        } else {
+            Change::Unchanged
+        })
+    }
+
+    /// The config Keycloak reads from a SAML provider's metadata.
+    async fn import_saml(
+        &self,
+        realm: &str,
+        from: &str,
+    ) -> Result<Map<String, Value>, BackendError> {
+        let action = format!("import SAML metadata from {from} into realm {realm}");
+        let answer = self
+            .write(
+                Method::POST,
+                self.url(&[
+                    "admin",
+                    "realms",
+                    realm,
+                    "identity-provider",
+                    "import-config",
+                ]),
+                Some(&json!({"providerId": "saml", "fromUrl": from})),
+                &action,
+            )
+            .await?;
+        serde_json::from_str::<Map<String, Value>>(&answer.body)
+            .map_err(|e| unreadable(&action, &e.to_string()))
+    }
+
+    /// The provider's `ossature-` mappers: exactly the desired ones.
+    async fn ensure_provider_mappers(
+        &self,
+        realm: &str,
+        desired: &IdentityProviderSettings,
+    ) -> Result<bool, BackendError> {
+        let alias = desired.alias.as_str();
+        let segments = [
+            "admin",
+            "realms",
+            realm,
+            "identity-provider",
+            "instances",
+            alias,
+            "mappers",
+        ];
+        let action = format!("configure mappers of identity provider {alias} in realm {realm}");
+        let live = self
+            .read(self.url(&segments), &action)
+            .await?
+            .unwrap_or_default();
+        let live = live.as_array().cloned().unwrap_or_default();
+        let mut wrote = false;
+        for wanted in &desired.mappers {
+            let name = wanted
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let existing = live
+                .iter()
+                .find(|m| m.get("name").and_then(Value::as_str) == Some(name));
+            let same = existing.is_some_and(|m| {
+                m.get("identityProviderMapper") == wanted.get("identityProviderMapper")
+                    && wanted
+                        .get("config")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                        .all(|(k, v)| m.get("config").and_then(|c| c.get(k)) == Some(v))
+            });
+            if same {
+                continue;
+            }
+            match existing.and_then(|m| m.get("id")).and_then(Value::as_str) {
+                Some(id) => {
+                    let mut body = wanted.clone();
+                    body["id"] = json!(id);
+                    let mut url = self.url(&segments);
+                    push_segments(&mut url, &[id]);
+                    self.write(Method::PUT, url, Some(&body), &action).await?;
+                }
+                None => {
+                    self.write(Method::POST, self.url(&segments), Some(wanted), &action)
+                        .await?;
+                }
+            }
+            wrote = true;
+        }
+        let wanted: BTreeSet<&str> = desired
+            .mappers
+            .iter()
+            .filter_map(|m| m.get("name").and_then(Value::as_str))
+            .collect();
+        for stale in live.iter().filter(|m| {
+            m.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.starts_with("ossature-") && !wanted.contains(n))
+        }) {
+            let id = str_field(stale, "id", &action)?;
+            let mut url = self.url(&segments);
+            push_segments(&mut url, &[id]);
+            self.call(Verb::Write, Method::DELETE, url, None, &action)
+                .await?;
+            wrote = true;
+        }
+        Ok(wrote)
+    }
+
+    /// Deletes the identity providers Ossature made that are no longer
+    /// wanted: among the organization's (shared realm) or the realm's own.
+    pub async fn prune_identity_providers(
+        &self,
+        realm: &str,
+        organization: Option<&str>,
+        keep: &[String],
+    ) -> Result<Vec<Change>, BackendError> {
+        let action = format!("list identity providers in realm {realm}");
+        let listed = match organization {
+            Some(id) => {
+                self.read(
+                    self.url(&[
+                        "admin",
+                        "realms",
+                        realm,
+                        "organizations",
+                        id,
+                        "identity-providers",
+                    ]),
+                    &action,
+                )
+                .await?
+            }
+            None => {
+                self.read(
+                    self.url(&["admin", "realms", realm, "identity-provider", "instances"]),
+                    &action,
+                )
+                .await?
+            }
+        };
+        let mut changes = Vec::new();
+        for provider in listed
+            .as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let alias = provider
+                .get("alias")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let ours = provider
+                .get("config")
+                .and_then(|c| c.get(MANAGED_CONFIG))
+                .and_then(Value::as_str)
+                == Some("true");
+            if ours && !keep.iter().any(|k| k == alias) {
+                changes.push(self.delete_identity_provider(realm, alias).await?);
+            }
+        }
+        Ok(changes)
+    }
+
+    pub async fn delete_identity_provider(
+        &self,
+        realm: &str,
+        alias: &str,
+    ) -> Result<Change, BackendError> {
+        let action = format!("delete identity provider {alias} in realm {realm}");
+        let mut url = self.url(&["admin", "realms", realm, "identity-provider", "instances"]);
+        push_segments(&mut url, &[alias]);
+        let answer = self
+            .call(Verb::Write, Method::DELETE, url, None, &action)
+            .await?;
+        deletion(answer, &action)
+    }
+
+    /// Where a person's login at the provider comes back (OIDC redirect URI,
+    /// SAML assertion consumer), and where the SAML service provider
+    /// metadata is published, for the provider's administrators.
+    pub fn broker_endpoint(&self, realm: &str, alias: &str) -> String {
+        let mut url = self.url(&["realms", realm, "broker", alias, "endpoint"]);
+        url.set_query(None);
+        url.to_string()
     }
 
     /// Ensures the `ossature-scopes` client scope exists, is a default scope
@@ -1249,6 +1547,7 @@ fn client_fields(desired: &ClientSettings) -> Value {
         "publicClient": true,
         "standardFlowEnabled": true,
         "directAccessGrantsEnabled": true,
+        "redirectUris": desired.redirect_uris,
         "attributes": {
             "access.token.lifespan": desired.access_token_lifespan_seconds.to_string(),
         },
@@ -1270,7 +1569,19 @@ pub fn client_patch(current: &Value, desired: &ClientSettings) -> Option<Value> 
     let want = client_fields(desired);
     let mut diff = Map::new();
     for (key, value) in want.as_object().into_iter().flatten() {
-        if key == "attributes" {
+        if key == "redirectUris" {
+            // A set in Keycloak: its order is not ours.
+            let set = |v: Option<&Value>| -> BTreeSet<String> {
+                v.and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            };
+            if set(current.get(key)) != set(Some(value)) {
+                diff.insert(key.clone(), value.clone());
+            }
+        } else if key == "attributes" {
             let differs = value
                 .as_object()
                 .into_iter()

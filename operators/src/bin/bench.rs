@@ -45,7 +45,7 @@ const CLOCK_TICKS: f64 = 100.0;
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long deleted namespaces get to finish terminating before they count
 /// as left behind.
-const NAMESPACE_GRACE: Duration = Duration::from_secs(120);
+const NAMESPACE_GRACE: Duration = Duration::from_secs(300);
 const OPERATOR_START_TIMEOUT: Duration = Duration::from_secs(120);
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
@@ -303,7 +303,7 @@ async fn run_baseline(
         .iter()
         .map(|n| TenantNames::new(n).namespace)
         .collect();
-    let remaining = namespaces_remaining(client, &namespaces, NAMESPACE_GRACE).await?;
+    let (remaining, _) = namespaces_remaining(client, &namespaces, NAMESPACE_GRACE).await?;
     if remaining > 0 {
         eprintln!("warning: {remaining} baseline namespaces still terminating");
     }
@@ -533,24 +533,29 @@ async fn remove_one(
 
 /// Waits up to `limit` for the named namespaces to be gone (terminating ones
 /// are emptied first) and returns how many remain.
+/// Namespaces of `names` still present after up to `limit`: (left behind,
+/// terminating). A terminating one was deleted and Kubernetes' namespace
+/// controller is still emptying it; one not terminating was left behind.
 async fn namespaces_remaining(
     client: &kube::Client,
     names: &BTreeSet<String>,
     limit: Duration,
-) -> Result<usize> {
+) -> Result<(usize, usize)> {
     let api: Api<Namespace> = Api::all(client.clone());
     let started = Instant::now();
     loop {
-        let present = api
+        let present: Vec<bool> = api
             .list_metadata(&ListParams::default())
             .await
             .context("listing namespaces")?
             .items
             .iter()
             .filter(|ns| ns.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
-            .count();
-        if present == 0 || started.elapsed() >= limit {
-            return Ok(present);
+            .map(|ns| ns.metadata.deletion_timestamp.is_some())
+            .collect();
+        if present.is_empty() || started.elapsed() >= limit {
+            let terminating = present.iter().filter(|t| **t).count();
+            return Ok((present.len() - terminating, terminating));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -920,6 +925,8 @@ async fn delete_all(
 #[derive(Default)]
 struct Leftovers {
     namespaces: usize,
+    /// Deleted, still being emptied by Kubernetes: not counted as left.
+    terminating: usize,
     keycloak: usize,
     pulsar: usize,
     openbao: usize,
@@ -935,8 +942,8 @@ impl Display for Leftovers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "kubernetes {}  keycloak {}  pulsar {}  openbao {}",
-            self.namespaces, self.keycloak, self.pulsar, self.openbao
+            "kubernetes {}  keycloak {}  pulsar {}  openbao {}  (namespaces still terminating: {})",
+            self.namespaces, self.keycloak, self.pulsar, self.openbao, self.terminating
         )
     }
 }
@@ -969,8 +976,10 @@ async fn leftovers(
         .buffer_unordered(args.concurrency())
         .try_collect()
         .await?;
+    let (left, terminating) = namespaces_remaining(client, &namespaces, NAMESPACE_GRACE).await?;
     Ok(Leftovers {
-        namespaces: namespaces_remaining(client, &namespaces, NAMESPACE_GRACE).await?,
+        namespaces: left,
+        terminating,
         keycloak: per_tenant.iter().map(|(k, _)| k).sum(),
         pulsar: per_tenant.iter().filter(|(_, p)| *p).count(),
         openbao,

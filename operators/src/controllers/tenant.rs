@@ -63,7 +63,38 @@ impl Reconciled for Tenant {
                 return Ok(plan);
             }
         };
-        identity_step(self, &mut plan, ctx, &names, isolation).await;
+        let providers = match identity_providers(self, ctx, isolation).await {
+            Ok(providers) => providers,
+            Err(failure) => {
+                plan.outcomes.push(Outcome::failed(
+                    conditions::REALM_READY,
+                    failure.category,
+                    failure.message,
+                ));
+                Vec::new()
+            }
+        };
+        let realm_for_status = match isolation {
+            Isolation::Organization => {
+                desired::shared_realm(self.spec.tenant_type, &self.spec.residency)
+            }
+            Isolation::Realm => names.realm.clone(),
+        };
+        plan.status.identity_providers = self
+            .spec
+            .identity
+            .identity_providers
+            .iter()
+            .zip(&providers)
+            .map(|(p, settings)| ossature_crds::IdentityProviderStatus {
+                alias: p.alias.clone(),
+                keycloak_alias: settings.alias.clone(),
+                endpoint: ctx
+                    .keycloak
+                    .broker_endpoint(&realm_for_status, &settings.alias),
+            })
+            .collect();
+        identity_step(self, &mut plan, ctx, &names, isolation, providers).await;
 
         match desired::allowed_clusters(&self.spec.residency, &ctx.settings.clusters_by_region) {
             Some(clusters) => {
@@ -153,6 +184,15 @@ impl Reconciled for Tenant {
                 // Never the shared realm: only what is this tenant's in it.
                 let shared = desired::shared_realm(self.spec.tenant_type, &self.spec.residency);
                 ctx.keycloak.delete_client(&shared, &names.tenant).await?;
+                if let Some(org) = self
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.organization_id.as_deref())
+                {
+                    ctx.keycloak
+                        .prune_identity_providers(&shared, Some(org), &[])
+                        .await?;
+                }
                 ctx.keycloak
                     .delete_organization(&shared, &names.tenant)
                     .await?;
@@ -187,6 +227,38 @@ impl Reconciled for Tenant {
         super::watch_namespace_objects(controller, &watch.client, |tenant, environment| {
             environment.is_none().then(|| ObjectRef::new(tenant))
         })
+        // A Secret handed to it (labelled): an identity provider's client secret.
+        .watches(
+            Api::<k8s_openapi::api::core::v1::Secret>::all(watch.client.clone()),
+            kube::runtime::watcher::Config::default().labels(desired::TENANT_LABEL),
+            |secret| {
+                let tenant = secret
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get(desired::TENANT_LABEL)?;
+                Some(ObjectRef::<Tenant>::new(tenant))
+            },
+        )
+        // A scope its identity providers map people to.
+        .watches(
+            Api::<Scope>::all(watch.client.clone()),
+            kube::runtime::watcher::Config::default(),
+            {
+                let stores = watch.stores.clone();
+                move |scope: Scope| {
+                    let tenant = super::tenant_of(scope.metadata.namespace.as_deref()?)?;
+                    let maps = stores
+                        .tenant(tenant)?
+                        .spec
+                        .identity
+                        .identity_providers
+                        .iter()
+                        .any(|p| p.scopes.iter().any(|m| m.scope == scope.name_any()));
+                    maps.then(|| ObjectRef::<Tenant>::new(tenant))
+                }
+            },
+        )
         // A dedicated realm freed (its tenant deleted) lets a waiting one in.
         .watches(
             Api::<Tenant>::all(watch.client.clone()),
@@ -293,6 +365,7 @@ async fn identity_step<'a>(
     ctx: &'a Context,
     names: &TenantNames,
     isolation: Isolation,
+    providers: Vec<desired::IdentityProviderSettings>,
 ) {
     let client = desired::client_settings(names, &tenant.spec, isolation);
     plan.status.isolation = Some(isolation);
@@ -305,11 +378,13 @@ async fn identity_step<'a>(
                 conditions::REALM_READY,
                 format!("realm {}", realm.name),
                 async move {
-                    Ok::<_, BackendError>(vec![
+                    let mut changes = vec![
                         ctx.keycloak.ensure_realm(&realm).await?,
                         ctx.keycloak.ensure_scope_claim(&realm.name).await?,
                         ctx.keycloak.ensure_client(&realm.name, &client).await?,
-                    ])
+                    ];
+                    changes.extend(federate(ctx, &realm.name, None, &providers).await?);
+                    Ok::<_, BackendError>(changes)
                 },
             ));
         }
@@ -370,11 +445,113 @@ async fn identity_step<'a>(
                     let (organization, found) = organization?;
                     let _ = id.set(found);
                     let client = client?;
-                    Ok(vec![organization, client])
+                    let mut changes = vec![organization, client];
+                    if let Some(org) = id.get() {
+                        changes.extend(federate(ctx, &shared, Some(org), &providers).await?);
+                    }
+                    Ok(changes)
                 },
             ));
         }
     }
+}
+
+/// The tenant's identity providers as Keycloak gets them: OIDC client
+/// secrets from labelled Secrets of its namespace, scopes as their paths.
+async fn identity_providers(
+    tenant: &Tenant,
+    ctx: &Context,
+    isolation: Isolation,
+) -> Result<Vec<desired::IdentityProviderSettings>, Failure> {
+    let name = tenant.name_any();
+    let namespace = format!("tn-{name}");
+    let providers = &tenant.spec.identity.identity_providers;
+    if providers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scopes = ctx.stores.scopes_in(&namespace);
+    let tree = crate::scope_tree::ScopeTree::new(
+        scopes.iter().map(|s| (s.name_any(), s.spec.parent.clone())),
+    );
+    let paths: std::collections::BTreeMap<String, String> = scopes
+        .iter()
+        .filter_map(|s| {
+            let path = tree.path(&s.name_any()).ok()?;
+            Some((s.name_any(), crate::scope_tree::path_string(&path)))
+        })
+        .collect();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(ctx.client.clone(), &namespace);
+    let mut settings = Vec::new();
+    for provider in providers {
+        let secret = match &provider.oidc {
+            None => None,
+            Some(oidc) => {
+                let reference = &oidc.client_secret;
+                ctx.calls.record(Backend::Kubernetes, Verb::Read);
+                let found = secrets.get_opt(&reference.name).await?;
+                let missing = |why: &str| Failure {
+                    category: reasons::SECRET_NOT_USABLE,
+                    message: format!(
+                        "identity provider {}: Secret {namespace}/{} {why}",
+                        provider.alias, reference.name
+                    ),
+                };
+                let found = found.ok_or_else(|| missing("does not exist"))?;
+                let labelled = found
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(desired::TENANT_LABEL))
+                    == Some(&name);
+                if !labelled {
+                    return Err(missing(&format!(
+                        "is not labelled {}={name}; label it to hand it to Ossature",
+                        desired::TENANT_LABEL
+                    )));
+                }
+                let value = found
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&reference.key))
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                    .ok_or_else(|| missing(&format!("has no key {}", reference.key)))?;
+                Some(value)
+            }
+        };
+        settings.push(desired::identity_provider_settings(
+            &name,
+            isolation,
+            provider,
+            secret.as_deref(),
+            &paths,
+        ));
+    }
+    Ok(settings)
+}
+
+/// Each identity provider in place, and no other of Ossature's.
+async fn federate(
+    ctx: &Context,
+    realm: &str,
+    organization: Option<&str>,
+    providers: &[desired::IdentityProviderSettings],
+) -> Result<Vec<Change>, BackendError> {
+    let mut changes = Vec::new();
+    for provider in providers {
+        changes.push(
+            ctx.keycloak
+                .ensure_identity_provider(realm, organization, provider)
+                .await?,
+        );
+    }
+    let keep: Vec<String> = providers.iter().map(|p| p.alias.clone()).collect();
+    changes.extend(
+        ctx.keycloak
+            .prune_identity_providers(realm, organization, &keep)
+            .await?,
+    );
+    Ok(changes)
 }
 
 /// The KV mount, transit key and policy; for a tenant never provisioned,

@@ -245,7 +245,14 @@ async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<A
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .or_else(|e| match e {
+        // A cleanup run again from a stale store entry, after the object was
+        // removed: done already.
+        finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        e => Err(Error::Finalizer(Box::new(e))),
+    });
     ctx.metrics
         .run(K::CONTROLLER, result.is_ok(), started.elapsed());
     result
