@@ -522,27 +522,44 @@ impl Keycloak {
         realm: &str,
         alias: &str,
     ) -> Result<Change, BackendError> {
-        let action = format!("delete organization {alias} in realm {realm}");
-        let found = match self.organization(realm, alias).await {
+        let found = self.organization(realm, alias).await;
+        self.delete_found(
+            realm,
+            "organizations",
+            found,
+            &format!("delete organization {alias} in realm {realm}"),
+        )
+        .await
+    }
+
+    /// Deletes what a lookup `found` in `collection` of the realm; a realm
+    /// that is gone took it along.
+    async fn delete_found(
+        &self,
+        realm: &str,
+        collection: &str,
+        found: Result<Option<Value>, BackendError>,
+        action: &str,
+    ) -> Result<Change, BackendError> {
+        let found = match found {
             Ok(found) => found,
-            // The shared realm is gone: so is the organization.
             Err(BackendError::Refused { status: 404, .. }) => None,
             Err(e) => return Err(e),
         };
         let Some(current) = found else {
             return Ok(Change::Absent);
         };
-        let id = str_field(&current, "id", &action)?;
+        let id = str_field(&current, "id", action)?;
         let answer = self
             .call(
                 Verb::Write,
                 Method::DELETE,
-                self.url(&["admin", "realms", realm, "organizations", id]),
+                self.url(&["admin", "realms", realm, collection, id]),
                 None,
-                &action,
+                action,
             )
             .await?;
-        deletion(answer, &action)
+        deletion(answer, action)
     }
 
     /// The client with this clientId (a lookup by its unique key).
@@ -696,26 +713,14 @@ impl Keycloak {
         realm: &str,
         client_id: &str,
     ) -> Result<Change, BackendError> {
-        let action = format!("delete client {client_id} of realm {realm}");
-        let found = match self.client(realm, client_id).await {
-            Ok(found) => found,
-            Err(BackendError::Refused { status: 404, .. }) => None,
-            Err(e) => return Err(e),
-        };
-        let Some(current) = found else {
-            return Ok(Change::Absent);
-        };
-        let id = str_field(&current, "id", &action)?;
-        let answer = self
-            .call(
-                Verb::Write,
-                Method::DELETE,
-                self.url(&["admin", "realms", realm, "clients", id]),
-                None,
-                &action,
-            )
-            .await?;
-        deletion(answer, &action)
+        let found = self.client(realm, client_id).await;
+        self.delete_found(
+            realm,
+            "clients",
+            found,
+            &format!("delete client {client_id} of realm {realm}"),
+        )
+        .await
     }
 
     /// In a shared realm: the built-in `organization` client scope also maps
