@@ -261,11 +261,16 @@ async fn main() -> Result<()> {
         std::env::var("HOSTNAME").unwrap_or_else(|_| "ossature".into()),
         std::process::id()
     );
-    let held = ossature_operator::shared::hold(ctx.clone(), args.lease_namespace.clone(), identity);
+    let held = ossature_operator::shared::hold(
+        ctx.clone(),
+        args.lease_namespace.clone(),
+        identity.clone(),
+    );
     tokio::select! {
         _ = controllers.run(ctx.clone(), args.concurrency) => {}
-        _ = ossature_operator::shared::manage_realms(ctx, held) => {}
+        _ = ossature_operator::shared::manage_realms(ctx.clone(), held) => {}
     }
+    ossature_operator::shared::release(&ctx, &args.lease_namespace, &identity).await;
     info!("ossature-operator stopped");
     Ok(())
 }

@@ -117,6 +117,28 @@ pub fn hold(ctx: Arc<Context>, namespace: String, me: String) -> watch::Receiver
     rx
 }
 
+/// Hands the lease back on shutdown, so another instance takes over at once
+/// rather than when it expires.
+pub async fn release(ctx: &Context, namespace: &str, me: &str) {
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
+    let Ok(Some(mut lease)) = api.get_opt(LEASE).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(me) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    ctx.metrics.lease_write();
+    match api.replace(LEASE, &PostParams::default(), &lease).await {
+        Ok(_) => info!(lease = LEASE, "shared realms handed over"),
+        Err(e) => warn!("could not hand over lease {namespace}/{LEASE}: {e}"),
+    }
+}
+
 /// While this instance holds the lease: provisions every shared realm and
 /// keeps it from drifting, at every resync (sooner after a failure).
 pub async fn manage_realms(ctx: Arc<Context>, mut held: watch::Receiver<bool>) {

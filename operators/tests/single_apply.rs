@@ -25,7 +25,7 @@ fn tenant_file(name: &str, sel: &str, order: fn(&mut Vec<String>)) -> String {
             d.replace(
                 &format!("kind: Tenant\nmetadata:\n  name: {name}\n"),
                 &format!(
-                    "kind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {TEST_LABEL}: {sel}\n"
+                    "kind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {TEST_LABEL}: \"{sel}\"\n"
                 ),
             )
         })

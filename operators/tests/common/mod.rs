@@ -19,7 +19,18 @@ pub struct Operator {
 }
 
 impl Drop for Operator {
+    /// Stops it as a platform would (SIGTERM), so it hands over what it
+    /// holds; kills it if it lingers.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -31,6 +42,12 @@ pub const TEST_LABEL: &str = "ossature.dev/test";
 
 /// The operator at its default settings, managing only tenants labelled
 /// `TEST_LABEL=<selector>`.
+impl Operator {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 pub fn start_operator(env: &BTreeMap<String, String>, selector: &str) -> Operator {
     start_operator_with(env, selector, &[])
 }
