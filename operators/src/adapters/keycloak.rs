@@ -389,13 +389,27 @@ impl Keycloak {
             .append_pair("exact", "true")
             .append_pair("briefRepresentation", "false");
         let action = format!("find organization {alias} in realm {realm}");
+        self.find_by(url, &action, realm, "alias", alias).await
+    }
+
+    /// The one item of a search answer whose `key` is `value` (the searches
+    /// go by a unique key); a missing realm is an error.
+    async fn find_by(
+        &self,
+        url: Url,
+        action: &str,
+        realm: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<Value>, BackendError> {
         let found = self
-            .read(url, &action)
+            .read(url, action)
             .await?
-            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
-        Ok(found.as_array().and_then(|orgs| {
-            orgs.iter()
-                .find(|o| o.get("alias").and_then(Value::as_str) == Some(alias))
+            .ok_or_else(|| not_found(action, &format!("realm {realm} does not exist")))?;
+        Ok(found.as_array().and_then(|items| {
+            items
+                .iter()
+                .find(|i| i.get(key).and_then(Value::as_str) == Some(value))
                 .cloned()
         }))
     }
@@ -407,33 +421,11 @@ impl Keycloak {
         desired: &OrganizationSettings,
     ) -> Result<(Change, String), BackendError> {
         let alias = desired.alias.as_str();
-        let body = |id: Option<&str>| {
-            let mut body = json!({
-                "name": alias, "alias": alias, "enabled": true,
-                "description": desired.description,
-            });
-            if let Some(id) = id {
-                body["id"] = json!(id);
-            }
-            body
-        };
         let Some(current) = self.organization(realm, alias).await? else {
-            let action = format!("create organization {alias} in realm {realm}");
-            let answer = self
-                .write(
-                    Method::POST,
-                    self.url(&["admin", "realms", realm, "organizations"]),
-                    Some(&body(None)),
-                    &action,
-                )
-                .await?;
-            let id = answer
-                .location
-                .as_deref()
-                .and_then(id_from_location)
-                .ok_or_else(|| unreadable(&action, "no Location header with the new id"))?
-                .to_string();
-            return Ok((Change::Created, id));
+            return self
+                .create_organization(realm, desired)
+                .await?
+                .ok_or_else(|| raced(&format!("create organization {alias} in realm {realm}")));
         };
         let action = format!("update organization {alias} in realm {realm}");
         let id = str_field(&current, "id", &action)?.to_string();
@@ -445,7 +437,8 @@ impl Keycloak {
             return Ok((Change::Unchanged, id));
         }
         // PUT replaces the domains too: keep the ones Keycloak holds.
-        let mut update = body(Some(&id));
+        let mut update = organization_body(desired);
+        update["id"] = json!(id);
         update["domains"] = current.get("domains").cloned().unwrap_or(json!([]));
         self.write(
             Method::PUT,
@@ -466,16 +459,12 @@ impl Keycloak {
     ) -> Result<Option<(Change, String)>, BackendError> {
         let alias = desired.alias.as_str();
         let action = format!("create organization {alias} in realm {realm}");
-        let body = json!({
-            "name": alias, "alias": alias, "enabled": true,
-            "description": desired.description,
-        });
         let answer = self
             .call(
                 Verb::Write,
                 Method::POST,
                 self.url(&["admin", "realms", realm, "organizations"]),
-                Some(&body),
+                Some(&organization_body(desired)),
                 &action,
             )
             .await?;
@@ -567,15 +556,8 @@ impl Keycloak {
         let mut url = self.url(&["admin", "realms", realm, "clients"]);
         url.query_pairs_mut().append_pair("clientId", client_id);
         let action = format!("read client {client_id} of realm {realm}");
-        let found = self
-            .read(url, &action)
-            .await?
-            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
-        Ok(found.as_array().and_then(|c| {
-            c.iter()
-                .find(|c| c.get("clientId").and_then(Value::as_str) == Some(client_id))
-                .cloned()
-        }))
+        self.find_by(url, &action, realm, "clientId", client_id)
+            .await
     }
 
     /// The tenant's client: created, or its managed settings, mappers and
@@ -587,14 +569,10 @@ impl Keycloak {
     ) -> Result<Change, BackendError> {
         let client_id = desired.client_id.as_str();
         let Some(current) = self.client(realm, client_id).await? else {
-            self.write(
-                Method::POST,
-                self.url(&["admin", "realms", realm, "clients"]),
-                Some(&new_client(desired)),
-                &format!("create client {client_id} in realm {realm}"),
-            )
-            .await?;
-            return Ok(Change::Created);
+            return self
+                .create_client(realm, desired)
+                .await?
+                .ok_or_else(|| raced(&format!("create client {client_id} in realm {realm}")));
         };
         let action = format!("update client {client_id} of realm {realm}");
         let id = str_field(&current, "id", &action)?.to_string();
@@ -1542,6 +1520,25 @@ pub fn mapper_patch(current: &Value) -> Option<Value> {
     rep.insert("protocolMapper".into(), json!(MAPPER_TYPE));
     rep.insert("config".into(), Value::Object(merged));
     Some(Value::Object(rep))
+}
+
+/// An organization as Ossature wants it; its name is its alias.
+fn organization_body(desired: &OrganizationSettings) -> Value {
+    json!({
+        "name": desired.alias, "alias": desired.alias, "enabled": true,
+        "description": desired.description,
+    })
+}
+
+/// Created by someone else between our read and our create: the next
+/// reconcile finds it.
+fn raced(action: &str) -> BackendError {
+    BackendError::Refused {
+        backend: Backend::Keycloak,
+        action: action.into(),
+        status: StatusCode::CONFLICT.as_u16(),
+        body: "it appeared after it was looked up; it is read again on retry".into(),
+    }
 }
 
 /// The client fields Ossature manages.

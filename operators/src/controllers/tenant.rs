@@ -104,19 +104,13 @@ impl Reconciled for Tenant {
                     conditions::MESSAGING_READY,
                     format!("Pulsar tenant {tenant}"),
                     async move {
-                        // Never provisioned: create without reading first.
-                        let created = match fresh {
-                            true => ctx.pulsar.create_tenant(&tenant, &clusters).await?,
-                            false => None,
-                        };
-                        match created {
-                            Some(created) => Ok(vec![created]),
-                            None => ctx
-                                .pulsar
-                                .ensure_tenant(&tenant, &clusters)
-                                .await
-                                .map(|c| vec![c]),
-                        }
+                        create_or_ensure(
+                            fresh,
+                            ctx.pulsar.create_tenant(&tenant, &clusters),
+                            ctx.pulsar.ensure_tenant(&tenant, &clusters),
+                        )
+                        .await
+                        .map(|c| vec![c])
                     },
                 ));
             }
@@ -420,27 +414,16 @@ async fn identity_step<'a>(
                     }
                     // The organization and the client do not depend on each other.
                     let (organization, client) = tokio::join!(
-                        async {
-                            // Never provisioned: create without reading first.
-                            let created = match fresh {
-                                true => ctx.keycloak.create_organization(&shared, &organization).await?,
-                                false => None,
-                            };
-                            match created {
-                                Some(created) => Ok(created),
-                                None => ctx.keycloak.ensure_organization(&shared, &organization).await,
-                            }
-                        },
-                        async {
-                            let created = match fresh {
-                                true => ctx.keycloak.create_client(&shared, &client).await?,
-                                false => None,
-                            };
-                            match created {
-                                Some(created) => Ok(created),
-                                None => ctx.keycloak.ensure_client(&shared, &client).await,
-                            }
-                        },
+                        create_or_ensure(
+                            fresh,
+                            ctx.keycloak.create_organization(&shared, &organization),
+                            ctx.keycloak.ensure_organization(&shared, &organization),
+                        ),
+                        create_or_ensure(
+                            fresh,
+                            ctx.keycloak.create_client(&shared, &client),
+                            ctx.keycloak.ensure_client(&shared, &client),
+                        ),
                     );
                     let (organization, found) = organization?;
                     let _ = id.set(found);
@@ -454,6 +437,20 @@ async fn identity_step<'a>(
             ));
         }
     }
+}
+
+/// For a tenant never provisioned, creates without reading first; else, or
+/// when the create met an existing object, reads, compares and writes.
+/// (Futures are lazy: the one not needed never calls its backend.)
+async fn create_or_ensure<T, E>(
+    fresh: bool,
+    create: impl Future<Output = Result<Option<T>, E>>,
+    ensure: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    if fresh && let Some(created) = create.await? {
+        return Ok(created);
+    }
+    ensure.await
 }
 
 /// The tenant's identity providers as Keycloak gets them: OIDC client
