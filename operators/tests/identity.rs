@@ -101,13 +101,14 @@ impl Admin {
     }
 }
 
-fn totp() -> String {
+/// The current code of a TOTP credential with `secret`.
+fn totp(secret: &str) -> String {
     totp_rs::TOTP::new_unchecked(
         totp_rs::Algorithm::SHA1,
         6,
         1,
         30,
-        OTP_SECRET.as_bytes().to_vec(),
+        secret.as_bytes().to_vec(),
     )
     .generate_current()
     .unwrap()
@@ -129,7 +130,7 @@ async fn login(
         ("scope", "openid".to_string()),
     ];
     if otp {
-        form.push(("otp", totp()));
+        form.push(("otp", totp(OTP_SECRET)));
     }
     let response = http()
         .post(format!(
@@ -533,27 +534,26 @@ async fn browse(
     panic!("too many redirects");
 }
 
-/// The action of form `id` on a Keycloak page.
+/// The action of form `id` on a Keycloak page (wherever the attribute sits
+/// in the tag).
 fn form_action(page: &str, id: &str) -> String {
-    let form = &page[page
+    let at = page
         .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no form {id}: {page}"))..];
-    let start = form.find("action=\"").unwrap() + "action=\"".len();
-    let end = start + form[start..].find('"').unwrap();
-    form[start..end].replace("&amp;", "&")
+        .unwrap_or_else(|| panic!("no form {id}: {page}"));
+    let open = page[..at].rfind("<form").unwrap();
+    let tag = &page[open..open + page[open..].find('>').unwrap()];
+    let start = tag
+        .find("action=\"")
+        .unwrap_or_else(|| panic!("form {id} has no action: {tag}"))
+        + "action=\"".len();
+    let end = start + tag[start..].find('"').unwrap();
+    tag[start..end].replace("&amp;", "&")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
-    let env = ossature_bootstrap::ensure_up().await.unwrap();
-    let client = kube_client(&env).await;
-    install_crds(&client).await;
-    let sel = suffix();
-    let _operator = start_operator(&env, &sel);
-    let kc = env["OSSATURE_KEYCLOAK_URL"].clone();
-    let admin = Admin::new(&env).await;
-
-    // The customer's own identity provider: another realm of the same Keycloak.
+/// The customer's own OIDC identity provider: another realm of the same
+/// Keycloak, with a client for the tenant's broker and a person, `carol-…`,
+/// in its group eu-admins. Returns the realm, the client secret and her name.
+async fn customer_realm(admin: &Admin) -> (String, String, String) {
     let customer = format!("cust{}", suffix());
     let secret = format!("s{}", suffix());
     let (code, body, _) = admin
@@ -590,27 +590,31 @@ async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
         )
         .await;
     assert_eq!(code, 201);
-    let carol = admin.user(&customer, "carol").await;
+    // Unique: a shared realm holds the people of every Organization tenant.
+    let carol = format!("carol-{customer}");
+    let carol_id = admin.user(&customer, &carol).await;
     let (code, _, _) = admin
         .send(
             reqwest::Method::PUT,
             &format!(
-                "{customer}/users/{carol}/groups/{}",
+                "{customer}/users/{carol_id}/groups/{}",
                 group.unwrap().rsplit('/').next().unwrap()
             ),
             None,
         )
         .await;
     assert_eq!(code, 204);
+    (customer, secret, carol)
+}
 
-    // The tenant, with its own realm, the customer's OIDC provider and a SAML one.
-    let name = format!("fed{}", suffix());
-    let ns = format!("tn-{name}");
+/// The tenant's namespace with the Secret holding the broker's client secret.
+async fn namespace_with_secret(client: &kube::Client, tenant: &str, secret: &str) {
+    let ns = format!("tn-{tenant}");
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
             &serde_json::from_value(
-                json!({"metadata": {"name": ns, "labels": {"ossature.dev/tenant": name}}}),
+                json!({"metadata": {"name": ns, "labels": {"ossature.dev/tenant": tenant}}}),
             )
             .unwrap(),
         )
@@ -620,13 +624,137 @@ async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({
-                "metadata": {"name": "corp-idp", "labels": {"ossature.dev/tenant": name}},
+                "metadata": {"name": "corp-idp", "labels": {"ossature.dev/tenant": tenant}},
                 "stringData": {"client-secret": secret},
             }))
             .unwrap(),
         )
         .await
         .unwrap();
+}
+
+/// The customer's provider as the tenant declares it, its group eu-admins
+/// mapped to scope eu.
+fn corp_provider(kc: &str, customer: &str) -> Value {
+    let issuer = format!("{kc}/realms/{customer}");
+    json!({"alias": "corp", "displayName": "Corp SSO", "oidc": {
+        "issuer": issuer,
+        "authorizationUrl": format!("{issuer}/protocol/openid-connect/auth"),
+        "tokenUrl": format!("{issuer}/protocol/openid-connect/token"),
+        "jwksUrl": format!("{issuer}/protocol/openid-connect/certs"),
+        "clientId": "ossature",
+        "clientSecret": {"name": "corp-idp", "key": "client-secret"}},
+     "scopes": [{"claim": "groups", "value": "eu-admins", "scope": "eu"}]})
+}
+
+/// The value of the input `name` on a Keycloak page.
+fn input_value(page: &str, name: &str) -> String {
+    let input = &page[page
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no input {name}: {page}"))..];
+    let start = input.find("value=\"").unwrap() + "value=\"".len();
+    let end = start + input[start..].find('"').unwrap();
+    input[start..end].to_string()
+}
+
+/// `person` of the customer logs in to `client` of `realm` through the
+/// provider `alias`, as a browser would: the customer's login page, then,
+/// where the tenant's realm requires MFA, enrolling a TOTP credential on
+/// Keycloak's page with a computed code. Returns the tenant's tokens.
+async fn log_in_through_the_broker(
+    kc: &str,
+    realm: &str,
+    client: &str,
+    alias: &str,
+    person: &str,
+    back: &str,
+) -> Value {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = browser
+        .get(format!("{kc}/realms/{realm}/protocol/openid-connect/auth"))
+        .query(&[
+            ("client_id", client),
+            ("response_type", "code"),
+            ("scope", "openid"),
+            ("redirect_uri", back),
+            ("kc_idp_hint", alias),
+        ]);
+    let (code, page, _) = browse(&browser, start, kc).await;
+    assert_eq!(code, 200, "the customer's login page");
+    let login = browser.post(form_action(&page, "kc-form-login")).form(&[
+        ("username", person),
+        ("password", PASSWORD),
+        ("credentialId", ""),
+    ]);
+    let (mut code, mut page, mut location) = browse(&browser, login, kc).await;
+    if code == 200 && page.contains("kc-otp-login-form") {
+        // The customer's own second factor.
+        let otp = browser
+            .post(form_action(&page, "kc-otp-login-form"))
+            .form(&[("otp", totp(OTP_SECRET)), ("login", "Sign In".into())]);
+        (code, page, location) = browse(&browser, otp, kc).await;
+    }
+    let mut enrolled = false;
+    if code == 200 && page.contains("kc-totp-settings-form") {
+        // First login to a tenant that requires MFA: Keycloak asks for a
+        // second factor, and the secret it offers is on the page.
+        let secret = input_value(&page, "totpSecret");
+        let setup = browser
+            .post(form_action(&page, "kc-totp-settings-form"))
+            .form(&[
+                ("totp", totp(&secret)),
+                ("totpSecret", secret.clone()),
+                ("userLabel", "phone".into()),
+                ("mode", "manual".into()),
+            ]);
+        (code, page, location) = browse(&browser, setup, kc).await;
+        enrolled = true;
+    }
+    let location = location.unwrap_or_else(|| panic!("no way back ({code}): {page}"));
+    assert!(location.starts_with(back), "{location}");
+    let authorization = location
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let mut tokens: Value = http()
+        .post(format!("{kc}/realms/{realm}/protocol/openid-connect/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", authorization),
+            ("redirect_uri", back),
+            ("client_id", client),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["enrolled_totp"] = json!(enrolled);
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let kc = env["OSSATURE_KEYCLOAK_URL"].clone();
+    let admin = Admin::new(&env).await;
+    let (customer, secret, carol) = customer_realm(&admin).await;
+
+    // The tenant, with its own realm, the customer's OIDC provider and a SAML one.
+    let name = format!("fed{}", suffix());
+    namespace_with_secret(&client, &name, &secret).await;
     let back = "http://127.0.0.1:1/callback";
     let issuer = format!("{kc}/realms/{customer}");
     let tenants: Api<Tenant> = Api::all(client.clone());
@@ -640,14 +768,7 @@ async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
                     "isolation": "Realm", "mfaRequired": false,
                     "identityProviderFederation": true, "redirectUris": [back],
                     "identityProviders": [
-                        {"alias": "corp", "displayName": "Corp SSO", "oidc": {
-                            "issuer": issuer,
-                            "authorizationUrl": format!("{issuer}/protocol/openid-connect/auth"),
-                            "tokenUrl": format!("{issuer}/protocol/openid-connect/token"),
-                            "jwksUrl": format!("{issuer}/protocol/openid-connect/certs"),
-                            "clientId": "ossature",
-                            "clientSecret": {"name": "corp-idp", "key": "client-secret"}},
-                         "scopes": [{"claim": "groups", "value": "eu-admins", "scope": "eu"}]},
+                        corp_provider(&kc, &customer),
                         {"alias": "partner", "saml": {"metadataUrl": format!("{issuer}/protocol/saml/descriptor")}},
                     ],
                 }),
@@ -703,61 +824,10 @@ async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
     );
 
     // Carol logs in to the tenant through the broker, as a browser would.
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let start = browser
-        .get(format!("{kc}/realms/{name}/protocol/openid-connect/auth"))
-        .query(&[
-            ("client_id", name.as_str()),
-            ("response_type", "code"),
-            ("scope", "openid"),
-            ("redirect_uri", back),
-            ("kc_idp_hint", "corp"),
-        ]);
-    let (code, page, _) = browse(&browser, start, &kc).await;
-    assert_eq!(code, 200, "the customer's login page");
-    let login = browser.post(form_action(&page, "kc-form-login")).form(&[
-        ("username", "carol"),
-        ("password", PASSWORD),
-        ("credentialId", ""),
-    ]);
-    let (mut code, mut page, mut location) = browse(&browser, login, &kc).await;
-    if code == 200 && page.contains("kc-otp-login-form") {
-        // The customer's second factor.
-        let otp = browser
-            .post(form_action(&page, "kc-otp-login-form"))
-            .form(&[("otp", totp()), ("login", "Sign In".into())]);
-        (code, page, location) = browse(&browser, otp, &kc).await;
-    }
-    let location = location.unwrap_or_else(|| panic!("no way back ({code}): {page}"));
-    assert!(location.starts_with(back), "{location}");
-    let authorization = location
-        .split("code=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let tokens: Value = http()
-        .post(format!("{kc}/realms/{name}/protocol/openid-connect/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", authorization),
-            ("redirect_uri", back),
-            ("client_id", name.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens = log_in_through_the_broker(&kc, &name, &name, "corp", &carol, back).await;
     let claims = verified_claims(&env, &name, tokens["access_token"].as_str().unwrap()).await;
     assert!(accepted_by(&claims, &name, &name), "{claims}");
-    assert_eq!(claims["email"], "carol@example.test", "{claims}");
+    assert_eq!(claims["email"], format!("{carol}@example.test"), "{claims}");
     assert_eq!(
         claims["scopes"],
         json!(["/global/eu"]),
@@ -796,5 +866,109 @@ async fn people_of_a_customer_identity_provider_log_in_through_the_broker() {
         .await
         .unwrap();
     wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
+    admin.send(reqwest::Method::DELETE, &customer, None).await;
+}
+
+/// The same in a shared realm: the provider is linked to the tenant's
+/// organization, carol becomes a member on her first login, her group maps
+/// to the organization's scope group, and, the Business realm requiring
+/// MFA, she enrols a TOTP credential on Keycloak's page before her token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_of_a_customer_identity_provider_join_an_organization_tenant_through_the_broker() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let kc = env["OSSATURE_KEYCLOAK_URL"].clone();
+    let admin = Admin::new(&env).await;
+    let (customer, secret, carol) = customer_realm(&admin).await;
+
+    let name = format!("ofed{}", suffix());
+    namespace_with_secret(&client, &name, &secret).await;
+    let back = "http://127.0.0.1:1/callback";
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    tenants
+        .create(
+            &PostParams::default(),
+            &business(
+                &name,
+                &sel,
+                json!({
+                    "identityProviderFederation": true, "redirectUris": [back],
+                    "identityProviders": [corp_provider(&kc, &customer)],
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    ready_scopes(&client, &name).await;
+    let status = wait_for("the identity provider", Duration::from_secs(60), || {
+        let tenants = tenants.clone();
+        let name = name.clone();
+        async move {
+            let t = tenants.get(&name).await.ok().filter(ready)?;
+            (t.status.as_ref()?.identity_providers.len() == 1).then(|| t.status.unwrap())
+        }
+    })
+    .await;
+    let shared = "ossature-business-eu";
+    let alias = format!("{name}-corp");
+    assert_eq!(status.realm.as_deref(), Some(shared));
+    assert_eq!(
+        status.identity_providers[0].endpoint,
+        format!("{kc}/realms/{shared}/broker/{alias}/endpoint")
+    );
+    let org = status.organization_id.clone().unwrap();
+    let linked = admin
+        .get(&format!("{shared}/organizations/{org}/identity-providers"))
+        .await;
+    assert!(
+        linked
+            .as_array()
+            .is_some_and(|l| l.iter().any(|p| p["alias"] == alias.as_str())),
+        "the provider is the organization's: {linked}"
+    );
+
+    let tokens = log_in_through_the_broker(&kc, shared, &name, &alias, &carol, back).await;
+    assert_eq!(
+        tokens["enrolled_totp"], true,
+        "the Business realm asked for a second factor on the first login"
+    );
+    let claims = verified_claims(&env, shared, tokens["access_token"].as_str().unwrap()).await;
+    assert!(
+        accepted_by(&claims, &name, shared),
+        "carol is a member of the organization: {claims}"
+    );
+    assert_eq!(claims["email"], format!("{carol}@example.test"), "{claims}");
+    let groups = &claims["organization"][&name]["groups"];
+    assert!(
+        groups.as_array().is_some_and(|g| g
+            .iter()
+            .any(|p| p.as_str().unwrap_or_default().ends_with("/global/eu"))),
+        "the customer's group became the tenant's scope: {claims}"
+    );
+
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
+    let (code, _, _) = admin
+        .send(
+            reqwest::Method::GET,
+            &format!("{shared}/identity-provider/instances/{alias}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 404, "the tenant's provider left the shared realm");
+    let left = admin
+        .get(&format!("{shared}/users?username={carol}&exact=true"))
+        .await;
+    assert_eq!(
+        left,
+        json!([]),
+        "the person the tenant's provider brought in left with the tenant"
+    );
     admin.send(reqwest::Method::DELETE, &customer, None).await;
 }
