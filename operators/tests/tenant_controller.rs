@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -366,4 +366,79 @@ async fn retain_keeps_backend_objects_and_namespaces_after_delete() {
     assert_eq!(pulsar_tenant(&env, &name).await.0, 404);
     let mounts = openbao_mounts(&env).await;
     assert!(mounts["data"].get(format!("tenants/{name}/kv/")).is_none());
+}
+
+/// At the default resync, a hand change in a tenant's namespace is put back
+/// within seconds, by its watch; what the apiserver itself adds (a quota's
+/// usage) and the operator's own writes start no reconcile: a Ready tenant
+/// left alone costs no call at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_changes_in_a_tenant_namespace_are_put_back_in_seconds() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let operator = start_operator(&env, &sel);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("hand{}", suffix());
+    tenants
+        .create(&PostParams::default(), &labelled(tenant(&name), &sel))
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(90)).await;
+    let namespace = format!("tn-{name}");
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &namespace);
+    // The quota controller has filled in its usage.
+    wait_for("quota usage", Duration::from_secs(30), || {
+        let quotas = quotas.clone();
+        async move {
+            let q = quotas.get("ossature-quota").await.ok()?;
+            q.status?.used.map(|_| ())
+        }
+    })
+    .await;
+    let quiet = (calls(&operator, "read").await, writes(&operator).await);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        (calls(&operator, "read").await, writes(&operator).await),
+        quiet,
+        "a Ready tenant left alone caused calls"
+    );
+
+    // A quota raised by hand, a limit range deleted: back in seconds.
+    let pods = |q: &ResourceQuota| q.spec.as_ref()?.hard.as_ref()?.get("pods").cloned();
+    let wanted = pods(&quotas.get("ossature-quota").await.unwrap()).unwrap();
+    quotas
+        .patch(
+            "ossature-quota",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hard": {"pods": "999"}}})),
+        )
+        .await
+        .unwrap();
+    let limits: Api<LimitRange> = Api::namespaced(client.clone(), &namespace);
+    limits
+        .delete("ossature-limits", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("quota put back", Duration::from_secs(15), || {
+        let quotas = quotas.clone();
+        let wanted = wanted.clone();
+        async move {
+            let q = quotas.get("ossature-quota").await.ok()?;
+            (pods(&q) == Some(wanted)).then_some(())
+        }
+    })
+    .await;
+    wait_for("limit range put back", Duration::from_secs(15), || {
+        let limits = limits.clone();
+        async move { limits.get_opt("ossature-limits").await.ok().flatten() }
+    })
+    .await;
+
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
 }

@@ -681,6 +681,14 @@ async fn calls(url: &str) -> Result<Calls> {
     Ok(out)
 }
 
+/// Calls by backend, divided among `n` tenants.
+fn per_tenant(calls: BTreeMap<String, u64>, n: f64) -> BTreeMap<String, f64> {
+    calls
+        .into_iter()
+        .map(|(backend, c)| (backend, c as f64 / n))
+        .collect()
+}
+
 /// Calls of one verb made between two readings, by backend.
 fn delta(before: &Calls, after: &Calls, verb: &str) -> BTreeMap<String, u64> {
     after
@@ -755,6 +763,8 @@ struct FleetFigures {
     /// Time from the first creation to each tenant's Ready, sorted.
     times: Vec<Duration>,
     writes_per_tenant: BTreeMap<String, f64>,
+    /// Reads until all were Ready: a reconcile that finds nothing to do still reads.
+    reads_per_tenant: BTreeMap<String, f64>,
     steady_writes: BTreeMap<String, u64>,
     steady_reads: BTreeMap<String, u64>,
     at_ready: Usage,
@@ -830,10 +840,8 @@ async fn measure(
     Ok(FleetFigures {
         created,
         times,
-        writes_per_tenant: delta(&before, &after_ready, "write")
-            .into_iter()
-            .map(|(backend, w)| (backend, w as f64 / n))
-            .collect(),
+        writes_per_tenant: per_tenant(delta(&before, &after_ready, "write"), n),
+        reads_per_tenant: per_tenant(delta(&before, &after_ready, "read"), n),
         steady_writes: delta(&steady_start, &steady_end, "write"),
         steady_reads: delta(&steady_start, &steady_end, "read"),
         at_ready,
@@ -1135,12 +1143,20 @@ impl Report<'_> {
         if let Some(ratio) = self.ratio() {
             line("operator / baseline", format!("{ratio:.2}"));
         }
-        let per_tenant = fleet
-            .writes_per_tenant
-            .iter()
-            .map(|(b, w)| (b.clone(), format!("{w:.1}")))
-            .collect();
-        line("writes per tenant", by_backend(&per_tenant));
+        let one_decimal = |calls: &BTreeMap<String, f64>| {
+            calls
+                .iter()
+                .map(|(b, c)| (b.clone(), format!("{c:.1}")))
+                .collect()
+        };
+        line(
+            "writes per tenant",
+            by_backend(&one_decimal(&fleet.writes_per_tenant)),
+        );
+        line(
+            "reads per tenant",
+            by_backend(&one_decimal(&fleet.reads_per_tenant)),
+        );
         let steady = format!("steady ({}s)", args.steady_seconds);
         line(
             &format!("{steady} writes"),

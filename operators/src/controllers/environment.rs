@@ -179,9 +179,29 @@ impl Reconciled for Environment {
 
     fn watches(controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         let stores = watch.stores.clone();
-        super::watch_namespace_objects(controller, &watch.client, |tenant, environment| {
-            environment.map(|e| ObjectRef::new(e).within(&format!("tn-{tenant}")))
-        })
+        super::watch_namespace_objects(
+            controller,
+            watch,
+            |tenant, environment| {
+                environment.map(|e| ObjectRef::new(e).within(&format!("tn-{tenant}")))
+            },
+            |stores, tenant, environment| {
+                let environment = environment?;
+                let owner = stores.environments.get(
+                    &ObjectRef::new(environment).within(&TenantNames::new(tenant).namespace),
+                )?;
+                let names = TenantNames::new(tenant).environment(environment);
+                Some((
+                    desired::namespace_objects(
+                        &names.namespace,
+                        tenant,
+                        Some(environment),
+                        &owner.spec.quotas,
+                    ),
+                    super::is_stalled(owner.status.as_ref()),
+                ))
+            },
+        )
         // Its tenant appearing, or its Pulsar tenant becoming ready.
         .watches(
             Api::<Tenant>::all(watch.client.clone()),

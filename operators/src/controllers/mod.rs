@@ -20,6 +20,7 @@ use crate::context::{Context, Stores};
 use crate::desired::{ENVIRONMENT_LABEL, NamespaceObjects, TENANT_LABEL};
 use crate::kubernetes::{self, NamespaceOwner};
 use crate::reconcile::{self, Error, Plan, Reconciled, Step, WatchContext};
+use futures::StreamExt;
 
 /// The tenant whose namespace `tn-<tenant>` holds an object.
 pub fn tenant_of(namespace: &str) -> Option<&str> {
@@ -158,12 +159,109 @@ async fn namespace_step<'a, S>(
     Ok(())
 }
 
-/// Requeues `K` when a labelled namespace object of a tenant changes
-/// (created, changed or deleted by hand): `map` reads the labels.
-fn watch_namespace_objects<K>(
-    mut controller: Controller<K>,
+/// What a tenant's (or environment's) namespace should hold, from the
+/// stores, and whether its owner is Stalled; `None` when the owner is not
+/// this instance's (or not known yet: its own watch brings it).
+pub type Wanted = fn(&Stores, &str, Option<&str>) -> Option<(NamespaceObjects, bool)>;
+
+/// One of the objects of a tenant's namespace.
+trait NamespaceObject:
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn wanted<'o>(objects: &'o NamespaceObjects, name: &str) -> Option<&'o Self>;
+}
+
+fn named<'o, O: Resource>(object: &'o O, name: &str) -> Option<&'o O> {
+    (object.meta().name.as_deref() == Some(name)).then_some(object)
+}
+
+impl NamespaceObject for Namespace {
+    fn wanted<'o>(objects: &'o NamespaceObjects, name: &str) -> Option<&'o Self> {
+        named(&objects.namespace, name)
+    }
+}
+
+impl NamespaceObject for ResourceQuota {
+    fn wanted<'o>(objects: &'o NamespaceObjects, name: &str) -> Option<&'o Self> {
+        named(&objects.quota, name)
+    }
+}
+
+impl NamespaceObject for LimitRange {
+    fn wanted<'o>(objects: &'o NamespaceObjects, name: &str) -> Option<&'o Self> {
+        named(&objects.limits, name)
+    }
+}
+
+impl NamespaceObject for NetworkPolicy {
+    fn wanted<'o>(objects: &'o NamespaceObjects, name: &str) -> Option<&'o Self> {
+        objects.policies.iter().find_map(|p| named(p, name))
+    }
+}
+
+/// Whether a labelled namespace object, as just seen, calls for its owner's
+/// reconcile: it drifted from what is wanted, is being deleted, or its
+/// owner is Stalled (a namespace handed over). The operator's own writes,
+/// and what the apiserver adds (a quota's usage), do not.
+fn calls_for_reconcile<O: NamespaceObject>(object: &O, stores: &Stores, wanted: Wanted) -> bool {
+    let Some(labels) = object.meta().labels.as_ref() else {
+        return false;
+    };
+    let Some(tenant) = labels.get(TENANT_LABEL) else {
+        return false;
+    };
+    let environment = labels.get(ENVIRONMENT_LABEL).map(String::as_str);
+    let Some((objects, stalled)) = wanted(stores, tenant, environment) else {
+        return false;
+    };
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    stalled
+        || object.meta().deletion_timestamp.is_some()
+        || O::wanted(&objects, name)
+            .is_none_or(|want| kubernetes::differs(want, object).unwrap_or(true))
+}
+
+/// Labelled namespace objects of one kind that call for a reconcile; a
+/// deleted one always does.
+fn drift<O: NamespaceObject>(
     client: &kube::Client,
+    stores: Stores,
+    wanted: Wanted,
+) -> impl futures::Stream<Item = Result<O, watcher::Error>> + Send + 'static {
+    use kube::runtime::WatchStreamExt;
+    watcher(
+        Api::<O>::all(client.clone()),
+        watcher::Config::default().labels(TENANT_LABEL),
+    )
+    .default_backoff()
+    .filter_map(move |event| {
+        let trigger = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                calls_for_reconcile(&o, &stores, wanted).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => Some(Ok(o)),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(trigger)
+    })
+}
+
+/// Requeues `K` when a labelled namespace object of a tenant drifts or is
+/// deleted (changed by hand): `map` reads the labels, `wanted` says what
+/// the object should be.
+fn watch_namespace_objects<K>(
+    controller: Controller<K>,
+    watch: &WatchContext,
     map: fn(&str, Option<&str>) -> Option<ObjectRef<K>>,
+    wanted: Wanted,
 ) -> Controller<K>
 where
     K: Reconciled,
@@ -179,29 +277,33 @@ where
             )
         }
     }
-    let labelled = || watcher::Config::default().labels(TENANT_LABEL);
-    controller = controller
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            labelled(),
-            mapper(map),
-        )
-        .watches(
-            Api::<ResourceQuota>::all(client.clone()),
-            labelled(),
-            mapper(map),
-        )
-        .watches(
-            Api::<LimitRange>::all(client.clone()),
-            labelled(),
-            mapper(map),
-        )
-        .watches(
-            Api::<NetworkPolicy>::all(client.clone()),
-            labelled(),
-            mapper(map),
-        );
+    let (client, stores) = (&watch.client, &watch.stores);
     controller
+        .watches_stream(
+            drift::<Namespace>(client, stores.clone(), wanted),
+            mapper(map),
+        )
+        .watches_stream(
+            drift::<ResourceQuota>(client, stores.clone(), wanted),
+            mapper(map),
+        )
+        .watches_stream(
+            drift::<LimitRange>(client, stores.clone(), wanted),
+            mapper(map),
+        )
+        .watches_stream(
+            drift::<NetworkPolicy>(client, stores.clone(), wanted),
+            mapper(map),
+        )
+}
+
+/// Whether a kind's status says Stalled.
+fn is_stalled<S: reconcile::ObjectStatus>(status: Option<&S>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions()
+            .iter()
+            .any(|c| c.type_ == conditions::STALLED && c.status == "True")
+    })
 }
 
 #[cfg(test)]

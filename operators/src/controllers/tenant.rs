@@ -218,9 +218,19 @@ impl Reconciled for Tenant {
     fn watches(controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         let stores = watch.stores.clone();
         // The namespace and what is in it: a change by hand is put back in seconds.
-        super::watch_namespace_objects(controller, &watch.client, |tenant, environment| {
-            environment.is_none().then(|| ObjectRef::new(tenant))
-        })
+        super::watch_namespace_objects(
+            controller,
+            watch,
+            |tenant, environment| environment.is_none().then(|| ObjectRef::new(tenant)),
+            |stores, tenant, environment| {
+                let owner = stores.tenant(tenant).filter(|_| environment.is_none())?;
+                let names = TenantNames::new(tenant);
+                Some((
+                    desired::namespace_objects(&names.namespace, tenant, None, &owner.spec.quotas),
+                    super::is_stalled(owner.status.as_ref()),
+                ))
+            },
+        )
         // A Secret handed to it (labelled): an identity provider's client secret.
         .watches(
             Api::<k8s_openapi::api::core::v1::Secret>::all(watch.client.clone()),

@@ -271,6 +271,11 @@ pub async fn openbao_mounts(env: &BTreeMap<String, String>) -> Value {
 }
 
 pub async fn writes(operator: &Operator) -> u64 {
+    calls(operator, "write").await
+}
+
+/// Backend calls of one verb ("read", "write") the operator has made.
+pub async fn calls(operator: &Operator, verb: &str) -> u64 {
     let text = http()
         .get(&operator.metrics)
         .send()
@@ -280,7 +285,10 @@ pub async fn writes(operator: &Operator) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with("ossature_backend_calls_total{") && l.contains("verb=\"write\""))
+        .filter(|l| {
+            l.starts_with("ossature_backend_calls_total{")
+                && l.contains(&format!("verb=\"{verb}\""))
+        })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }
