@@ -97,6 +97,17 @@ impl Admin {
             .map(|l| l.to_str().unwrap().to_string())
     }
 
+    /// The realm's `ossature-scopes` client scope.
+    async fn scope_claim(&self, realm: &str) -> Value {
+        let scopes = self.get_ok(&format!("{realm}/client-scopes")).await;
+        let found = scopes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == json!("ossature-scopes"));
+        found.expect("client scope ossature-scopes").clone()
+    }
+
     /// DELETE under /admin/realms, whatever the answer.
     async fn delete(&self, path: &str) {
         let _ = self
@@ -523,13 +534,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
             "an unchanged scope costs no writes"
         );
         // Removed behind the adapter's back, it is made again.
-        let scopes = admin.get_ok(&format!("{realm}/client-scopes")).await;
-        let made = scopes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == json!("ossature-scopes"))
-            .expect("client scope ossature-scopes");
+        let made = admin.scope_claim(&realm).await;
         admin
             .delete(&format!(
                 "{realm}/client-scopes/{}",
@@ -545,13 +550,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
             Change::Unchanged
         );
 
-        let scopes = admin.get_ok(&format!("{realm}/client-scopes")).await;
-        let scope = scopes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == json!("ossature-scopes"))
-            .expect("client scope ossature-scopes");
+        let scope = &admin.scope_claim(&realm).await;
         assert_eq!(scope["protocol"], json!("openid-connect"));
         let mappers = scope["protocolMappers"].as_array().unwrap();
         assert_eq!(mappers.len(), 1);
@@ -907,13 +906,8 @@ fn names(list: &Value, key: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_fresh_dedicated_realm_is_one_write_and_then_unchanged() {
     with_realm("fresh", |live, realm| async move {
-        let Live {
-            keycloak,
-            calls,
-            admin,
-        } = live;
-        let desired = settings(&realm);
-        let client = tenant_client("acme");
+        let (keycloak, calls, admin) = (&live.keycloak, &live.calls, &live.admin);
+        let (desired, client) = (settings(&realm), tenant_client("acme"));
         let reads = || calls.count(Backend::Keycloak, Verb::Read);
 
         assert_eq!(
@@ -924,14 +918,14 @@ async fn a_fresh_dedicated_realm_is_one_write_and_then_unchanged() {
             Some(Change::Created)
         );
         assert_eq!(
-            writes(&calls),
+            writes(calls),
             1,
             "realm, keys, TOTP, scope claim and client"
         );
         assert_eq!(reads(), 1, "the admin token only");
 
         // What the next reconcile does finds everything in place.
-        let (written, read) = (writes(&calls), reads());
+        let (written, read) = (writes(calls), reads());
         assert_eq!(
             keycloak.ensure_realm(&desired).await.unwrap(),
             Change::Unchanged
@@ -944,7 +938,7 @@ async fn a_fresh_dedicated_realm_is_one_write_and_then_unchanged() {
             keycloak.ensure_client(&realm, &client).await.unwrap(),
             Change::Unchanged
         );
-        assert_eq!(writes(&calls), written, "nothing to write");
+        assert_eq!(writes(calls), written, "nothing to write");
         // Realm, keys, TOTP; client scopes, default scopes; client.
         assert_eq!(reads(), read + 6);
         assert_eq!(
