@@ -77,11 +77,13 @@ impl Admin {
             .unwrap();
     }
 
-    /// POST under /admin/realms; the Location header, if any.
+    /// POST under /admin/realms (to it, for an empty path); the Location
+    /// header, if any.
     async fn post(&self, path: &str, body: &Value) -> Option<String> {
+        let url = format!("{}/admin/realms/{path}", self.url);
         let response = self
             .http
-            .post(format!("{}/admin/realms/{path}", self.url))
+            .post(url.trim_end_matches('/'))
             .bearer_auth(self.token().await)
             .json(body)
             .send()
@@ -95,13 +97,29 @@ impl Admin {
             .map(|l| l.to_str().unwrap().to_string())
     }
 
-    async fn delete_realm(&self, realm: &str) {
+    /// The realm's `ossature-scopes` client scope.
+    async fn scope_claim(&self, realm: &str) -> Value {
+        let scopes = self.get_ok(&format!("{realm}/client-scopes")).await;
+        let found = scopes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == json!("ossature-scopes"));
+        found.expect("client scope ossature-scopes").clone()
+    }
+
+    /// DELETE under /admin/realms, whatever the answer.
+    async fn delete(&self, path: &str) {
         let _ = self
             .http
-            .delete(format!("{}/admin/realms/{realm}", self.url))
+            .delete(format!("{}/admin/realms/{path}", self.url))
             .bearer_auth(self.token().await)
             .send()
             .await;
+    }
+
+    async fn delete_realm(&self, realm: &str) {
+        self.delete(realm).await;
     }
 }
 
@@ -197,6 +215,10 @@ async fn realm_is_created_kept_updated_repaired_and_deleted() {
             Change::Created
         );
         let written = writes(&calls);
+        assert_eq!(
+            written, 1,
+            "a new realm is one write, keys and TOTP included"
+        );
         let read = calls.count(Backend::Keycloak, Verb::Read);
         assert_eq!(
             keycloak.ensure_realm(&desired).await.unwrap(),
@@ -500,10 +522,7 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
             "the parent stays"
         );
 
-        assert_eq!(
-            keycloak.ensure_scope_claim(&realm).await.unwrap(),
-            Change::Created
-        );
+        // The realm was made with the scope claim.
         let written = writes(&calls);
         assert_eq!(
             keycloak.ensure_scope_claim(&realm).await.unwrap(),
@@ -514,14 +533,24 @@ async fn groups_nest_and_the_scope_claim_maps_their_paths() {
             written,
             "an unchanged scope costs no writes"
         );
+        // Removed behind the adapter's back, it is made again.
+        let made = admin.scope_claim(&realm).await;
+        admin
+            .delete(&format!(
+                "{realm}/client-scopes/{}",
+                made["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(
+            keycloak.ensure_scope_claim(&realm).await.unwrap(),
+            Change::Created
+        );
+        assert_eq!(
+            keycloak.ensure_scope_claim(&realm).await.unwrap(),
+            Change::Unchanged
+        );
 
-        let scopes = admin.get_ok(&format!("{realm}/client-scopes")).await;
-        let scope = scopes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == json!("ossature-scopes"))
-            .expect("client scope ossature-scopes");
+        let scope = &admin.scope_claim(&realm).await;
         assert_eq!(scope["protocol"], json!("openid-connect"));
         let mappers = scope["protocolMappers"].as_array().unwrap();
         assert_eq!(mappers.len(), 1);
@@ -824,6 +853,159 @@ async fn organizations_their_clients_and_groups() {
                 .unwrap()
                 .is_none()
         );
+    })
+    .await;
+}
+
+/// The client a tenant of its own realm gets (as `desired` makes it).
+fn tenant_client(tenant: &str) -> ClientSettings {
+    ClientSettings {
+        client_id: tenant.into(),
+        name: "Tenant".into(),
+        access_token_lifespan_seconds: 300,
+        mappers: vec![
+            json!({
+                "name": "audience", "protocol": "openid-connect",
+                "protocolMapper": "oidc-audience-mapper",
+                "config": {"included.client.audience": tenant, "access.token.claim": "true"},
+            }),
+            json!({
+                "name": "tenant", "protocol": "openid-connect",
+                "protocolMapper": "oidc-hardcoded-claim-mapper",
+                "config": {"claim.name": "tenant", "claim.value": tenant, "jsonType.label": "String",
+                    "access.token.claim": "true"},
+            }),
+        ],
+        default_scopes: [
+            "basic",
+            "profile",
+            "email",
+            "roles",
+            "web-origins",
+            "acr",
+            "ossature-scopes",
+        ]
+        .map(String::from)
+        .to_vec(),
+        redirect_uris: vec!["http://127.0.0.1/*".into()],
+    }
+}
+
+/// Names, sorted, of what an admin list answers.
+fn names(list: &Value, key: &str) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[key].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_fresh_dedicated_realm_is_one_write_and_then_unchanged() {
+    with_realm("fresh", |live, realm| async move {
+        let (keycloak, calls, admin) = (&live.keycloak, &live.calls, &live.admin);
+        let (desired, client) = (settings(&realm), tenant_client("acme"));
+        let reads = || calls.count(Backend::Keycloak, Verb::Read);
+
+        assert_eq!(
+            keycloak
+                .create_realm(&desired, Some(&client))
+                .await
+                .unwrap(),
+            Some(Change::Created)
+        );
+        assert_eq!(
+            writes(calls),
+            1,
+            "realm, keys, TOTP, scope claim and client"
+        );
+        assert_eq!(reads(), 1, "the admin token only");
+
+        // What the next reconcile does finds everything in place.
+        let (written, read) = (writes(calls), reads());
+        assert_eq!(
+            keycloak.ensure_realm(&desired).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            keycloak.ensure_scope_claim(&realm).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            keycloak.ensure_client(&realm, &client).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(writes(calls), written, "nothing to write");
+        // Realm, keys, TOTP; client scopes, default scopes; client.
+        assert_eq!(reads(), read + 6);
+        assert_eq!(
+            keycloak
+                .create_realm(&desired, Some(&client))
+                .await
+                .unwrap(),
+            None,
+            "it exists"
+        );
+
+        let created = admin
+            .get_ok(&format!("{realm}/clients?clientId=acme"))
+            .await;
+        let scopes = &created[0]["defaultClientScopes"];
+        for scope in ["basic", "ossature-scopes"] {
+            assert!(
+                scopes.as_array().unwrap().contains(&json!(scope)),
+                "{scopes}"
+            );
+        }
+
+        // Besides what Ossature sets, the realm is as Keycloak makes one.
+        let plain = format!("{realm}-plain");
+        admin
+            .post("", &json!({ "realm": plain, "enabled": true }))
+            .await;
+        let mut compared = Vec::new();
+        for list in [
+            "authentication/required-actions",
+            "components?type=org.keycloak.keys.KeyProvider",
+            "client-scopes",
+            "default-default-client-scopes",
+            "default-optional-client-scopes",
+        ] {
+            let ours = admin.get_ok(&format!("{realm}/{list}")).await;
+            let theirs = admin.get_ok(&format!("{plain}/{list}")).await;
+            compared.push((list, ours, theirs));
+        }
+        admin.delete_realm(&plain).await;
+        for (list, ours, theirs) in compared {
+            let (key, added) = match list {
+                "authentication/required-actions" => ("alias", None),
+                "components?type=org.keycloak.keys.KeyProvider" => {
+                    ("name", Some("eddsa-generated"))
+                }
+                "default-optional-client-scopes" => ("name", None),
+                _ => ("name", Some("ossature-scopes")),
+            };
+            let mut expected = names(&theirs, key);
+            expected.extend(added.map(String::from));
+            expected.sort();
+            assert_eq!(names(&ours, key), expected, "{list}");
+            if key == "alias" {
+                for (ours, theirs) in ours
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(theirs.as_array().unwrap())
+                {
+                    assert_eq!(ours["enabled"], theirs["enabled"], "{ours}");
+                    assert_eq!(ours["priority"], theirs["priority"], "{ours}");
+                    let default = ours["alias"] == json!("CONFIGURE_TOTP");
+                    assert_eq!(ours["defaultAction"], json!(default), "{ours}");
+                }
+            }
+        }
     })
     .await;
 }

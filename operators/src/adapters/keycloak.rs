@@ -1,13 +1,25 @@
-//! Keycloak adapter: realms, nested groups and the group-path token claim,
-//! driven through the admin REST API. Every method reads first and writes
-//! only the fields that differ, so an unchanged object costs no writes.
+//! Keycloak adapter: realms, organizations, clients, nested groups,
+//! identity providers and the group-path token claim, through the typed
+//! admin client of the `keycloak` crate. Every method reads first and writes
+//! only the fields that differ, so an unchanged object costs no writes; every
+//! call is counted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use reqwest::header::LOCATION;
-use reqwest::{Method, StatusCode, Url};
-use serde_json::{Map, Value, json};
+use keycloak::types::{
+    ClientRepresentation, ClientScopeRepresentation, ComponentExportRepresentation,
+    ComponentRepresentation, GroupRepresentation, IdentityProviderMapperRepresentation,
+    IdentityProviderRepresentation, KeysMetadataRepresentation, OrganizationRepresentation,
+    ProtocolMapperRepresentation, RealmRepresentation, RequiredActionProviderRepresentation,
+};
+use keycloak::{
+    DefaultResponse, KeycloakAdmin, KeycloakAdminToken, KeycloakError, KeycloakTokenSupplier,
+};
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
@@ -24,6 +36,7 @@ pub const ORGANIZATION_SCOPE: &str = "organization";
 const ORGANIZATION_GROUPS_MAPPER: &str = "oidc-organization-group-membership-mapper";
 const PROTOCOL: &str = "openid-connect";
 const TOTP: &str = "CONFIGURE_TOTP";
+const TOTP_NAME: &str = "Configure OTP";
 const SIGNATURE_ALGORITHM: &str = "EdDSA";
 const KEY_PROVIDER_TYPE: &str = "org.keycloak.keys.KeyProvider";
 /// Event types every realm keeps, so logins can be audited.
@@ -32,6 +45,9 @@ pub const LOGIN_EVENTS: [&str; 3] = ["LOGIN", "LOGIN_ERROR", "LOGOUT"];
 /// races its expiry.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
 const BODY_LIMIT: usize = 300;
+/// Realm attribute, read once at creation and not kept, that has Keycloak
+/// make its built-in client scopes although the new realm names one.
+const CREATE_DEFAULT_SCOPES: &str = "CreateDefaultClientScopes";
 
 /// Managed settings of one realm.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,32 +122,6 @@ impl<'a> GroupHome<'a> {
             GroupHome::Realm(realm) | GroupHome::Organization { realm, .. } => realm,
         }
     }
-
-    /// Path segments of the groups collection.
-    fn groups(self) -> Vec<&'a str> {
-        match self {
-            GroupHome::Realm(realm) => vec!["admin", "realms", realm, "groups"],
-            GroupHome::Organization { realm, id } => {
-                vec!["admin", "realms", realm, "organizations", id, "groups"]
-            }
-        }
-    }
-
-    /// Path segments of the lookup by path.
-    fn by_path(self) -> Vec<&'a str> {
-        match self {
-            GroupHome::Realm(realm) => vec!["admin", "realms", realm, "group-by-path"],
-            GroupHome::Organization { realm, id } => vec![
-                "admin",
-                "realms",
-                realm,
-                "organizations",
-                id,
-                "groups",
-                "group-by-path",
-            ],
-        }
-    }
 }
 
 impl std::fmt::Display for GroupHome<'_> {
@@ -147,12 +137,19 @@ impl std::fmt::Display for GroupHome<'_> {
 
 /// Client for one Keycloak server, authenticated as a master-realm admin.
 pub struct Keycloak {
-    http: reqwest::Client,
+    admin: KeycloakAdmin<AdminToken>,
     base: Url,
-    admin_user: String,
-    admin_password: String,
-    token: Mutex<Option<Token>>,
     calls: Calls,
+}
+
+/// The master-realm admin token, cached and fetched again shortly before
+/// it expires; the crate asks for it on every call.
+struct AdminToken {
+    http: reqwest::Client,
+    user: String,
+    password: String,
+    calls: Calls,
+    cached: Mutex<Option<Token>>,
 }
 
 struct Token {
@@ -160,11 +157,43 @@ struct Token {
     refresh_at: Instant,
 }
 
-/// A finished HTTP exchange, whatever its status.
-struct Answer {
-    status: StatusCode,
-    location: Option<String>,
-    body: String,
+#[async_trait::async_trait]
+impl KeycloakTokenSupplier for AdminToken {
+    async fn get(&self, url: &str) -> Result<String, KeycloakError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+            return Ok(token.value.clone());
+        }
+        self.calls.record(Backend::Keycloak, Verb::Read);
+        let fetched_at = Instant::now();
+        let issued = KeycloakAdminToken::acquire(url, &self.user, &self.password, &self.http)
+            .await
+            .map_err(token_refused)?;
+        let lifetime = Duration::from_secs(issued.expires_in() as u64);
+        let value = issued.access_token().to_owned();
+        *cached = Some(Token {
+            value: value.clone(),
+            refresh_at: fetched_at + lifetime.saturating_sub(TOKEN_MARGIN.min(lifetime / 2)),
+        });
+        Ok(value)
+    }
+}
+
+/// Wrong admin credentials are 401 from older releases, 400 invalid_grant
+/// from newer ones: either way, unauthorized.
+fn token_refused(error: KeycloakError) -> KeycloakError {
+    match error {
+        KeycloakError::HttpFailure { status, body, text } => KeycloakError::HttpFailure {
+            status: if text.contains("invalid_grant") {
+                StatusCode::UNAUTHORIZED.as_u16()
+            } else {
+                status
+            },
+            body,
+            text: format!("issuing an admin token: {text}"),
+        },
+        other => other,
+    }
 }
 
 impl Keycloak {
@@ -186,66 +215,60 @@ impl Keycloak {
             .timeout(CALL_TIMEOUT)
             .build()
             .map_err(unreachable)?;
-        Ok(Self {
-            http,
-            base,
-            admin_user: admin_user.into(),
-            admin_password: admin_password.into(),
-            token: Mutex::new(None),
-            calls,
-        })
+        let token = AdminToken {
+            http: http.clone(),
+            user: admin_user.into(),
+            password: admin_password.into(),
+            calls: calls.clone(),
+            cached: Mutex::new(None),
+        };
+        // The crate appends "/admin/..." to the URL as text.
+        let admin = KeycloakAdmin::new(base.as_str().trim_end_matches('/'), token, http);
+        Ok(Self { admin, base, calls })
     }
 
     /// Creates the realm or updates only the managed fields that differ.
     pub async fn ensure_realm(&self, desired: &RealmSettings) -> Result<Change, BackendError> {
         let name = desired.name.as_str();
-        let realm_url = self.url(&["admin", "realms", name]);
-        let current = self
-            .read(realm_url.clone(), &format!("read realm {name}"))
-            .await?;
-        if current.is_none() {
-            let mut body = realm_diff(&Value::Null, desired);
-            body.insert("realm".into(), json!(name));
-            self.write(
-                Method::POST,
-                self.url(&["admin", "realms"]),
-                Some(&Value::Object(body)),
-                &format!("create realm {name}"),
-            )
-            .await?;
-        }
+        let action = format!("read realm {name}");
+        let Some(current) = self.read(&action, self.admin.realm_get(name)).await? else {
+            return self
+                .create_realm(desired, None)
+                .await?
+                .ok_or_else(|| raced(&format!("create realm {name}")));
+        };
         // The key comes before the algorithm switch so signing never lacks a key.
         let mut wrote = self.ensure_eddsa_key(name).await?;
-        if let Some(patch) = current.as_ref().and_then(|c| realm_patch(c, desired)) {
-            self.write(
-                Method::PUT,
-                realm_url,
-                Some(&patch),
-                &format!("update realm {name}"),
-            )
-            .await?;
+        if let Some(patch) = realm_patch(&current, desired) {
+            let action = format!("update realm {name}");
+            self.write(&action, self.admin.realm_put(name, patch))
+                .await?;
             wrote = true;
         }
         wrote |= self.ensure_totp(name, desired.mfa_required).await?;
-        Ok(match (current.is_none(), wrote) {
-            (true, _) => Change::Created,
-            (false, true) => Change::Updated,
-            (false, false) => Change::Unchanged,
-        })
+        Ok(changed(wrote))
+    }
+
+    /// Creates the realm whole in one call, without looking it up first:
+    /// settings, keys, required actions, for a tenant's own realm the scope
+    /// claim, and `client` if given. `None` when the realm exists already.
+    pub async fn create_realm(
+        &self,
+        desired: &RealmSettings,
+        client: Option<&ClientSettings>,
+    ) -> Result<Option<Change>, BackendError> {
+        let action = format!("create realm {}", desired.name);
+        let mut realm = new_realm(desired);
+        if let Some(client) = client {
+            realm.clients = Some(vec![new_client(client, &action)?]);
+        }
+        let created = self.create(&action, self.admin.post(realm)).await?;
+        Ok(created.map(|_| Change::Created))
     }
 
     pub async fn delete_realm(&self, name: &str) -> Result<Change, BackendError> {
         let action = format!("delete realm {name}");
-        let answer = self
-            .call(
-                Verb::Write,
-                Method::DELETE,
-                self.url(&["admin", "realms", name]),
-                None,
-                &action,
-            )
-            .await?;
-        deletion(answer, &action)
+        self.delete(&action, self.admin.realm_delete(name)).await
     }
 
     /// Ensures the group at `path` (e.g. ["global", "eu", "france"]) exists
@@ -261,20 +284,19 @@ impl Keycloak {
     ) -> Result<Change, BackendError> {
         let shown = group_path(path);
         check_path(path, &format!("ensure group {shown} in {home}"))?;
-        let group_url = |id: &str| {
-            let mut segments = home.groups();
-            segments.push(id);
-            self.url(&segments)
+        let (parent, name) = path.split_at(path.len() - 1);
+        let wanted = GroupRepresentation {
+            name: Some(name[0].clone()),
+            attributes: Some(attributes.clone().into_iter().collect()),
+            ..Default::default()
         };
         if let Some(current) = self.group(home, path).await? {
             if group_attributes_equal(&current, attributes) {
                 return Ok(Change::Unchanged);
             }
             let action = format!("update group {shown} in {home}");
-            let id = str_field(&current, "id", &action)?;
-            let body = json!({ "name": path[path.len() - 1], "attributes": attributes });
-            self.write(Method::PUT, group_url(id), Some(&body), &action)
-                .await?;
+            let id = id_of(&current.id, &action)?;
+            self.put_group(home, id, wanted, &action).await?;
             return Ok(Change::Updated);
         }
         let existing = match moved_from {
@@ -285,26 +307,21 @@ impl Keycloak {
         };
         let verb = if existing.is_some() { "move" } else { "create" };
         let action = format!("{verb} group {shown} in {home}");
-        let (parent, name) = path.split_at(path.len() - 1);
-        let url = if parent.is_empty() {
-            self.url(&home.groups())
+        let parent_id = if parent.is_empty() {
+            None
         } else {
             let Some(parent_group) = self.group(home, parent).await? else {
-                return Err(BackendError::Refused {
-                    backend: Backend::Keycloak,
-                    action,
-                    status: StatusCode::NOT_FOUND.as_u16(),
-                    body: format!("parent group {} does not exist", group_path(parent)),
-                });
+                return Err(not_found(
+                    &action,
+                    &format!("parent group {} does not exist", group_path(parent)),
+                ));
             };
-            let parent_id = str_field(&parent_group, "id", &action)?;
-            let mut segments = home.groups();
-            segments.extend([parent_id, "children"]);
-            self.url(&segments)
+            Some(id_of(&parent_group.id, &action)?.to_owned())
         };
-        let body = json!({ "name": name[0], "attributes": attributes });
+        let parent_id = parent_id.as_deref();
         let Some(existing) = existing else {
-            self.write(Method::POST, url, Some(&body), &action).await?;
+            self.post_group(home, parent_id, wanted.clone(), &action)
+                .await?;
             // An organization drops the attributes of a new child group:
             // they are written once it exists.
             if let GroupHome::Organization { .. } = home
@@ -312,30 +329,23 @@ impl Keycloak {
                 && let Some(created) = self.group(home, path).await?
                 && !group_attributes_equal(&created, attributes)
             {
-                let id = str_field(&created, "id", &action)?;
-                self.write(Method::PUT, group_url(id), Some(&body), &action)
-                    .await?;
+                let id = id_of(&created.id, &action)?;
+                self.put_group(home, id, wanted, &action).await?;
             }
             return Ok(Change::Created);
         };
         // With the id of an existing group, Keycloak moves it under the
         // parent; it keeps the group's attributes, so they are written after.
-        let id = str_field(&existing, "id", &action)?;
-        self.write(
-            Method::POST,
-            url,
-            Some(&json!({ "id": id, "name": name[0] })),
-            &action,
-        )
-        .await?;
+        let id = id_of(&existing.id, &action)?;
+        let moved = GroupRepresentation {
+            id: Some(id.to_owned()),
+            name: wanted.name.clone(),
+            ..Default::default()
+        };
+        self.post_group(home, parent_id, moved, &action).await?;
         if !group_attributes_equal(&existing, attributes) {
-            self.write(
-                Method::PUT,
-                group_url(id),
-                Some(&body),
-                &format!("update group {shown} in {home}"),
-            )
-            .await?;
+            let action = format!("update group {shown} in {home}");
+            self.put_group(home, id, wanted, &action).await?;
         }
         Ok(Change::Updated)
     }
@@ -351,28 +361,117 @@ impl Keycloak {
         let Some(current) = self.group(home, path).await? else {
             return Ok(Change::Absent);
         };
-        let id = str_field(&current, "id", &action)?;
-        let mut segments = home.groups();
-        segments.push(id);
-        let answer = self
-            .call(
-                Verb::Write,
-                Method::DELETE,
-                self.url(&segments),
-                None,
-                &action,
-            )
-            .await?;
-        deletion(answer, &action)
+        let id = id_of(&current.id, &action)?;
+        let admin = &self.admin;
+        match home {
+            GroupHome::Realm(realm) => {
+                self.delete(&action, admin.realm_groups_with_group_id_delete(realm, id))
+                    .await
+            }
+            GroupHome::Organization { realm, id: org } => {
+                let call = admin
+                    .realm_organizations_with_org_id_groups_with_group_id_delete(realm, org, id);
+                self.delete(&action, call).await
+            }
+        }
+    }
+
+    /// The group at `path`, with its attributes.
+    async fn group(
+        &self,
+        home: GroupHome<'_>,
+        path: &[String],
+    ) -> Result<Option<GroupRepresentation>, BackendError> {
+        let action = format!("read group {} in {home}", group_path(path));
+        // One path parameter: the crate encodes the '/'s, Keycloak decodes them.
+        let joined = path.join("/");
+        let admin = &self.admin;
+        match home {
+            GroupHome::Realm(realm) => {
+                let call = admin.realm_group_by_path_with_path_get(realm, &joined);
+                self.read(&action, call).await
+            }
+            // An organization answers a lookup by path briefly, without the
+            // attributes; the group itself has them.
+            GroupHome::Organization { realm, id } => {
+                let call = admin
+                    .realm_organizations_with_org_id_groups_group_by_path_with_path_get(
+                        realm, id, &joined, None,
+                    );
+                let Some(brief) = self.read(&action, call).await? else {
+                    return Ok(None);
+                };
+                let group = id_of(&brief.id, &action)?;
+                let call = admin.realm_organizations_with_org_id_groups_with_group_id_get(
+                    realm, id, group, None,
+                );
+                self.read(&action, call).await
+            }
+        }
+    }
+
+    /// Creates (or, given an existing id, moves) a group under `parent`, or
+    /// at the top of `home`.
+    async fn post_group(
+        &self,
+        home: GroupHome<'_>,
+        parent: Option<&str>,
+        group: GroupRepresentation,
+        action: &str,
+    ) -> Result<(), BackendError> {
+        let admin = &self.admin;
+        match (home, parent) {
+            (GroupHome::Realm(realm), None) => {
+                self.write(action, admin.realm_groups_post(realm, group))
+                    .await
+            }
+            (GroupHome::Realm(realm), Some(parent)) => {
+                let call = admin.realm_groups_with_group_id_children_post(realm, parent, group);
+                self.write(action, call).await
+            }
+            (GroupHome::Organization { realm, id }, None) => {
+                let call = admin.realm_organizations_with_org_id_groups_post(realm, id, group);
+                self.write(action, call).await
+            }
+            (GroupHome::Organization { realm, id }, Some(parent)) => {
+                let call = admin
+                    .realm_organizations_with_org_id_groups_with_group_id_children_post(
+                        realm, id, parent, group,
+                    );
+                self.write(action, call).await
+            }
+        }
+        .map(drop)
+    }
+
+    async fn put_group(
+        &self,
+        home: GroupHome<'_>,
+        id: &str,
+        group: GroupRepresentation,
+        action: &str,
+    ) -> Result<(), BackendError> {
+        let admin = &self.admin;
+        match home {
+            GroupHome::Realm(realm) => {
+                let call = admin.realm_groups_with_group_id_put(realm, id, group);
+                self.write(action, call).await
+            }
+            GroupHome::Organization { realm, id: org } => {
+                let call = admin.realm_organizations_with_org_id_groups_with_group_id_put(
+                    realm, org, id, group,
+                );
+                self.write(action, call).await
+            }
+        }
+        .map(drop)
     }
 
     /// Whether the realm exists (one read; the cost does not grow with realms).
     pub async fn realm_exists(&self, name: &str) -> Result<bool, BackendError> {
+        let action = format!("read realm {name}");
         Ok(self
-            .read(
-                self.url(&["admin", "realms", name]),
-                &format!("read realm {name}"),
-            )
+            .read(&action, self.admin.realm_get(name))
             .await?
             .is_some())
     }
@@ -382,36 +481,22 @@ impl Keycloak {
         &self,
         realm: &str,
         alias: &str,
-    ) -> Result<Option<Value>, BackendError> {
-        let mut url = self.url(&["admin", "realms", realm, "organizations"]);
-        url.query_pairs_mut()
-            .append_pair("q", &format!("alias:{alias}"))
-            .append_pair("exact", "true")
-            .append_pair("briefRepresentation", "false");
+    ) -> Result<Option<OrganizationRepresentation>, BackendError> {
         let action = format!("find organization {alias} in realm {realm}");
-        self.find_by(url, &action, realm, "alias", alias).await
-    }
-
-    /// The one item of a search answer whose `key` is `value` (the searches
-    /// go by a unique key); a missing realm is an error.
-    async fn find_by(
-        &self,
-        url: Url,
-        action: &str,
-        realm: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<Option<Value>, BackendError> {
-        let found = self
-            .read(url, action)
-            .await?
-            .ok_or_else(|| not_found(action, &format!("realm {realm} does not exist")))?;
-        Ok(found.as_array().and_then(|items| {
-            items
-                .iter()
-                .find(|i| i.get(key).and_then(Value::as_str) == Some(value))
-                .cloned()
-        }))
+        let call = self.admin.realm_organizations_get(
+            realm,
+            Some(false),
+            Some(true),
+            None,
+            None,
+            Some(format!("alias:{alias}")),
+            None,
+        );
+        let found = self.read(&action, call).await?;
+        let found = found.ok_or_else(|| realm_missing(&action, realm))?;
+        Ok(found
+            .into_iter()
+            .find(|o| o.alias.as_deref() == Some(alias)))
     }
 
     /// Creates the organization or updates what differs; returns its id.
@@ -428,25 +513,24 @@ impl Keycloak {
                 .ok_or_else(|| raced(&format!("create organization {alias} in realm {realm}")));
         };
         let action = format!("update organization {alias} in realm {realm}");
-        let id = str_field(&current, "id", &action)?.to_string();
-        let text = |key: &str| current.get(key).and_then(Value::as_str).unwrap_or("");
-        let same = text("name") == alias
-            && text("description") == desired.description
-            && current.get("enabled").and_then(Value::as_bool) == Some(true);
+        let id = id_of(&current.id, &action)?.to_owned();
+        let text = |field: &Option<String>| field.as_deref().unwrap_or_default().to_owned();
+        let same = text(&current.name) == alias
+            && text(&current.description) == desired.description
+            && current.enabled == Some(true);
         if same {
             return Ok((Change::Unchanged, id));
         }
         // PUT replaces the domains too: keep the ones Keycloak holds.
-        let mut update = organization_body(desired);
-        update["id"] = json!(id);
-        update["domains"] = current.get("domains").cloned().unwrap_or(json!([]));
-        self.write(
-            Method::PUT,
-            self.url(&["admin", "realms", realm, "organizations", &id]),
-            Some(&update),
-            &action,
-        )
-        .await?;
+        let update = OrganizationRepresentation {
+            id: Some(id.clone()),
+            domains: Some(current.domains.unwrap_or_default()),
+            ..organization_body(desired)
+        };
+        let call = self
+            .admin
+            .realm_organizations_with_org_id_put(realm, &id, update);
+        self.write(&action, call).await?;
         Ok((Change::Updated, id))
     }
 
@@ -457,29 +541,14 @@ impl Keycloak {
         realm: &str,
         desired: &OrganizationSettings,
     ) -> Result<Option<(Change, String)>, BackendError> {
-        let alias = desired.alias.as_str();
-        let action = format!("create organization {alias} in realm {realm}");
-        let answer = self
-            .call(
-                Verb::Write,
-                Method::POST,
-                self.url(&["admin", "realms", realm, "organizations"]),
-                Some(&organization_body(desired)),
-                &action,
-            )
-            .await?;
-        match answer.status {
-            StatusCode::CONFLICT => Ok(None),
-            s if s.is_success() => {
-                let id = answer
-                    .location
-                    .as_deref()
-                    .and_then(id_from_location)
-                    .ok_or_else(|| unreadable(&action, "no Location header with the new id"))?;
-                Ok(Some((Change::Created, id.to_string())))
-            }
-            _ => Err(refused(&action, &answer)),
-        }
+        let action = format!("create organization {} in realm {realm}", desired.alias);
+        let call = self
+            .admin
+            .realm_organizations_post(realm, organization_body(desired));
+        let Some(created) = self.create(&action, call).await? else {
+            return Ok(None);
+        };
+        Ok(Some((Change::Created, new_id(&created, &action)?)))
     }
 
     /// Creates the client without looking it up first: `None` when it exists.
@@ -489,20 +558,11 @@ impl Keycloak {
         desired: &ClientSettings,
     ) -> Result<Option<Change>, BackendError> {
         let action = format!("create client {} in realm {realm}", desired.client_id);
-        let answer = self
-            .call(
-                Verb::Write,
-                Method::POST,
-                self.url(&["admin", "realms", realm, "clients"]),
-                Some(&new_client(desired)),
-                &action,
-            )
-            .await?;
-        match answer.status {
-            StatusCode::CONFLICT => Ok(None),
-            s if s.is_success() => Ok(Some(Change::Created)),
-            _ => Err(refused(&action, &answer)),
-        }
+        let call = self
+            .admin
+            .realm_clients_post(realm, new_client(desired, &action)?);
+        let created = self.create(&action, call).await?;
+        Ok(created.map(|_| Change::Created))
     }
 
     /// Deletes the organization with this alias, and with it its groups.
@@ -511,53 +571,38 @@ impl Keycloak {
         realm: &str,
         alias: &str,
     ) -> Result<Change, BackendError> {
+        let action = format!("delete organization {alias} in realm {realm}");
         let found = self.organization(realm, alias).await;
-        self.delete_found(
-            realm,
-            "organizations",
-            found,
-            &format!("delete organization {alias} in realm {realm}"),
-        )
-        .await
-    }
-
-    /// Deletes what a lookup `found` in `collection` of the realm; a realm
-    /// that is gone took it along.
-    async fn delete_found(
-        &self,
-        realm: &str,
-        collection: &str,
-        found: Result<Option<Value>, BackendError>,
-        action: &str,
-    ) -> Result<Change, BackendError> {
-        let found = match found {
-            Ok(found) => found,
-            Err(BackendError::Refused { status: 404, .. }) => None,
-            Err(e) => return Err(e),
-        };
-        let Some(current) = found else {
+        let Some(id) = gone_with_realm(found)?.and_then(|o| o.id) else {
             return Ok(Change::Absent);
         };
-        let id = str_field(&current, "id", action)?;
-        let answer = self
-            .call(
-                Verb::Write,
-                Method::DELETE,
-                self.url(&["admin", "realms", realm, collection, id]),
-                None,
-                action,
-            )
-            .await?;
-        deletion(answer, action)
+        let call = self
+            .admin
+            .realm_organizations_with_org_id_delete(realm, &id);
+        self.delete(&action, call).await
     }
 
     /// The client with this clientId (a lookup by its unique key).
-    async fn client(&self, realm: &str, client_id: &str) -> Result<Option<Value>, BackendError> {
-        let mut url = self.url(&["admin", "realms", realm, "clients"]);
-        url.query_pairs_mut().append_pair("clientId", client_id);
+    async fn client(
+        &self,
+        realm: &str,
+        client_id: &str,
+    ) -> Result<Option<ClientRepresentation>, BackendError> {
         let action = format!("read client {client_id} of realm {realm}");
-        self.find_by(url, &action, realm, "clientId", client_id)
-            .await
+        let call = self.admin.realm_clients_get(
+            realm,
+            Some(client_id.to_owned()),
+            None,
+            None,
+            None,
+            None,
+            None,
+        );
+        let found = self.read(&action, call).await?;
+        let found = found.ok_or_else(|| realm_missing(&action, realm))?;
+        Ok(found
+            .into_iter()
+            .find(|c| c.client_id.as_deref() == Some(client_id)))
     }
 
     /// The tenant's client: created, or its managed settings, mappers and
@@ -575,66 +620,53 @@ impl Keycloak {
                 .ok_or_else(|| raced(&format!("create client {client_id} in realm {realm}")));
         };
         let action = format!("update client {client_id} of realm {realm}");
-        let id = str_field(&current, "id", &action)?.to_string();
+        let id = id_of(&current.id, &action)?;
+        let admin = &self.admin;
         let mut wrote = false;
-        if let Some(patch) = client_patch(&current, desired) {
-            let mut body = current.clone();
-            merge(&mut body, &patch);
+        if let Some(update) = client_patch(&current, desired) {
             self.write(
-                Method::PUT,
-                self.url(&["admin", "realms", realm, "clients", &id]),
-                Some(&body),
                 &action,
+                admin.realm_clients_with_client_uuid_put(realm, id, update),
             )
             .await?;
             wrote = true;
         }
-        let mappers = current
-            .get("protocolMappers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for wanted in &desired.mappers {
-            let name = wanted
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let existing = mappers
-                .iter()
-                .find(|m| m.get("name").and_then(Value::as_str) == Some(name));
-            let models = [
-                "admin",
-                "realms",
-                realm,
-                "clients",
-                &id,
-                "protocol-mappers",
-                "models",
-            ];
-            match existing {
+        let mappers = current.protocol_mappers.as_deref().unwrap_or_default();
+        for wanted in typed::<ProtocolMapperRepresentation>(&desired.mappers, &action)? {
+            match mappers.iter().find(|m| m.name == wanted.name) {
                 None => {
-                    self.write(Method::POST, self.url(&models), Some(wanted), &action)
-                        .await?;
-                    wrote = true;
+                    let call = admin.realm_clients_with_client_uuid_protocol_mappers_models_post(
+                        realm, id, wanted,
+                    );
+                    self.write(&action, call).await?;
                 }
-                Some(existing) if !mapper_matches(existing, wanted) => {
-                    let mapper_id = str_field(existing, "id", &action)?;
-                    let mut body = wanted.clone();
-                    body["id"] = json!(mapper_id);
-                    let mut url = self.url(&models);
-                    push_segments(&mut url, &[mapper_id]);
-                    self.write(Method::PUT, url, Some(&body), &action).await?;
-                    wrote = true;
+                Some(existing)
+                    if existing.protocol_mapper != wanted.protocol_mapper
+                        || !has_config(
+                            existing.config.as_ref(),
+                            wanted.config.iter().flatten(),
+                        ) =>
+                {
+                    let mapper_id = id_of(&existing.id, &action)?;
+                    let body = ProtocolMapperRepresentation {
+                        id: Some(mapper_id.to_owned()),
+                        ..wanted
+                    };
+                    let call = admin
+                        .realm_clients_with_client_uuid_protocol_mappers_models_with_id_put(
+                            realm, id, mapper_id, body,
+                        );
+                    self.write(&action, call).await?;
                 }
-                Some(_) => {}
+                Some(_) => continue,
             }
+            wrote = true;
         }
         let defaults: BTreeSet<&str> = current
-            .get("defaultClientScopes")
-            .and_then(Value::as_array)
-            .into_iter()
+            .default_client_scopes
+            .iter()
             .flatten()
-            .filter_map(Value::as_str)
+            .map(String::as_str)
             .collect();
         let missing: Vec<&String> = desired
             .default_scopes
@@ -642,48 +674,24 @@ impl Keycloak {
             .filter(|s| !defaults.contains(s.as_str()))
             .collect();
         if !missing.is_empty() {
-            let scopes = self
-                .read(
-                    self.url(&["admin", "realms", realm, "client-scopes"]),
-                    &action,
-                )
-                .await?
-                .unwrap_or_default();
+            let scopes = self.client_scopes(realm, &action).await?;
             for name in missing {
-                let scope = scopes
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s.get("name").and_then(Value::as_str) == Some(name.as_str()));
-                let Some(scope_id) = scope.and_then(|s| s.get("id")).and_then(Value::as_str) else {
+                let Some(scope_id) = scope_named(&scopes, name).and_then(|s| s.id.as_deref())
+                else {
                     return Err(not_found(
                         &action,
                         &format!("client scope {name} does not exist"),
                     ));
                 };
-                self.write(
-                    Method::PUT,
-                    self.url(&[
-                        "admin",
-                        "realms",
-                        realm,
-                        "clients",
-                        &id,
-                        "default-client-scopes",
-                        scope_id,
-                    ]),
-                    None,
-                    &action,
-                )
-                .await?;
+                let call = admin
+                    .realm_clients_with_client_uuid_default_client_scopes_with_client_scope_id_put(
+                        realm, id, scope_id,
+                    );
+                self.write(&action, call).await?;
                 wrote = true;
             }
         }
-        Ok(if wrote {
-            Change::Updated
-        } else {
-            Change::Unchanged
-        })
+        Ok(changed(wrote))
     }
 
     pub async fn delete_client(
@@ -691,75 +699,66 @@ impl Keycloak {
         realm: &str,
         client_id: &str,
     ) -> Result<Change, BackendError> {
+        let action = format!("delete client {client_id} of realm {realm}");
         let found = self.client(realm, client_id).await;
-        self.delete_found(
-            realm,
-            "clients",
-            found,
-            &format!("delete client {client_id} of realm {realm}"),
-        )
-        .await
+        let Some(id) = gone_with_realm(found)?.and_then(|c| c.id) else {
+            return Ok(Change::Absent);
+        };
+        let call = self.admin.realm_clients_with_client_uuid_delete(realm, &id);
+        self.delete(&action, call).await
+    }
+
+    /// The realm's client scopes; a missing realm is an error.
+    async fn client_scopes(
+        &self,
+        realm: &str,
+        action: &str,
+    ) -> Result<Vec<ClientScopeRepresentation>, BackendError> {
+        let found = self
+            .read(action, self.admin.realm_client_scopes_get(realm))
+            .await?;
+        found.ok_or_else(|| realm_missing(action, realm))
     }
 
     /// In a shared realm: the built-in `organization` client scope also maps
     /// each member's organization groups (the tenant's scopes) into tokens.
     pub async fn ensure_organization_claims(&self, realm: &str) -> Result<Change, BackendError> {
         let action = format!("read client scopes of realm {realm}");
-        let scopes = self
-            .read(
-                self.url(&["admin", "realms", realm, "client-scopes"]),
+        let scopes = self.client_scopes(realm, &action).await?;
+        let scope = scope_named(&scopes, ORGANIZATION_SCOPE).ok_or_else(|| {
+            not_found(
                 &action,
+                "client scope organization does not exist (organizations are off?)",
             )
-            .await?
-            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
-        let scope = scopes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s.get("name").and_then(Value::as_str) == Some(ORGANIZATION_SCOPE))
-            .ok_or_else(|| {
-                not_found(
-                    &action,
-                    "client scope organization does not exist (organizations are off?)",
-                )
-            })?;
+        })?;
         let has_groups = scope
-            .get("protocolMappers")
-            .and_then(Value::as_array)
-            .into_iter()
+            .protocol_mappers
+            .iter()
             .flatten()
-            .any(|m| {
-                m.get("protocolMapper").and_then(Value::as_str) == Some(ORGANIZATION_GROUPS_MAPPER)
-            });
+            .any(|m| m.protocol_mapper.as_deref() == Some(ORGANIZATION_GROUPS_MAPPER));
         if has_groups {
             return Ok(Change::Unchanged);
         }
-        let id = str_field(scope, "id", &action)?;
-        self.write(
-            Method::POST,
-            self.url(&[
-                "admin",
-                "realms",
-                realm,
-                "client-scopes",
-                id,
-                "protocol-mappers",
-                "models",
-            ]),
-            Some(&json!({
-                "name": "organization groups",
-                "protocol": PROTOCOL,
-                "protocolMapper": ORGANIZATION_GROUPS_MAPPER,
-                "config": {
-                    "access.token.claim": "true",
-                    "id.token.claim": "true",
-                    "userinfo.token.claim": "true",
-                    "introspection.token.claim": "true",
-                },
-            })),
-            &format!("map organization groups into tokens of realm {realm}"),
-        )
-        .await?;
+        let id = id_of(&scope.id, &action)?;
+        let mapper = ProtocolMapperRepresentation {
+            name: Some("organization groups".into()),
+            protocol: Some(PROTOCOL.into()),
+            protocol_mapper: Some(ORGANIZATION_GROUPS_MAPPER.into()),
+            config: Some(strings(&[
+                ("access.token.claim", "true"),
+                ("id.token.claim", "true"),
+                ("userinfo.token.claim", "true"),
+                ("introspection.token.claim", "true"),
+            ])),
+            ..Default::default()
+        };
+        let action = format!("map organization groups into tokens of realm {realm}");
+        let call = self
+            .admin
+            .realm_client_scopes_with_client_scope_id_protocol_mappers_models_post(
+                realm, id, mapper,
+            );
+        self.write(&action, call).await?;
         Ok(Change::Updated)
     }
 
@@ -773,76 +772,67 @@ impl Keycloak {
         desired: &IdentityProviderSettings,
     ) -> Result<Change, BackendError> {
         let alias = desired.alias.as_str();
-        let instances = ["admin", "realms", realm, "identity-provider", "instances"];
         let action = format!("configure identity provider {alias} in realm {realm}");
-        let mut url = self.url(&instances);
-        push_segments(&mut url, &[alias]);
-        let current = self.read(url.clone(), &action).await?;
+        let admin = &self.admin;
+        let call = admin.realm_identity_provider_instances_with_alias_get(realm, alias);
+        let current = self.read(&action, call).await?;
         let mut wrote = false;
-        let stale = |current: &Value| {
-            let config = current.get("config");
-            desired
-                .config
-                .iter()
-                .any(|(k, v)| config.and_then(|c| c.get(k)).and_then(Value::as_str) != Some(v))
-                || current.get("displayName").and_then(Value::as_str) != Some(&desired.display_name)
-                || current.get("enabled").and_then(Value::as_bool) != Some(true)
+        let stale = |current: &IdentityProviderRepresentation| {
+            !has_config(current.config.as_ref(), &desired.config)
+                || current.display_name.as_deref() != Some(desired.display_name.as_str())
+                || current.enabled != Some(true)
         };
         if current.as_ref().is_none_or(stale) {
-            let mut config: Map<String, Value> = match &desired.metadata_url {
+            let mut config = match &desired.metadata_url {
                 Some(from) => self.import_saml(realm, from).await?,
                 None => current
                     .as_ref()
-                    .and_then(|c| c.get("config"))
-                    .and_then(Value::as_object)
-                    .cloned()
+                    .and_then(|c| c.config.clone())
                     .unwrap_or_default(),
             };
-            config.extend(desired.config.iter().map(|(k, v)| (k.clone(), json!(v))));
+            config.extend(desired.config.clone());
             if let Some(secret) = &desired.secret {
-                config.insert("clientSecret".into(), json!(secret));
+                config.insert("clientSecret".into(), secret.clone());
             }
-            let body = json!({
-                "alias": alias, "displayName": desired.display_name,
-                "providerId": desired.provider, "enabled": true, "trustEmail": true,
-                "firstBrokerLoginFlowAlias": "first broker login",
-                "config": config,
-            });
+            let body = IdentityProviderRepresentation {
+                alias: Some(alias.into()),
+                display_name: Some(desired.display_name.clone()),
+                provider_id: Some(desired.provider.into()),
+                enabled: Some(true),
+                trust_email: Some(true),
+                first_broker_login_flow_alias: Some("first broker login".into()),
+                config: Some(config),
+                ..Default::default()
+            };
             match current {
                 None => {
-                    self.write(Method::POST, self.url(&instances), Some(&body), &action)
-                        .await?
+                    let call = admin.realm_identity_provider_instances_post(realm, body);
+                    self.write(&action, call).await?
                 }
                 Some(_) => {
-                    self.write(Method::PUT, url.clone(), Some(&body), &action)
-                        .await?
+                    let call =
+                        admin.realm_identity_provider_instances_with_alias_put(realm, alias, body);
+                    self.write(&action, call).await?
                 }
             };
             wrote = true;
         }
         wrote |= self.ensure_provider_mappers(realm, desired).await?;
         if let Some(id) = organization {
-            let link = [
-                "admin",
-                "realms",
-                realm,
-                "organizations",
-                id,
-                "identity-providers",
-            ];
-            let mut linked = self.url(&link);
-            push_segments(&mut linked, &[alias]);
-            if self.read(linked, &action).await?.is_none() {
-                self.write(Method::POST, self.url(&link), Some(&json!(alias)), &action)
-                    .await?;
+            let call = admin.realm_organizations_with_org_id_identity_providers_with_alias_get(
+                realm, id, alias,
+            );
+            if self.read(&action, call).await?.is_none() {
+                let call = admin.realm_organizations_with_org_id_identity_providers_post(
+                    realm,
+                    id,
+                    alias.into(),
+                );
+                self.write(&action, call).await?;
                 wrote = true;
             }
         }
-        Ok(if wrote {
-            Change::Updated
-        } else {
-            Change::Unchanged
-        })
+        Ok(changed(wrote))
     }
 
     /// The config Keycloak reads from a SAML provider's metadata.
@@ -850,24 +840,16 @@ impl Keycloak {
         &self,
         realm: &str,
         from: &str,
-    ) -> Result<Map<String, Value>, BackendError> {
+    ) -> Result<HashMap<String, String>, BackendError> {
         let action = format!("import SAML metadata from {from} into realm {realm}");
-        let answer = self
-            .write(
-                Method::POST,
-                self.url(&[
-                    "admin",
-                    "realms",
-                    realm,
-                    "identity-provider",
-                    "import-config",
-                ]),
-                Some(&json!({"providerId": "saml", "fromUrl": from})),
-                &action,
-            )
-            .await?;
-        serde_json::from_str::<Map<String, Value>>(&answer.body)
-            .map_err(|e| unreadable(&action, &e.to_string()))
+        let body = HashMap::from([
+            ("providerId".to_owned(), Value::from("saml")),
+            ("fromUrl".to_owned(), Value::from(from)),
+        ]);
+        let call = self
+            .admin
+            .realm_identity_provider_import_config_post(realm, body);
+        self.write(&action, call).await
     }
 
     /// The provider's `ossature-` mappers: exactly the desired ones.
@@ -877,72 +859,53 @@ impl Keycloak {
         desired: &IdentityProviderSettings,
     ) -> Result<bool, BackendError> {
         let alias = desired.alias.as_str();
-        let segments = [
-            "admin",
-            "realms",
-            realm,
-            "identity-provider",
-            "instances",
-            alias,
-            "mappers",
-        ];
         let action = format!("configure mappers of identity provider {alias} in realm {realm}");
-        let live = self
-            .read(self.url(&segments), &action)
-            .await?
-            .unwrap_or_default();
-        let live = live.as_array().cloned().unwrap_or_default();
+        let admin = &self.admin;
+        let call = admin.realm_identity_provider_instances_with_alias_mappers_get(realm, alias);
+        let live = self.read(&action, call).await?.unwrap_or_default();
+        let wanted = typed::<IdentityProviderMapperRepresentation>(&desired.mappers, &action)?;
+        let names: BTreeSet<String> = wanted.iter().filter_map(|m| m.name.clone()).collect();
         let mut wrote = false;
-        for wanted in &desired.mappers {
-            let name = wanted
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let existing = live
-                .iter()
-                .find(|m| m.get("name").and_then(Value::as_str) == Some(name));
+        for wanted in wanted {
+            let existing = live.iter().find(|m| m.name == wanted.name);
             let same = existing.is_some_and(|m| {
-                m.get("identityProviderMapper") == wanted.get("identityProviderMapper")
-                    && wanted
-                        .get("config")
-                        .and_then(Value::as_object)
-                        .into_iter()
-                        .flatten()
-                        .all(|(k, v)| m.get("config").and_then(|c| c.get(k)) == Some(v))
+                m.identity_provider_mapper == wanted.identity_provider_mapper
+                    && has_config(m.config.as_ref(), wanted.config.iter().flatten())
             });
             if same {
                 continue;
             }
-            match existing.and_then(|m| m.get("id")).and_then(Value::as_str) {
+            match existing.and_then(|m| m.id.clone()) {
                 Some(id) => {
-                    let mut body = wanted.clone();
-                    body["id"] = json!(id);
-                    let mut url = self.url(&segments);
-                    push_segments(&mut url, &[id]);
-                    self.write(Method::PUT, url, Some(&body), &action).await?;
+                    let body = IdentityProviderMapperRepresentation {
+                        id: Some(id.clone()),
+                        ..wanted
+                    };
+                    let call = admin
+                        .realm_identity_provider_instances_with_alias_mappers_with_id_put(
+                            realm, alias, &id, body,
+                        );
+                    self.write(&action, call).await?;
                 }
                 None => {
-                    self.write(Method::POST, self.url(&segments), Some(wanted), &action)
-                        .await?;
+                    let call = admin.realm_identity_provider_instances_with_alias_mappers_post(
+                        realm, alias, wanted,
+                    );
+                    self.write(&action, call).await?;
                 }
             }
             wrote = true;
         }
-        let wanted: BTreeSet<&str> = desired
-            .mappers
-            .iter()
-            .filter_map(|m| m.get("name").and_then(Value::as_str))
-            .collect();
         for stale in live.iter().filter(|m| {
-            m.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| n.starts_with("ossature-") && !wanted.contains(n))
+            m.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ossature-") && !names.contains(n))
         }) {
-            let id = str_field(stale, "id", &action)?;
-            let mut url = self.url(&segments);
-            push_segments(&mut url, &[id]);
-            self.call(Verb::Write, Method::DELETE, url, None, &action)
-                .await?;
+            let id = id_of(&stale.id, &action)?;
+            let call = admin.realm_identity_provider_instances_with_alias_mappers_with_id_delete(
+                realm, alias, id,
+            );
+            self.delete(&action, call).await?;
             wrote = true;
         }
         Ok(wrote)
@@ -957,45 +920,27 @@ impl Keycloak {
         keep: &[String],
     ) -> Result<Vec<Change>, BackendError> {
         let action = format!("list identity providers in realm {realm}");
+        let admin = &self.admin;
         let listed = match organization {
             Some(id) => {
-                self.read(
-                    self.url(&[
-                        "admin",
-                        "realms",
-                        realm,
-                        "organizations",
-                        id,
-                        "identity-providers",
-                    ]),
-                    &action,
-                )
-                .await?
+                let call = admin.realm_organizations_with_org_id_identity_providers_get(realm, id);
+                self.read(&action, call).await?
             }
             None => {
-                self.read(
-                    self.url(&["admin", "realms", realm, "identity-provider", "instances"]),
-                    &action,
-                )
-                .await?
+                let call = admin.realm_identity_provider_instances_get(
+                    realm, None, None, None, None, None, None, None,
+                );
+                self.read(&action, call).await?
             }
         };
         let mut changes = Vec::new();
-        for provider in listed
-            .as_ref()
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let alias = provider
-                .get("alias")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+        for provider in listed.iter().flatten() {
+            let alias = provider.alias.as_deref().unwrap_or_default();
             let ours = provider
-                .get("config")
+                .config
+                .as_ref()
                 .and_then(|c| c.get(MANAGED_CONFIG))
-                .and_then(Value::as_str)
-                == Some("true");
+                .is_some_and(|v| v == "true");
             if ours && !keep.iter().any(|k| k == alias) {
                 changes.push(self.delete_identity_provider(realm, alias).await?);
             }
@@ -1009,19 +954,18 @@ impl Keycloak {
         alias: &str,
     ) -> Result<Change, BackendError> {
         let action = format!("delete identity provider {alias} in realm {realm}");
-        let mut url = self.url(&["admin", "realms", realm, "identity-provider", "instances"]);
-        push_segments(&mut url, &[alias]);
-        let answer = self
-            .call(Verb::Write, Method::DELETE, url, None, &action)
-            .await?;
-        deletion(answer, &action)
+        let call = self
+            .admin
+            .realm_identity_provider_instances_with_alias_delete(realm, alias);
+        self.delete(&action, call).await
     }
 
     /// Where a person's login at the provider comes back (OIDC redirect URI,
     /// SAML assertion consumer), and where the SAML service provider
     /// metadata is published, for the provider's administrators.
     pub fn broker_endpoint(&self, realm: &str, alias: &str) -> String {
-        let mut url = self.url(&["realms", realm, "broker", alias, "endpoint"]);
+        let mut url = self.base.clone();
+        push_segments(&mut url, &["realms", realm, "broker", alias, "endpoint"]);
         url.set_query(None);
         url.to_string()
     }
@@ -1030,383 +974,342 @@ impl Keycloak {
     /// for the realm's new clients, and maps full group paths into the
     /// `scopes` claim.
     pub async fn ensure_scope_claim(&self, realm: &str) -> Result<Change, BackendError> {
-        let scopes_url = self.url(&["admin", "realms", realm, "client-scopes"]);
         let action = format!("read client scopes of realm {realm}");
-        let scopes = self
-            .read(scopes_url.clone(), &action)
-            .await?
-            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
-        let scopes = scopes
-            .as_array()
-            .ok_or_else(|| unreadable(&action, "expected a list of client scopes"))?;
-        let existing = scopes
-            .iter()
-            .find(|s| s.get("name").and_then(Value::as_str) == Some(SCOPE_NAME));
-
-        let Some(scope) = existing else {
+        let scopes = self.client_scopes(realm, &action).await?;
+        let admin = &self.admin;
+        let Some(scope) = scope_named(&scopes, SCOPE_NAME) else {
             let action = format!("create client scope {SCOPE_NAME} in realm {realm}");
-            let answer = self
-                .write(
-                    Method::POST,
-                    scopes_url,
-                    Some(&scope_representation()),
-                    &action,
-                )
-                .await?;
-            let id = answer
-                .location
-                .as_deref()
-                .and_then(id_from_location)
-                .ok_or_else(|| unreadable(&action, "no Location header with the new id"))?;
-            self.make_default_scope(realm, id).await?;
+            let call = admin.realm_client_scopes_post(realm, scope_representation());
+            let id = new_id(&self.write(&action, call).await?, &action)?;
+            self.make_default_scope(realm, &id).await?;
             return Ok(Change::Created);
         };
 
         let action = format!("update client scope {SCOPE_NAME} in realm {realm}");
-        let id = str_field(scope, "id", &action)?;
-        let mappers_url = self.url(&[
-            "admin",
-            "realms",
-            realm,
-            "client-scopes",
-            id,
-            "protocol-mappers",
-            "models",
-        ]);
+        let id = id_of(&scope.id, &action)?;
         let mut wrote = false;
         match find_mapper(scope) {
             None => {
-                self.write(
-                    Method::POST,
-                    mappers_url,
-                    Some(&mapper_representation()),
-                    &action,
-                )
-                .await?;
+                let call = admin
+                    .realm_client_scopes_with_client_scope_id_protocol_mappers_models_post(
+                        realm,
+                        id,
+                        mapper_representation(),
+                    );
+                self.write(&action, call).await?;
                 wrote = true;
             }
             Some(mapper) => {
                 if let Some(patch) = mapper_patch(mapper) {
-                    let mapper_id = str_field(mapper, "id", &action)?;
-                    let mut url = mappers_url;
-                    push_segments(&mut url, &[mapper_id]);
-                    self.write(Method::PUT, url, Some(&patch), &action).await?;
+                    let mapper_id = id_of(&mapper.id, &action)?;
+                    let call = admin
+                        .realm_client_scopes_with_client_scope_id_protocol_mappers_models_with_id_put(
+                            realm, id, mapper_id, patch,
+                        );
+                    self.write(&action, call).await?;
                     wrote = true;
                 }
             }
         }
 
         let action = format!("read default client scopes of realm {realm}");
-        let defaults = self
-            .read(
-                self.url(&["admin", "realms", realm, "default-default-client-scopes"]),
-                &action,
-            )
-            .await?
-            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
-        if !lists_id(&defaults, id) {
+        let call = admin.realm_default_default_client_scopes_get(realm);
+        let defaults = self.read(&action, call).await?;
+        let defaults = defaults.ok_or_else(|| realm_missing(&action, realm))?;
+        if !defaults.iter().any(|s| s.id.as_deref() == Some(id)) {
             self.make_default_scope(realm, id).await?;
             wrote = true;
         }
-        Ok(if wrote {
-            Change::Updated
-        } else {
-            Change::Unchanged
-        })
+        Ok(changed(wrote))
     }
 
     async fn make_default_scope(&self, realm: &str, id: &str) -> Result<(), BackendError> {
-        self.write(
-            Method::PUT,
-            self.url(&[
-                "admin",
-                "realms",
-                realm,
-                "default-default-client-scopes",
-                id,
-            ]),
-            None,
-            &format!("make {SCOPE_NAME} a default client scope of realm {realm}"),
-        )
-        .await
-        .map(drop)
+        let action = format!("make {SCOPE_NAME} a default client scope of realm {realm}");
+        let call = self
+            .admin
+            .realm_default_default_client_scopes_with_client_scope_id_put(realm, id);
+        self.write(&action, call).await.map(drop)
     }
 
     /// Adds a generated Ed25519 key provider unless an active EdDSA key exists.
     async fn ensure_eddsa_key(&self, realm: &str) -> Result<bool, BackendError> {
         let action = format!("read keys of realm {realm}");
-        let keys = self
-            .read(self.url(&["admin", "realms", realm, "keys"]), &action)
-            .await?
-            .ok_or_else(|| not_found(&action, &format!("realm {realm} does not exist")))?;
+        let keys = self.read(&action, self.admin.realm_keys_get(realm)).await?;
+        let keys = keys.ok_or_else(|| realm_missing(&action, realm))?;
         if has_active_eddsa_key(&keys) {
             return Ok(false);
         }
+        let eddsa = eddsa_key_provider();
         // Without parentId the server attaches the component to this realm.
-        let component = json!({
-            "name": "eddsa-generated",
-            "providerId": "eddsa-generated",
-            "providerType": KEY_PROVIDER_TYPE,
-            "config": { "priority": ["100"], "eddsaEllipticCurveKey": ["Ed25519"] },
-        });
-        self.write(
-            Method::POST,
-            self.url(&["admin", "realms", realm, "components"]),
-            Some(&component),
-            &format!("add an EdDSA key provider to realm {realm}"),
-        )
-        .await?;
+        let component = ComponentRepresentation {
+            name: eddsa.name,
+            provider_id: eddsa.provider_id,
+            provider_type: Some(KEY_PROVIDER_TYPE.into()),
+            config: eddsa.config,
+            ..Default::default()
+        };
+        let action = format!("add an EdDSA key provider to realm {realm}");
+        self.write(&action, self.admin.realm_components_post(realm, component))
+            .await?;
         Ok(true)
     }
 
     async fn ensure_totp(&self, realm: &str, mfa_required: bool) -> Result<bool, BackendError> {
-        let url = self.url(&[
-            "admin",
-            "realms",
-            realm,
-            "authentication",
-            "required-actions",
-            TOTP,
-        ]);
         let action = format!("update required action {TOTP} of realm {realm}");
-        let current = match self.read(url.clone(), &action).await? {
+        let admin = &self.admin;
+        let call = admin.realm_authentication_required_actions_with_alias_get(realm, TOTP);
+        let current = match self.read(&action, call).await? {
             Some(current) => current,
             None if !mfa_required => return Ok(false),
             None => {
                 // Unregistered (removed by someone): register it, then configure it.
-                self.write(
-                    Method::POST,
-                    self.url(&[
-                        "admin",
-                        "realms",
-                        realm,
-                        "authentication",
-                        "register-required-action",
-                    ]),
-                    Some(&json!({ "providerId": TOTP, "name": "Configure OTP" })),
-                    &format!("register required action {TOTP} in realm {realm}"),
-                )
-                .await?;
-                json!({ "alias": TOTP, "name": "Configure OTP", "providerId": TOTP, "config": {} })
+                let registered = RequiredActionProviderRepresentation {
+                    provider_id: Some(TOTP.into()),
+                    name: Some(TOTP_NAME.into()),
+                    ..Default::default()
+                };
+                let register = format!("register required action {TOTP} in realm {realm}");
+                let call =
+                    admin.realm_authentication_register_required_action_post(realm, registered);
+                self.write(&register, call).await?;
+                RequiredActionProviderRepresentation {
+                    alias: Some(TOTP.into()),
+                    name: Some(TOTP_NAME.into()),
+                    provider_id: Some(TOTP.into()),
+                    config: Some(HashMap::new()),
+                    ..Default::default()
+                }
             }
         };
         let Some(patch) = totp_patch(&current, mfa_required) else {
             return Ok(false);
         };
-        self.write(Method::PUT, url, Some(&patch), &action).await?;
+        let call = admin.realm_authentication_required_actions_with_alias_put(realm, TOTP, patch);
+        self.write(&action, call).await?;
         Ok(true)
     }
 
-    async fn group(
+    /// One counted call; its failure names `action`.
+    async fn call<T>(
         &self,
-        home: GroupHome<'_>,
-        path: &[String],
-    ) -> Result<Option<Value>, BackendError> {
-        let mut url = self.url(&home.by_path());
-        push_segments(&mut url, path);
-        let action = format!("read group {} in {home}", group_path(path));
-        let found = self.read(url, &action).await?;
-        match (home, found) {
-            // An organization answers a lookup by path briefly, without the
-            // attributes; the group itself has them.
-            (GroupHome::Organization { .. }, Some(brief)) => {
-                let id = str_field(&brief, "id", &action)?;
-                let mut segments = home.groups();
-                segments.push(id);
-                self.read(self.url(&segments), &action).await
-            }
-            (_, found) => Ok(found),
-        }
+        verb: Verb,
+        action: &str,
+        call: impl Future<Output = Result<T, KeycloakError>>,
+    ) -> Result<T, BackendError> {
+        self.calls.record(Backend::Keycloak, verb);
+        call.await.map_err(|e| backend_error(action, e))
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        push_segments(&mut url, segments);
-        url
-    }
-
-    /// GET that treats 404 as absence.
-    async fn read(&self, url: Url, action: &str) -> Result<Option<Value>, BackendError> {
-        let answer = self
-            .call(Verb::Read, Method::GET, url, None, action)
-            .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !answer.status.is_success() {
-            return Err(refused(action, &answer));
-        }
-        serde_json::from_str(&answer.body)
-            .map(Some)
-            .map_err(|e| unreadable(action, &e.to_string()))
+    /// A read that treats 404 as absence.
+    async fn read<T>(
+        &self,
+        action: &str,
+        call: impl Future<Output = Result<T, KeycloakError>>,
+    ) -> Result<Option<T>, BackendError> {
+        absent_as_none(self.call(Verb::Read, action, call).await)
     }
 
     /// A write that must succeed.
-    async fn write(
+    async fn write<T>(
         &self,
-        method: Method,
-        url: Url,
-        body: Option<&Value>,
         action: &str,
-    ) -> Result<Answer, BackendError> {
-        let answer = self.call(Verb::Write, method, url, body, action).await?;
-        if answer.status.is_success() {
-            Ok(answer)
-        } else {
-            Err(refused(action, &answer))
+        call: impl Future<Output = Result<T, KeycloakError>>,
+    ) -> Result<T, BackendError> {
+        self.call(Verb::Write, action, call).await
+    }
+
+    /// A create: `None` when the object exists already (409).
+    async fn create(
+        &self,
+        action: &str,
+        call: impl Future<Output = Result<DefaultResponse, KeycloakError>>,
+    ) -> Result<Option<DefaultResponse>, BackendError> {
+        match self.write(action, call).await {
+            Ok(created) => Ok(Some(created)),
+            Err(BackendError::Refused { status: 409, .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    async fn call(
+    /// A delete: `Absent` when there was nothing to delete (404).
+    async fn delete(
         &self,
-        verb: Verb,
-        method: Method,
-        url: Url,
-        body: Option<&Value>,
         action: &str,
-    ) -> Result<Answer, BackendError> {
-        let token = self.token(action).await?;
-        self.calls.record(Backend::Keycloak, verb);
-        let mut request = self.http.request(method, url).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.text().await.map_err(unreachable)?;
-        Ok(Answer {
-            status,
-            location,
-            body,
+        call: impl Future<Output = Result<DefaultResponse, KeycloakError>>,
+    ) -> Result<Change, BackendError> {
+        Ok(match absent_as_none(self.write(action, call).await)? {
+            Some(_) => Change::Deleted,
+            None => Change::Absent,
         })
     }
+}
 
-    /// The cached admin token, fetched again shortly before it expires.
-    async fn token(&self, action: &str) -> Result<String, BackendError> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
-            return Ok(token.value.clone());
-        }
-        let action = format!("issue an admin token (to {action})");
-        self.calls.record(Backend::Keycloak, Verb::Read);
-        let fetched_at = Instant::now();
-        let response = self
-            .http
-            .post(self.url(&["realms", "master", "protocol", "openid-connect", "token"]))
-            .form(&[
-                ("client_id", "admin-cli"),
-                ("grant_type", "password"),
-                ("username", self.admin_user.as_str()),
-                ("password", self.admin_password.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = response.status();
-        let body = response.text().await.map_err(unreachable)?;
-        let answer = Answer {
-            status,
-            location: None,
-            body,
-        };
-        if !status.is_success() {
-            // Wrong admin credentials: 401 from older releases, 400
-            // invalid_grant from newer ones; either way, unauthorized.
-            if answer.body.contains("invalid_grant") {
-                return Err(BackendError::Refused {
-                    backend: Backend::Keycloak,
-                    action,
-                    status: StatusCode::UNAUTHORIZED.as_u16(),
-                    body: truncate(&answer.body),
-                });
-            }
-            return Err(refused(&action, &answer));
-        }
-        let parsed: Value =
-            serde_json::from_str(&answer.body).map_err(|e| unreadable(&action, &e.to_string()))?;
-        let value = parsed
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| unreadable(&action, "no access_token"))?
-            .to_owned();
-        let lifetime = Duration::from_secs(
-            parsed
-                .get("expires_in")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-        );
-        let refresh_at = fetched_at + lifetime.saturating_sub(TOKEN_MARGIN.min(lifetime / 2));
-        *cached = Some(Token {
-            value: value.clone(),
-            refresh_at,
-        });
-        Ok(value)
+/// Required actions as Keycloak 26.7 registers them in a new realm (alias,
+/// name, enabled, priority). A realm created with any required action gets
+/// only those, so the list is given whole; a test compares it with a realm
+/// Keycloak made itself.
+const REQUIRED_ACTIONS: [(&str, &str, bool, i32); 14] = [
+    ("TERMS_AND_CONDITIONS", "Terms and Conditions", false, 20),
+    ("UPDATE_PROFILE", "Update Profile", true, 40),
+    ("VERIFY_EMAIL", "Verify Email", true, 50),
+    (TOTP, TOTP_NAME, true, 54),
+    ("UPDATE_PASSWORD", "Update Password", true, 57),
+    ("delete_account", "Delete Account", false, 60),
+    ("UPDATE_EMAIL", "Update Email", false, 70),
+    ("webauthn-register", "Webauthn Register", true, 80),
+    (
+        "webauthn-register-passwordless",
+        "Webauthn Register Passwordless",
+        true,
+        90,
+    ),
+    ("VERIFY_PROFILE", "Verify Profile", true, 100),
+    ("delete_credential", "Delete Credential", true, 110),
+    ("idp_link", "Linking Identity Provider", true, 120),
+    (
+        "CONFIGURE_RECOVERY_AUTHN_CODES",
+        "Recovery Authentication Codes",
+        true,
+        130,
+    ),
+    ("update_user_locale", "Update User Locale", true, 1000),
+];
+
+/// Key providers (name, provider, extra config) Keycloak generates for a new
+/// realm, which it skips when the realm is created with any key provider.
+const DEFAULT_KEY_PROVIDERS: [(&str, &str, Option<ConfigEntry>); 4] = [
+    ("rsa-generated", "rsa-generated", None),
+    (
+        "rsa-enc-generated",
+        "rsa-enc-generated",
+        Some(("algorithm", "RSA-OAEP")),
+    ),
+    (
+        "hmac-generated-hs512",
+        "hmac-generated",
+        Some(("algorithm", "HS512")),
+    ),
+    ("aes-generated", "aes-generated", None),
+];
+
+/// One extra config key and value of a key provider.
+type ConfigEntry = (&'static str, &'static str);
+
+fn eddsa_key_provider() -> ComponentExportRepresentation {
+    key_provider(
+        "eddsa-generated",
+        "eddsa-generated",
+        Some(("eddsaEllipticCurveKey", "Ed25519")),
+    )
+}
+
+fn key_provider(
+    name: &str,
+    provider: &str,
+    extra: Option<ConfigEntry>,
+) -> ComponentExportRepresentation {
+    let config = [("priority", "100")]
+        .into_iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_owned(), vec![v.to_owned()]))
+        .collect();
+    ComponentExportRepresentation {
+        name: Some(name.into()),
+        provider_id: Some(provider.into()),
+        config: Some(config),
+        ..Default::default()
     }
+}
+
+/// The whole representation of a new realm: what `ensure_realm` and, for a
+/// tenant's own realm, `ensure_scope_claim` would otherwise write one by one.
+fn new_realm(desired: &RealmSettings) -> RealmRepresentation {
+    let mut realm = realm_patch(&RealmRepresentation::default(), desired).unwrap_or_default();
+    realm.realm = Some(desired.name.clone());
+    let keys = DEFAULT_KEY_PROVIDERS
+        .iter()
+        .map(|(name, provider, extra)| key_provider(name, provider, *extra))
+        .chain([eddsa_key_provider()])
+        .collect();
+    realm.components = Some(HashMap::from([(KEY_PROVIDER_TYPE.to_owned(), keys)]));
+    realm.required_actions = Some(
+        REQUIRED_ACTIONS
+            .iter()
+            .map(
+                |(alias, name, enabled, priority)| RequiredActionProviderRepresentation {
+                    alias: Some((*alias).into()),
+                    name: Some((*name).into()),
+                    provider_id: Some((*alias).into()),
+                    enabled: Some(*enabled),
+                    default_action: Some(*alias == TOTP && desired.mfa_required),
+                    priority: Some(*priority),
+                    config: Some(HashMap::new()),
+                },
+            )
+            .collect(),
+    );
+    // A shared realm maps organization groups instead of the scope claim.
+    if !desired.organizations {
+        realm.attributes = Some(strings(&[(CREATE_DEFAULT_SCOPES, "true")]));
+        realm.client_scopes = Some(vec![scope_representation()]);
+        realm.default_default_client_scopes = Some(vec![SCOPE_NAME.into()]);
+    }
+    realm
+}
+
+/// `want`, when `current` differs from it.
+fn differing<T: PartialEq>(current: Option<&T>, want: T) -> Option<T> {
+    (current != Some(&want)).then_some(want)
 }
 
 /// The managed realm fields whose current value differs from `desired`, as
 /// a partial representation for PUT; `None` when nothing differs.
-pub fn realm_patch(current: &Value, desired: &RealmSettings) -> Option<Value> {
-    let diff = realm_diff(current, desired);
-    (!diff.is_empty()).then_some(Value::Object(diff))
-}
-
-fn realm_diff(current: &Value, desired: &RealmSettings) -> Map<String, Value> {
-    let mut diff = Map::new();
-    let mut flag = |key: &str, want: bool| {
-        if current.get(key).and_then(Value::as_bool) != Some(want) {
-            diff.insert(key.into(), json!(want));
-        }
-    };
-    flag("enabled", true);
-    flag("registrationAllowed", desired.registration_allowed);
-    flag("verifyEmail", desired.verify_email);
-    flag("bruteForceProtected", true);
-    flag("eventsEnabled", true);
-    if desired.organizations {
-        flag("organizationsEnabled", true);
-    }
-
-    let text = |key: &str| current.get(key).and_then(Value::as_str).unwrap_or("");
-    if text("displayName") != desired.display_name {
-        diff.insert("displayName".into(), json!(desired.display_name));
-    }
-    if text("defaultSignatureAlgorithm") != SIGNATURE_ALGORITHM {
-        diff.insert(
-            "defaultSignatureAlgorithm".into(),
-            json!(SIGNATURE_ALGORITHM),
-        );
-    }
-    // Keycloak re-serialises the policy, so compare the canonical spelling.
-    if normalize_policy(text("passwordPolicy")) != normalize_policy(&desired.password_policy) {
-        diff.insert("passwordPolicy".into(), json!(desired.password_policy));
-    }
-    if current.get("accessTokenLifespan").and_then(Value::as_i64)
-        != Some(i64::from(desired.access_token_lifespan_seconds))
-    {
-        diff.insert(
-            "accessTokenLifespan".into(),
-            json!(desired.access_token_lifespan_seconds),
-        );
-    }
+pub fn realm_patch(
+    current: &RealmRepresentation,
+    desired: &RealmSettings,
+) -> Option<RealmRepresentation> {
+    let text = |field: &Option<String>| field.as_deref().unwrap_or_default().to_owned();
+    let differing_text =
+        |field: &Option<String>, want: &str| (text(field) != want).then(|| want.to_owned());
     // Login events must be saved; types someone else enabled are kept.
     let mut events: BTreeSet<String> = current
-        .get("enabledEventTypes")
-        .and_then(Value::as_array)
-        .into_iter()
+        .enabled_event_types
+        .iter()
         .flatten()
-        .filter_map(|t| t.as_str().map(str::to_owned))
+        .cloned()
         .collect();
-    if !LOGIN_EVENTS.iter().all(|e| events.contains(*e)) {
-        events.extend(LOGIN_EVENTS.iter().map(|e| (*e).to_owned()));
-        diff.insert("enabledEventTypes".into(), json!(events));
-    }
-    diff
+    let events_missing = !LOGIN_EVENTS.iter().all(|e| events.contains(*e));
+    events.extend(LOGIN_EVENTS.map(String::from));
+    let patch = RealmRepresentation {
+        enabled: differing(current.enabled.as_ref(), true),
+        registration_allowed: differing(
+            current.registration_allowed.as_ref(),
+            desired.registration_allowed,
+        ),
+        verify_email: differing(current.verify_email.as_ref(), desired.verify_email),
+        brute_force_protected: differing(current.brute_force_protected.as_ref(), true),
+        events_enabled: differing(current.events_enabled.as_ref(), true),
+        organizations_enabled: desired
+            .organizations
+            .then(|| differing(current.organizations_enabled.as_ref(), true))
+            .flatten(),
+        display_name: differing_text(&current.display_name, &desired.display_name),
+        default_signature_algorithm: differing_text(
+            &current.default_signature_algorithm,
+            SIGNATURE_ALGORITHM,
+        ),
+        // Keycloak re-serialises the policy, so compare the canonical spelling.
+        password_policy: (normalize_policy(&text(&current.password_policy))
+            != normalize_policy(&desired.password_policy))
+        .then(|| desired.password_policy.clone()),
+        access_token_lifespan: differing(
+            current.access_token_lifespan.as_ref(),
+            desired.access_token_lifespan_seconds,
+        ),
+        enabled_event_types: events_missing.then(|| events.into_iter().collect()),
+        ..Default::default()
+    };
+    (patch != RealmRepresentation::default()).then_some(patch)
 }
 
 /// Collapses whitespace, the only difference Keycloak's parser irons out.
@@ -1416,118 +1319,140 @@ fn normalize_policy(policy: &str) -> String {
 
 /// The CONFIGURE_TOTP representation to PUT, or `None` when it already is
 /// enabled and default (MFA required) or not default (MFA optional).
-pub fn totp_patch(current: &Value, mfa_required: bool) -> Option<Value> {
-    let enabled = current.get("enabled").and_then(Value::as_bool) == Some(true);
-    let default = current.get("defaultAction").and_then(Value::as_bool) == Some(true);
+pub fn totp_patch(
+    current: &RequiredActionProviderRepresentation,
+    mfa_required: bool,
+) -> Option<RequiredActionProviderRepresentation> {
+    let enabled = current.enabled == Some(true);
+    let default = current.default_action == Some(true);
     let want_enabled = enabled || mfa_required;
     if enabled == want_enabled && default == mfa_required {
         return None;
     }
-    let mut rep = current.as_object().cloned().unwrap_or_default();
-    rep.insert("enabled".into(), json!(want_enabled));
-    rep.insert("defaultAction".into(), json!(mfa_required));
-    Some(Value::Object(rep))
+    Some(RequiredActionProviderRepresentation {
+        enabled: Some(want_enabled),
+        default_action: Some(mfa_required),
+        ..current.clone()
+    })
 }
 
-/// Whether the `GET /keys` answer lists an active EdDSA signing key.
-pub fn has_active_eddsa_key(keys: &Value) -> bool {
-    keys.get("keys")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|k| {
-            k.get("algorithm").and_then(Value::as_str) == Some(SIGNATURE_ALGORITHM)
-                && k.get("status").and_then(Value::as_str) == Some("ACTIVE")
-        })
+/// Whether the realm's keys include an active EdDSA signing key.
+pub fn has_active_eddsa_key(keys: &KeysMetadataRepresentation) -> bool {
+    keys.keys.iter().flatten().any(|k| {
+        k.algorithm.as_deref() == Some(SIGNATURE_ALGORITHM) && k.status.as_deref() == Some("ACTIVE")
+    })
 }
 
 /// Attribute maps compared with each value list as a set, since Keycloak
 /// does not promise to keep the order of multi-valued attributes.
-pub fn group_attributes_equal(current: &Value, desired: &BTreeMap<String, Vec<String>>) -> bool {
-    let as_sets = |m: BTreeMap<String, Vec<String>>| -> BTreeMap<String, BTreeSet<String>> {
-        m.into_iter()
-            .map(|(k, v)| (k, v.into_iter().collect()))
-            .collect()
+pub fn group_attributes_equal(
+    current: &GroupRepresentation,
+    desired: &BTreeMap<String, Vec<String>>,
+) -> bool {
+    let as_sets = |m: &mut dyn Iterator<Item = (&String, &Vec<String>)>| {
+        m.map(|(k, v)| (k.clone(), v.iter().cloned().collect::<BTreeSet<_>>()))
+            .collect::<BTreeMap<_, _>>()
     };
-    let current: BTreeMap<String, Vec<String>> = current
-        .get("attributes")
-        .cloned()
-        .and_then(|a| serde_json::from_value(a).ok())
-        .unwrap_or_default();
-    as_sets(current) == as_sets(desired.clone())
+    as_sets(&mut current.attributes.iter().flatten()) == as_sets(&mut desired.iter())
 }
 
-fn desired_mapper_config() -> Map<String, Value> {
-    [
+/// Owned string pairs, for configs and attributes.
+fn strings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Whether `current` holds every wanted key with the wanted value.
+fn has_config<'a>(
+    current: Option<&HashMap<String, String>>,
+    wanted: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> bool {
+    wanted
+        .into_iter()
+        .all(|(k, v)| current.and_then(|c| c.get(k)) == Some(v))
+}
+
+fn desired_mapper_config() -> HashMap<String, String> {
+    strings(&[
         ("claim.name", SCOPE_CLAIM),
         ("full.path", "true"),
         ("access.token.claim", "true"),
         ("id.token.claim", "true"),
         ("userinfo.token.claim", "true"),
         ("introspection.token.claim", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), json!(v)))
-    .collect()
+    ])
 }
 
-fn mapper_representation() -> Value {
-    json!({
-        "name": MAPPER_NAME,
-        "protocol": PROTOCOL,
-        "protocolMapper": MAPPER_TYPE,
-        "config": desired_mapper_config(),
-    })
+fn mapper_representation() -> ProtocolMapperRepresentation {
+    ProtocolMapperRepresentation {
+        name: Some(MAPPER_NAME.into()),
+        protocol: Some(PROTOCOL.into()),
+        protocol_mapper: Some(MAPPER_TYPE.into()),
+        config: Some(desired_mapper_config()),
+        ..Default::default()
+    }
 }
 
-fn scope_representation() -> Value {
-    json!({
-        "name": SCOPE_NAME,
-        "protocol": PROTOCOL,
-        "attributes": {
-            "include.in.token.scope": "false",
-            "display.on.consent.screen": "false",
-        },
-        "protocolMappers": [mapper_representation()],
-    })
+fn scope_representation() -> ClientScopeRepresentation {
+    ClientScopeRepresentation {
+        name: Some(SCOPE_NAME.into()),
+        protocol: Some(PROTOCOL.into()),
+        attributes: Some(strings(&[
+            ("include.in.token.scope", "false"),
+            ("display.on.consent.screen", "false"),
+        ])),
+        protocol_mappers: Some(vec![mapper_representation()]),
+        ..Default::default()
+    }
 }
 
-fn find_mapper(scope: &Value) -> Option<&Value> {
+fn scope_named<'a>(
+    scopes: &'a [ClientScopeRepresentation],
+    name: &str,
+) -> Option<&'a ClientScopeRepresentation> {
+    scopes.iter().find(|s| s.name.as_deref() == Some(name))
+}
+
+fn find_mapper(scope: &ClientScopeRepresentation) -> Option<&ProtocolMapperRepresentation> {
     scope
-        .get("protocolMappers")
-        .and_then(Value::as_array)
-        .into_iter()
+        .protocol_mappers
+        .iter()
         .flatten()
-        .find(|m| m.get("name").and_then(Value::as_str) == Some(MAPPER_NAME))
+        .find(|m| m.name.as_deref() == Some(MAPPER_NAME))
 }
 
 /// The mapper representation to PUT, or `None` when its type and managed
 /// config keys already match; unmanaged config keys are kept.
-pub fn mapper_patch(current: &Value) -> Option<Value> {
-    let config = current.get("config").and_then(Value::as_object);
-    let config_matches = desired_mapper_config()
-        .iter()
-        .all(|(k, v)| config.and_then(|c| c.get(k)) == Some(v));
-    let type_matches = current.get("protocolMapper").and_then(Value::as_str) == Some(MAPPER_TYPE)
-        && current.get("protocol").and_then(Value::as_str) == Some(PROTOCOL);
-    if config_matches && type_matches {
+pub fn mapper_patch(
+    current: &ProtocolMapperRepresentation,
+) -> Option<ProtocolMapperRepresentation> {
+    let wanted = desired_mapper_config();
+    let type_matches = current.protocol_mapper.as_deref() == Some(MAPPER_TYPE)
+        && current.protocol.as_deref() == Some(PROTOCOL);
+    if type_matches && has_config(current.config.as_ref(), &wanted) {
         return None;
     }
-    let mut rep = current.as_object().cloned().unwrap_or_default();
-    let mut merged = config.cloned().unwrap_or_default();
-    merged.extend(desired_mapper_config());
-    rep.insert("protocol".into(), json!(PROTOCOL));
-    rep.insert("protocolMapper".into(), json!(MAPPER_TYPE));
-    rep.insert("config".into(), Value::Object(merged));
-    Some(Value::Object(rep))
+    let mut config = current.config.clone().unwrap_or_default();
+    config.extend(wanted);
+    Some(ProtocolMapperRepresentation {
+        protocol: Some(PROTOCOL.into()),
+        protocol_mapper: Some(MAPPER_TYPE.into()),
+        config: Some(config),
+        ..current.clone()
+    })
 }
 
 /// An organization as Ossature wants it; its name is its alias.
-fn organization_body(desired: &OrganizationSettings) -> Value {
-    json!({
-        "name": desired.alias, "alias": desired.alias, "enabled": true,
-        "description": desired.description,
-    })
+fn organization_body(desired: &OrganizationSettings) -> OrganizationRepresentation {
+    OrganizationRepresentation {
+        name: Some(desired.alias.clone()),
+        alias: Some(desired.alias.clone()),
+        enabled: Some(true),
+        description: Some(desired.description.clone()),
+        ..Default::default()
+    }
 }
 
 /// Created by someone else between our read and our create: the next
@@ -1541,104 +1466,111 @@ fn raced(action: &str) -> BackendError {
     }
 }
 
-/// The client fields Ossature manages.
-fn client_fields(desired: &ClientSettings) -> Value {
-    json!({
-        "name": desired.name,
-        "enabled": true,
-        "publicClient": true,
-        "standardFlowEnabled": true,
-        "directAccessGrantsEnabled": true,
-        "redirectUris": desired.redirect_uris,
-        "attributes": {
-            "access.token.lifespan": desired.access_token_lifespan_seconds.to_string(),
-        },
-    })
+/// A client with the fields Ossature manages (only those).
+fn client_fields(desired: &ClientSettings) -> ClientRepresentation {
+    ClientRepresentation {
+        name: Some(desired.name.clone()),
+        enabled: Some(true),
+        public_client: Some(true),
+        standard_flow_enabled: Some(true),
+        direct_access_grants_enabled: Some(true),
+        redirect_uris: Some(desired.redirect_uris.clone()),
+        attributes: Some(strings(&[(
+            "access.token.lifespan",
+            &desired.access_token_lifespan_seconds.to_string(),
+        )])),
+        ..Default::default()
+    }
 }
 
 /// The whole representation of a new client.
-fn new_client(desired: &ClientSettings) -> Value {
-    let mut body = client_fields(desired);
-    body["clientId"] = json!(desired.client_id);
-    body["protocol"] = json!(PROTOCOL);
-    body["protocolMappers"] = json!(desired.mappers);
-    body["defaultClientScopes"] = json!(desired.default_scopes);
-    body
+fn new_client(
+    desired: &ClientSettings,
+    action: &str,
+) -> Result<ClientRepresentation, BackendError> {
+    Ok(ClientRepresentation {
+        client_id: Some(desired.client_id.clone()),
+        protocol: Some(PROTOCOL.into()),
+        protocol_mappers: Some(typed(&desired.mappers, action)?),
+        default_client_scopes: Some(desired.default_scopes.clone()),
+        ..client_fields(desired)
+    })
 }
 
-/// The managed client fields that differ, as a partial representation.
-pub fn client_patch(current: &Value, desired: &ClientSettings) -> Option<Value> {
+/// The client to PUT: `current` with the managed fields put back, or `None`
+/// when they match. Other fields and attributes are kept.
+pub fn client_patch(
+    current: &ClientRepresentation,
+    desired: &ClientSettings,
+) -> Option<ClientRepresentation> {
     let want = client_fields(desired);
-    let mut diff = Map::new();
-    for (key, value) in want.as_object().into_iter().flatten() {
-        if key == "redirectUris" {
-            // A set in Keycloak: its order is not ours.
-            let set = |v: Option<&Value>| -> BTreeSet<String> {
-                v.and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|u| u.as_str().map(String::from))
-                    .collect()
-            };
-            if set(current.get(key)) != set(Some(value)) {
-                diff.insert(key.clone(), value.clone());
-            }
-        } else if key == "attributes" {
-            let differs = value
-                .as_object()
-                .into_iter()
-                .flatten()
-                .any(|(k, v)| current.get("attributes").and_then(|a| a.get(k)) != Some(v));
-            if differs {
-                diff.insert(key.clone(), value.clone());
-            }
-        } else if current.get(key) != Some(value) {
-            diff.insert(key.clone(), value.clone());
-        }
+    // A set in Keycloak: its order is not ours.
+    let uris = |c: &ClientRepresentation| -> BTreeSet<String> {
+        c.redirect_uris.iter().flatten().cloned().collect()
+    };
+    let same = current.name == want.name
+        && current.enabled == want.enabled
+        && current.public_client == want.public_client
+        && current.standard_flow_enabled == want.standard_flow_enabled
+        && current.direct_access_grants_enabled == want.direct_access_grants_enabled
+        && uris(current) == uris(&want)
+        && has_config(
+            current.attributes.as_ref(),
+            want.attributes.iter().flatten(),
+        );
+    if same {
+        return None;
     }
-    (!diff.is_empty()).then_some(Value::Object(diff))
+    let mut attributes = current.attributes.clone().unwrap_or_default();
+    attributes.extend(want.attributes.clone().unwrap_or_default());
+    Some(ClientRepresentation {
+        attributes: Some(attributes),
+        name: want.name,
+        enabled: want.enabled,
+        public_client: want.public_client,
+        standard_flow_enabled: want.standard_flow_enabled,
+        direct_access_grants_enabled: want.direct_access_grants_enabled,
+        redirect_uris: want.redirect_uris,
+        ..current.clone()
+    })
 }
 
-/// Merges `patch` into `target`; objects key by key (attributes others set stay).
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (t, p) => *t = p.clone(),
+/// Desired mappers, given as JSON by the caller, as the crate's type.
+fn typed<T: DeserializeOwned>(values: &[Value], action: &str) -> Result<Vec<T>, BackendError> {
+    values
+        .iter()
+        .map(|v| serde_json::from_value(v.clone()).map_err(|e| unreadable(action, &e.to_string())))
+        .collect()
+}
+
+fn changed(wrote: bool) -> Change {
+    if wrote {
+        Change::Updated
+    } else {
+        Change::Unchanged
     }
 }
 
-/// Whether a live protocol mapper has the wanted type and config.
-fn mapper_matches(current: &Value, wanted: &Value) -> bool {
-    current.get("protocolMapper") == wanted.get("protocolMapper")
-        && wanted
-            .get("config")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .all(|(k, v)| current.get("config").and_then(|c| c.get(k)) == Some(v))
+/// The id Keycloak gave a new object, from its Location header.
+fn new_id(created: &DefaultResponse, action: &str) -> Result<String, BackendError> {
+    created
+        .to_id()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| unreadable(action, "no Location header with the new id"))
 }
 
-fn lists_id(list: &Value, id: &str) -> bool {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .any(|s| s.get("id").and_then(Value::as_str) == Some(id))
-}
-
-fn id_from_location(location: &str) -> Option<&str> {
-    location.rsplit('/').next().filter(|id| !id.is_empty())
+fn id_of<'a>(id: &'a Option<String>, action: &str) -> Result<&'a str, BackendError> {
+    id.as_deref()
+        .ok_or_else(|| unreadable(action, "no \"id\" field"))
 }
 
 fn group_path(path: &[String]) -> String {
     path.iter().map(|s| format!("/{s}")).collect()
 }
 
-/// Names go into URL path segments and Keycloak's "/a/b" paths, so a '/'
-/// inside one would address a different group.
+/// Names go into Keycloak's "/a/b" paths, so a '/' inside one would address
+/// a different group.
 fn check_path(path: &[String], action: &str) -> Result<(), BackendError> {
     if path.is_empty() || path.iter().any(|s| s.is_empty() || s.contains('/')) {
         return Err(BackendError::Refused {
@@ -1659,18 +1591,31 @@ fn push_segments<S: AsRef<str>>(url: &mut Url, segments: &[S]) {
     }
 }
 
-fn str_field<'a>(value: &'a Value, key: &str, action: &str) -> Result<&'a str, BackendError> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| unreadable(action, &format!("no {key:?} field")))
+fn absent_as_none<T>(result: Result<T, BackendError>) -> Result<Option<T>, BackendError> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(BackendError::Refused { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-fn deletion(answer: Answer, action: &str) -> Result<Change, BackendError> {
-    match answer.status {
-        s if s.is_success() => Ok(Change::Deleted),
-        StatusCode::NOT_FOUND => Ok(Change::Absent),
-        _ => Err(refused(action, &answer)),
+/// What a lookup found; a realm that is gone took it along.
+fn gone_with_realm<T>(found: Result<Option<T>, BackendError>) -> Result<Option<T>, BackendError> {
+    absent_as_none(found).map(Option::flatten)
+}
+
+/// The crate's error as ours: the status (404 absent, 409 conflict, 5xx
+/// failing) and a short body.
+fn backend_error(action: &str, error: KeycloakError) -> BackendError {
+    match error {
+        KeycloakError::ReqwestFailure(e) if e.is_decode() => unreadable(action, &e.to_string()),
+        KeycloakError::ReqwestFailure(source) => unreachable(source),
+        KeycloakError::HttpFailure { status, text, .. } => BackendError::Refused {
+            backend: Backend::Keycloak,
+            action: action.into(),
+            status,
+            body: truncate(&text),
+        },
     }
 }
 
@@ -1681,15 +1626,6 @@ fn unreachable(source: reqwest::Error) -> BackendError {
     }
 }
 
-fn refused(action: &str, answer: &Answer) -> BackendError {
-    BackendError::Refused {
-        backend: Backend::Keycloak,
-        action: action.into(),
-        status: answer.status.as_u16(),
-        body: truncate(&answer.body),
-    }
-}
-
 fn not_found(action: &str, body: &str) -> BackendError {
     BackendError::Refused {
         backend: Backend::Keycloak,
@@ -1697,6 +1633,10 @@ fn not_found(action: &str, body: &str) -> BackendError {
         status: StatusCode::NOT_FOUND.as_u16(),
         body: body.into(),
     }
+}
+
+fn realm_missing(action: &str, realm: &str) -> BackendError {
+    not_found(action, &format!("realm {realm} does not exist"))
 }
 
 fn unreadable(action: &str, detail: &str) -> BackendError {
@@ -1718,6 +1658,12 @@ fn truncate(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A representation written as Keycloak's JSON.
+    fn from<T: DeserializeOwned>(value: Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
 
     fn settings() -> RealmSettings {
         RealmSettings {
@@ -1733,8 +1679,8 @@ mod tests {
     }
 
     /// The realm as Keycloak returns it once `settings()` is applied.
-    fn applied() -> Value {
-        json!({
+    fn applied() -> RealmRepresentation {
+        from(json!({
             "id": "0b1",
             "realm": "acme",
             "displayName": "Acme",
@@ -1748,12 +1694,13 @@ mod tests {
             "passwordPolicy": "length(12) and digits(1)",
             "accessTokenLifespan": 300,
             "sslRequired": "external",
-        })
+        }))
     }
 
     #[test]
     fn an_empty_realm_needs_every_managed_field() {
-        let patch = realm_patch(&Value::Null, &settings()).unwrap();
+        let patch = realm_patch(&RealmRepresentation::default(), &settings()).unwrap();
+        let patch = serde_json::to_value(patch).unwrap();
         let keys: BTreeSet<&str> = patch
             .as_object()
             .unwrap()
@@ -1789,11 +1736,19 @@ mod tests {
     #[test]
     fn only_differing_fields_are_patched() {
         let mut current = applied();
-        current["accessTokenLifespan"] = json!(60);
-        current["bruteForceProtected"] = json!(false);
+        current.access_token_lifespan = Some(60);
+        current.brute_force_protected = Some(false);
         assert_eq!(
             realm_patch(&current, &settings()),
-            Some(json!({ "accessTokenLifespan": 300, "bruteForceProtected": true }))
+            Some(from(
+                json!({ "accessTokenLifespan": 300, "bruteForceProtected": true })
+            ))
+        );
+        let mut shared = settings();
+        shared.organizations = true;
+        assert_eq!(
+            realm_patch(&applied(), &shared),
+            Some(from(json!({ "organizationsEnabled": true })))
         );
     }
 
@@ -1805,62 +1760,125 @@ mod tests {
         desired.password_policy = String::new();
         assert_eq!(
             realm_patch(&applied(), &desired),
-            Some(json!({ "passwordPolicy": "" }))
+            Some(from(json!({ "passwordPolicy": "" })))
         );
         let mut unset = applied();
-        unset.as_object_mut().unwrap().remove("passwordPolicy");
+        unset.password_policy = None;
         assert_eq!(realm_patch(&unset, &desired), None);
     }
 
     #[test]
     fn extra_event_types_are_kept_and_missing_login_types_added() {
         let mut current = applied();
-        current["enabledEventTypes"] = json!(["LOGIN", "LOGIN_ERROR", "LOGOUT", "REGISTER"]);
+        current.enabled_event_types =
+            Some(from(json!(["LOGIN", "LOGIN_ERROR", "LOGOUT", "REGISTER"])));
         assert_eq!(realm_patch(&current, &settings()), None);
-        current["enabledEventTypes"] = json!(["REGISTER", "LOGIN"]);
+        current.enabled_event_types = Some(from(json!(["REGISTER", "LOGIN"])));
         assert_eq!(
             realm_patch(&current, &settings()),
-            Some(json!({ "enabledEventTypes": ["LOGIN", "LOGIN_ERROR", "LOGOUT", "REGISTER"] }))
+            Some(from(
+                json!({ "enabledEventTypes": ["LOGIN", "LOGIN_ERROR", "LOGOUT", "REGISTER"] })
+            ))
         );
     }
 
     #[test]
+    fn a_new_realm_is_whole() {
+        let realm = new_realm(&settings());
+        assert_eq!(realm.realm.as_deref(), Some("acme"));
+        assert_eq!(realm.default_signature_algorithm.as_deref(), Some("EdDSA"));
+        let keys = &realm.components.as_ref().unwrap()[KEY_PROVIDER_TYPE];
+        let providers: BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|k| k.provider_id.as_deref())
+            .collect();
+        assert_eq!(
+            providers,
+            BTreeSet::from([
+                "aes-generated",
+                "eddsa-generated",
+                "hmac-generated",
+                "rsa-enc-generated",
+                "rsa-generated",
+            ])
+        );
+        let defaults = |realm: &RealmRepresentation| -> Vec<String> {
+            let actions = realm.required_actions.as_ref().unwrap();
+            actions
+                .iter()
+                .filter(|a| a.default_action == Some(true))
+                .filter_map(|a| a.alias.clone())
+                .collect()
+        };
+        assert_eq!(defaults(&realm), [TOTP]);
+        // Its own scope claim, and Keycloak's built-in scopes besides.
+        assert_eq!(
+            realm.client_scopes.as_ref().unwrap()[0],
+            scope_representation()
+        );
+        assert_eq!(
+            realm.default_default_client_scopes,
+            Some(vec![SCOPE_NAME.into()])
+        );
+        assert_eq!(
+            realm.attributes.as_ref().unwrap()[CREATE_DEFAULT_SCOPES],
+            "true"
+        );
+
+        let mut shared = settings();
+        shared.organizations = true;
+        shared.mfa_required = false;
+        let realm = new_realm(&shared);
+        assert!(defaults(&realm).is_empty());
+        assert_eq!(realm.organizations_enabled, Some(true));
+        assert_eq!(realm.client_scopes, None, "Keycloak's scopes only");
+        assert_eq!(realm.attributes, None);
+    }
+
+    #[test]
     fn totp_is_default_only_when_mfa_is_required() {
-        let off = json!({ "alias": TOTP, "enabled": true, "defaultAction": false, "priority": 10 });
+        let action = |value: Value| -> RequiredActionProviderRepresentation { from(value) };
+        let off = action(
+            json!({ "alias": TOTP, "enabled": true, "defaultAction": false, "priority": 10 }),
+        );
         assert_eq!(totp_patch(&off, false), None);
         let on = totp_patch(&off, true).unwrap();
         assert_eq!(
             on,
-            json!({ "alias": TOTP, "enabled": true, "defaultAction": true, "priority": 10 })
+            action(
+                json!({ "alias": TOTP, "enabled": true, "defaultAction": true, "priority": 10 })
+            )
         );
         assert_eq!(totp_patch(&on, true), None);
         assert_eq!(totp_patch(&on, false), Some(off));
-        let disabled = json!({ "alias": TOTP, "enabled": false, "defaultAction": false });
+        let disabled = action(json!({ "alias": TOTP, "enabled": false, "defaultAction": false }));
         assert_eq!(totp_patch(&disabled, false), None);
         assert_eq!(
             totp_patch(&disabled, true),
-            Some(json!({ "alias": TOTP, "enabled": true, "defaultAction": true }))
+            Some(action(
+                json!({ "alias": TOTP, "enabled": true, "defaultAction": true })
+            ))
         );
     }
 
     #[test]
     fn only_an_active_eddsa_key_counts() {
         let keys = |status: &str, algorithm: &str| {
-            json!({ "keys": [
-                { "algorithm": "RS256", "status": "ACTIVE" },
+            from(json!({ "keys": [
+                { "algorithm": "RS256", "status": "ACTIVE", "use": "SIG" },
                 { "algorithm": algorithm, "status": status },
-            ]})
+            ]}))
         };
         assert!(has_active_eddsa_key(&keys("ACTIVE", "EdDSA")));
         assert!(!has_active_eddsa_key(&keys("PASSIVE", "EdDSA")));
         assert!(!has_active_eddsa_key(&keys("ACTIVE", "ES256")));
-        assert!(!has_active_eddsa_key(&json!({})));
+        assert!(!has_active_eddsa_key(&from(json!({}))));
     }
 
     #[test]
     fn group_attributes_compare_values_as_sets() {
         let desired = BTreeMap::from([("scopePath".to_string(), vec!["/a".into(), "/b".into()])]);
-        let group = |attributes: Value| json!({ "id": "1", "attributes": attributes });
+        let group = |attributes: Value| from(json!({ "id": "1", "attributes": attributes }));
         assert!(group_attributes_equal(
             &group(json!({ "scopePath": ["/b", "/a"] })),
             &desired
@@ -1874,7 +1892,7 @@ mod tests {
             &desired
         ));
         assert!(group_attributes_equal(
-            &json!({ "id": "1" }),
+            &from(json!({ "id": "1" })),
             &BTreeMap::new()
         ));
     }
@@ -1882,25 +1900,116 @@ mod tests {
     #[test]
     fn mapper_patch_restores_managed_config_and_keeps_the_rest() {
         let mut current = mapper_representation();
-        current["id"] = json!("m1");
-        current["config"]["lightweight.claim"] = json!("false");
+        current.id = Some("m1".into());
+        let config = current.config.as_mut().unwrap();
+        config.insert("lightweight.claim".into(), "false".into());
         assert_eq!(mapper_patch(&current), None);
 
-        current["config"]["full.path"] = json!("false");
+        let config = current.config.as_mut().unwrap();
+        config.insert("full.path".into(), "false".into());
         let patch = mapper_patch(&current).unwrap();
-        assert_eq!(patch["id"], json!("m1"));
-        assert_eq!(patch["config"]["full.path"], json!("true"));
-        assert_eq!(patch["config"]["claim.name"], json!(SCOPE_CLAIM));
-        assert_eq!(patch["config"]["lightweight.claim"], json!("false"));
+        let config = patch.config.as_ref().unwrap();
+        assert_eq!(patch.id.as_deref(), Some("m1"));
+        assert_eq!(config["full.path"], "true");
+        assert_eq!(config["claim.name"], SCOPE_CLAIM);
+        assert_eq!(config["lightweight.claim"], "false");
+
+        current.protocol_mapper = Some("oidc-usermodel-attribute-mapper".into());
+        let patch = mapper_patch(&current).unwrap();
+        assert_eq!(patch.protocol_mapper.as_deref(), Some(MAPPER_TYPE));
+    }
+
+    fn client() -> ClientSettings {
+        ClientSettings {
+            client_id: "acme".into(),
+            name: "Acme".into(),
+            access_token_lifespan_seconds: 300,
+            mappers: vec![],
+            default_scopes: vec![],
+            redirect_uris: vec!["https://a/*".into(), "https://b/*".into()],
+        }
+    }
+
+    #[test]
+    fn client_patch_puts_back_managed_fields_only() {
+        let current: ClientRepresentation = from(json!({
+            "id": "c1", "clientId": "acme", "name": "Acme", "enabled": true,
+            "publicClient": true, "standardFlowEnabled": true,
+            "directAccessGrantsEnabled": true, "redirectUris": ["https://b/*", "https://a/*"],
+            "attributes": { "access.token.lifespan": "300", "pkce.code.challenge.method": "S256" },
+            "rootUrl": "https://acme",
+        }));
+        assert_eq!(
+            client_patch(&current, &client()),
+            None,
+            "order of URIs is not ours"
+        );
+        let mut longer = client();
+        longer.access_token_lifespan_seconds = 900;
+        let patch = client_patch(&current, &longer).unwrap();
+        let attributes = patch.attributes.as_ref().unwrap();
+        assert_eq!(attributes["access.token.lifespan"], "900");
+        assert_eq!(attributes["pkce.code.challenge.method"], "S256");
+        assert_eq!(patch.root_url.as_deref(), Some("https://acme"));
+        assert_eq!(patch.id.as_deref(), Some("c1"));
+        let disabled = ClientRepresentation {
+            enabled: Some(false),
+            ..current
+        };
+        assert_eq!(
+            client_patch(&disabled, &client()).unwrap().enabled,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn desired_mappers_are_checked_when_typed() {
+        let good = vec![json!({ "name": "a", "protocolMapper": "m", "config": { "k": "v" } })];
+        let mappers: Vec<ProtocolMapperRepresentation> = typed(&good, "x").unwrap();
+        assert_eq!(mappers[0].config.as_ref().unwrap()["k"], "v");
+        let bad = vec![json!({ "name": "a", "config": { "k": true } })];
+        let err = typed::<ProtocolMapperRepresentation>(&bad, "x").unwrap_err();
+        assert_eq!(err.category(), "BackendUnreadable");
+    }
+
+    #[test]
+    fn http_failures_keep_their_status_and_a_short_body() {
+        let failure = |status| KeycloakError::HttpFailure {
+            status,
+            body: None,
+            text: "x".repeat(BODY_LIMIT * 2),
+        };
+        let err = backend_error("read realm acme", failure(404));
+        assert!(absent_as_none::<()>(Err(err)).unwrap().is_none());
+        match backend_error("create realm acme", failure(409)) {
+            BackendError::Refused {
+                status,
+                body,
+                action,
+                ..
+            } => {
+                assert_eq!((status, action.as_str()), (409, "create realm acme"));
+                assert_eq!(body.chars().count(), BODY_LIMIT + 1);
+            }
+            other => panic!("expected Refused, got {other:?}"),
+        }
+        assert_eq!(
+            backend_error("x", failure(503)).category(),
+            "BackendFailing"
+        );
+        let wrong_password = token_refused(KeycloakError::HttpFailure {
+            status: 400,
+            body: None,
+            text: r#"{"error":"invalid_grant"}"#.into(),
+        });
+        assert_eq!(
+            backend_error("x", wrong_password).category(),
+            "BackendUnauthorized"
+        );
     }
 
     #[test]
     fn helpers() {
-        assert_eq!(
-            id_from_location("http://kc/admin/realms/r/client-scopes/abc-1"),
-            Some("abc-1")
-        );
-        assert_eq!(id_from_location("http://kc/x/"), None);
         assert_eq!(
             group_path(&["global".into(), "eu".into()]),
             "/global/eu".to_string()
@@ -1911,6 +2020,12 @@ mod tests {
         let long = "é".repeat(BODY_LIMIT + 5);
         assert_eq!(truncate(&long).chars().count(), BODY_LIMIT + 1);
         assert_eq!(truncate("short"), "short");
+        assert!(
+            gone_with_realm::<()>(Err(not_found("x", "realm r does not exist")))
+                .unwrap()
+                .is_none()
+        );
+        assert!(gone_with_realm::<()>(Err(raced("x"))).is_err());
     }
 
     #[test]

@@ -377,16 +377,26 @@ async fn identity_step<'a>(
     match isolation {
         Isolation::Realm => {
             let realm = desired::realm_settings(names, &tenant.spec);
+            let fresh = tenant.status.is_none();
             plan.status.realm = Some(realm.name.clone());
             plan.steps.push(Step::new(
                 conditions::REALM_READY,
                 format!("realm {}", realm.name),
                 async move {
-                    let mut changes = vec![
-                        ctx.keycloak.ensure_realm(&realm).await?,
-                        ctx.keycloak.ensure_scope_claim(&realm.name).await?,
-                        ctx.keycloak.ensure_client(&realm.name, &client).await?,
-                    ];
+                    // A tenant never provisioned gets its realm, client
+                    // included, in one call.
+                    let create = async {
+                        let created = ctx.keycloak.create_realm(&realm, Some(&client)).await?;
+                        Ok::<_, BackendError>(created.map(|c| vec![c]))
+                    };
+                    let ensure = async {
+                        Ok(vec![
+                            ctx.keycloak.ensure_realm(&realm).await?,
+                            ctx.keycloak.ensure_scope_claim(&realm.name).await?,
+                            ctx.keycloak.ensure_client(&realm.name, &client).await?,
+                        ])
+                    };
+                    let mut changes = create_or_ensure(fresh, create, ensure).await?;
                     changes.extend(federate(ctx, &realm.name, None, &providers).await?);
                     Ok::<_, BackendError>(changes)
                 },
