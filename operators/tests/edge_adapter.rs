@@ -593,6 +593,49 @@ async fn removal_takes_only_our_hosts_objects_and_files() {
 }
 
 #[tokio::test]
+async fn a_proxied_host_reaches_its_origin() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup().await;
+    let host = s.host("proxied");
+    // A minimal origin: answers every request with the Host it was asked for.
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = origin.local_addr().unwrap().port();
+    let serving = tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = origin.accept().await.unwrap();
+            let mut request = vec![0; 4096];
+            let read = socket.read(&mut request).await.unwrap();
+            let text = String::from_utf8_lossy(&request[..read]).to_lowercase();
+            let asked = text
+                .lines()
+                .find_map(|l| l.strip_prefix("host: "))
+                .unwrap_or("")
+                .to_string();
+            let body = format!("origin for {asked}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        }
+    });
+    let state = HostState {
+        upstream: Upstream::Proxy {
+            url: format!("http://127.0.0.1:{port}"),
+        },
+        ..s.state(&host)
+    };
+    cleaned(&s, async {
+        s.edge.apply(&[state]).await.unwrap();
+        let (status, body) = s.fetch(&host, Client::trusting(&s.ca)).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, format!("origin for {host}:{}", s.https.port()));
+    })
+    .await;
+    serving.abort();
+}
+
+#[tokio::test]
 async fn invalid_or_unsupported_hosts_fail_before_anything_is_written() {
     let s = setup().await;
     let mut bad_range = s.state(&s.host("ranges"));
@@ -614,6 +657,15 @@ async fn invalid_or_unsupported_hosts_fail_before_anything_is_written() {
     assert_eq!(err.category(), "UnsupportedByEdge");
     assert!(err.to_string().contains("managed"), "{err}");
     assert_eq!((s.reads(), s.writes()), (0, 0));
+
+    // Removing from an instance that never applied makes no empty container.
+    let done = s.edge.remove(&[s.host("never")]).await.unwrap();
+    assert_eq!(
+        changes(&done),
+        each(&[&s.host("never")], Change::Absent, false)
+    );
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.edge.probe().await.unwrap(), Probe::Missing);
 }
 
 #[tokio::test]

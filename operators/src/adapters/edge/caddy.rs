@@ -557,7 +557,9 @@ impl CaddyEdge {
                 return Ok(Written::Conflict);
             }
         }
-        if !differs(&snapshot.routes, &plan.routes) {
+        // No container and nothing to put in it: do not make an empty one.
+        let pointless = snapshot.routes.value.is_none() && plan.routes == self.container(vec![]);
+        if pointless || !differs(&snapshot.routes, &plan.routes) {
             return Ok(Written::Done);
         }
         // The container is found by id; a second one would be refused as a
@@ -674,6 +676,9 @@ impl CaddyEdge {
     /// Writes each changed chain and key (0600, replaced atomically) before
     /// Caddy is told to load them.
     async fn write_files(&self, rendered: &[Rendered]) -> Result<(), EdgeError> {
+        if rendered.is_empty() {
+            return Ok(());
+        }
         let pairs: Vec<(PathBuf, PathBuf, String, String)> = rendered
             .iter()
             .map(|r| {
