@@ -2,6 +2,7 @@
 //! writes and writes only what differs, so reconciling an unchanged object
 //! makes no writes; every call is counted by backend and verb.
 
+pub mod edge;
 pub mod keycloak;
 pub mod openbao;
 pub mod pulsar;
@@ -82,6 +83,8 @@ pub enum Backend {
     Keycloak,
     Pulsar,
     OpenBao,
+    /// The TLS edge (Caddy).
+    Edge,
 }
 
 impl Backend {
@@ -91,6 +94,7 @@ impl Backend {
             Backend::Keycloak => "keycloak",
             Backend::Pulsar => "pulsar",
             Backend::OpenBao => "openbao",
+            Backend::Edge => "edge",
         }
     }
 }
@@ -102,6 +106,7 @@ impl std::fmt::Display for Backend {
             Backend::Keycloak => "Keycloak",
             Backend::Pulsar => "Pulsar",
             Backend::OpenBao => "OpenBao",
+            Backend::Edge => "Edge",
         })
     }
 }
