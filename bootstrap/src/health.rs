@@ -108,7 +108,7 @@ impl Probes {
                 }
             }
             Component::Openbao => match self.openbao_health().await? {
-                OpenbaoState::Active => Ok(()),
+                OpenbaoState::Active => self.operator_access_ready().await,
                 OpenbaoState::Other(code) => Err(format!("OpenBao sys/health answered {code}")),
                 other => Err(format!("OpenBao is {other:?}")),
             },
@@ -147,6 +147,7 @@ impl Probes {
             Component::Openbao => match self.openbao_health().await {
                 Ok(OpenbaoState::Uninitialised) => self.openbao_init().await,
                 Ok(OpenbaoState::Sealed) => self.openbao_unseal().await,
+                Ok(OpenbaoState::Active) => self.ensure_operator_access().await,
                 _ => Ok(()),
             },
             Component::Kwok => self.ensure_node().await,
@@ -320,6 +321,131 @@ impl Probes {
         }
         Ok(())
     }
+
+    /// One OpenBao call with `token`; the status and the JSON answer (`Null` when empty).
+    async fn openbao_call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let url = format!("{}/v1/{path}", http_url(OPENBAO_PORT));
+        let mut request = self
+            .http
+            .request(method, url)
+            .header("X-Vault-Token", token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let value = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("reading OpenBao {path}"))?
+        };
+        Ok((status, value))
+    }
+
+    /// `Ok` once the operator's policy is current and its stored token holds it.
+    async fn operator_access_ready(&self) -> Result<(), String> {
+        let root = openbao_keys(&self.layout)
+            .map_err(|e| format!("{e:#}"))?
+            .root_token;
+        if !self
+            .operator_policy_current(&root)
+            .await
+            .map_err(|e| format!("{e:#}"))?
+        {
+            return Err(format!("the {OPERATOR_POLICY} policy is not in place"));
+        }
+        let token = operator_token(&self.layout).map_err(|e| format!("{e:#}"))?;
+        match self.operator_token_ttl(&token).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("the operator's OpenBao token is no longer valid".into()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    /// Whether the stored operator policy is exactly `OPERATOR_POLICY_HCL`.
+    async fn operator_policy_current(&self, root: &str) -> Result<bool> {
+        let (status, stored) = self
+            .openbao_call(root, reqwest::Method::GET, &policy_path(), None)
+            .await?;
+        Ok(status == 200 && stored["data"]["policy"].as_str() == Some(OPERATOR_POLICY_HCL))
+    }
+
+    /// The remaining seconds of `token` if it is valid and holds the operator policy.
+    async fn operator_token_ttl(&self, token: &str) -> Result<Option<u64>> {
+        let (status, found) = self
+            .openbao_call(token, reqwest::Method::GET, "auth/token/lookup-self", None)
+            .await?;
+        // An unknown or expired token is refused with 403.
+        if status == 403 {
+            return Ok(None);
+        }
+        if status != 200 {
+            bail!("OpenBao token lookup answered {status}: {found}");
+        }
+        let holds = found["data"]["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p == OPERATOR_POLICY));
+        Ok(holds.then(|| found["data"]["ttl"].as_u64().unwrap_or(0)))
+    }
+
+    /// Writes the operator's policy if it differs, and gives the operator a
+    /// periodic orphan token holding only it: created when the stored one is
+    /// missing or no longer valid, renewed when half its period has passed.
+    async fn ensure_operator_access(&self) -> Result<()> {
+        use reqwest::Method;
+        let root = openbao_keys(&self.layout)?.root_token;
+        if !self.operator_policy_current(&root).await? {
+            let body = serde_json::json!({"policy": OPERATOR_POLICY_HCL});
+            let (status, answer) = self
+                .openbao_call(&root, Method::PUT, &policy_path(), Some(body))
+                .await?;
+            if !(200..300).contains(&status) {
+                bail!("writing the {OPERATOR_POLICY} policy answered {status}: {answer}");
+            }
+        }
+        let current = match operator_token(&self.layout) {
+            Ok(token) => self
+                .operator_token_ttl(&token)
+                .await?
+                .map(|ttl| (token, ttl)),
+            Err(_) => None,
+        };
+        match current {
+            Some((_, ttl)) if ttl > OPERATOR_TOKEN_PERIOD_SECS / 2 => Ok(()),
+            Some((token, _)) => {
+                let (status, answer) = self
+                    .openbao_call(&token, Method::POST, "auth/token/renew-self", None)
+                    .await?;
+                if status != 200 {
+                    bail!("renewing the operator's OpenBao token answered {status}: {answer}");
+                }
+                Ok(())
+            }
+            None => {
+                let body = serde_json::json!({
+                    "policies": [OPERATOR_POLICY],
+                    "no_default_policy": true,
+                    "period": format!("{OPERATOR_TOKEN_PERIOD_SECS}s"),
+                    "renewable": true,
+                    "display_name": OPERATOR_POLICY,
+                });
+                let (status, created) = self
+                    .openbao_call(&root, Method::POST, "auth/token/create-orphan", Some(body))
+                    .await?;
+                let Some(token) = created["auth"]["client_token"].as_str() else {
+                    bail!("creating the operator's OpenBao token answered {status}: {created}");
+                };
+                write_private(&self.layout.secret(OPERATOR_TOKEN_FILE), token.as_bytes())
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -329,6 +455,49 @@ enum OpenbaoState {
     Uninitialised,
     Sealed,
     Other(u16),
+}
+
+/// The policy of the operator's own OpenBao token.
+pub const OPERATOR_POLICY: &str = "ossature-operator";
+/// A periodic token lives as long as it is renewed within this period.
+const OPERATOR_TOKEN_PERIOD_SECS: u64 = 768 * 3600;
+const OPERATOR_TOKEN_FILE: &str = "openbao-operator-token";
+
+/// What the operator manages and nothing else: engines mounted under
+/// `tenants/` and what is in them, the ACL policies of tenants (named
+/// `tenant-<name>`), and its own token. `sys/policy/` is the older route to
+/// the same ACL policies, which the Vault client library uses.
+pub const OPERATOR_POLICY_HCL: &str = r#"# Managed by ossature-dev; edits are overwritten.
+path "sys/mounts/tenants/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "sys/policies/acl/tenant-*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "sys/policy/tenant-*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "tenants/*" {
+  capabilities = ["create", "read", "update", "patch", "delete", "list"]
+}
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+"#;
+
+fn policy_path() -> String {
+    format!("sys/policies/acl/{OPERATOR_POLICY}")
+}
+
+/// The operator's token, written by `ensure_operator_access`.
+fn operator_token(layout: &Layout) -> Result<String> {
+    let path = layout.secret(OPERATOR_TOKEN_FILE);
+    let token = std::fs::read_to_string(&path)
+        .with_context(|| format!("the operator's OpenBao token is not in {}", path.display()))?;
+    Ok(token.trim().to_string())
 }
 
 #[derive(Deserialize)]
@@ -371,9 +540,10 @@ fn short(error: &reqwest::Error) -> String {
 pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
     let pki = layout.pki();
     let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
-    let token = openbao_keys(layout)
+    let root = openbao_keys(layout)
         .context("the stack has not been brought up yet; run `ossature-dev up`")?
         .root_token;
+    let operator = operator_token(layout).context("run `ossature-dev up` to create it")?;
     Ok(BTreeMap::from([
         ("KUBECONFIG", path(pki.kubeconfig(Identity::Admin))),
         ("OSSATURE_KEYCLOAK_URL", http_url(KEYCLOAK_PORT)),
@@ -391,7 +561,9 @@ pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
             format!("pulsar://{LOOPBACK}:{PULSAR_BROKER_PORT}"),
         ),
         ("OSSATURE_OPENBAO_ADDR", http_url(OPENBAO_PORT)),
-        ("OSSATURE_OPENBAO_TOKEN", token),
+        // The operator's token holds only its policy; the root token is for admin and tests.
+        ("OSSATURE_OPENBAO_TOKEN", operator),
+        ("OSSATURE_OPENBAO_ROOT_TOKEN", root),
         (
             "OSSATURE_ACME_DIRECTORY",
             format!("{}/dir", https_url(PEBBLE_PORT)),
@@ -441,6 +613,26 @@ mod tests {
             b"/registry/leases/kube-node-lease/kwok-node-0"
         ));
         assert!(!is_pulsar_key(b"/registry/masterleases/127.0.0.1"));
+    }
+
+    #[test]
+    fn the_operator_policy_reaches_only_tenant_paths_and_its_own_token() {
+        let paths: Vec<&str> = OPERATOR_POLICY_HCL
+            .lines()
+            .filter_map(|l| l.strip_prefix("path \"")?.split('"').next())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "sys/mounts/tenants/*",
+                "sys/policies/acl/tenant-*",
+                "sys/policy/tenant-*",
+                "tenants/*",
+                "auth/token/lookup-self",
+                "auth/token/renew-self",
+            ]
+        );
+        assert!(!OPERATOR_POLICY_HCL.contains("sudo"));
     }
 
     #[test]

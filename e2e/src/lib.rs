@@ -32,6 +32,7 @@ pub struct Pulsar {
 #[derive(Debug, Clone)]
 pub struct OpenBao {
     pub addr: String,
+    /// The root token: these tests mount engines outside the operator's `tenants/`.
     pub token: String,
 }
 
@@ -106,7 +107,7 @@ impl Stack {
             },
             openbao: OpenBao {
                 addr: trim_slash(var("OSSATURE_OPENBAO_ADDR")?),
-                token: var("OSSATURE_OPENBAO_TOKEN")?,
+                token: var("OSSATURE_OPENBAO_ROOT_TOKEN")?,
             },
             acme: Acme {
                 directory: var("OSSATURE_ACME_DIRECTORY")?,

@@ -171,7 +171,8 @@ impl Backends {
             token: Mutex::new(None),
             pulsar: var("OSSATURE_PULSAR_ADMIN_URL")?,
             openbao: var("OSSATURE_OPENBAO_ADDR")?,
-            openbao_token: var("OSSATURE_OPENBAO_TOKEN")?,
+            // Root: the baseline writes and the left-behind check lists every mount.
+            openbao_token: var("OSSATURE_OPENBAO_ROOT_TOKEN")?,
         })
     }
 

@@ -264,7 +264,7 @@ pub async fn pulsar_tenant(env: &BTreeMap<String, String>, name: &str) -> (u16, 
 pub async fn openbao_mounts(env: &BTreeMap<String, String>) -> Value {
     let (_, body) = get(
         format!("{}/v1/sys/mounts", env["OSSATURE_OPENBAO_ADDR"]),
-        Some(("X-Vault-Token", &env["OSSATURE_OPENBAO_TOKEN"])),
+        Some(("X-Vault-Token", &env["OSSATURE_OPENBAO_ROOT_TOKEN"])),
     )
     .await;
     body
