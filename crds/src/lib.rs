@@ -4,11 +4,15 @@
 //! OpenAPI schema and CEL rules; what it cannot see (another object's state)
 //! is left to the controllers, which report it as a `Stalled` condition.
 
+pub mod certificate;
 pub mod common;
 pub mod environment;
 pub mod scope;
 pub mod tenant;
 
+pub use certificate::{
+    Certificate, CertificateSpec, CertificateStatus, IssuerRef, KeyAlgorithm, TenantCaRef, Usage,
+};
 pub use common::{Conditions, DeletionPolicy, Quotas};
 pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, EnvironmentStatus};
 pub use scope::{Scope, ScopeGrant, ScopeRole, ScopeSpec, ScopeStatus};
@@ -26,7 +30,12 @@ pub fn all()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![Tenant::crd(), Scope::crd(), Environment::crd()]
+    vec![
+        Tenant::crd(),
+        Scope::crd(),
+        Environment::crd(),
+        Certificate::crd(),
+    ]
 }
 
 /// One CRD as committed YAML: the file name and its text.

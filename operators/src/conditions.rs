@@ -11,6 +11,10 @@ pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const REALM_READY: &str = "RealmReady";
 pub const MESSAGING_READY: &str = "MessagingReady";
 pub const SECRETS_READY: &str = "SecretsReady";
+/// The tenant's own CA, in OpenBao.
+pub const CERTIFICATE_AUTHORITY_READY: &str = "CertificateAuthorityReady";
+/// A Certificate's key and certificate (and Secret, when asked for).
+pub const CERTIFICATE_READY: &str = "CertificateReady";
 
 /// Reasons, stable across releases: tooling may match on them.
 pub mod reasons {
@@ -30,6 +34,8 @@ pub mod reasons {
     pub const WAITING_FOR_SHARED_REALM: &str = "WaitingForSharedRealm";
     /// A Secret the spec refers to is missing, unlabelled or lacks the key.
     pub const SECRET_NOT_USABLE: &str = "SecretNotUsable";
+    /// A certificate asks for a name its tenant does not own.
+    pub const NAME_NOT_OWNED: &str = "NameNotOwned";
 }
 
 /// One backend's outcome in this reconcile.

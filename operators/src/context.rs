@@ -30,6 +30,8 @@ pub struct Settings {
     pub selector: Option<String>,
     /// Most dedicated realms (`isolation: Realm`) one Keycloak is given.
     pub max_dedicated_realms: usize,
+    /// Every tenant's names sit under it: `<tenant>.<root_domain>`.
+    pub root_domain: String,
 }
 
 /// Watch stores of every kind, filled by the controllers' own watches.
@@ -38,6 +40,7 @@ pub struct Stores {
     pub tenants: Store<Tenant>,
     pub scopes: Store<Scope>,
     pub environments: Store<Environment>,
+    pub certificates: Store<ossature_crds::Certificate>,
 }
 
 impl Stores {

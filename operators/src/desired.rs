@@ -53,6 +53,8 @@ pub struct TenantNames {
     pub pulsar_tenant: String,
     pub kv_mount: String,
     pub transit_mount: String,
+    /// The tenant's CA.
+    pub pki_mount: String,
     pub transit_key: String,
     pub policy: String,
 }
@@ -66,6 +68,7 @@ impl TenantNames {
             pulsar_tenant: tenant.to_string(),
             kv_mount: format!("tenants/{tenant}/kv"),
             transit_mount: format!("tenants/{tenant}/transit"),
+            pki_mount: format!("tenants/{tenant}/pki"),
             transit_key: tenant.to_string(),
             policy: format!("tenant-{tenant}"),
         }

@@ -78,6 +78,11 @@ struct Args {
     /// shared realms.
     #[arg(long, default_value = "kube-system")]
     lease_namespace: String,
+    /// Domain under which every tenant's names sit: tenant `acme` owns
+    /// `acme.<root-domain>` and the names below it, and may obtain
+    /// certificates for those only (checked at admission). One per cluster.
+    #[arg(long, env = "OSSATURE_ROOT_DOMAIN", default_value = "ossature.test", value_parser = parse_root_domain)]
+    root_domain: String,
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
@@ -90,6 +95,16 @@ struct Args {
 enum LogFormat {
     Json,
     Text,
+}
+
+fn parse_root_domain(value: &str) -> Result<String, String> {
+    if ossature_operator::admission::valid_root_domain(value) {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a lowercase DNS name of at least two labels, such as apps.example.com"
+        ))
+    }
 }
 
 fn parse_selector(value: &str) -> Result<String, String> {
@@ -183,6 +198,9 @@ async fn main() -> Result<()> {
             .context("connecting to the Kubernetes API")?
     };
     ossature_operator::crds::require(&client).await?;
+    ossature_operator::admission::ensure(&client, &args.root_domain)
+        .await
+        .context("writing the admission policy of certificate names")?;
     let required = |value: Option<String>, flag: &str, var: &str| {
         value.with_context(|| {
             format!("--{flag} (or {var}) is required unless --local-stack is given")
@@ -219,6 +237,7 @@ async fn main() -> Result<()> {
         max_backoff: Duration::from_secs(args.max_backoff_seconds),
         selector: args.selector.clone(),
         max_dedicated_realms: args.max_dedicated_realms as usize,
+        root_domain: args.root_domain.clone(),
     };
     let controllers = Controllers::new(&client, args.selector.as_deref());
     let ctx = Arc::new(Context::new(

@@ -7,7 +7,7 @@
 //! vaultrs's client, token middleware and error parsing, as a [`Raw`]
 //! endpoint; each such place says what vaultrs lacks.
 
-mod pki;
+pub mod pki;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

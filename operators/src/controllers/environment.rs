@@ -203,10 +203,9 @@ impl Reconciled for Environment {
             },
         )
         // Its tenant appearing, or its Pulsar tenant becoming ready.
-        .watches(
-            Api::<Tenant>::all(watch.client.clone()),
-            kube::runtime::watcher::Config::default(),
-            move |tenant: Tenant| {
+        .watches_shared_stream(
+            watch.tenants.clone(),
+            move |tenant: std::sync::Arc<Tenant>| {
                 stores
                     .environments_in(&format!("tn-{}", tenant.name_any()))
                     .into_iter()

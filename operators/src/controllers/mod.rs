@@ -1,6 +1,7 @@
 //! One module per kind: what it reads, its steps, its cleanup, its status.
 //! `run` is where kinds are registered.
 
+pub mod certificate;
 pub mod environment;
 pub mod scope;
 pub mod tenant;
@@ -13,7 +14,7 @@ use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use ossature_crds::{Environment, Scope, Tenant};
+use ossature_crds::{Certificate, Environment, Scope, Tenant};
 
 use crate::conditions::{self, Outcome, reasons};
 use crate::context::{Context, Stores};
@@ -33,18 +34,23 @@ pub fn tenant_of(namespace: &str) -> Option<&str> {
 /// kind can read every store.
 pub struct Controllers {
     tenants: Controller<Tenant>,
+    tenant_changes: kube::runtime::reflector::ReflectHandle<Tenant>,
     scopes: Controller<Scope>,
     environments: Controller<Environment>,
+    certificates: Controller<Certificate>,
 }
 
 impl Controllers {
     /// Tenants are limited to `selector`; Scopes and Environments follow
     /// their tenant (see [`Reconciled::selected`]).
     pub fn new(client: &kube::Client, selector: Option<&str>) -> Self {
+        let (tenants, tenant_changes) = reconcile::shared_controller(client, selector);
         Controllers {
-            tenants: reconcile::controller(client, selector),
+            tenants,
+            tenant_changes,
             scopes: reconcile::controller(client, None),
             environments: reconcile::controller(client, None),
+            certificates: reconcile::controller(client, None),
         }
     }
 
@@ -53,6 +59,7 @@ impl Controllers {
             tenants: self.tenants.store(),
             scopes: self.scopes.store(),
             environments: self.environments.store(),
+            certificates: self.certificates.store(),
         }
     }
 
@@ -61,11 +68,13 @@ impl Controllers {
         let watch = WatchContext {
             client: ctx.client.clone(),
             stores: ctx.stores.clone(),
+            tenants: self.tenant_changes,
         };
         tokio::join!(
             reconcile::run(self.tenants, &watch, ctx.clone(), concurrency),
             reconcile::run(self.scopes, &watch, ctx.clone(), concurrency),
             reconcile::run(self.environments, &watch, ctx.clone(), concurrency),
+            reconcile::run(self.certificates, &watch, ctx.clone(), concurrency),
         );
     }
 }

@@ -243,10 +243,9 @@ impl Reconciled for Scope {
                 },
             )
             // Its tenant appearing, or its realm becoming ready.
-            .watches(
-                Api::<Tenant>::all(watch.client.clone()),
-                watcher::Config::default(),
-                move |tenant: Tenant| {
+            .watches_shared_stream(
+                watch.tenants.clone(),
+                move |tenant: std::sync::Arc<Tenant>| {
                     children
                         .scopes_in(&format!("tn-{}", tenant.name_any()))
                         .into_iter()

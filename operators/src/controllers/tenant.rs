@@ -9,7 +9,9 @@ use kube::api::{Api, ListParams};
 use kube::runtime::Controller;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use ossature_crds::{DeletionPolicy, Environment, Isolation, Scope, Tenant, TenantStatus};
+use ossature_crds::{
+    Certificate, DeletionPolicy, Environment, Isolation, Scope, Tenant, TenantStatus,
+};
 
 use crate::adapters::{Backend, BackendError, Change, Verb};
 use crate::conditions::{self, Outcome, reasons};
@@ -140,6 +142,23 @@ impl Reconciled for Tenant {
             format!("OpenBao paths {}", names.kv_mount),
             async move { secrets_step(&secrets, fresh, ctx).await },
         ));
+
+        let mount = names.pki_mount.clone();
+        let tenant = names.tenant.clone();
+        plan.steps.push(Step::new(
+            conditions::CERTIFICATE_AUTHORITY_READY,
+            format!("certificate authority {mount}"),
+            async move {
+                let domains = [format!("{tenant}.{}", ctx.settings.root_domain)];
+                let common_name = format!("{tenant} CA");
+                let ca = crate::adapters::openbao::pki::TenantCa {
+                    mount: &mount,
+                    common_name: &common_name,
+                    domains: &domains,
+                };
+                ctx.openbao.ensure_tenant_ca(&ca).await.map(|c| vec![c])
+            },
+        ));
         Ok(plan)
     }
 
@@ -169,6 +188,7 @@ impl Reconciled for Tenant {
             )]);
         }
         // Reverse order of creation; exact names only, so no other tenant is touched.
+        ctx.openbao.delete_tenant_ca(&names.pki_mount).await?;
         ctx.openbao.delete_policy(&names.policy).await?;
         ctx.openbao.delete_mount(&names.transit_mount).await?;
         ctx.openbao.delete_mount(&names.kv_mount).await?;
@@ -209,7 +229,7 @@ impl Reconciled for Tenant {
             "Deprovisioned",
             "Delete",
             format!(
-                "OpenBao paths, Pulsar tenant, realm and namespace {} removed",
+                "certificates, CA and OpenBao paths, Pulsar tenant, realm and namespace {} removed",
                 names.namespace
             ),
         )])
@@ -264,26 +284,22 @@ impl Reconciled for Tenant {
             },
         )
         // A dedicated realm freed (its tenant deleted) lets a waiting one in.
-        .watches(
-            Api::<Tenant>::all(watch.client.clone()),
-            kube::runtime::watcher::Config::default(),
-            move |changed: Tenant| {
-                let freed = changed.metadata.deletion_timestamp.is_some()
-                    && changed.status.as_ref().and_then(|s| s.isolation) == Some(Isolation::Realm);
-                let waiting = stores.tenants.state().into_iter().filter(|t| {
-                    t.status.as_ref().is_some_and(|s| {
-                        s.conditions.iter().any(|c| {
-                            c.type_ == conditions::STALLED
-                                && c.reason == reasons::REALM_CAPACITY_REACHED
-                        })
+        .watches_shared_stream(watch.tenants.clone(), move |changed: Arc<Tenant>| {
+            let freed = changed.metadata.deletion_timestamp.is_some()
+                && changed.status.as_ref().and_then(|s| s.isolation) == Some(Isolation::Realm);
+            let waiting = stores.tenants.state().into_iter().filter(|t| {
+                t.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == conditions::STALLED
+                            && c.reason == reasons::REALM_CAPACITY_REACHED
                     })
-                });
-                waiting
-                    .filter(|_| freed)
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            },
-        )
+                })
+            });
+            waiting
+                .filter(|_| freed)
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
     }
 }
 
@@ -418,6 +434,7 @@ async fn identity_step<'a>(
                 if let Some(id) = found.get() {
                     status.organization_id = Some(String::clone(id));
                 }
+                None
             }));
             plan.steps.push(Step::new(
                 conditions::REALM_READY,
@@ -618,6 +635,12 @@ async fn secrets_step(
 async fn remove_children(names: &TenantNames, ctx: &Context) -> Result<(), Error> {
     let environments: Api<Environment> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let scopes: Api<Scope> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let certificates: Api<Certificate> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    ctx.calls.record(Backend::Kubernetes, Verb::Read);
+    let certificates_left = certificates
+        .list_metadata(&ListParams::default())
+        .await?
+        .items;
     ctx.calls.record(Backend::Kubernetes, Verb::Read);
     let environments_left = environments
         .list_metadata(&ListParams::default())
@@ -625,8 +648,15 @@ async fn remove_children(names: &TenantNames, ctx: &Context) -> Result<(), Error
         .items;
     ctx.calls.record(Backend::Kubernetes, Verb::Read);
     let scopes_left = scopes.list_metadata(&ListParams::default()).await?.items;
-    if environments_left.is_empty() && scopes_left.is_empty() {
+    if environments_left.is_empty() && scopes_left.is_empty() && certificates_left.is_empty() {
         return Ok(());
+    }
+    // Certificates first: their keys are kept in the tenant's mounts.
+    for certificate in certificates_left
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+    {
+        kubernetes::delete(&certificates, &certificate.name_any(), &ctx.calls).await?;
     }
     for environment in environments_left
         .iter()
@@ -641,7 +671,8 @@ async fn remove_children(names: &TenantNames, ctx: &Context) -> Result<(), Error
         kubernetes::delete(&scopes, &scope.name_any(), &ctx.calls).await?;
     }
     Err(Error::Blocked(format!(
-        "waiting for {} environments and {} scopes of tenant {} to be removed",
+        "waiting for {} certificates, {} environments and {} scopes of tenant {} to be removed",
+        certificates_left.len(),
         environments_left.len(),
         scopes_left.len(),
         names.tenant

@@ -105,8 +105,10 @@ impl<'a> Step<'a> {
     }
 }
 
-/// Sets status fields once the steps have run.
-pub type Found<'a, S> = Box<dyn FnOnce(&mut S) + Send + 'a>;
+/// Sets status fields once the steps have run and the conditions are rolled
+/// up (it may add a condition of its own); returns when to come back, if
+/// sooner than the resync (a renewal the steps scheduled).
+pub type Found<'a, S> = Box<dyn FnOnce(&mut S) -> Option<Duration> + Send + 'a>;
 
 /// What a kind decided for one object.
 pub struct Plan<'a, S> {
@@ -209,10 +211,12 @@ pub trait Reconciled:
     fn watches(controller: Controller<Self>, ctx: &WatchContext) -> Controller<Self>;
 }
 
-/// What `watches` may use: the client and the stores of every kind.
+/// What `watches` may use: the client, the stores of every kind, and the
+/// Tenants' changes, from the one Tenant watch every kind shares.
 pub struct WatchContext {
     pub client: kube::Client,
     pub stores: crate::context::Stores,
+    pub tenants: kube::runtime::reflector::ReflectHandle<ossature_crds::Tenant>,
 }
 
 fn key<K: Reconciled>(object: &K) -> String {
@@ -317,9 +321,6 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
     }
 
     let mut status = plan.status;
-    if let Some(found) = plan.found {
-        found(&mut status);
-    }
     status.set_conditions(
         generation,
         conditions::roll_up(
@@ -329,6 +330,10 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
             generation,
         ),
     );
+    let due_in = match plan.found {
+        Some(found) => found(&mut status).or(plan.due_in),
+        None => plan.due_in,
+    };
     if changed(&previous, &status) {
         ctx.calls.record(Backend::Kubernetes, Verb::Write);
         K::api(ctx.client.clone(), object)
@@ -346,7 +351,7 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
     ctx.publish(object.object_ref(&()), merge_provisioned(events))
         .await;
 
-    let next = |after: Duration| plan.due_in.map_or(after, |due| due.min(after));
+    let next = |after: Duration| due_in.map_or(after, |due| due.min(after));
     if plan.stalled.is_some() {
         // Only a change helps, and the watches bring it.
         ctx.reset_backoff(&key);
@@ -397,26 +402,61 @@ async fn cleanup<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Err
     Ok(Action::await_change())
 }
 
+fn watch_config(selector: Option<&str>) -> kube::runtime::watcher::Config {
+    let config = kube::runtime::watcher::Config::default().any_semantic();
+    match selector {
+        Some(selector) => config.labels(selector),
+        None => config,
+    }
+}
+
+/// Only spec (generation) and finalizer changes trigger a reconcile of the
+/// object itself: the operator's own status writes do not come back as work.
+fn own_changes<K: Reconciled>(
+    changes: impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static {
+    use kube::runtime::{Predicate, WatchStreamExt, predicates};
+    changes.predicate_filter(
+        predicates::generation.combine(predicates::finalizers),
+        Default::default(),
+    )
+}
+
 /// The watch of a kind's own objects, limited to `selector` when given.
-/// Only spec (generation) and finalizer changes trigger a reconcile: the
-/// operator's own status writes do not come back as work.
 pub fn controller<K: Reconciled>(client: &kube::Client, selector: Option<&str>) -> Controller<K> {
     // `for_stream` (unstable-runtime) is how a predicate filter reaches a Controller.
-    use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(selector) = selector {
-        config = config.labels(selector);
-    }
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store();
-    let changes = watcher(Api::<K>::all(client.clone()), config)
+    let changes = watcher(Api::<K>::all(client.clone()), watch_config(selector))
         .default_backoff()
         .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
-            Default::default(),
-        );
-    Controller::for_stream(changes, reader)
+        .applied_objects();
+    Controller::for_stream(own_changes(changes), reader)
+}
+
+/// Room for Tenant changes not yet taken by every kind that follows them.
+const SHARED_BUFFER: usize = 1024;
+
+/// Like [`controller`], for a kind other kinds follow: its one watch also
+/// feeds their triggers through the returned handle, so a change is sent by
+/// the apiserver once, not once per kind.
+pub fn shared_controller<K: Reconciled>(
+    client: &kube::Client,
+    selector: Option<&str>,
+) -> (Controller<K>, kube::runtime::reflector::ReflectHandle<K>) {
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (reader, writer) = reflector::store_shared(SHARED_BUFFER);
+    let followers = writer
+        .subscribe()
+        .expect("a shared store hands out subscriptions");
+    let changes = watcher(Api::<K>::all(client.clone()), watch_config(selector))
+        .default_backoff()
+        .reflect_shared(writer)
+        .applied_objects();
+    (
+        Controller::for_stream(own_changes(changes), reader),
+        followers,
+    )
 }
 
 /// Adds the kind's related watches and runs it until a shutdown signal.

@@ -46,6 +46,18 @@ impl Operator {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits up to `timeout` for the process to end by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
 }
 
 pub fn start_operator(env: &BTreeMap<String, String>, selector: &str) -> Operator {
@@ -344,6 +356,19 @@ pub async fn wait_tenant_ready(tenants: &Api<Tenant>, name: &str, timeout: Durat
         tenants.get(name).await.ok().filter(ready)
     })
     .await
+}
+
+/// Deletes the tenants and waits until every one is gone.
+pub async fn delete_tenants(tenants: &Api<Tenant>, names: &[&str]) {
+    for name in names {
+        tenants
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for name in names {
+        wait_tenant_gone(tenants, name, Duration::from_secs(120)).await;
+    }
 }
 
 /// Waits until the tenant is gone, its finalizer done.

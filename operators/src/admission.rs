@@ -1,0 +1,131 @@
+//! Admission rules that need an operator setting, so cannot sit in a CRD:
+//! a ValidatingAdmissionPolicy, written by the operator at start with the
+//! root domain in its expressions. A Certificate asking for a name under the
+//! root domain that is not its tenant's is refused before it is stored.
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::kubernetes::FIELD_MANAGER;
+
+pub const CERTIFICATE_NAMES: &str = "ossature-certificate-names";
+
+/// The policy: a Certificate lives in a tenant namespace, and each of its
+/// names under `root_domain` is `<tenant>.<root_domain>` or below it.
+/// Names outside the root domain (custom domains) are the operator's to
+/// check, against what the tenant has proven.
+pub fn certificate_names_policy(root_domain: &str) -> Value {
+    // A CEL string literal: the root is a DNS name (checked by its flag), so
+    // it holds no quote.
+    let root = format!("'{root_domain}'");
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": CERTIFICATE_NAMES},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [ossature_crds::GROUP],
+                "apiVersions": [ossature_crds::VERSION],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["certificates"],
+            }]},
+            "variables": [
+                {"name": "tenant", "expression":
+                    "object.metadata.namespace.startsWith('tn-') ? object.metadata.namespace.substring(3).split('--')[0] : ''"},
+                {"name": "own", "expression": format!("variables.tenant + '.' + {root}")},
+                {"name": "names", "expression":
+                    "object.spec.dnsNames.map(n, n.startsWith('*.') ? n.substring(2) : n)"},
+            ],
+            "validations": [
+                {
+                    "expression": "variables.tenant != ''",
+                    "message": "a Certificate lives in one of its tenant's namespaces: tn-<tenant> or tn-<tenant>--<environment>",
+                    "reason": "Invalid",
+                },
+                {
+                    "expression": format!(
+                        "variables.names.all(n, n == variables.own || n.endsWith('.' + variables.own) || !(n == {root} || n.endsWith('.' + {root})))"
+                    ),
+                    "messageExpression": format!(
+                        "'a tenant obtains names under ' + {root} + ' only at ' + variables.own + ' and below it; ' + variables.names.filter(n, !(n == variables.own || n.endsWith('.' + variables.own)) && (n == {root} || n.endsWith('.' + {root}))).join(', ') + ' is not ' + variables.tenant + \"'s\""
+                    ),
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    })
+}
+
+fn binding() -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": CERTIFICATE_NAMES},
+        "spec": {"policyName": CERTIFICATE_NAMES, "validationActions": ["Deny"]},
+    })
+}
+
+/// Writes the policy and its binding (server-side apply; unchanged ones
+/// cost the apiserver nothing).
+pub async fn ensure(client: &kube::Client, root_domain: &str) -> Result<(), kube::Error> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .patch(
+            CERTIFICATE_NAMES,
+            &params,
+            &Patch::Apply(certificate_names_policy(root_domain)),
+        )
+        .await?;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .patch(CERTIFICATE_NAMES, &params, &Patch::Apply(binding()))
+        .await?;
+    Ok(())
+}
+
+/// Whether `name` may be used as the root domain: a lowercase DNS name of
+/// at least two labels.
+pub fn valid_root_domain(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    name.len() <= 200
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_domains_are_dns_names_without_quotes() {
+        assert!(valid_root_domain("ossature.test"));
+        assert!(valid_root_domain("apps.example.com"));
+        for bad in [
+            "test",
+            "",
+            "Ossature.test",
+            "a..b",
+            "x'.test",
+            "-a.test",
+            "a_b.test",
+        ] {
+            assert!(!valid_root_domain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_policy_names_the_root_domain() {
+        let policy = certificate_names_policy("ossature.test").to_string();
+        assert!(policy.contains("'ossature.test'"));
+    }
+}

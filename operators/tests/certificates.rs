@@ -1,0 +1,457 @@
+//! Certificates from a tenant's own CA, against the real stack: names a
+//! tenant does not own are refused at admission (or Stalled where admission
+//! cannot see them); a certificate is issued, verifies against its tenant's
+//! CA and no other, lands in the Secret asked for, is renewed before expiry
+//! with a new serial, follows a spec change, is put back when its Secret is
+//! deleted by hand, and leaves nothing behind when deleted. An issuance
+//! killed after its key was recorded signs that same key after a restart.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use ossature_crds::{Certificate, Tenant};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde_json::{Value, json};
+
+const ROOT: &str = "ossature.test";
+
+fn certificate(name: &str, namespace: &str, spec: Value) -> Certificate {
+    serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Certificate",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn tenant_ca() -> Value {
+    json!({"tenantCA": {}})
+}
+
+/// Whether `chain_pem` verifies for `name` against the roots in `ca_pem`.
+fn verifies(chain_pem: &str, ca_pem: &str, name: &str) -> bool {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let verifier = WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    verifier
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &ServerName::try_from(name.to_string()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .is_ok()
+}
+
+fn openbao_token(env: &BTreeMap<String, String>) -> String {
+    env.get("OSSATURE_OPENBAO_ROOT_TOKEN")
+        .unwrap_or(&env["OSSATURE_OPENBAO_TOKEN"])
+        .clone()
+}
+
+/// The record of a certificate in its tenant's KV mount: status and data.
+async fn record(
+    env: &BTreeMap<String, String>,
+    tenant: &str,
+    namespace: &str,
+    name: &str,
+) -> (u16, Value) {
+    get(
+        format!(
+            "{}/v1/tenants/{tenant}/kv/data/certificates/{namespace}/{name}",
+            env["OSSATURE_OPENBAO_ADDR"]
+        ),
+        Some(("X-Vault-Token", &openbao_token(env))),
+    )
+    .await
+}
+
+async fn ready_tenant(client: &kube::Client, sel: &str) -> String {
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("ct{}", suffix());
+    tenants
+        .create(&PostParams::default(), &labelled(tenant(&name), sel))
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(90)).await;
+    name
+}
+
+/// Creates Certificate `name` in the namespace of `api`.
+async fn create(api: &Api<Certificate>, name: &str, spec: Value) {
+    let unplaced: Certificate = serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Certificate",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &unplaced).await.unwrap();
+}
+
+async fn ready_certificate(certificates: &Api<Certificate>, name: &str) -> Certificate {
+    wait_for(
+        &format!("certificate {name} Ready"),
+        Duration::from_secs(60),
+        || async move {
+            let c = certificates.get(name).await.ok()?;
+            let s = c.status.as_ref()?;
+            (s.observed_generation == c.metadata.generation
+                && condition(&s.conditions, "Ready")?.0 == "True")
+                .then_some(c)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_a_tenant_does_not_own_are_refused() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let name = ready_tenant(&client, &sel).await;
+    let ns = format!("tn-{name}");
+    let certificates: Api<Certificate> = Api::namespaced(client.clone(), &ns);
+
+    // The policy is written by the operator at start: wait until it bites.
+    let other = format!("api.{name}-eu.{ROOT}");
+    let refused = wait_for("the admission policy", Duration::from_secs(30), || {
+        let certificates = certificates.clone();
+        let other = other.clone();
+        let ns = ns.clone();
+        async move {
+            let attempt = certificate(
+                "other",
+                &ns,
+                json!({"dnsNames": [other], "issuer": tenant_ca()}),
+            );
+            match certificates.create(&PostParams::default(), &attempt).await {
+                Err(kube::Error::Api(e)) if e.code == 422 || e.code == 403 => Some(e.message),
+                Ok(_) => {
+                    let _ = certificates.delete("other", &DeleteParams::default()).await;
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.contains(&format!("{name}.{ROOT}")) && refused.contains(&other),
+        "the refusal names what the tenant owns and what it asked: {refused}"
+    );
+
+    let refusals = [
+        (
+            ns.as_str(),
+            json!({"dnsNames": [format!("*.{ROOT}")], "issuer": tenant_ca()}),
+        ),
+        (
+            ns.as_str(),
+            json!({"dnsNames": [ROOT], "issuer": tenant_ca()}),
+        ),
+        (
+            "default",
+            json!({"dnsNames": [format!("{name}.{ROOT}")], "issuer": tenant_ca()}),
+        ),
+        (
+            ns.as_str(),
+            json!({"dnsNames": [format!("API.{name}.{ROOT}")], "issuer": tenant_ca()}),
+        ),
+        (
+            ns.as_str(),
+            json!({"dnsNames": [format!("{name}.{ROOT}")], "issuer": tenant_ca(),
+                             "lifetime": "1h", "renewBefore": "2h"}),
+        ),
+        (
+            ns.as_str(),
+            json!({"dnsNames": [format!("{name}.{ROOT}"), format!("{name}.{ROOT}")],
+                             "issuer": tenant_ca()}),
+        ),
+        (
+            ns.as_str(),
+            json!({"dnsNames": [format!("{name}.{ROOT}")], "issuer": {}}),
+        ),
+    ];
+    for (namespace, spec) in refusals {
+        // Untyped: some of these cannot even be built as a Certificate.
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            namespace,
+            &ApiResource::erase::<Certificate>(&()),
+        );
+        let body: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Certificate",
+            "metadata": {"name": "bad", "namespace": namespace},
+            "spec": spec,
+        }))
+        .unwrap();
+        let result = api.create(&PostParams::default(), &body).await;
+        assert!(
+            matches!(&result, Err(kube::Error::Api(e)) if e.code == 422 || e.code == 403),
+            "{namespace} {spec} was accepted: {result:?}"
+        );
+    }
+
+    // A name outside the root domain: only the operator can tell (a custom
+    // domain the tenant has not proven).
+    create(
+        &certificates,
+        "custom",
+        json!({"dnsNames": ["shop.example.com"], "issuer": tenant_ca()}),
+    )
+    .await;
+    let message = wait_for("NameNotOwned", Duration::from_secs(30), || {
+        let certificates = certificates.clone();
+        async move {
+            let s = certificates.get("custom").await.ok()?.status?;
+            let stalled = s.conditions.iter().find(|c| c.type_ == "Stalled")?;
+            (stalled.reason == "NameNotOwned").then(|| stalled.message.clone())
+        }
+    })
+    .await;
+    assert!(message.contains("shop.example.com"), "{message}");
+
+    delete_tenants(&Api::all(client.clone()), &[&name]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_the_tenant_ca_is_issued_renewed_and_removed() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let name = ready_tenant(&client, &sel).await;
+    let other = ready_tenant(&client, &sel).await;
+    let ns = format!("tn-{name}");
+    let certificates: Api<Certificate> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let api_host = format!("api.{name}.{ROOT}");
+    create(
+        &certificates,
+        "api",
+        json!({
+            "dnsNames": [api_host, format!("{name}.{ROOT}")],
+            "secretName": "api-tls",
+            // Renewed 20 s after issuance.
+            "lifetime": "60s", "renewBefore": "40s",
+            "issuer": tenant_ca(),
+        }),
+    )
+    .await;
+    let issued = ready_certificate(&certificates, "api").await;
+    let status = issued.status.clone().unwrap();
+    assert_eq!(status.issuer.as_deref(), Some("tenant-ca"));
+    assert_eq!(status.ca_generation, Some(1));
+    let first_serial = status.serial_number.clone().unwrap();
+    assert!(status.not_after.is_some() && status.renewal_time.is_some());
+    assert_eq!(condition(&status.conditions, "Issuing").unwrap().0, "False");
+
+    let tls = secrets.get("api-tls").await.unwrap();
+    let text =
+        |s: &Secret, key: &str| String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap();
+    let (chain, ca) = (text(&tls, "tls.crt"), text(&tls, "ca.crt"));
+    assert!(text(&tls, "tls.key").contains("PRIVATE KEY"));
+    assert!(
+        verifies(&chain, &ca, &api_host),
+        "verifies against its tenant's CA"
+    );
+    // The other tenant's CA, from its own certificate.
+    let other_ns = format!("tn-{other}");
+    let other_certificates: Api<Certificate> = Api::namespaced(client.clone(), &other_ns);
+    create(
+        &other_certificates,
+        "web",
+        json!({"dnsNames": [format!("{other}.{ROOT}")], "secretName": "web-tls",
+                       "issuer": tenant_ca()}),
+    )
+    .await;
+    ready_certificate(&other_certificates, "web").await;
+    let other_secret = Api::<Secret>::namespaced(client.clone(), &other_ns)
+        .get("web-tls")
+        .await
+        .unwrap();
+    let other_ca = text(&other_secret, "ca.crt");
+    assert_ne!(ca, other_ca);
+    assert!(
+        !verifies(&chain, &other_ca, &api_host),
+        "a tenant's certificate does not verify against another tenant's CA"
+    );
+    let (code, kept) = record(&env, &name, &ns, "api").await;
+    assert_eq!(code, 200, "{kept}");
+    assert_eq!(kept["data"]["data"]["serial"], first_serial.as_str());
+
+    // Renewed before expiry, with a new serial, into the same Secret.
+    let renewed = wait_for("renewal", Duration::from_secs(60), || {
+        let certificates = certificates.clone();
+        let first_serial = first_serial.clone();
+        async move {
+            let s = certificates.get("api").await.ok()?.status?;
+            let serial = s.serial_number?;
+            (serial != first_serial).then_some(serial)
+        }
+    })
+    .await;
+    let not_after: k8s_openapi::jiff::Timestamp = status.not_after.unwrap().parse().unwrap();
+    assert!(
+        k8s_openapi::jiff::Timestamp::now() < not_after,
+        "renewed before the first expired"
+    );
+    wait_for("the Secret renewed", Duration::from_secs(15), || {
+        let secrets = secrets.clone();
+        let chain = chain.clone();
+        async move {
+            let s = secrets.get("api-tls").await.ok()?;
+            (text(&s, "tls.crt") != chain).then_some(())
+        }
+    })
+    .await;
+    assert_ne!(renewed, first_serial);
+
+    // The Secret deleted by hand comes back, at the default resync.
+    secrets
+        .delete("api-tls", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the Secret put back", Duration::from_secs(15), || {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt("api-tls").await.ok().flatten() }
+    })
+    .await;
+
+    // A name added: a new certificate that carries it.
+    let www = format!("www.{name}.{ROOT}");
+    certificates
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "dnsNames": [api_host, format!("{name}.{ROOT}"), www],
+                "lifetime": "1h", "renewBefore": null}})),
+        )
+        .await
+        .unwrap();
+    ready_certificate(&certificates, "api").await;
+    wait_for("the new name served", Duration::from_secs(15), || {
+        let secrets = secrets.clone();
+        let (www, ca) = (www.clone(), ca.clone());
+        async move {
+            let s = secrets.get("api-tls").await.ok()?;
+            verifies(&text(&s, "tls.crt"), &ca, &www).then_some(())
+        }
+    })
+    .await;
+
+    // Deleted: its Secret and its OpenBao record go with it.
+    certificates
+        .delete("api", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("certificate gone", Duration::from_secs(30), || {
+        let certificates = certificates.clone();
+        async move {
+            certificates
+                .get_opt("api")
+                .await
+                .ok()
+                .filter(Option::is_none)
+                .map(drop)
+        }
+    })
+    .await;
+    assert!(secrets.get_opt("api-tls").await.unwrap().is_none());
+    assert_eq!(record(&env, &name, &ns, "api").await.0, 404);
+
+    delete_tenants(&Api::all(client.clone()), &[&name, &other]).await;
+    // The namespace went with the tenant; nothing of its CA is left.
+    let mounts = openbao_mounts(&env).await;
+    assert!(mounts["data"].get(format!("tenants/{name}/pki/")).is_none());
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt(&ns)
+            .await
+            .unwrap()
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuance_killed_after_its_key_was_recorded_signs_that_key_on_restart() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let operator = start_operator(&env, &sel);
+    let name = ready_tenant(&client, &sel).await;
+    drop(operator);
+
+    let mut crashing = env.clone();
+    crashing.insert(
+        "OSSATURE_FAILPOINT".into(),
+        "certificate-key-recorded".into(),
+    );
+    let mut operator = start_operator(&crashing, &sel);
+    let ns = format!("tn-{name}");
+    let certificates: Api<Certificate> = Api::namespaced(client.clone(), &ns);
+    create(
+        &certificates,
+        "api",
+        json!({"dnsNames": [format!("{name}.{ROOT}")], "issuer": tenant_ca()}),
+    )
+    .await;
+    let exit = operator.wait_exit(Duration::from_secs(60));
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "the operator died at the failpoint"
+    );
+    let (code, pending) = record(&env, &name, &ns, "api").await;
+    assert_eq!(code, 200, "the key was recorded before signing: {pending}");
+    let key = pending["data"]["data"]["key"].as_str().unwrap().to_string();
+    assert_eq!(pending["data"]["data"]["certificate"], "");
+    drop(operator);
+
+    let _operator = start_operator(&env, &sel);
+    ready_certificate(&certificates, "api").await;
+    let (_, done) = record(&env, &name, &ns, "api").await;
+    assert_eq!(
+        done["data"]["data"]["key"].as_str(),
+        Some(key.as_str()),
+        "the recorded key was signed, none other made"
+    );
+    let chain = done["data"]["data"]["certificate"].as_str().unwrap();
+    let leaf = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    use rcgen::PublicKeyData;
+    let public = rcgen::KeyPair::from_pem(&key).unwrap();
+    let der = public.der_bytes().to_vec();
+    assert!(
+        leaf.as_ref()
+            .windows(der.len())
+            .any(|w| w == der.as_slice()),
+        "the certificate is for the recorded key"
+    );
+
+    delete_tenants(&Api::all(client.clone()), &[&name]).await;
+}
