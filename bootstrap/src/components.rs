@@ -34,6 +34,20 @@ pub const PEBBLE_MANAGEMENT_PORT: u16 = 15000;
 pub const CADDY_ADMIN_PORT: u16 = 2019;
 pub const EDGE_HTTPS_PORT: u16 = 9443;
 
+/// Pebble's certificate profiles, chosen per order. `default` keeps Pebble's
+/// usual 90 days; `shortlived` lets tests watch expiry and renewal in minutes.
+pub const PEBBLE_DEFAULT_PROFILE: &str = "default";
+pub const PEBBLE_DEFAULT_VALIDITY_SECONDS: u64 = 90 * 24 * 3600;
+pub const PEBBLE_SHORTLIVED_PROFILE: &str = "shortlived";
+pub const PEBBLE_SHORTLIVED_VALIDITY_SECONDS: u64 = 300;
+/// An External Account Binding Pebble accepts (without requiring one), so
+/// accounts bound to an external account are tested. Test-only, not a secret.
+pub const PEBBLE_EAB_KEY_ID: &str = "ossature-eab";
+/// The HMAC key of [`PEBBLE_EAB_KEY_ID`], base64url without padding.
+pub const PEBBLE_EAB_HMAC_KEY: &str = "GFwWWJ5HjTrVH7R4a71bN97G074qWRuweI0KlN1n_rQ";
+/// Pebble's policy refuses this domain and every name under it.
+pub const PEBBLE_BLOCKED_DOMAIN: &str = "blocked.ossature.test";
+
 /// Keycloak 26.7 runs on Java 21 or newer (17 is deprecated); Pulsar and
 /// Maven use the default `java`.
 pub const KEYCLOAK_JAVA: u32 = 21;
@@ -589,7 +603,18 @@ fn pebble_config(cert: &Path, key: &Path) -> serde_json::Value {
         "tlsPort": CHALLTESTSRV_TLSALPN01_PORT,
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
-        "domainBlocklist": [],
+        "externalAccountMACKeys": {PEBBLE_EAB_KEY_ID: PEBBLE_EAB_HMAC_KEY},
+        "domainBlocklist": [PEBBLE_BLOCKED_DOMAIN],
+        "profiles": {
+            PEBBLE_DEFAULT_PROFILE: {
+                "description": "Pebble's usual validity",
+                "validityPeriod": PEBBLE_DEFAULT_VALIDITY_SECONDS,
+            },
+            PEBBLE_SHORTLIVED_PROFILE: {
+                "description": "Minutes, for tests of expiry and renewal",
+                "validityPeriod": PEBBLE_SHORTLIVED_VALIDITY_SECONDS,
+            },
+        },
     }})
 }
 
@@ -692,5 +717,19 @@ mod tests {
         );
         let pebble = pebble_config(Path::new("/c"), Path::new("/k"));
         assert_eq!(pebble["pebble"]["listenAddress"], "127.0.0.1:14000");
+    }
+
+    #[test]
+    fn pebble_offers_a_short_lived_profile_beside_its_usual_validity() {
+        let pebble = &pebble_config(Path::new("/c"), Path::new("/k"))["pebble"];
+        let profiles = &pebble["profiles"];
+        assert_eq!(profiles["default"]["validityPeriod"], 7_776_000);
+        assert_eq!(profiles["shortlived"]["validityPeriod"], 300);
+        assert_eq!(pebble["externalAccountBindingRequired"], false);
+        assert_eq!(
+            pebble["externalAccountMACKeys"]["ossature-eab"],
+            PEBBLE_EAB_HMAC_KEY
+        );
+        assert_eq!(pebble["domainBlocklist"][0], "blocked.ossature.test");
     }
 }

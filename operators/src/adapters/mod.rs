@@ -2,6 +2,7 @@
 //! writes and writes only what differs, so reconciling an unchanged object
 //! makes no writes; every call is counted by backend and verb.
 
+pub mod acme;
 pub mod edge;
 pub mod keycloak;
 pub mod openbao;
@@ -85,6 +86,8 @@ pub enum Backend {
     OpenBao,
     /// The TLS edge (Caddy).
     Edge,
+    /// The ACME CA issuing certificates (Pebble locally).
+    Acme,
 }
 
 impl Backend {
@@ -95,6 +98,7 @@ impl Backend {
             Backend::Pulsar => "pulsar",
             Backend::OpenBao => "openbao",
             Backend::Edge => "edge",
+            Backend::Acme => "acme",
         }
     }
 }
@@ -107,6 +111,7 @@ impl std::fmt::Display for Backend {
             Backend::Pulsar => "Pulsar",
             Backend::OpenBao => "OpenBao",
             Backend::Edge => "Edge",
+            Backend::Acme => "ACME CA",
         })
     }
 }
