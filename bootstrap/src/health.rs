@@ -582,6 +582,11 @@ pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
             "OSSATURE_EDGE_HTTPS_ADDR",
             format!("{LOOPBACK}:{EDGE_HTTPS_PORT}"),
         ),
+        // Where the edge's key files go: read by Caddy, by nobody else.
+        (
+            "OSSATURE_EDGE_CERT_DIR",
+            path(layout.state.join("edge-certs")),
+        ),
     ]))
 }
 

@@ -17,9 +17,9 @@ pub use common::{Conditions, DeletionPolicy, Quotas};
 pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, EnvironmentStatus};
 pub use scope::{Scope, ScopeGrant, ScopeRole, ScopeSpec, ScopeStatus};
 pub use tenant::{
-    IdentityProvider, IdentityProviderStatus, IdentitySettings, Isolation, OidcProvider,
-    PasswordPolicy, RedirectUri, SamlProvider, ScopeMapping, SecretKeyRef, Tenant, TenantSpec,
-    TenantStatus, TenantType,
+    ClientAuth, ClientAuthMode, EdgeSettings, IdentityProvider, IdentityProviderStatus,
+    IdentitySettings, Isolation, OidcProvider, PasswordPolicy, RedirectUri, SamlProvider,
+    ScopeMapping, SecretKeyRef, Tenant, TenantSpec, TenantStatus, TenantType,
 };
 
 pub const GROUP: &str = "ossature.dev";

@@ -22,6 +22,7 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Residency","type":"string","jsonPath":".spec.residency"}"#,
     printcolumn = r#"{"name":"Isolation","type":"string","jsonPath":".status.isolation"}"#,
+    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".status.host","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -64,10 +65,52 @@ pub struct TenantSpec {
     #[serde(default)]
     pub quotas: Quotas,
 
+    /// The tenant's host at the edge, `<tenant>.<root-domain>`: who may
+    /// reach it. Changes reach the edge within seconds.
+    #[serde(default)]
+    pub edge: EdgeSettings,
+
     /// Whether backend objects are removed (`Delete`, the default) or kept
     /// (`Retain`) when the tenant is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// Access to the tenant's host at the edge.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeSettings {
+    /// Mutual TLS: the client certificates callers must (or may) present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+
+    /// Source addresses allowed to reach the host, as CIDR ranges
+    /// (`203.0.113.0/24`, `2001:db8::/32`) or single addresses. Empty: everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(max = 43)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new("self.all(r, isCIDR(r) || isIP(r))").message("each allowed source range must be a CIDR range such as 203.0.113.0/24, or a single address"))]
+    pub allowed_source_ranges: Vec<String>,
+}
+
+/// Client certificates asked of callers of the tenant's host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAuth {
+    /// `Required`: the TLS handshake fails without a certificate of a
+    /// trusted CA. `Optional`: a certificate is verified when given.
+    pub mode: ClientAuthMode,
+    /// CA certificates (PEM) that client certificates must chain to.
+    /// Default: the tenant's own CA, which issues its `Client` Certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("caBundle must hold PEM certificates (-----BEGIN CERTIFICATE-----)"))]
+    pub ca_bundle: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClientAuthMode {
+    Optional,
+    Required,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -281,7 +324,8 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` plus one condition per backend: `NamespaceReady`, `RealmReady`,
-    /// `MessagingReady`, `SecretsReady`.
+    /// `MessagingReady`, `SecretsReady`, `CertificateAuthorityReady`,
+    /// `CertificateReady` (the host's certificate) and `EdgeReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Conditions,
     /// The tenant's namespace.
@@ -311,4 +355,7 @@ pub struct TenantStatus {
     /// Prefix of the tenant's OpenBao paths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_path: Option<String>,
+    /// The tenant's host at the edge: `https://<this>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }

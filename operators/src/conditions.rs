@@ -15,6 +15,8 @@ pub const SECRETS_READY: &str = "SecretsReady";
 pub const CERTIFICATE_AUTHORITY_READY: &str = "CertificateAuthorityReady";
 /// A Certificate's key and certificate (and Secret, when asked for).
 pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// A tenant's host served at the edge.
+pub const EDGE_READY: &str = "EdgeReady";
 
 /// Reasons, stable across releases: tooling may match on them.
 pub mod reasons {
@@ -36,6 +38,8 @@ pub mod reasons {
     pub const SECRET_NOT_USABLE: &str = "SecretNotUsable";
     /// A certificate asks for a name its tenant does not own.
     pub const NAME_NOT_OWNED: &str = "NameNotOwned";
+    /// The edge waits for the host's certificate.
+    pub const WAITING_FOR_CERTIFICATE: &str = "WaitingForCertificate";
 }
 
 /// One backend's outcome in this reconcile.

@@ -76,6 +76,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Metrics,
     pub stores: Stores,
+    /// Tenant hosts at the edge, when an edge is configured.
+    pub edge: Option<crate::edge::Edges>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     /// Shared realms seen to exist: they are never deleted, so asked once.
@@ -108,9 +110,16 @@ impl Context {
             settings,
             metrics,
             stores,
+            edge: None,
             failures: Mutex::default(),
             shared_realms: Mutex::default(),
         }
+    }
+
+    /// With tenant hosts put on `edge`.
+    pub fn with_edge(mut self, edge: crate::edge::Edges) -> Self {
+        self.edge = Some(edge);
+        self
     }
 
     /// Whether a shared realm exists; asked of Keycloak until it does.

@@ -250,6 +250,7 @@ pub fn shared_realm_settings(tenant_type: TenantType, residency: &str) -> RealmS
         residency: residency.to_string(),
         identity: Default::default(),
         quotas: Default::default(),
+        edge: Default::default(),
         deletion_policy: Default::default(),
     };
     let names = TenantNames {
@@ -477,6 +478,7 @@ mod tests {
             residency: "eu".into(),
             identity: IdentitySettings::default(),
             quotas: Quotas::default(),
+            edge: Default::default(),
             deletion_policy: Default::default(),
         }
     }

@@ -83,6 +83,20 @@ struct Args {
     /// certificates for those only (checked at admission). One per cluster.
     #[arg(long, env = "OSSATURE_ROOT_DOMAIN", default_value = "ossature.test", value_parser = parse_root_domain)]
     root_domain: String,
+    /// Caddy's admin API: tenant hosts are served at this edge, each with
+    /// its certificate, mutual TLS and allowed source ranges.
+    #[arg(long, env = "OSSATURE_EDGE_ADMIN_URL")]
+    edge_admin_url: Option<String>,
+    /// Name of the Caddy HTTP server that serves tenant hosts.
+    #[arg(long, default_value = "edge")]
+    edge_server: String,
+    /// Directory of the edge's key files: Caddy reads them, nobody else
+    /// should (created with mode 0700).
+    #[arg(long, env = "OSSATURE_EDGE_CERT_DIR")]
+    edge_cert_dir: Option<std::path::PathBuf>,
+    /// Run without an edge: tenants get no host, host certificate or route.
+    #[arg(long)]
+    no_edge: bool,
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
@@ -95,6 +109,44 @@ struct Args {
 enum LogFormat {
     Json,
     Text,
+}
+
+/// The edge's adapter, unless the operator runs without one.
+fn edge(
+    args: &Args,
+    calls: &Calls,
+) -> Result<Option<ossature_operator::adapters::edge::caddy::CaddyEdge>> {
+    let Some(url) = args.edge_admin_url.as_deref().filter(|_| !args.no_edge) else {
+        return Ok(None);
+    };
+    let dir = args
+        .edge_cert_dir
+        .clone()
+        .context("--edge-cert-dir (or OSSATURE_EDGE_CERT_DIR) is required with --edge-admin-url")?;
+    // Instances with disjoint selectors keep apart at a shared edge too.
+    let instance = match &args.selector {
+        Some(selector) => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, selector.as_bytes());
+            let hex: String = digest.as_ref()[..5]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("s-{hex}")
+        }
+        None => "ossature".to_string(),
+    };
+    // Each instance its own files: one never removes what another's
+    // configuration still loads.
+    let dir = dir.join(&instance);
+    Ok(Some(
+        ossature_operator::adapters::edge::caddy::CaddyEdge::new(
+            url,
+            &args.edge_server,
+            &instance,
+            dir,
+            calls.clone(),
+        )?,
+    ))
 }
 
 fn parse_root_domain(value: &str) -> Result<String, String> {
@@ -147,7 +199,10 @@ async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        // vaultrs logs an expected answer (a mount not there yet) as an
+        // error; the adapters report what matters themselves.
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "info,vaultrs=off,rustify=off".into());
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
@@ -185,6 +240,12 @@ async fn main() -> Result<()> {
         take(&mut args.pulsar_admin_url, "OSSATURE_PULSAR_ADMIN_URL");
         take(&mut args.openbao_addr, "OSSATURE_OPENBAO_ADDR");
         take(&mut args.openbao_token, "OSSATURE_OPENBAO_TOKEN");
+        if !args.no_edge {
+            take(&mut args.edge_admin_url, "OSSATURE_EDGE_ADMIN_URL");
+            if args.edge_cert_dir.is_none() {
+                args.edge_cert_dir = env.get("OSSATURE_EDGE_CERT_DIR").map(Into::into);
+            }
+        }
         let kubeconfig = Kubeconfig::read_from(&env["KUBECONFIG"])?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -201,6 +262,8 @@ async fn main() -> Result<()> {
     ossature_operator::admission::ensure(&client, &args.root_domain)
         .await
         .context("writing the admission policy of certificate names")?;
+    let calls = Calls::default();
+    let edge = edge(&args, &calls)?;
     let required = |value: Option<String>, flag: &str, var: &str| {
         value.with_context(|| {
             format!("--{flag} (or {var}) is required unless --local-stack is given")
@@ -229,7 +292,6 @@ async fn main() -> Result<()> {
         "OSSATURE_OPENBAO_TOKEN",
     )?;
 
-    let calls = Calls::default();
     let metrics = Metrics::new(&calls);
     let settings = Settings {
         clusters_by_region: args.residency.into_iter().collect::<BTreeMap<_, _>>(),
@@ -240,7 +302,7 @@ async fn main() -> Result<()> {
         root_domain: args.root_domain.clone(),
     };
     let controllers = Controllers::new(&client, args.selector.as_deref());
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Keycloak::new(
             &keycloak_url,
@@ -254,7 +316,11 @@ async fn main() -> Result<()> {
         settings,
         metrics.clone(),
         controllers.stores(),
-    ));
+    );
+    if let Some(edge) = edge {
+        ctx = ctx.with_edge(ossature_operator::edge::Edges::start(edge));
+    }
+    let ctx = Arc::new(ctx);
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await

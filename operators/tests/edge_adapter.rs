@@ -127,13 +127,16 @@ impl Setup {
     }
 
     /// Writes that changed Caddy: those refused because another party had
-    /// just changed the shared arrays are retried, and not counted here.
+    /// just changed the shared arrays, or sent again while another party's
+    /// reload swapped the admin listener, are retried and not counted here.
     fn writes(&self) -> u64 {
-        self.calls.count(Backend::Edge, Verb::Write) - self.edge.conflicts()
+        self.calls.count(Backend::Edge, Verb::Write)
+            - self.edge.conflicts()
+            - self.edge.resent(Verb::Write)
     }
 
     fn reads(&self) -> u64 {
-        self.calls.count(Backend::Edge, Verb::Read)
+        self.calls.count(Backend::Edge, Verb::Read) - self.edge.resent(Verb::Read)
     }
 
     /// Raw admin API call, bypassing the adapter.

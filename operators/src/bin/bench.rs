@@ -86,6 +86,10 @@ struct Args {
     /// above --tenants for a `--isolation realm` run).
     #[arg(long, default_value_t = 100)]
     max_dedicated_realms: u64,
+    /// Run the operator without the edge (`--no-edge`): no host, host
+    /// certificate or route per tenant, as the tenancy part alone.
+    #[arg(long)]
+    without_edge: bool,
 }
 
 impl Args {
@@ -619,6 +623,7 @@ impl Operator {
                 "--max-dedicated-realms={}",
                 args.max_dedicated_realms
             ))
+            .args(args.without_edge.then_some("--no-edge"))
             .stdin(Stdio::null())
             .stdout(file.try_clone().context("sharing the operator's log")?)
             .stderr(file)
@@ -986,7 +991,7 @@ async fn leftovers(
     let openbao = names
         .iter()
         .map(|n| TenantNames::new(n))
-        .flat_map(|t| [t.kv_mount, t.transit_mount])
+        .flat_map(|t| [t.kv_mount, t.transit_mount, t.pki_mount])
         .filter(|mount| mounts.contains(&format!("{mount}/")))
         .count();
     let per_tenant: Vec<(usize, bool)> = stream::iter(names.iter().enumerate())
@@ -1210,12 +1215,13 @@ impl Report<'_> {
             .map_or("n/a".to_string(), |r| format!("{r:.2}"));
         let writes: u64 = fleet.steady_writes();
         format!(
-            "summary: tenants={} isolation={} concurrency={} ready_p50={} ready_p95={} ready_max={} \
+            "summary: tenants={} isolation={} concurrency={} edge={} ready_p50={} ready_p95={} ready_max={} \
              throughput={:.2}/s baseline={baseline} ratio={ratio} steady_writes={writes} \
              operator_rss_peak={} operator_cpu={} keycloak_rss={} deleted_in={} left={}",
             fleet.times.len(),
             self.args.isolation,
             self.args.concurrency,
+            if self.args.without_edge { "off" } else { "on" },
             secs(percentile(&fleet.times, 0.50)),
             secs(percentile(&fleet.times, 0.95)),
             secs(fleet.times.last().copied().unwrap_or_default()),
@@ -1262,8 +1268,11 @@ async fn main() -> Result<()> {
     line(
         "tenants",
         format!(
-            "{} (isolation {}, concurrency {}, run {run})",
-            args.tenants, args.isolation, args.concurrency
+            "{} (isolation {}, concurrency {}, edge {}, run {run})",
+            args.tenants,
+            args.isolation,
+            args.concurrency,
+            if args.without_edge { "off" } else { "on" }
         ),
     );
     let baseline = match args.baseline {

@@ -69,7 +69,7 @@ impl Record {
         ])
     }
 
-    fn from_map(map: &BTreeMap<String, String>) -> Self {
+    pub fn from_map(map: &BTreeMap<String, String>) -> Self {
         let get = |k: &str| map.get(k).cloned().unwrap_or_default();
         Record {
             key: get("key"),
@@ -521,8 +521,9 @@ async fn issue(
             let (not_before, not_after) = validity(&signed.certificate)?;
             let record = Record {
                 key,
-                // A root signs: the leaf is the whole chain to send.
-                certificate: signed.certificate,
+                // A root signs: the leaf is the whole chain to send. PEM
+                // files end with a newline, so they can be concatenated.
+                certificate: format!("{}\n", signed.certificate.trim_end()),
                 ca: trust_bundle(&issuers),
                 issued_for: wanted,
                 serial: signed.serial,

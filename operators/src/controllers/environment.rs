@@ -96,7 +96,7 @@ impl Reconciled for Environment {
 
         let objects =
             desired::namespace_objects(&names.namespace, tenant, Some(&name), &self.spec.quotas);
-        namespace_step(&mut plan, ctx, objects, tenant, Some(&name)).await?;
+        namespace_step(&mut plan, ctx, objects, tenant, Some(&name), None).await?;
         if plan.stalled.is_some() {
             return Ok(plan);
         }

@@ -2,6 +2,7 @@
 //! `run` is where kinds are registered.
 
 pub mod certificate;
+pub mod edge_host;
 pub mod environment;
 pub mod scope;
 pub mod tenant;
@@ -35,6 +36,7 @@ pub fn tenant_of(namespace: &str) -> Option<&str> {
 pub struct Controllers {
     tenants: Controller<Tenant>,
     tenant_changes: kube::runtime::reflector::ReflectHandle<Tenant>,
+    certificate_changes: kube::runtime::reflector::ReflectHandle<Certificate>,
     scopes: Controller<Scope>,
     environments: Controller<Environment>,
     certificates: Controller<Certificate>,
@@ -45,12 +47,14 @@ impl Controllers {
     /// their tenant (see [`Reconciled::selected`]).
     pub fn new(client: &kube::Client, selector: Option<&str>) -> Self {
         let (tenants, tenant_changes) = reconcile::shared_controller(client, selector);
+        let (certificates, certificate_changes) = reconcile::shared_controller(client, None);
         Controllers {
             tenants,
             tenant_changes,
             scopes: reconcile::controller(client, None),
             environments: reconcile::controller(client, None),
-            certificates: reconcile::controller(client, None),
+            certificates,
+            certificate_changes,
         }
     }
 
@@ -69,6 +73,8 @@ impl Controllers {
             client: ctx.client.clone(),
             stores: ctx.stores.clone(),
             tenants: self.tenant_changes,
+            certificates: self.certificate_changes,
+            edge_losses: ctx.edge.as_ref().map(crate::edge::Edges::losses),
         };
         tokio::join!(
             reconcile::run(self.tenants, &watch, ctx.clone(), concurrency),
@@ -131,14 +137,20 @@ async fn owning_tenant<'a, S>(
     }
 }
 
+/// What else goes into a namespace once it exists, in the namespace step.
+type InNamespace<'a> =
+    Option<futures::future::BoxFuture<'a, Result<Vec<crate::adapters::Change>, kube::Error>>>;
+
 /// The namespace step, after checking the namespace is free or ours to adopt;
-/// a namespace of something else stalls the plan.
+/// a namespace of something else stalls the plan. `then` runs once the
+/// namespace is in place.
 async fn namespace_step<'a, S>(
     plan: &mut Plan<'a, S>,
     ctx: &'a Context,
     objects: NamespaceObjects,
     tenant: &str,
     environment: Option<&str>,
+    then: InNamespace<'a>,
 ) -> Result<(), Error> {
     let name = objects.namespace.metadata.name.clone().unwrap_or_default();
     let live = kubernetes::namespace(&ctx.client, &name, &ctx.calls).await?;
@@ -161,8 +173,17 @@ async fn namespace_step<'a, S>(
         conditions::NAMESPACE_READY,
         format!("namespace {name}"),
         async move {
-            kubernetes::ensure_namespace_objects(&ctx.client, &objects, live.as_ref(), &ctx.calls)
-                .await
+            let mut changes = kubernetes::ensure_namespace_objects(
+                &ctx.client,
+                &objects,
+                live.as_ref(),
+                &ctx.calls,
+            )
+            .await?;
+            if let Some(then) = then {
+                changes.extend(then.await?);
+            }
+            Ok::<_, kube::Error>(changes)
         },
     ));
     Ok(())

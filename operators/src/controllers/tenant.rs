@@ -48,9 +48,23 @@ impl Reconciled for Tenant {
         let mut plan = Plan::new(status);
         let objects =
             desired::namespace_objects(&names.namespace, &names.tenant, None, &self.spec.quotas);
-        super::namespace_step(&mut plan, ctx, objects, &names.tenant, None).await?;
+        // With an edge, the tenant's host certificate lives in its namespace.
+        let host = format!("{}.{}", names.tenant, ctx.settings.root_domain);
+        let host_certificate = ctx
+            .edge
+            .as_ref()
+            .map(|_| super::edge_host::certificate(self, &names, &host, ctx));
+        let then = host_certificate.clone().map(|desired| {
+            Box::pin(super::edge_host::ensure_certificate(ctx, desired))
+                as futures::future::BoxFuture<'a, _>
+        });
+        super::namespace_step(&mut plan, ctx, objects, &names.tenant, None, then).await?;
         if plan.stalled.is_some() {
             return Ok(plan);
+        }
+        if let (Some(edges), Some(desired)) = (&ctx.edge, host_certificate) {
+            plan.status.host = Some(host.clone());
+            super::edge_host::steps(self, &mut plan, ctx, edges, &names, host, &desired);
         }
 
         let isolation = match isolation(self, ctx).await {
@@ -165,6 +179,15 @@ impl Reconciled for Tenant {
     async fn cleanup<'a>(&'a self, ctx: &'a Context) -> Result<Vec<Event>, Error> {
         let names = TenantNames::new(&self.name_any());
         let isolation = self.status.as_ref().and_then(|s| s.isolation);
+        if let Some(edges) = &ctx.edge
+            && self.spec.deletion_policy == DeletionPolicy::Delete
+        {
+            // Off the edge first: it serves the host certificate's key.
+            let host = format!("{}.{}", names.tenant, ctx.settings.root_domain);
+            edges.remove(host).await.map_err(|f| {
+                Error::Blocked(format!("removing the host from the edge: {}", f.message))
+            })?;
+        }
         remove_children(&names, ctx).await?;
         let objects =
             desired::namespace_objects(&names.namespace, &names.tenant, None, &self.spec.quotas);
@@ -235,8 +258,21 @@ impl Reconciled for Tenant {
         )])
     }
 
-    fn watches(controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
+    fn watches(mut controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         let stores = watch.stores.clone();
+        // Its host certificate issued or renewed: the edge serves the new one.
+        controller = controller.watches_shared_stream(
+            watch.certificates.clone(),
+            super::edge_host::tenant_of_host_certificate,
+        );
+        // The edge lost our configuration (restarted): every host goes back.
+        if let Some(losses) = watch.edge_losses.clone() {
+            let lost = futures::stream::unfold(losses, |mut losses| async move {
+                losses.changed().await.ok()?;
+                Some(((), losses))
+            });
+            controller = controller.reconcile_all_on(lost);
+        }
         // The namespace and what is in it: a change by hand is put back in seconds.
         super::watch_namespace_objects(
             controller,

@@ -217,6 +217,9 @@ pub struct WatchContext {
     pub client: kube::Client,
     pub stores: crate::context::Stores,
     pub tenants: kube::runtime::reflector::ReflectHandle<ossature_crds::Tenant>,
+    pub certificates: kube::runtime::reflector::ReflectHandle<ossature_crds::Certificate>,
+    /// Changes when the edge lost our configuration (see [`crate::edge`]).
+    pub edge_losses: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 fn key<K: Reconciled>(object: &K) -> String {

@@ -66,6 +66,8 @@ pub struct CaddyEdge {
     cert_dir: PathBuf,
     calls: Calls,
     conflicts: Arc<AtomicU64>,
+    /// Reads and writes sent again, in that order.
+    resent: Arc<[AtomicU64; 2]>,
 }
 
 /// One subtree as read: its value (None when absent) and its version.
@@ -170,6 +172,7 @@ impl CaddyEdge {
             cert_dir: cert_dir.into(),
             calls,
             conflicts: Arc::default(),
+            resent: Arc::default(),
         })
     }
 
@@ -177,6 +180,12 @@ impl CaddyEdge {
     /// read it (each is followed by a fresh read and plan).
     pub fn conflicts(&self) -> u64 {
         self.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent again because Caddy was swapping its admin listener
+    /// (someone's reload) when they were first sent.
+    pub fn resent(&self, verb: Verb) -> u64 {
+        self.resent[usize::from(verb == Verb::Write)].load(Ordering::Relaxed)
     }
 
     fn id(&self, kind: &str, host: &str) -> String {
@@ -666,6 +675,7 @@ impl CaddyEdge {
                 Ok(response) => return Ok(response),
                 Err(e) if !e.is_timeout() && tries < CONNECT_RETRIES => {
                     tries += 1;
+                    self.resent[usize::from(verb == Verb::Write)].fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(CONNECT_PAUSE).await;
                 }
                 Err(e) => return Err(unreachable(e)),
