@@ -17,9 +17,10 @@ pub use common::{Conditions, DeletionPolicy, Quotas};
 pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, EnvironmentStatus};
 pub use scope::{Scope, ScopeGrant, ScopeRole, ScopeSpec, ScopeStatus};
 pub use tenant::{
-    ClientAuth, ClientAuthMode, EdgeSettings, IdentityProvider, IdentityProviderStatus,
-    IdentitySettings, Isolation, OidcProvider, PasswordPolicy, RedirectUri, SamlProvider,
-    ScopeMapping, SecretKeyRef, Tenant, TenantSpec, TenantStatus, TenantType,
+    CaGeneration, CertificateAuthority, CertificateAuthorityStatus, ClientAuth, ClientAuthMode,
+    EdgeSettings, IdentityProvider, IdentityProviderStatus, IdentitySettings, Isolation,
+    OidcProvider, PasswordPolicy, RedirectUri, SamlProvider, ScopeMapping, SecretKeyRef, Tenant,
+    TenantSpec, TenantStatus, TenantType,
 };
 
 pub const GROUP: &str = "ossature.dev";

@@ -70,10 +70,60 @@ pub struct TenantSpec {
     #[serde(default)]
     pub edge: EdgeSettings,
 
+    /// The tenant's own CA, which signs its Certificates.
+    #[serde(default)]
+    pub certificate_authority: CertificateAuthority,
+
     /// Whether backend objects are removed (`Delete`, the default) or kept
     /// (`Retain`) when the tenant is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// The tenant's own CA.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateAuthority {
+    /// The CA generation that signs. Raise it by one to rotate the CA: the
+    /// new CA is trusted next to the current one (every `ca.crt` holds
+    /// both), each certificate the old one signed is issued anew, a few at
+    /// a time, then the old CA is retired. Status counts the certificates
+    /// of each generation.
+    #[serde(default = "first_generation")]
+    #[schemars(range(min = 1, max = 1000))]
+    #[x_kube(validation = Rule::new("self == oldSelf || self == oldSelf + 1").message("the CA generation moves up by one: set it to the current generation plus one to rotate"))]
+    pub generation: i64,
+}
+
+fn first_generation() -> i64 {
+    1
+}
+
+impl Default for CertificateAuthority {
+    fn default() -> Self {
+        CertificateAuthority {
+            generation: first_generation(),
+        }
+    }
+}
+
+/// The tenant's CA as it is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateAuthorityStatus {
+    /// The generation that signs new certificates.
+    pub generation: i64,
+    /// Every generation clients trust, with the certificates it signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generations: Vec<CaGeneration>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaGeneration {
+    pub generation: i64,
+    /// Certificates of the tenant this generation signed.
+    pub certificates: i64,
 }
 
 /// Access to the tenant's host at the edge.
@@ -358,4 +408,8 @@ pub struct TenantStatus {
     /// The tenant's host at the edge: `https://<this>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The tenant's CA: the generation that signs, and what each trusted
+    /// generation signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<CertificateAuthorityStatus>,
 }

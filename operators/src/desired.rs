@@ -251,6 +251,7 @@ pub fn shared_realm_settings(tenant_type: TenantType, residency: &str) -> RealmS
         identity: Default::default(),
         quotas: Default::default(),
         edge: Default::default(),
+        certificate_authority: Default::default(),
         deletion_policy: Default::default(),
     };
     let names = TenantNames {
@@ -479,6 +480,7 @@ mod tests {
             identity: IdentitySettings::default(),
             quotas: Quotas::default(),
             edge: Default::default(),
+            certificate_authority: Default::default(),
             deletion_policy: Default::default(),
         }
     }

@@ -6,6 +6,7 @@ pub mod edge_host;
 pub mod environment;
 pub mod scope;
 pub mod tenant;
+pub mod tenant_ca;
 
 use std::sync::Arc;
 

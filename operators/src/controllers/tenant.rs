@@ -157,22 +157,7 @@ impl Reconciled for Tenant {
             async move { secrets_step(&secrets, fresh, ctx).await },
         ));
 
-        let mount = names.pki_mount.clone();
-        let tenant = names.tenant.clone();
-        plan.steps.push(Step::new(
-            conditions::CERTIFICATE_AUTHORITY_READY,
-            format!("certificate authority {mount}"),
-            async move {
-                let domains = [format!("{tenant}.{}", ctx.settings.root_domain)];
-                let common_name = format!("{tenant} CA");
-                let ca = crate::adapters::openbao::pki::TenantCa {
-                    mount: &mount,
-                    common_name: &common_name,
-                    domains: &domains,
-                };
-                ctx.openbao.ensure_tenant_ca(&ca).await.map(|c| vec![c])
-            },
-        ));
+        super::tenant_ca::step(self, &mut plan, ctx, &names);
         Ok(plan)
     }
 
@@ -260,10 +245,16 @@ impl Reconciled for Tenant {
 
     fn watches(mut controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         let stores = watch.stores.clone();
-        // Its host certificate issued or renewed: the edge serves the new one.
+        // Its host certificate issued or renewed (the edge serves the new
+        // one), or a certificate moved during a CA rotation (the old CA is
+        // retired once none is left on it).
+        let rotating = watch.stores.clone();
         controller = controller.watches_shared_stream(
             watch.certificates.clone(),
-            super::edge_host::tenant_of_host_certificate,
+            move |certificate: Arc<Certificate>| {
+                super::edge_host::tenant_of_host_certificate(certificate.clone())
+                    .or_else(|| super::tenant_ca::rotating_tenant(&rotating, &certificate))
+            },
         );
         // The edge lost our configuration (restarted): every host goes back.
         if let Some(losses) = watch.edge_losses.clone() {
