@@ -15,6 +15,8 @@ pub const SECRETS_READY: &str = "SecretsReady";
 pub const CERTIFICATE_AUTHORITY_READY: &str = "CertificateAuthorityReady";
 /// A Certificate's key and certificate (and Secret, when asked for).
 pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// An AcmeIssuer's account at its CA.
+pub const ACCOUNT_READY: &str = "AccountReady";
 
 /// Reasons, stable across releases: tooling may match on them.
 pub mod reasons {
@@ -36,6 +38,12 @@ pub mod reasons {
     pub const SECRET_NOT_USABLE: &str = "SecretNotUsable";
     /// A certificate asks for a name its tenant does not own.
     pub const NAME_NOT_OWNED: &str = "NameNotOwned";
+    /// The AcmeIssuer a certificate names is missing or not Ready.
+    pub const WAITING_FOR_ISSUER: &str = "WaitingForIssuer";
+    /// The issuer's rate limits hold a certificate back until a set time.
+    pub const RATE_LIMITED: &str = "RateLimited";
+    /// The issuer's challenge cannot validate a name (a wildcard over HTTP-01).
+    pub const CHALLENGE_UNSUPPORTED: &str = "ChallengeUnsupported";
 }
 
 /// One backend's outcome in this reconcile.
@@ -84,7 +92,7 @@ pub fn set(conditions: &mut Vec<Condition>, new: Condition) {
     }
 }
 
-fn condition(
+pub fn condition(
     type_: &str,
     ok: bool,
     reason: &str,

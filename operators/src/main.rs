@@ -78,6 +78,10 @@ struct Args {
     /// shared realms.
     #[arg(long, default_value = "kube-system")]
     lease_namespace: String,
+    /// Namespace of the Secrets of AcmeIssuers: the account credentials the
+    /// operator writes, and the External Account Binding keys it reads.
+    #[arg(long, default_value = "kube-system")]
+    acme_namespace: String,
     /// Domain under which every tenant's names sit: tenant `acme` owns
     /// `acme.<root-domain>` and the names below it, and may obtain
     /// certificates for those only (checked at admission). One per cluster.
@@ -238,6 +242,7 @@ async fn main() -> Result<()> {
         selector: args.selector.clone(),
         max_dedicated_realms: args.max_dedicated_realms as usize,
         root_domain: args.root_domain.clone(),
+        acme_namespace: args.acme_namespace.clone(),
     };
     let controllers = Controllers::new(&client, args.selector.as_deref());
     let ctx = Arc::new(Context::new(
