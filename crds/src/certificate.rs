@@ -1,5 +1,5 @@
 //! `Certificate`: a key and an X.509 certificate for names a tenant owns,
-//! issued by the tenant's own CA and renewed without a person.
+//! issued by the tenant's own CA or an ACME CA, and renewed without a person.
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -15,7 +15,7 @@ use crate::common::{Conditions, DeletionPolicy};
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ossature.dev",
-    doc = "A certificate for names a tenant owns, issued by the tenant's CA and renewed automatically.",
+    doc = "A certificate for names a tenant owns, issued by the tenant's CA or an ACME issuer and renewed automatically.",
     version = "v1alpha1",
     kind = "Certificate",
     plural = "certificates",
@@ -34,7 +34,10 @@ use crate::common::{Conditions, DeletionPolicy};
 )]
 #[x_kube(
     validation = Rule::new("!has(self.renewBefore) || !has(self.lifetime) || duration(self.renewBefore) < duration(self.lifetime)").message("renewBefore must be shorter than lifetime"),
-    validation = Rule::new("!has(self.secretName) || !has(oldSelf.secretName) || self.secretName == oldSelf.secretName").message("secretName is immutable once set: create a new Certificate to move the key to another Secret")
+    validation = Rule::new("!has(self.secretName) || !has(oldSelf.secretName) || self.secretName == oldSelf.secretName").message("secretName is immutable once set: create a new Certificate to move the key to another Secret"),
+    validation = Rule::new("!has(self.issuer.acme) || !has(self.keyAlgorithm) || self.keyAlgorithm != 'Ed25519'").message("keyAlgorithm Ed25519 is for the tenant CA only: public ACME CAs do not sign Ed25519 keys"),
+    validation = Rule::new("!has(self.issuer.acme) || !has(self.usages) || !self.usages.exists(u, u == 'Client')").message("usage Client is for the tenant CA only: public ACME CAs issue server certificates"),
+    validation = Rule::new("!has(self.issuer.acme) || !has(self.lifetime)").message("lifetime is the ACME CA's to decide (see the issuer's profile); leave it out with an acme issuer")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateSpec {
@@ -88,7 +91,8 @@ pub struct CertificateSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
-    /// Who signs the certificate: `tenantCA: {}`, the tenant's own CA.
+    /// Who signs the certificate: `tenantCA: {}`, the tenant's own CA, or
+    /// `acme: {name: <AcmeIssuer>}`.
     pub issuer: IssuerRef,
 }
 
@@ -114,13 +118,35 @@ pub enum KeyAlgorithm {
     Ed25519,
 }
 
-/// The issuer of a certificate.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The issuer of a certificate: exactly one of its fields.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.tenantCA) != has(self.acme)").message("issuer names exactly one of tenantCA or acme"))]
 pub struct IssuerRef {
     /// The tenant's own CA, kept in OpenBao; it signs only the tenant's
     /// names, and its private key never leaves OpenBao.
-    #[serde(rename = "tenantCA")]
-    pub tenant_ca: TenantCaRef,
+    #[serde(rename = "tenantCA", default, skip_serializing_if = "Option::is_none")]
+    pub tenant_ca: Option<TenantCaRef>,
+    /// An `AcmeIssuer`, by name: for names the public trusts (server
+    /// certificates with ECDSA P-256 keys; the CA sets the lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeIssuerRef>,
+}
+
+impl IssuerRef {
+    /// The AcmeIssuer named, if the issuer is one.
+    pub fn acme_name(&self) -> Option<&str> {
+        self.acme.as_ref().map(|a| a.name.as_str())
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct AcmeIssuerRef {
+    /// Name of the AcmeIssuer (cluster-scoped).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
 }
 
 /// The tenant CA takes no settings: it is the tenant's.
@@ -146,7 +172,7 @@ pub struct CertificateStatus {
     /// Serial number of the current certificate, in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_number: Option<String>,
-    /// Who signed it: `tenant-ca`.
+    /// Who signed it: `tenant-ca` or `acme/<issuer>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// For the tenant CA: the CA generation that signed it.
@@ -161,6 +187,13 @@ pub struct CertificateStatus {
     /// The last failure, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+    /// While held back by the issuer's rate limits: when the certificate
+    /// will be tried again (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_time: Option<String>,
+    /// For an ACME issuer: the order in progress at the CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_url: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {

@@ -4,14 +4,20 @@
 //! OpenAPI schema and CEL rules; what it cannot see (another object's state)
 //! is left to the controllers, which report it as a `Stalled` condition.
 
+pub mod acme_issuer;
 pub mod certificate;
 pub mod common;
 pub mod environment;
 pub mod scope;
 pub mod tenant;
 
+pub use acme_issuer::{
+    AcmeIssuer, AcmeIssuerSpec, AcmeIssuerStatus, ChallTestSrvSolver, ChallengeType,
+    ExternalAccountBinding, RateLimits, RateWindow, Solver,
+};
 pub use certificate::{
-    Certificate, CertificateSpec, CertificateStatus, IssuerRef, KeyAlgorithm, TenantCaRef, Usage,
+    AcmeIssuerRef, Certificate, CertificateSpec, CertificateStatus, IssuerRef, KeyAlgorithm,
+    TenantCaRef, Usage,
 };
 pub use common::{Conditions, DeletionPolicy, Quotas};
 pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, EnvironmentStatus};
@@ -36,6 +42,7 @@ pub fn all()
         Scope::crd(),
         Environment::crd(),
         Certificate::crd(),
+        AcmeIssuer::crd(),
     ]
 }
 
@@ -105,6 +112,7 @@ mod tests {
         assert_eq!(Tenant::crd().spec.scope, "Cluster");
         assert_eq!(Scope::crd().spec.scope, "Namespaced");
         assert_eq!(Environment::crd().spec.scope, "Namespaced");
+        assert_eq!(AcmeIssuer::crd().spec.scope, "Cluster");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub const CERTIFICATE_AUTHORITY_READY: &str = "CertificateAuthorityReady";
 pub const CERTIFICATE_READY: &str = "CertificateReady";
 /// A tenant's host served at the edge.
 pub const EDGE_READY: &str = "EdgeReady";
+/// An AcmeIssuer's account at its CA.
+pub const ACCOUNT_READY: &str = "AccountReady";
 
 /// Reasons, stable across releases: tooling may match on them.
 pub mod reasons {
@@ -40,6 +42,12 @@ pub mod reasons {
     pub const NAME_NOT_OWNED: &str = "NameNotOwned";
     /// The edge waits for the host's certificate.
     pub const WAITING_FOR_CERTIFICATE: &str = "WaitingForCertificate";
+    /// The AcmeIssuer a certificate names is missing or not Ready.
+    pub const WAITING_FOR_ISSUER: &str = "WaitingForIssuer";
+    /// The issuer's rate limits hold a certificate back until a set time.
+    pub const RATE_LIMITED: &str = "RateLimited";
+    /// The issuer's challenge cannot validate a name (a wildcard over HTTP-01).
+    pub const CHALLENGE_UNSUPPORTED: &str = "ChallengeUnsupported";
 }
 
 /// One backend's outcome in this reconcile.
@@ -88,7 +96,7 @@ pub fn set(conditions: &mut Vec<Condition>, new: Condition) {
     }
 }
 
-fn condition(
+pub fn condition(
     type_: &str,
     ok: bool,
     reason: &str,

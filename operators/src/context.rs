@@ -32,6 +32,12 @@ pub struct Settings {
     pub max_dedicated_realms: usize,
     /// Every tenant's names sit under it: `<tenant>.<root_domain>`.
     pub root_domain: String,
+    /// The AcmeIssuer that signs tenant hosts' certificates; `None`: each
+    /// tenant's own CA.
+    pub host_issuer: Option<String>,
+    /// Where AcmeIssuers' account credentials are kept, and the Secrets
+    /// they refer to are read.
+    pub acme_namespace: String,
 }
 
 /// Watch stores of every kind, filled by the controllers' own watches.
@@ -41,6 +47,7 @@ pub struct Stores {
     pub scopes: Store<Scope>,
     pub environments: Store<Environment>,
     pub certificates: Store<ossature_crds::Certificate>,
+    pub acme_issuers: Store<ossature_crds::AcmeIssuer>,
 }
 
 impl Stores {
@@ -78,6 +85,8 @@ pub struct Context {
     pub stores: Stores,
     /// Tenant hosts at the edge, when an edge is configured.
     pub edge: Option<crate::edge::Edges>,
+    /// ACME accounts in use and their budgets, by issuer.
+    pub acme: crate::controllers::acme_issuer::AcmeIssuers,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     /// Shared realms seen to exist: they are never deleted, so asked once.
@@ -111,6 +120,7 @@ impl Context {
             metrics,
             stores,
             edge: None,
+            acme: Default::default(),
             failures: Mutex::default(),
             shared_realms: Mutex::default(),
         }

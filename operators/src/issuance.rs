@@ -79,6 +79,19 @@ pub fn renewal_time(
     at.max(not_before)
 }
 
+/// A time within the window from `start` to `end` (a CA's suggested
+/// renewal window), drawn from `seed` like the jitter above: certificates
+/// in the same window spread over it, each at a time that stays put.
+pub fn time_in_window(start: Timestamp, end: Timestamp, seed: &str) -> Timestamp {
+    if end <= start {
+        return start;
+    }
+    let width = end.duration_since(start);
+    start
+        .checked_add(width.mul_f64(unit(seed)))
+        .unwrap_or(start)
+}
+
 /// What the held certificate was issued for, compared with the spec: a
 /// change of names, usages or key algorithm calls for a new certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +157,8 @@ mod tests {
             secret_name: None,
             deletion_policy: DeletionPolicy::Delete,
             issuer: IssuerRef {
-                tenant_ca: TenantCaRef {},
+                tenant_ca: Some(TenantCaRef {}),
+                acme: None,
             },
         }
     }
@@ -219,6 +233,22 @@ mod tests {
         assert_eq!(asked, end - SignedDuration::from_hours(24));
         let too_early = renewal_time(start, end, Some(Duration::from_secs(365 * 24 * 3600)), "x");
         assert_eq!(too_early, start, "never before the certificate began");
+    }
+
+    #[test]
+    fn a_renewal_window_is_spread_over_by_a_stable_jitter() {
+        let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let end = start + SignedDuration::from_hours(10);
+        let times: Vec<Timestamp> = (0..200)
+            .map(|i| time_in_window(start, end, &format!("s{i}")))
+            .collect();
+        assert!(times.iter().all(|t| *t >= start && *t < end));
+        assert_eq!(time_in_window(start, end, "s3"), times[3]);
+        let late = times
+            .iter()
+            .filter(|t| **t > start + SignedDuration::from_hours(5));
+        assert!((60..140).contains(&late.count()), "about half in each half");
+        assert_eq!(time_in_window(end, start, "x"), end, "an empty window");
     }
 
     #[test]

@@ -78,6 +78,10 @@ struct Args {
     /// shared realms.
     #[arg(long, default_value = "kube-system")]
     lease_namespace: String,
+    /// Namespace of the Secrets of AcmeIssuers: the account credentials the
+    /// operator writes, and the External Account Binding keys it reads.
+    #[arg(long, default_value = "kube-system")]
+    acme_namespace: String,
     /// Domain under which every tenant's names sit: tenant `acme` owns
     /// `acme.<root-domain>` and the names below it, and may obtain
     /// certificates for those only (checked at admission). One per cluster.
@@ -94,6 +98,10 @@ struct Args {
     /// should (created with mode 0700).
     #[arg(long, env = "OSSATURE_EDGE_CERT_DIR")]
     edge_cert_dir: Option<std::path::PathBuf>,
+    /// The AcmeIssuer that signs the certificate of each tenant's host at
+    /// the edge. Without it, each tenant's own CA signs it.
+    #[arg(long, env = "OSSATURE_HOST_ISSUER")]
+    host_issuer: Option<String>,
     /// Run without an edge: tenants get no host, host certificate or route.
     #[arg(long)]
     no_edge: bool,
@@ -300,6 +308,8 @@ async fn main() -> Result<()> {
         selector: args.selector.clone(),
         max_dedicated_realms: args.max_dedicated_realms as usize,
         root_domain: args.root_domain.clone(),
+        host_issuer: args.host_issuer.clone(),
+        acme_namespace: args.acme_namespace.clone(),
     };
     let controllers = Controllers::new(&client, args.selector.as_deref());
     let mut ctx = Context::new(

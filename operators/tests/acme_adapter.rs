@@ -16,7 +16,6 @@ use ossature_operator::adapters::acme::{
     Responder, generate_leaf_key,
 };
 use ossature_operator::adapters::{Backend, Calls, Verb};
-use rcgen::PublicKeyData;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -24,6 +23,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::sync::Notify;
 
 mod common;
+
+use common::{key_public_key, leaf_public_key};
 
 const DOMAIN: &str = "acme.ossature.test";
 
@@ -151,18 +152,6 @@ fn verifies(chain_pem: &str, root_pem: &str, name: &str) -> Result<(), rustls::E
     verifier
         .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
         .map(drop)
-}
-
-fn leaf_public_key(chain_pem: &str) -> Vec<u8> {
-    let leaf = certificates(chain_pem).remove(0);
-    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
-    cert.public_key().raw.to_vec()
-}
-
-fn key_public_key(key_pem: &str) -> Vec<u8> {
-    rcgen::KeyPair::from_pem(key_pem)
-        .unwrap()
-        .subject_public_key_info()
 }
 
 fn lifetime(issued: &Issued) -> Duration {

@@ -8,19 +8,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use ossature_crds::{Certificate, Tenant};
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::ServerCertVerifier;
+use ossature_crds::Certificate;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
 
 const ROOT: &str = "ossature.test";
@@ -36,89 +32,6 @@ fn certificate(name: &str, namespace: &str, spec: Value) -> Certificate {
 
 fn tenant_ca() -> Value {
     json!({"tenantCA": {}})
-}
-
-/// Whether `chain_pem` verifies for `name` against the roots in `ca_pem`.
-fn verifies(chain_pem: &str, ca_pem: &str, name: &str) -> bool {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let chain: Vec<CertificateDer> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let verifier = WebPkiServerVerifier::builder(Arc::new(roots))
-        .build()
-        .unwrap();
-    verifier
-        .verify_server_cert(
-            &chain[0],
-            &chain[1..],
-            &ServerName::try_from(name.to_string()).unwrap(),
-            &[],
-            UnixTime::now(),
-        )
-        .is_ok()
-}
-
-fn openbao_token(env: &BTreeMap<String, String>) -> String {
-    env.get("OSSATURE_OPENBAO_ROOT_TOKEN")
-        .unwrap_or(&env["OSSATURE_OPENBAO_TOKEN"])
-        .clone()
-}
-
-/// The record of a certificate in its tenant's KV mount: status and data.
-async fn record(
-    env: &BTreeMap<String, String>,
-    tenant: &str,
-    namespace: &str,
-    name: &str,
-) -> (u16, Value) {
-    get(
-        format!(
-            "{}/v1/tenants/{tenant}/kv/data/certificates/{namespace}/{name}",
-            env["OSSATURE_OPENBAO_ADDR"]
-        ),
-        Some(("X-Vault-Token", &openbao_token(env))),
-    )
-    .await
-}
-
-async fn ready_tenant(client: &kube::Client, sel: &str) -> String {
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let name = format!("ct{}", suffix());
-    tenants
-        .create(&PostParams::default(), &labelled(tenant(&name), sel))
-        .await
-        .unwrap();
-    wait_tenant_ready(&tenants, &name, Duration::from_secs(90)).await;
-    name
-}
-
-/// Creates Certificate `name` in the namespace of `api`.
-async fn create(api: &Api<Certificate>, name: &str, spec: Value) {
-    let unplaced: Certificate = serde_json::from_value(json!({
-        "apiVersion": "ossature.dev/v1alpha1", "kind": "Certificate",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &unplaced).await.unwrap();
-}
-
-async fn ready_certificate(certificates: &Api<Certificate>, name: &str) -> Certificate {
-    wait_for(
-        &format!("certificate {name} Ready"),
-        Duration::from_secs(60),
-        || async move {
-            let c = certificates.get(name).await.ok()?;
-            let s = c.status.as_ref()?;
-            (s.observed_generation == c.metadata.generation
-                && condition(&s.conditions, "Ready")?.0 == "True")
-                .then_some(c)
-        },
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! A tenant at the edge, through the operator and the real Caddy: onboarded,
-//! it is reachable over TLS at `<tenant>.<root-domain>` with its own
-//! certificate; mutual TLS and allowed source ranges set on the Tenant are
+//! it is reachable over TLS at `<tenant>.<root-domain>` with a certificate
+//! of the platform's ACME issuer (Pebble), verified against Pebble's root; mutual TLS and allowed source ranges set on the Tenant are
 //! enforced within seconds; a lost edge configuration is noticed by the
 //! probe and put back; no private key can be read through Caddy's admin
 //! API; deleting the tenant takes its host off the edge.
@@ -109,7 +109,10 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     let client = kube_client(&env).await;
     install_crds(&client).await;
     let sel = suffix();
-    let _operator = start_operator(&env, &sel);
+    // The platform's ACME issuer signs hosts: the stack's Pebble.
+    let issuer_name = format!("platform-{sel}");
+    ready_issuer(&client, &issuer(&env, &issuer_name, &sel, json!({}))).await;
+    let _operator = start_operator_with(&env, &sel, &["--host-issuer", &issuer_name]);
     let tenants: Api<Tenant> = Api::all(client.clone());
     let name = format!("edge{}", suffix());
     let other = format!("{name}-eu");
@@ -132,20 +135,22 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         );
     }
 
-    // Real TLS through the edge: the host's certificate is the tenant's own.
-    let (client_chain, tenant_ca) = client_certificate(&client, &name).await;
-    let (code, body) = fetch(&env, &host, &tenant_ca, None, "127.0.0.1")
+    // Real TLS through the edge: the host's certificate chains to Pebble's
+    // root (fetched now: Pebble makes a new one when it starts).
+    let pebble = issuing_root(&env).await;
+    let (code, body) = fetch(&env, &host, &pebble, None, "127.0.0.1")
         .await
         .unwrap();
     assert_eq!(code, 200);
     assert_eq!(body, format!("ossature edge: {name}\n"));
+    let (client_chain, tenant_ca) = client_certificate(&client, &name).await;
     let (_, other_ca) = client_certificate(&client, &other).await;
     assert_ne!(tenant_ca, other_ca);
     assert!(
-        fetch(&env, &host, &other_ca, None, "127.0.0.1")
+        fetch(&env, &host, &tenant_ca, None, "127.0.0.1")
             .await
             .is_err(),
-        "the host's certificate does not verify against another tenant's CA"
+        "the host's certificate is the public CA's, not the tenant CA's"
     );
 
     // Mutual TLS required, by the tenant's CA; then only 127.0.0.2 may come.
@@ -168,7 +173,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     };
     wait_for("mTLS required", Duration::from_secs(15), || {
         let env = &env;
-        let (host, ca) = (&host, &tenant_ca);
+        let (host, ca) = (&host, &pebble);
         async move {
             fetch(env, host, ca, None, "127.0.0.1")
                 .await
@@ -177,7 +182,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         }
     })
     .await;
-    let (code, _) = fetch(&env, &host, &tenant_ca, Some(&client_chain), "127.0.0.1")
+    let (code, _) = fetch(&env, &host, &pebble, Some(&client_chain), "127.0.0.1")
         .await
         .unwrap();
     assert_eq!(
@@ -185,7 +190,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         "a client certificate of the tenant's CA is let in"
     );
     assert!(
-        fetch(&env, &host, &tenant_ca, Some(&other_chain), "127.0.0.1")
+        fetch(&env, &host, &pebble, Some(&other_chain), "127.0.0.1")
             .await
             .is_err(),
         "a client certificate of another tenant's CA is refused"
@@ -201,14 +206,14 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         .unwrap();
     wait_for("the allow-list", Duration::from_secs(15), || {
         let env = &env;
-        let (host, ca, chain) = (&host, &tenant_ca, &client_chain);
+        let (host, ca, chain) = (&host, &pebble, &client_chain);
         async move {
             let outside = fetch(env, host, ca, Some(chain), "127.0.0.3").await;
             matches!(outside, Ok((403, _)) | Err(_)).then_some(())
         }
     })
     .await;
-    let (code, _) = fetch(&env, &host, &tenant_ca, Some(&client_chain), "127.0.0.2")
+    let (code, _) = fetch(&env, &host, &pebble, Some(&client_chain), "127.0.0.2")
         .await
         .unwrap();
     assert_eq!(
@@ -242,7 +247,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     }
     wait_for("the host back on the edge", Duration::from_secs(30), || {
         let env = &env;
-        let (host, ca, chain) = (&host, &tenant_ca, &client_chain);
+        let (host, ca, chain) = (&host, &pebble, &client_chain);
         async move {
             matches!(
                 fetch(env, host, ca, Some(chain), "127.0.0.2").await,
@@ -271,13 +276,17 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
 
     // Deleted: off the edge.
     delete_tenants(&tenants, &[&name, &other]).await;
+    Api::<ossature_crds::AcmeIssuer>::all(client.clone())
+        .delete(&issuer_name, &Default::default())
+        .await
+        .unwrap();
     let (_, config) = admin(&env, reqwest::Method::GET, "/config/").await;
     assert!(
         !config.to_string().contains(&host),
         "{host} left at the edge"
     );
     assert!(!matches!(
-        fetch(&env, &host, &tenant_ca, Some(&client_chain), "127.0.0.2").await,
+        fetch(&env, &host, &pebble, Some(&client_chain), "127.0.0.2").await,
         Ok((200, _))
     ));
 }

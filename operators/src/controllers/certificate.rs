@@ -1,12 +1,14 @@
 //! The Certificate controller: a key generated here, signed by the tenant's
-//! CA in OpenBao, kept under the tenant's OpenBao paths (and in a Secret of
-//! the Certificate's namespace when one is named), renewed at its renewal
-//! time. Issuance is crash-safe: the key is recorded before it is sent for
-//! signing, and a restart signs that same key, so no key is left orphaned.
+//! CA in OpenBao or obtained from an ACME CA (an AcmeIssuer), kept under the
+//! tenant's OpenBao paths (and in a Secret of the Certificate's namespace
+//! when one is named), renewed at its renewal time. Issuance is crash-safe:
+//! the key is recorded before it is sent for signing (with the ACME order,
+//! in the same write, before the order is driven), and a restart signs that
+//! same key through that same order, so no key or order is left orphaned.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -17,10 +19,15 @@ use kube::runtime::Controller;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use ossature_crds::{Certificate, CertificateStatus, DeletionPolicy, Tenant};
+use ossature_crds::{
+    AcmeIssuer, Certificate, CertificateStatus, ChallengeType, DeletionPolicy, Tenant,
+};
+use tracing::warn;
 
+use super::acme_issuer::{self, Handle, acme_failure};
 use super::{find_tenant, tenant_selected};
 use crate::adapters::Change;
+use crate::adapters::acme::{AcmeError, OrderRecord};
 use crate::adapters::openbao::pki::{Issuer, SignRequest};
 use crate::conditions::{self, Outcome, reasons};
 use crate::context::Context;
@@ -53,6 +60,18 @@ pub struct Record {
     pub not_before: String,
     pub not_after: String,
     pub generation: i64,
+    /// Who issued the held certificate: `tenant-ca` (also when empty, as in
+    /// records written before ACME issuers) or `acme/<issuer>`.
+    pub issuer: String,
+    /// ACME: the held certificate's ARI id, named by the order renewing it.
+    pub certificate_id: String,
+    /// ACME: the order that issued the held certificate.
+    pub issued_by_order: String,
+    /// ACME: the order in progress (an `OrderRecord` as JSON), its key and
+    /// its issuer; empty when none. The held certificate stays beside them.
+    pub order: String,
+    pub order_key: String,
+    pub order_issuer: String,
 }
 
 impl Record {
@@ -66,6 +85,12 @@ impl Record {
             ("notBefore".into(), self.not_before.clone()),
             ("notAfter".into(), self.not_after.clone()),
             ("generation".into(), self.generation.to_string()),
+            ("issuer".into(), self.issuer.clone()),
+            ("certificateId".into(), self.certificate_id.clone()),
+            ("issuedByOrder".into(), self.issued_by_order.clone()),
+            ("order".into(), self.order.clone()),
+            ("orderKey".into(), self.order_key.clone()),
+            ("orderIssuer".into(), self.order_issuer.clone()),
         ])
     }
 
@@ -80,11 +105,53 @@ impl Record {
             not_before: get("notBefore"),
             not_after: get("notAfter"),
             generation: get("generation").parse().unwrap_or(0),
+            issuer: get("issuer"),
+            certificate_id: get("certificateId"),
+            issued_by_order: get("issuedByOrder"),
+            order: get("order"),
+            order_key: get("orderKey"),
+            order_issuer: get("orderIssuer"),
         }
     }
 
     fn validity(&self) -> Option<(Timestamp, Timestamp)> {
         Some((self.not_before.parse().ok()?, self.not_after.parse().ok()?))
+    }
+
+    /// Who issued the held certificate.
+    pub fn issuer(&self) -> &str {
+        if self.issuer.is_empty() {
+            TENANT_CA
+        } else {
+            &self.issuer
+        }
+    }
+
+    /// The same record without an order in progress.
+    fn without_order(mut self) -> Self {
+        self.order.clear();
+        self.order_key.clear();
+        self.order_issuer.clear();
+        self
+    }
+}
+
+/// What a certificate should be: what it is issued for, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub issued_for: String,
+    pub issuer: String,
+}
+
+impl Wanted {
+    pub fn of(spec: &ossature_crds::CertificateSpec) -> Self {
+        Wanted {
+            issued_for: issued_for(spec),
+            issuer: match spec.issuer.acme_name() {
+                Some(name) => format!("acme/{name}"),
+                None => TENANT_CA.to_string(),
+            },
+        }
     }
 }
 
@@ -103,29 +170,81 @@ pub fn record_path(namespace: &str, name: &str) -> String {
     format!("certificates/{namespace}/{name}")
 }
 
-/// Why the held certificate must be replaced, if it must.
+/// Why the held certificate must be replaced, if it must; `renews` is when
+/// the held one is due (`None`: it cannot be read).
 pub fn reissue_reason(
     record: Option<&Record>,
-    wanted: &str,
-    renew_before: Option<Duration>,
+    wanted: &Wanted,
+    renews: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<&'static str> {
     let Some(record) = record else {
         return Some("no certificate yet");
     };
+    if !record.order.is_empty() {
+        return Some("an order is in progress");
+    }
     if record.certificate.is_empty() {
         return Some("an issuance was interrupted");
     }
-    if record.issued_for != wanted {
+    if record.issued_for != wanted.issued_for {
         return Some("its names, usages or key algorithm changed");
     }
-    let Some((not_before, not_after)) = record.validity() else {
+    if record.issuer() != wanted.issuer {
+        return Some("its issuer changed");
+    }
+    let Some(renews) = renews else {
         return Some("the held certificate cannot be read");
     };
-    if now >= issuance::renewal_time(not_before, not_after, renew_before, &record.serial) {
+    if now >= renews {
         return Some("its renewal time has come");
     }
     None
+}
+
+/// When a held certificate is renewed, and when to ask its CA again.
+#[derive(Debug, Clone, Copy)]
+struct Renewal {
+    at: Timestamp,
+    /// ACME: when the CA's renewal window may have moved.
+    recheck: Option<Timestamp>,
+}
+
+/// The renewal of `record`: within the CA's renewal window (ARI) when its
+/// ACME issuer offers one, else by the two-thirds rule (or `renewBefore`).
+async fn renewal(
+    record: &Record,
+    acme: Option<&Handle>,
+    renew_before: Option<Duration>,
+) -> Option<Renewal> {
+    let (not_before, not_after) = record.validity()?;
+    let by_rule = Renewal {
+        at: issuance::renewal_time(not_before, not_after, renew_before, &record.serial),
+        recheck: None,
+    };
+    let Some(handle) = acme.filter(|_| !record.certificate_id.is_empty()) else {
+        return Some(by_rule);
+    };
+    match handle
+        .window(&record.certificate, &record.certificate_id)
+        .await
+    {
+        Ok(Some(window)) => {
+            let at = |t: SystemTime| Timestamp::try_from(t).ok();
+            let (start, end) = (at(window.start)?, at(window.end)?);
+            let renews = issuance::time_in_window(start, end, &record.serial);
+            tracing::debug!(serial = %record.serial, %start, %end, %renews, "renewal window");
+            Some(Renewal {
+                at: renews,
+                recheck: at(window.check_again),
+            })
+        }
+        Ok(None) => Some(by_rule),
+        Err(e) => {
+            warn!("renewal information of {}: {e}", record.serial);
+            Some(by_rule)
+        }
+    }
 }
 
 /// The Secret of a Certificate: `kubernetes.io/tls` plus `ca.crt`.
@@ -201,8 +320,19 @@ pub fn secret_tampered(secret: &Secret) -> bool {
 #[derive(Debug, Default)]
 struct Found {
     record: Option<Record>,
+    renewal: Option<Renewal>,
     failure: Option<String>,
     issuing: Option<&'static str>,
+    /// Held back by rate limits until then, and why.
+    retry: Option<(Timestamp, String)>,
+    /// The ACME order left in progress.
+    order_url: Option<String>,
+}
+
+/// Who signs, as decided by the plan.
+enum Signer {
+    TenantCa,
+    Acme(Arc<AcmeIssuer>),
 }
 
 impl Reconciled for Certificate {
@@ -260,10 +390,19 @@ impl Reconciled for Certificate {
                 ),
             ));
         }
+        let issuer = &self.spec.issuer;
+        if issuer.tenant_ca.is_some() == issuer.acme.is_some() {
+            // Admission refuses this; an older CRD pruning `acme` does not.
+            return Ok(Plan::stalled(
+                previous,
+                reasons::INVALID_SPEC,
+                "issuer names exactly one of tenantCA or acme",
+            ));
+        }
         let names = TenantNames::new(tenant);
         let path = record_path(namespace, &name);
         let mut status = CertificateStatus {
-            issuer: Some(TENANT_CA.into()),
+            issuer: Some(Wanted::of(&self.spec).issuer),
             secret_path: Some(format!("{}/data/{path}", names.kv_mount)),
             failed_attempts: previous.failed_attempts,
             ..Default::default()
@@ -271,11 +410,59 @@ impl Reconciled for Certificate {
         // Until the next issuance, the status keeps what the last one gave.
         keep_issued(&mut status, &previous);
         let mut plan = Plan::new(status);
-        if !super::tenant::backend_ready(&owner, conditions::CERTIFICATE_AUTHORITY_READY) {
+        let signer = match self.spec.issuer.acme_name() {
+            None => Signer::TenantCa,
+            Some(issuer) => match acme_issuer::find(ctx, issuer).await? {
+                None => {
+                    plan.outcomes.push(Outcome::failed(
+                        conditions::CERTIFICATE_READY,
+                        reasons::WAITING_FOR_ISSUER,
+                        format!("AcmeIssuer {issuer} does not exist"),
+                    ));
+                    return Ok(plan);
+                }
+                Some(found) => {
+                    let wildcard = self.spec.dns_names.iter().find(|n| n.starts_with("*."));
+                    if let Some(wildcard) = wildcard
+                        && found.spec.challenge == ChallengeType::Http01
+                    {
+                        plan.stalled = Some(Outcome::failed(
+                            conditions::STALLED,
+                            reasons::CHALLENGE_UNSUPPORTED,
+                            format!(
+                                "{wildcard} is a wildcard: only DNS-01 validates it, and AcmeIssuer {issuer} answers HTTP-01; name a DNS01 issuer or drop the wildcard"
+                            ),
+                        ));
+                        return Ok(plan);
+                    }
+                    if !acme_issuer::ready(&found) {
+                        plan.outcomes.push(Outcome::failed(
+                            conditions::CERTIFICATE_READY,
+                            reasons::WAITING_FOR_ISSUER,
+                            format!(
+                                "AcmeIssuer {issuer} is not Ready ({})",
+                                acme_issuer::not_ready_reason(&found)
+                            ),
+                        ));
+                        return Ok(plan);
+                    }
+                    Signer::Acme(found)
+                }
+            },
+        };
+        // The record lives in the tenant's KV mount; the tenant CA signs.
+        let (needed, what) = match signer {
+            Signer::TenantCa => (
+                conditions::CERTIFICATE_AUTHORITY_READY,
+                "certificate authority",
+            ),
+            Signer::Acme(_) => (conditions::SECRETS_READY, "OpenBao paths"),
+        };
+        if !super::tenant::backend_ready(&owner, needed) {
             plan.outcomes.push(Outcome::failed(
                 conditions::CERTIFICATE_READY,
                 reasons::WAITING_FOR_TENANT,
-                format!("waits for tenant {tenant}'s certificate authority"),
+                format!("waits for tenant {tenant}'s {what}"),
             ));
             return Ok(plan);
         }
@@ -291,52 +478,21 @@ impl Reconciled for Certificate {
             conditions::CERTIFICATE_READY,
             format!("certificate {namespace}/{name}"),
             async move {
-                let result = issue(self, ctx, tenant, &names, &path, renew_before, &seen).await;
+                let at = Target {
+                    tenant,
+                    names: &names,
+                    path: &path,
+                };
+                let result = issue(self, ctx, &at, &signer, renew_before, &seen).await;
                 if let Err(e) = &result {
                     seen.lock().expect("never poisoned").failure = Some(e.message.clone());
                 }
                 result
             },
         ));
-        let spec_renew_before = renew_before;
         plan.found = Some(Box::new(move |status: &mut CertificateStatus| {
             let found = std::mem::take(&mut *cell.lock().expect("never poisoned"));
-            let issuing = match (&found.failure, found.issuing) {
-                (Some(failure), Some(why)) => {
-                    status.failed_attempts += 1;
-                    status.last_failure = Some(failure.clone());
-                    Some((
-                        "Failing",
-                        format!(
-                            "a new certificate is needed ({why}) but issuance failed: {failure}"
-                        ),
-                    ))
-                }
-                (Some(failure), None) => {
-                    status.last_failure = Some(failure.clone());
-                    None
-                }
-                (None, _) => {
-                    status.failed_attempts = 0;
-                    status.last_failure = None;
-                    None
-                }
-            };
-            conditions::set(
-                &mut status.conditions,
-                issuing_condition(issuing, status.observed_generation),
-            );
-            let record = found.record?;
-            let (not_before, not_after) = record.validity()?;
-            let renews =
-                issuance::renewal_time(not_before, not_after, spec_renew_before, &record.serial);
-            status.not_before = Some(record.not_before.clone());
-            status.not_after = Some(record.not_after.clone());
-            status.renewal_time = Some(renews.to_string());
-            status.serial_number = Some(record.serial.clone());
-            status.ca_generation = Some(record.generation);
-            let wait = renews.duration_since(Timestamp::now());
-            Some(Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(100))
+            status_from(status, found)
         }));
         Ok(plan)
     }
@@ -392,6 +548,7 @@ impl Reconciled for Certificate {
         use futures::StreamExt;
         use kube::runtime::{WatchStreamExt, watcher};
         let stores = watch.stores.clone();
+        let users = watch.stores.certificates.clone();
         // Its Secret, when changed or deleted by someone else (its own
         // writes carry the hash of what they wrote: no reconcile).
         let secrets = watcher(
@@ -421,6 +578,12 @@ impl Reconciled for Certificate {
                     .map(|c| ObjectRef::from_obj(&*c))
                     .collect::<Vec<_>>()
             })
+            // Its AcmeIssuer appearing, becoming Ready or changing.
+            .watches(
+                Api::<AcmeIssuer>::all(watch.client.clone()),
+                watcher::Config::default(),
+                move |issuer: AcmeIssuer| acme_issuer::certificates_of(&users, &issuer.name_any()),
+            )
     }
 }
 
@@ -435,22 +598,87 @@ fn keep_issued(status: &mut CertificateStatus, previous: &CertificateStatus) {
 }
 
 fn issuing_condition(issuing: Option<(&str, String)>, generation: Option<i64>) -> Condition {
-    let (status, reason, message) = match issuing {
-        Some((reason, message)) => ("True", reason.to_string(), message),
-        None => (
-            "False",
-            reasons::PROVISIONED.to_string(),
-            "the held certificate is current".to_string(),
+    match issuing {
+        Some((reason, message)) => {
+            conditions::condition(ISSUING, true, reason, &message, generation)
+        }
+        None => conditions::condition(
+            ISSUING,
+            false,
+            reasons::PROVISIONED,
+            "the held certificate is current",
+            generation,
         ),
-    };
-    Condition {
-        type_: ISSUING.into(),
-        status: status.into(),
-        reason,
-        message,
-        observed_generation: generation,
-        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
     }
+}
+
+/// The status after an issuance step, from what it found; returns when to
+/// come back (renewal, a renewal window to ask again, a rate limit's end).
+fn status_from(status: &mut CertificateStatus, found: Found) -> Option<Duration> {
+    let generation = status.observed_generation;
+    let mut due: Vec<Timestamp> = Vec::new();
+    status.order_url = found.order_url;
+    if let Some((until, why)) = &found.retry {
+        // Held back, not failed: attempts are not counted.
+        let message = format!("held back by the issuer's rate limits until {until}: {why}");
+        status.retry_time = Some(until.to_string());
+        for (type_, on) in [
+            (conditions::CERTIFICATE_READY, false),
+            (conditions::READY, false),
+            (ISSUING, true),
+        ] {
+            conditions::set(
+                &mut status.conditions,
+                conditions::condition(type_, on, reasons::RATE_LIMITED, &message, generation),
+            );
+        }
+        due.push(*until);
+    } else {
+        let issuing = match (&found.failure, found.issuing) {
+            (Some(failure), Some(why)) => {
+                status.failed_attempts += 1;
+                status.last_failure = Some(failure.clone());
+                Some((
+                    "Failing",
+                    format!("a new certificate is needed ({why}) but issuance failed: {failure}"),
+                ))
+            }
+            (Some(failure), None) => {
+                status.last_failure = Some(failure.clone());
+                None
+            }
+            (None, _) => {
+                status.failed_attempts = 0;
+                status.last_failure = None;
+                None
+            }
+        };
+        conditions::set(
+            &mut status.conditions,
+            issuing_condition(issuing, generation),
+        );
+    }
+    if let Some(record) = found.record
+        && let Some(renewal) = found.renewal
+    {
+        status.not_before = Some(record.not_before.clone());
+        status.not_after = Some(record.not_after.clone());
+        status.renewal_time = Some(renewal.at.to_string());
+        status.serial_number = Some(record.serial.clone());
+        status.ca_generation = (record.issuer() == TENANT_CA).then_some(record.generation);
+        due.push(renewal.at);
+        due.extend(renewal.recheck);
+    }
+    let next = due.into_iter().min()?;
+    let wait = next.duration_since(Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(100))
+}
+
+/// Where a certificate is kept.
+struct Target<'a> {
+    tenant: &'a str,
+    names: &'a TenantNames,
+    path: &'a str,
 }
 
 /// Issues a certificate when the held one does not do, then keeps its
@@ -458,97 +686,327 @@ fn issuing_condition(issuing: Option<(&str, String)>, generation: Option<i64>) -
 async fn issue(
     certificate: &Certificate,
     ctx: &Context,
-    tenant: &str,
-    names: &TenantNames,
-    path: &str,
+    at: &Target<'_>,
+    signer: &Signer,
     renew_before: Option<Duration>,
     found: &Mutex<Found>,
 ) -> Result<Vec<Change>, Failure> {
     let spec = &certificate.spec;
-    let wanted = issued_for(spec);
+    let wanted = Wanted::of(spec);
     let held = ctx
         .openbao
-        .get_secret(&names.kv_mount, path)
+        .get_secret(&at.names.kv_mount, at.path)
         .await?
         .map(|m| Record::from_map(&m));
+    let acme = match signer {
+        Signer::TenantCa => None,
+        Signer::Acme(issuer) => Some((
+            issuer.name_any(),
+            ctx.acme.get(ctx, issuer).await.map_err(|f| Failure {
+                category: reasons::WAITING_FOR_ISSUER,
+                message: format!("AcmeIssuer {}: {}", issuer.name_any(), f.message),
+            })?,
+        )),
+    };
+    let handle = acme.as_ref().map(|(_, h)| h.as_ref());
+    // The CA's renewal window is asked only of the CA that issued it.
+    let ari = |r: &Record| handle.filter(|_| r.issuer() == wanted.issuer);
+    let renews = match held.as_ref().filter(|r| !r.certificate.is_empty()) {
+        Some(r) => renewal(r, ari(r), renew_before).await,
+        None => None,
+    };
     let mut changes = Vec::new();
-    let record = match reissue_reason(held.as_ref(), &wanted, renew_before, Timestamp::now()) {
+    let record = match reissue_reason(
+        held.as_ref(),
+        &wanted,
+        renews.map(|r| r.at),
+        Timestamp::now(),
+    ) {
         None => held.expect("a held certificate that does not need replacing"),
         Some(why) => {
             found.lock().expect("never poisoned").issuing = Some(why);
-            // An interrupted issuance left its key: sign that one.
-            let pending = held
-                .filter(|r| r.certificate.is_empty() && r.issued_for == wanted)
-                .map(|r| r.key);
-            let key = match pending {
-                Some(key) => key,
-                None => {
-                    let key = issuance::new_key(spec).map_err(key_failure)?;
-                    let pending = Record {
-                        key: key.clone(),
-                        issued_for: wanted.clone(),
-                        ..Default::default()
+            let issued = match &acme {
+                None => Some(sign_by_tenant_ca(ctx, spec, at, held.clone(), &wanted).await?),
+                Some((issuer, handle)) => {
+                    let order = Ordering {
+                        ctx,
+                        spec,
+                        at,
+                        wanted: &wanted,
+                        issuer,
+                        handle,
+                        found,
                     };
-                    ctx.openbao
-                        .put_secret(&names.kv_mount, path, &pending.to_map())
-                        .await?;
-                    crate::failpoint::hit(crate::failpoint::CERTIFICATE_KEY_RECORDED);
-                    key
+                    order.obtain(held.clone()).await?
                 }
             };
-            let request = issuance::request_for_key(spec, &key).map_err(key_failure)?;
-            let issuers = ctx.openbao.ca_bundle(&names.pki_mount).await?;
-            let Some(current) = issuers.iter().find(|i| i.is_default) else {
-                return Err(Failure {
-                    category: reasons::WAITING_FOR_TENANT,
-                    message: format!("tenant {tenant}'s certificate authority has no issuer yet"),
-                });
-            };
-            let ttl = format!("{}s", issuance::lifetime(spec).as_secs());
-            let signed = ctx
-                .openbao
-                .sign(
-                    &names.pki_mount,
-                    &SignRequest {
-                        issuer: &current.name,
-                        csr: &request,
-                        common_name: &spec.dns_names[0],
-                        alt_names: &spec.dns_names[1..],
-                        ttl: &ttl,
-                    },
-                )
-                .await?;
-            let (not_before, not_after) = validity(&signed.certificate)?;
-            let record = Record {
-                key,
-                // A root signs: the leaf is the whole chain to send. PEM
-                // files end with a newline, so they can be concatenated.
-                certificate: format!("{}\n", signed.certificate.trim_end()),
-                ca: trust_bundle(&issuers),
-                issued_for: wanted,
-                serial: signed.serial,
-                not_before: not_before.to_string(),
-                not_after: not_after.to_string(),
-                generation: i64::from(current.generation),
-            };
-            ctx.openbao
-                .put_secret(&names.kv_mount, path, &record.to_map())
-                .await?;
-            found.lock().expect("never poisoned").issuing = None;
-            changes.push(Change::Created);
-            record
+            match issued {
+                Some(record) => {
+                    found.lock().expect("never poisoned").issuing = None;
+                    changes.push(Change::Created);
+                    record
+                }
+                // Held back: the certificate held (if any) is still served.
+                None => match held.filter(|r| !r.certificate.is_empty()) {
+                    Some(record) => record,
+                    None => return Ok(changes),
+                },
+            }
         }
     };
     if let Some(secret_name) = &spec.secret_name {
-        let desired = secret(certificate, secret_name, tenant, &record);
+        let desired = secret(certificate, secret_name, at.tenant, &record);
         let api = Api::<Secret>::namespaced(
             ctx.client.clone(),
             &certificate.namespace().unwrap_or_default(),
         );
         changes.push(kubernetes::ensure(&api, &desired, &ctx.calls).await?);
     }
-    found.lock().expect("never poisoned").record = Some(record);
+    let renews = renewal(&record, ari(&record), renew_before).await;
+    let mut found = found.lock().expect("never poisoned");
+    found.renewal = renews;
+    found.record = Some(record);
     Ok(changes)
+}
+
+/// Signs a key with the tenant's CA: the key is recorded first, and an
+/// interrupted issuance's recorded key is the one signed.
+async fn sign_by_tenant_ca(
+    ctx: &Context,
+    spec: &ossature_crds::CertificateSpec,
+    at: &Target<'_>,
+    held: Option<Record>,
+    wanted: &Wanted,
+) -> Result<Record, Failure> {
+    let names = at.names;
+    let pending = held
+        .filter(|r| {
+            r.certificate.is_empty() && r.issued_for == wanted.issued_for && r.issuer() == TENANT_CA
+        })
+        .map(|r| r.key);
+    let key = match pending {
+        Some(key) => key,
+        None => {
+            let key = issuance::new_key(spec).map_err(key_failure)?;
+            let pending = Record {
+                key: key.clone(),
+                issued_for: wanted.issued_for.clone(),
+                issuer: TENANT_CA.into(),
+                ..Default::default()
+            };
+            ctx.openbao
+                .put_secret(&names.kv_mount, at.path, &pending.to_map())
+                .await?;
+            crate::failpoint::hit(crate::failpoint::CERTIFICATE_KEY_RECORDED);
+            key
+        }
+    };
+    let request = issuance::request_for_key(spec, &key).map_err(key_failure)?;
+    let issuers = ctx.openbao.ca_bundle(&names.pki_mount).await?;
+    let Some(current) = issuers.iter().find(|i| i.is_default) else {
+        return Err(Failure {
+            category: reasons::WAITING_FOR_TENANT,
+            message: format!(
+                "tenant {}'s certificate authority has no issuer yet",
+                at.tenant
+            ),
+        });
+    };
+    let ttl = format!("{}s", issuance::lifetime(spec).as_secs());
+    let signed = ctx
+        .openbao
+        .sign(
+            &names.pki_mount,
+            &SignRequest {
+                issuer: &current.name,
+                csr: &request,
+                common_name: &spec.dns_names[0],
+                alt_names: &spec.dns_names[1..],
+                ttl: &ttl,
+            },
+        )
+        .await?;
+    let leaf = read_leaf(&signed.certificate)?;
+    let record = Record {
+        key,
+        // A root signs: the leaf is the whole chain to send. PEM files
+        // end with a newline, so they can be concatenated.
+        certificate: format!("{}\n", signed.certificate.trim_end()),
+        ca: trust_bundle(&issuers),
+        issued_for: wanted.issued_for.clone(),
+        serial: signed.serial,
+        not_before: leaf.not_before.to_string(),
+        not_after: leaf.not_after.to_string(),
+        generation: i64::from(current.generation),
+        issuer: TENANT_CA.into(),
+        ..Default::default()
+    };
+    ctx.openbao
+        .put_secret(&names.kv_mount, at.path, &record.to_map())
+        .await?;
+    Ok(record)
+}
+
+/// One certificate's order at an ACME issuer.
+struct Ordering<'a> {
+    ctx: &'a Context,
+    spec: &'a ossature_crds::CertificateSpec,
+    at: &'a Target<'a>,
+    wanted: &'a Wanted,
+    issuer: &'a str,
+    handle: &'a Handle,
+    found: &'a Mutex<Found>,
+}
+
+impl Ordering<'_> {
+    /// Completes the recorded order, or places one (within the budget) and
+    /// records it with its key in one write before driving it. `None`: held
+    /// back by a rate limit, nothing asked of the CA.
+    async fn obtain(&self, held: Option<Record>) -> Result<Option<Record>, Failure> {
+        let names = issuance::Issued::of(self.spec).dns_names;
+        let recorded = held
+            .as_ref()
+            .filter(|r| !r.order.is_empty() && r.order_issuer == self.wanted.issuer)
+            .and_then(|r| Some((serde_json::from_str::<OrderRecord>(&r.order).ok()?, r)))
+            .filter(|(order, _)| order.names == names)
+            .map(|(order, r)| (order, r.order_key.clone()));
+        // What stays beside the order: the certificate held until now.
+        let kept = held.map(Record::without_order).unwrap_or_else(|| Record {
+            issued_for: self.wanted.issued_for.clone(),
+            ..Default::default()
+        });
+        let (order, key) = match recorded {
+            Some(resumed) => resumed,
+            None => match self.begin(&names, &kept).await? {
+                Some(begun) => begun,
+                None => return Ok(None),
+            },
+        };
+        self.found.lock().expect("never poisoned").order_url = Some(order.url.clone());
+        match self.handle.account.complete(&order, &key).await {
+            Ok(issued) => {
+                self.handle
+                    .budget
+                    .lock()
+                    .expect("never poisoned")
+                    .record_issued(&order.names, SystemTime::now());
+                let leaf = read_leaf(&issued.chain_pem)?;
+                let record = Record {
+                    key,
+                    ca: leaf.rest.clone(),
+                    certificate: issued.chain_pem,
+                    issued_for: self.wanted.issued_for.clone(),
+                    serial: leaf.serial,
+                    not_before: leaf.not_before.to_string(),
+                    not_after: leaf.not_after.to_string(),
+                    generation: 0,
+                    issuer: self.wanted.issuer.clone(),
+                    certificate_id: issued.certificate_id,
+                    issued_by_order: issued.order_url,
+                    ..Default::default()
+                };
+                self.put(&record).await?;
+                self.found.lock().expect("never poisoned").order_url = None;
+                Ok(Some(record))
+            }
+            Err(e) if e.is_transient() || matches!(e, AcmeError::RateLimited { .. }) => {
+                // The order goes on at the CA: the next call resumes it.
+                self.failed(e)
+            }
+            Err(e) => {
+                if let AcmeError::ValidationFailed { names, .. } = &e {
+                    let mut budget = self.handle.budget.lock().expect("never poisoned");
+                    for name in names {
+                        budget.record_failed_validation(name, SystemTime::now());
+                    }
+                }
+                self.put(&kept).await?;
+                self.found.lock().expect("never poisoned").order_url = None;
+                let discarded = Failure {
+                    message: format!("order {} was discarded: {e}", order.url),
+                    ..acme_failure(e)
+                };
+                Err(discarded)
+            }
+        }
+    }
+
+    /// Places a new order within the issuer's budget and records it with a
+    /// new key beside what is `kept`, in one write.
+    async fn begin(
+        &self,
+        names: &[String],
+        kept: &Record,
+    ) -> Result<Option<(OrderRecord, String)>, Failure> {
+        let now = SystemTime::now();
+        let reserved = {
+            // Checked and counted at once: certificates ordering together
+            // cannot both take the last place.
+            let mut budget = self.handle.budget.lock().expect("never poisoned");
+            budget.check(names, now).map(|()| budget.record_order(now))
+        };
+        if let Err(retry) = reserved {
+            let why = format!("{} for {} reached", retry.limit.as_str(), retry.subject);
+            return Ok(self.hold_back(retry.at, why));
+        }
+        let key = issuance::new_key(self.spec).map_err(key_failure)?;
+        let replaces = (kept.issuer() == self.wanted.issuer && !kept.certificate.is_empty())
+            .then_some(kept.certificate_id.as_str())
+            .filter(|id| !id.is_empty());
+        let order = match self
+            .handle
+            .account
+            .begin(names, self.handle.profile.as_deref(), replaces)
+            .await
+        {
+            Ok(order) => order,
+            Err(e) => return self.failed(e),
+        };
+        let pending = Record {
+            order: serde_json::to_string(&order).map_err(|e| Failure {
+                category: "BackendUnreadable",
+                message: format!("the order record cannot be written: {e}"),
+            })?,
+            order_key: key.clone(),
+            order_issuer: self.wanted.issuer.clone(),
+            ..kept.clone()
+        };
+        self.put(&pending).await?;
+        crate::failpoint::hit(crate::failpoint::ACME_ORDER_RECORDED);
+        Ok(Some((order, key)))
+    }
+
+    async fn put(&self, record: &Record) -> Result<(), Failure> {
+        self.ctx
+            .openbao
+            .put_secret(&self.at.names.kv_mount, self.at.path, &record.to_map())
+            .await?;
+        Ok(())
+    }
+
+    /// Held back until `until`: the found status says so, nothing failed.
+    fn hold_back<T>(&self, until: SystemTime, why: String) -> Option<T> {
+        let until = Timestamp::try_from(until).unwrap_or_else(|_| Timestamp::now());
+        self.found.lock().expect("never poisoned").retry = Some((until, why));
+        None
+    }
+
+    /// An error of the CA as the step's outcome: a rate limit with a time
+    /// holds the certificate back; an account the CA forgot is loaded again.
+    fn failed<T>(&self, e: AcmeError) -> Result<Option<T>, Failure> {
+        if let Some(at) = e.retry_after() {
+            return Ok(self.hold_back(at, e.to_string()));
+        }
+        if let AcmeError::Refused {
+            problem_type: Some(t),
+            ..
+        } = &e
+            && t.ends_with(":accountDoesNotExist")
+        {
+            self.ctx.acme.forget(self.issuer);
+        }
+        Err(acme_failure(e))
+    }
 }
 
 /// The CA certificates of every live generation: what clients trust, both
@@ -562,20 +1020,40 @@ pub fn trust_bundle(issuers: &[Issuer]) -> String {
     bundle
 }
 
-/// Start and end of a certificate's validity, read from its PEM.
-fn validity(certificate: &str) -> Result<(Timestamp, Timestamp), Failure> {
+/// What is read from a chain's leaf.
+struct Leaf {
+    not_before: Timestamp,
+    not_after: Timestamp,
+    /// Hex, colon-separated.
+    serial: String,
+    /// The certificates after the leaf, PEM.
+    rest: String,
+}
+
+/// The validity and serial of a chain's leaf, read from its PEM.
+fn read_leaf(chain: &str) -> Result<Leaf, Failure> {
     let unreadable = |e: String| Failure {
         category: "BackendUnreadable",
         message: format!("the signed certificate cannot be read: {e}"),
     };
-    let (_, pem) = x509_parser::pem::parse_x509_pem(certificate.as_bytes())
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain.as_bytes())
         .map_err(|e| unreadable(e.to_string()))?;
     let parsed = pem.parse_x509().map_err(|e| unreadable(e.to_string()))?;
     let validity = parsed.validity();
     let at = |t: &x509_parser::time::ASN1Time| {
         Timestamp::from_second(t.timestamp()).map_err(|e| unreadable(e.to_string()))
     };
-    Ok((at(&validity.not_before)?, at(&validity.not_after)?))
+    const END: &str = "-----END CERTIFICATE-----";
+    let rest = chain
+        .find(END)
+        .map(|i| chain[i + END.len()..].trim_start())
+        .unwrap_or_default();
+    Ok(Leaf {
+        not_before: at(&validity.not_before)?,
+        not_after: at(&validity.not_after)?,
+        serial: parsed.raw_serial_as_string(),
+        rest: rest.to_string(),
+    })
 }
 
 fn key_failure(e: rcgen::Error) -> Failure {
@@ -617,6 +1095,14 @@ mod tests {
             not_before: "2026-01-01T00:00:00Z".into(),
             not_after: "2026-01-31T00:00:00Z".into(),
             generation: 1,
+            ..Default::default()
+        }
+    }
+
+    fn wanted(issued_for: &str, issuer: &str) -> Wanted {
+        Wanted {
+            issued_for: issued_for.into(),
+            issuer: issuer.into(),
         }
     }
 
@@ -624,35 +1110,94 @@ mod tests {
     fn a_certificate_is_replaced_when_missing_interrupted_changed_or_due() {
         let early: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
         let late: Timestamp = "2026-01-30T00:00:00Z".parse().unwrap();
-        assert!(reissue_reason(None, "a", None, early).is_some());
+        let a = wanted("a", TENANT_CA);
         let r = record("a", "01");
-        assert_eq!(reissue_reason(Some(&r), "a", None, early), None);
-        assert!(reissue_reason(Some(&r), "b", None, early).is_some());
-        assert!(reissue_reason(Some(&r), "a", None, late).is_some());
+        let renews = r
+            .validity()
+            .map(|(b, e)| issuance::renewal_time(b, e, None, &r.serial));
+        assert!(reissue_reason(None, &a, None, early).is_some());
+        assert_eq!(reissue_reason(Some(&r), &a, renews, early), None);
+        assert!(reissue_reason(Some(&r), &wanted("b", TENANT_CA), renews, early).is_some());
+        assert!(reissue_reason(Some(&r), &a, renews, late).is_some());
+        assert!(
+            reissue_reason(Some(&r), &a, None, early).is_some(),
+            "unreadable"
+        );
         let interrupted = Record {
             certificate: String::new(),
             ..r.clone()
         };
         assert_eq!(
-            reissue_reason(Some(&interrupted), "a", None, early),
+            reissue_reason(Some(&interrupted), &a, renews, early),
             Some("an issuance was interrupted")
         );
-        // Asked to renew 29 days before expiry: due at once.
-        assert!(
-            reissue_reason(
-                Some(&r),
-                "a",
-                Some(Duration::from_secs(29 * 24 * 3600)),
-                early
-            )
-            .is_some()
+        // A record from before ACME issuers is the tenant CA's.
+        assert_eq!(r.issuer(), TENANT_CA);
+        assert_eq!(
+            reissue_reason(Some(&r), &wanted("a", "acme/pebble"), renews, early),
+            Some("its issuer changed")
+        );
+        let ordering = Record {
+            order: "{}".into(),
+            ..r.clone()
+        };
+        assert_eq!(
+            reissue_reason(Some(&ordering), &a, renews, early),
+            Some("an order is in progress")
         );
     }
 
     #[test]
+    fn the_wanted_issuer_is_the_tenant_ca_or_an_acme_issuer() {
+        let spec = |issuer: serde_json::Value| -> ossature_crds::CertificateSpec {
+            serde_json::from_value(serde_json::json!({
+                "dnsNames": ["acme.ossature.test"], "issuer": issuer,
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            Wanted::of(&spec(serde_json::json!({"tenantCA": {}}))).issuer,
+            "tenant-ca"
+        );
+        assert_eq!(
+            Wanted::of(&spec(serde_json::json!({"acme": {"name": "pebble"}}))).issuer,
+            "acme/pebble"
+        );
+    }
+
+    #[test]
+    fn a_leaf_gives_its_validity_serial_and_the_rest_of_its_chain() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["a.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let other = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let read = read_leaf(&format!("{leaf}{other}")).unwrap();
+        assert_eq!(read.rest.trim(), other.trim());
+        assert!(read.not_before < read.not_after);
+        assert!(read.serial.contains(':'), "{}", read.serial);
+        assert_eq!(read_leaf(&leaf).unwrap().rest, "");
+    }
+
+    #[test]
     fn records_round_trip_through_openbao_maps() {
-        let r = record("x", "0a:0b");
+        let r = Record {
+            issuer: "acme/pebble".into(),
+            certificate_id: "aki.serial".into(),
+            order: "{\"url\":\"https://ca/order/1\"}".into(),
+            order_key: "key".into(),
+            order_issuer: "acme/pebble".into(),
+            issued_by_order: "https://ca/order/0".into(),
+            ..record("x", "0a:0b")
+        };
         assert_eq!(Record::from_map(&r.to_map()), r);
+        assert_eq!(r.clone().without_order().order_key, "");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use ossature_crds::{
-    Certificate, CertificateSpec, ClientAuthMode, DeletionPolicy, IssuerRef, KeyAlgorithm, Tenant,
-    TenantCaRef, TenantStatus, Usage,
+    AcmeIssuerRef, Certificate, CertificateSpec, ClientAuthMode, DeletionPolicy, IssuerRef,
+    KeyAlgorithm, Tenant, TenantCaRef, TenantStatus, Usage,
 };
 
 use super::certificate::{Record, record_path, trust_bundle};
@@ -28,12 +28,18 @@ use crate::reconcile::{Failure, Plan, Step};
 pub const HOST_CERTIFICATE: &str = "ossature-host";
 
 /// The host's Certificate as the Tenant wants it.
-pub fn certificate(
-    tenant: &Tenant,
-    names: &TenantNames,
-    host: &str,
-    _ctx: &Context,
-) -> Certificate {
+pub fn certificate(tenant: &Tenant, names: &TenantNames, host: &str, ctx: &Context) -> Certificate {
+    // The platform's ACME issuer when there is one: a name the public trusts.
+    let issuer = match &ctx.settings.host_issuer {
+        Some(name) => IssuerRef {
+            tenant_ca: None,
+            acme: Some(AcmeIssuerRef { name: name.clone() }),
+        },
+        None => IssuerRef {
+            tenant_ca: Some(TenantCaRef {}),
+            acme: None,
+        },
+    };
     let mut certificate = Certificate::new(
         HOST_CERTIFICATE,
         CertificateSpec {
@@ -44,9 +50,7 @@ pub fn certificate(
             key_algorithm: KeyAlgorithm::EcdsaP256,
             secret_name: None,
             deletion_policy: DeletionPolicy::Delete,
-            issuer: IssuerRef {
-                tenant_ca: TenantCaRef {},
-            },
+            issuer,
         },
     );
     certificate.metadata.namespace = Some(names.namespace.clone());

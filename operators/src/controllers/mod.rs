@@ -1,6 +1,7 @@
 //! One module per kind: what it reads, its steps, its cleanup, its status.
 //! `run` is where kinds are registered.
 
+pub mod acme_issuer;
 pub mod certificate;
 pub mod edge_host;
 pub mod environment;
@@ -16,7 +17,7 @@ use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use ossature_crds::{Certificate, Environment, Scope, Tenant};
+use ossature_crds::{AcmeIssuer, Certificate, Environment, Scope, Tenant};
 
 use crate::conditions::{self, Outcome, reasons};
 use crate::context::{Context, Stores};
@@ -41,11 +42,13 @@ pub struct Controllers {
     scopes: Controller<Scope>,
     environments: Controller<Environment>,
     certificates: Controller<Certificate>,
+    acme_issuers: Controller<AcmeIssuer>,
 }
 
 impl Controllers {
-    /// Tenants are limited to `selector`; Scopes and Environments follow
-    /// their tenant (see [`Reconciled::selected`]).
+    /// Tenants and AcmeIssuers are limited to `selector`; Scopes,
+    /// Environments and Certificates follow their tenant (see
+    /// [`Reconciled::selected`]).
     pub fn new(client: &kube::Client, selector: Option<&str>) -> Self {
         let (tenants, tenant_changes) = reconcile::shared_controller(client, selector);
         let (certificates, certificate_changes) = reconcile::shared_controller(client, None);
@@ -56,6 +59,7 @@ impl Controllers {
             environments: reconcile::controller(client, None),
             certificates,
             certificate_changes,
+            acme_issuers: reconcile::controller(client, selector),
         }
     }
 
@@ -65,6 +69,7 @@ impl Controllers {
             scopes: self.scopes.store(),
             environments: self.environments.store(),
             certificates: self.certificates.store(),
+            acme_issuers: self.acme_issuers.store(),
         }
     }
 
@@ -82,6 +87,7 @@ impl Controllers {
             reconcile::run(self.scopes, &watch, ctx.clone(), concurrency),
             reconcile::run(self.environments, &watch, ctx.clone(), concurrency),
             reconcile::run(self.certificates, &watch, ctx.clone(), concurrency),
+            reconcile::run(self.acme_issuers, &watch, ctx.clone(), concurrency),
         );
     }
 }
@@ -98,15 +104,28 @@ fn tenant_selected(namespace: Option<&str>, ctx: &Context) -> bool {
 /// The Tenant of the namespace, from the store or, when the store has not
 /// seen it yet, from the API.
 async fn find_tenant(ctx: &Context, tenant: &str) -> Result<Option<Arc<Tenant>>, kube::Error> {
-    if let Some(found) = ctx.stores.tenant(tenant) {
+    find_cluster_object(ctx, &ctx.stores.tenants, tenant).await
+}
+
+/// A cluster-scoped object, from `store` or, when the store has not seen it
+/// (yet, or it is another instance's), from the API.
+async fn find_cluster_object<K>(
+    ctx: &Context,
+    store: &kube::runtime::reflector::Store<K>,
+    name: &str,
+) -> Result<Option<Arc<K>>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(found) = store.get(&ObjectRef::new(name)) {
         return Ok(Some(found));
     }
     ctx.calls.record(
         crate::adapters::Backend::Kubernetes,
         crate::adapters::Verb::Read,
     );
-    Ok(Api::<Tenant>::all(ctx.client.clone())
-        .get_opt(tenant)
+    Ok(Api::<K>::all(ctx.client.clone())
+        .get_opt(name)
         .await?
         .map(Arc::new))
 }

@@ -383,3 +383,202 @@ pub async fn wait_tenant_gone(tenants: &Api<Tenant>, name: &str, timeout: Durati
     })
     .await
 }
+
+// Certificates: shared by the tests of both issuers.
+
+use kube::api::PostParams;
+use ossature_crds::Certificate;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// Whether `chain_pem` verifies for `name` against the roots in `ca_pem`.
+pub fn verifies(chain_pem: &str, ca_pem: &str, name: &str) -> bool {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let verifier = WebPkiServerVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .unwrap();
+    verifier
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &ServerName::try_from(name.to_string()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .is_ok()
+}
+
+pub fn openbao_token(env: &BTreeMap<String, String>) -> String {
+    env.get("OSSATURE_OPENBAO_ROOT_TOKEN")
+        .unwrap_or(&env["OSSATURE_OPENBAO_TOKEN"])
+        .clone()
+}
+
+/// The record of a certificate in its tenant's KV mount: status and data.
+pub async fn record(
+    env: &BTreeMap<String, String>,
+    tenant: &str,
+    namespace: &str,
+    name: &str,
+) -> (u16, Value) {
+    get(
+        format!(
+            "{}/v1/tenants/{tenant}/kv/data/certificates/{namespace}/{name}",
+            env["OSSATURE_OPENBAO_ADDR"]
+        ),
+        Some(("X-Vault-Token", &openbao_token(env))),
+    )
+    .await
+}
+
+pub async fn ready_tenant(client: &kube::Client, sel: &str) -> String {
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("ct{}", suffix());
+    tenants
+        .create(&PostParams::default(), &labelled(tenant(&name), sel))
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(90)).await;
+    name
+}
+
+/// Creates Certificate `name` in the namespace of `api`.
+pub async fn create(api: &Api<Certificate>, name: &str, spec: Value) {
+    let unplaced: Certificate = serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Certificate",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &unplaced).await.unwrap();
+}
+
+pub async fn ready_certificate(certificates: &Api<Certificate>, name: &str) -> Certificate {
+    wait_for(
+        &format!("certificate {name} Ready"),
+        Duration::from_secs(90),
+        || async move {
+            let c = certificates.get(name).await.ok()?;
+            let s = c.status.as_ref()?;
+            (s.observed_generation == c.metadata.generation
+                && condition(&s.conditions, "Ready")?.0 == "True")
+                .then_some(c)
+        },
+    )
+    .await
+}
+
+/// The public key (SubjectPublicKeyInfo) of a chain's leaf.
+pub fn leaf_public_key(chain_pem: &str) -> Vec<u8> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    parsed.public_key().raw.to_vec()
+}
+
+/// The public key (SubjectPublicKeyInfo) of a PEM private key.
+pub fn key_public_key(key_pem: &str) -> Vec<u8> {
+    use rcgen::PublicKeyData;
+    rcgen::KeyPair::from_pem(key_pem)
+        .unwrap()
+        .subject_public_key_info()
+}
+
+/// Deletes object `name` and waits until it is gone (its finalizer done).
+pub async fn delete_and_wait<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&format!("{name} gone"), timeout, || async move {
+        api.get_opt(name)
+            .await
+            .ok()
+            .filter(Option::is_none)
+            .map(drop)
+    })
+    .await;
+}
+
+/// An AcmeIssuer of the stack's Pebble for the operator of test `sel`.
+pub fn issuer(
+    env: &BTreeMap<String, String>,
+    name: &str,
+    sel: &str,
+    extra: Value,
+) -> ossature_crds::AcmeIssuer {
+    let bundle = std::fs::read_to_string(&env["OSSATURE_ACME_CA_BUNDLE"]).unwrap();
+    let mut spec = json!({
+        "directory": env["OSSATURE_ACME_DIRECTORY"],
+        "emails": ["certificates@ossature.test"],
+        "caBundle": bundle,
+        "solver": {"challTestSrv": {"url": env["OSSATURE_ACME_CHALLENGE_ADMIN_URL"]}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "AcmeIssuer",
+        "metadata": {"name": name, "labels": {TEST_LABEL: sel}},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Creates the issuer and waits until its account is registered.
+pub async fn ready_issuer(
+    client: &kube::Client,
+    issuer: &ossature_crds::AcmeIssuer,
+) -> ossature_crds::AcmeIssuer {
+    let issuers: Api<ossature_crds::AcmeIssuer> = Api::all(client.clone());
+    issuers
+        .create(&PostParams::default(), issuer)
+        .await
+        .unwrap();
+    let name = issuer.metadata.name.clone().unwrap();
+    wait_for(
+        &format!("AcmeIssuer {name} Ready"),
+        Duration::from_secs(60),
+        || {
+            let issuers = issuers.clone();
+            let name = name.clone();
+            async move {
+                let i = issuers.get(&name).await.ok()?;
+                let s = i.status.as_ref()?;
+                (s.observed_generation == i.metadata.generation
+                    && condition(&s.conditions, "Ready")?.0 == "True")
+                    .then_some(i)
+            }
+        },
+    )
+    .await
+}
+
+/// Pebble's issuing root, fetched now: Pebble makes a new one at each start.
+pub async fn issuing_root(env: &BTreeMap<String, String>) -> String {
+    let bundle = std::fs::read_to_string(&env["OSSATURE_ACME_CA_BUNDLE"]).unwrap();
+    let trust = reqwest::Certificate::from_pem_bundle(bundle.as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only(trust)
+        .build()
+        .unwrap();
+    let response = client
+        .get(&env["OSSATURE_ACME_ROOTS_URL"])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.text().await.unwrap()
+}
