@@ -85,6 +85,7 @@ pub struct Context {
     pub stores: Stores,
     /// Tenant hosts at the edge, when an edge is configured.
     pub edge: Option<crate::edge::Edges>,
+    rotation_waves: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
     /// ACME accounts in use and their budgets, by issuer.
     pub acme: crate::controllers::acme_issuer::AcmeIssuers,
     recorder: Recorder,
@@ -120,10 +121,26 @@ impl Context {
             metrics,
             stores,
             edge: None,
+            rotation_waves: Mutex::default(),
             acme: Default::default(),
             failures: Mutex::default(),
             shared_realms: Mutex::default(),
         }
+    }
+
+    /// Permits of a tenant's CA rotation: how many of its certificates are
+    /// issued anew at once.
+    pub fn rotation_wave(&self, tenant: &str) -> std::sync::Arc<tokio::sync::Semaphore> {
+        self.rotation_waves
+            .lock()
+            .expect("never poisoned")
+            .entry(tenant.to_string())
+            .or_insert_with(|| {
+                std::sync::Arc::new(tokio::sync::Semaphore::new(
+                    crate::controllers::certificate::ROTATION_WAVE,
+                ))
+            })
+            .clone()
     }
 
     /// With tenant hosts put on `edge`.

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -367,4 +368,153 @@ async fn an_issuance_killed_after_its_key_was_recorded_signs_that_key_on_restart
     );
 
     delete_tenants(&Api::all(client.clone()), &[&name]).await;
+}
+
+/// Rotating a tenant CA: the next generation is trusted beside the current
+/// one (seen in the Tenant's status as it happens), every certificate the old
+/// one signed is issued anew by the new one, then the old one is retired:
+/// bundles hold only the new CA, and status counts every leaf on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_moves_every_leaf_then_retires_the_old_ca() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    const LEAVES: usize = 7;
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let name = ready_tenant(&client, &sel).await;
+    let ns = format!("tn-{name}");
+    let certificates: Api<Certificate> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for i in 0..LEAVES {
+        create(
+            &certificates,
+            &format!("c{i}"),
+            json!({"dnsNames": [format!("c{i}.{name}.{ROOT}")], "secretName": format!("c{i}-tls"),
+                   "issuer": {"tenantCA": {}}}),
+        )
+        .await;
+    }
+    let mut first = BTreeMap::new();
+    for i in 0..LEAVES {
+        let c = ready_certificate(&certificates, &format!("c{i}")).await;
+        let s = c.status.unwrap();
+        assert_eq!(s.ca_generation, Some(1));
+        first.insert(i, s.serial_number.unwrap());
+    }
+    let text =
+        |s: &Secret, key: &str| String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap();
+    let old_ca = text(&secrets.get("c0-tls").await.unwrap(), "ca.crt");
+    // With its host at the edge, the tenant has one more: its host's.
+    let total = certificates
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len() as i64;
+    assert!(total >= LEAVES as i64);
+    let tenants: Api<ossature_crds::Tenant> = Api::all(client.clone());
+    let counted = |t: &ossature_crds::Tenant| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.certificate_authority.clone())
+            .map(|ca| {
+                (
+                    ca.generation,
+                    ca.generations
+                        .iter()
+                        .map(|g| (g.generation, g.certificates))
+                        .collect::<Vec<_>>(),
+                )
+            })
+    };
+    let status_shows = |what: &'static str, generation: i64| {
+        let (tenants, name) = (tenants.clone(), name.clone());
+        wait_for(what, Duration::from_secs(90), move || {
+            let (tenants, name) = (tenants.clone(), name.clone());
+            async move {
+                let t = tenants.get(&name).await.ok()?;
+                (counted(&t) == Some((generation, vec![(generation, total)]))).then_some(())
+            }
+        })
+    };
+    status_shows("the leaves counted", 1).await;
+
+    // Every status the tenant goes through, from a watch.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watching = {
+        let seen = seen.clone();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let changes = watcher(tenants.clone(), config).applied_objects();
+        tokio::spawn(async move {
+            let mut changes = std::pin::pin!(changes);
+            while let Some(Ok(t)) = changes.next().await {
+                if let Some(c) = counted(&t) {
+                    seen.lock().unwrap().push(c);
+                }
+            }
+        })
+    };
+    tenants
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"certificateAuthority": {"generation": 2}}})),
+        )
+        .await
+        .unwrap();
+    status_shows("the old CA retired", 2).await;
+    watching.abort();
+    let history = seen.lock().unwrap().clone();
+    assert!(
+        history
+            .iter()
+            .any(|(g, gens)| *g == 2 && gens.iter().map(|(g, _)| *g).collect::<Vec<_>>() == [1, 2]),
+        "both CAs were trusted during the rotation: {history:?}"
+    );
+
+    // Every leaf moved: a new serial from generation 2, verifying against
+    // the bundle that now holds the new CA only.
+    let new_ca = wait_for(
+        "bundles with the new CA only",
+        Duration::from_secs(30),
+        || {
+            let secrets = secrets.clone();
+            let old_ca = old_ca.clone();
+            async move {
+                let ca = text(&secrets.get("c0-tls").await.ok()?, "ca.crt");
+                (ca.matches("BEGIN CERTIFICATE").count() == 1 && ca != old_ca).then_some(ca)
+            }
+        },
+    )
+    .await;
+    for i in 0..LEAVES {
+        let s = certificates
+            .get(&format!("c{i}"))
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_eq!(s.ca_generation, Some(2), "c{i}");
+        assert_ne!(
+            s.serial_number.as_ref(),
+            Some(&first[&i]),
+            "c{i} issued anew"
+        );
+        let secret = wait_for("the Secret's bundle", Duration::from_secs(30), || {
+            let secrets = secrets.clone();
+            let new_ca = new_ca.clone();
+            async move {
+                let s = secrets.get(&format!("c{i}-tls")).await.ok()?;
+                (text(&s, "ca.crt") == new_ca).then_some(s)
+            }
+        })
+        .await;
+        let host = format!("c{i}.{name}.{ROOT}");
+        assert!(verifies(&text(&secret, "tls.crt"), &new_ca, &host), "c{i}");
+        assert!(!verifies(&text(&secret, "tls.crt"), &old_ca, &host), "c{i}");
+    }
+    delete_tenants(&tenants, &[&name]).await;
 }

@@ -111,8 +111,8 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     let sel = suffix();
     // The platform's ACME issuer signs hosts: the stack's Pebble.
     let issuer_name = format!("platform-{sel}");
-    ready_issuer(&client, &issuer(&env, &issuer_name, &sel, json!({}))).await;
     let _operator = start_operator_with(&env, &sel, &["--host-issuer", &issuer_name]);
+    ready_issuer(&client, &issuer(&env, &issuer_name, &sel, json!({}))).await;
     let tenants: Api<Tenant> = Api::all(client.clone());
     let name = format!("edge{}", suffix());
     let other = format!("{name}-eu");

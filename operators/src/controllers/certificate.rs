@@ -482,6 +482,7 @@ impl Reconciled for Certificate {
                     tenant,
                     names: &names,
                     path: &path,
+                    ca: CaState::of(&owner),
                 };
                 let result = issue(self, ctx, &at, &signer, renew_before, &seen).await;
                 if let Err(e) = &result {
@@ -679,7 +680,34 @@ struct Target<'a> {
     tenant: &'a str,
     names: &'a TenantNames,
     path: &'a str,
+    /// The tenant CA: the generation that signs, and how many generations
+    /// are trusted (more than one while it rotates).
+    ca: CaState,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaState {
+    pub generation: i64,
+    pub trusted: usize,
+}
+
+impl CaState {
+    fn of(tenant: &ossature_crds::Tenant) -> Self {
+        let status = tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.certificate_authority.as_ref());
+        // What the CA is, not what it is asked to be: leaves move once the
+        // new generation signs.
+        CaState {
+            generation: status.map_or(1, |ca| ca.generation),
+            trusted: status.map_or(1, |ca| ca.generations.len().max(1)),
+        }
+    }
+}
+
+/// Certificates of one tenant issued anew at once during a CA rotation.
+pub const ROTATION_WAVE: usize = 5;
 
 /// Issues a certificate when the held one does not do, then keeps its
 /// Secret (when asked for) in line with it.
@@ -716,12 +744,24 @@ async fn issue(
         None => None,
     };
     let mut changes = Vec::new();
-    let record = match reissue_reason(
+    let rotated = held.as_ref().is_some_and(|r| {
+        acme.is_none() && !r.certificate.is_empty() && r.generation < at.ca.generation
+    });
+    let reason = match reissue_reason(
         held.as_ref(),
         &wanted,
         renews.map(|r| r.at),
         Timestamp::now(),
     ) {
+        None if rotated => Some("its CA is rotated"),
+        other => other,
+    };
+    // A rotation moves a tenant's certificates a few at a time.
+    let _wave = match rotated {
+        true => Some(ctx.rotation_wave(at.tenant).acquire_owned().await),
+        false => None,
+    };
+    let mut record = match reason {
         None => held.expect("a held certificate that does not need replacing"),
         Some(why) => {
             found.lock().expect("never poisoned").issuing = Some(why);
@@ -754,6 +794,14 @@ async fn issue(
             }
         }
     };
+    // The trust bundle follows the rotation: both CAs, then the new one.
+    if acme.is_none() && pem_count(&record.ca) != at.ca.trusted {
+        record.ca = trust_bundle(&ctx.openbao.ca_bundle(&at.names.pki_mount).await?);
+        ctx.openbao
+            .put_secret(&at.names.kv_mount, at.path, &record.to_map())
+            .await?;
+        changes.push(Change::Updated);
+    }
     if let Some(secret_name) = &spec.secret_name {
         let desired = secret(certificate, secret_name, at.tenant, &record);
         let api = Api::<Secret>::namespaced(
@@ -1007,6 +1055,11 @@ impl Ordering<'_> {
         }
         Err(acme_failure(e))
     }
+}
+
+/// How many certificates a PEM bundle holds.
+fn pem_count(bundle: &str) -> usize {
+    bundle.matches("-----BEGIN CERTIFICATE-----").count()
 }
 
 /// The CA certificates of every live generation: what clients trust, both

@@ -246,14 +246,14 @@ impl Reconciled for Tenant {
     fn watches(mut controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         let stores = watch.stores.clone();
         // Its host certificate issued or renewed (the edge serves the new
-        // one), or a certificate moved during a CA rotation (the old CA is
-        // retired once none is left on it).
+        // one), or its certificates no longer counted right (a rotation
+        // retires the old CA once none is left on it).
         let rotating = watch.stores.clone();
         controller = controller.watches_shared_stream(
             watch.certificates.clone(),
             move |certificate: Arc<Certificate>| {
                 super::edge_host::tenant_of_host_certificate(certificate.clone())
-                    .or_else(|| super::tenant_ca::rotating_tenant(&rotating, &certificate))
+                    .or_else(|| super::tenant_ca::tenant_to_recount(&rotating, &certificate))
             },
         );
         // The edge lost our configuration (restarted): every host goes back.

@@ -21,8 +21,12 @@ use crate::reconcile::{Failure, Plan, Step};
 /// Certificates of the tenant by the CA generation that signed them, from
 /// the watch store; not yet issued ones are left out.
 pub fn certificates_by_generation(ctx: &Context, tenant: &str) -> BTreeMap<i64, i64> {
+    count(&ctx.stores, tenant)
+}
+
+fn count(stores: &crate::context::Stores, tenant: &str) -> BTreeMap<i64, i64> {
     let mut counts = BTreeMap::new();
-    for certificate in of_tenant(&ctx.stores.certificates, tenant) {
+    for certificate in of_tenant(&stores.certificates, tenant) {
         if let Some(generation) = certificate.status.as_ref().and_then(|s| s.ca_generation) {
             *counts.entry(generation).or_default() += 1;
         }
@@ -30,20 +34,27 @@ pub fn certificates_by_generation(ctx: &Context, tenant: &str) -> BTreeMap<i64, 
     counts
 }
 
-/// The Tenant of a certificate signed by an older generation than its
-/// tenant wants: a rotation waits for it.
-pub fn rotating_tenant(
+/// The Tenant whose CA status no longer counts its certificates right (a
+/// certificate was issued, moved by a rotation, or removed).
+pub fn tenant_to_recount(
     stores: &crate::context::Stores,
     certificate: &ossature_crds::Certificate,
 ) -> Option<kube::runtime::reflector::ObjectRef<Tenant>> {
     let tenant = crate::issuance::tenant_of_any(certificate.metadata.namespace.as_deref()?)?;
     let owner = stores.tenant(tenant)?;
-    let rotating = owner
+    let shown: BTreeMap<i64, i64> = owner
         .status
         .as_ref()
         .and_then(|s| s.certificate_authority.as_ref())
-        .is_some_and(|ca| ca.generations.len() > 1);
-    rotating.then(|| kube::runtime::reflector::ObjectRef::new(tenant))
+        .map(|ca| {
+            ca.generations
+                .iter()
+                .filter(|g| g.certificates > 0)
+                .map(|g| (g.generation, g.certificates))
+                .collect()
+        })
+        .unwrap_or_default();
+    (shown != count(stores, tenant)).then(|| kube::runtime::reflector::ObjectRef::new(tenant))
 }
 
 /// What to do with the generations present so that `wanted` signs and,
@@ -164,10 +175,16 @@ pub fn step<'a>(
             Ok::<_, Failure>(changes)
         },
     ));
+    let previous = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate_authority.clone());
     let before = plan.found.take();
     plan.found = Some(Box::new(move |status: &mut TenantStatus| {
         let due = before.and_then(|f| f(status));
         let live = found.lock().expect("never poisoned").take();
+        // The step failed: what was known stays.
+        status.certificate_authority = previous;
         if let Some(mut live) = live {
             live.sort();
             status.certificate_authority = Some(CertificateAuthorityStatus {
