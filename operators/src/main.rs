@@ -119,6 +119,33 @@ enum LogFormat {
     Text,
 }
 
+/// The AcmeIssuer of the local stack's Pebble, written (server-side apply)
+/// at start; its name.
+async fn local_acme_issuer(client: &Client, env: &BTreeMap<String, String>) -> Result<String> {
+    const NAME: &str = "ossature-local";
+    let bundle = std::fs::read_to_string(&env["OSSATURE_ACME_CA_BUNDLE"])
+        .context("reading the trust bundle of the stack's ACME directory")?;
+    let issuer = serde_json::json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "AcmeIssuer",
+        "metadata": {"name": NAME},
+        "spec": {
+            "directory": env["OSSATURE_ACME_DIRECTORY"],
+            "emails": ["platform@ossature.test"],
+            "caBundle": bundle,
+            "solver": {"challTestSrv": {"url": env["OSSATURE_ACME_CHALLENGE_ADMIN_URL"]}},
+        },
+    });
+    kube::Api::<ossature_crds::AcmeIssuer>::all(client.clone())
+        .patch(
+            NAME,
+            &kube::api::PatchParams::apply(ossature_operator::kubernetes::FIELD_MANAGER).force(),
+            &kube::api::Patch::Apply(issuer),
+        )
+        .await
+        .context("writing the local stack's AcmeIssuer")?;
+    Ok(NAME.to_string())
+}
+
 /// The edge's adapter, unless the operator runs without one.
 fn edge(
     args: &Args,
@@ -259,6 +286,11 @@ async fn main() -> Result<()> {
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         let client = Client::try_from(config)?;
         ossature_operator::crds::install(&client).await?;
+        // The stack's Pebble is the platform's ACME CA: tenant hosts get
+        // certificates from it, with no object to write.
+        if !args.no_edge && args.host_issuer.is_none() && args.selector.is_none() {
+            args.host_issuer = Some(local_acme_issuer(&client, &env).await?);
+        }
         info!(kubeconfig = %env["KUBECONFIG"], "local stack is up; CRDs installed");
         client
     } else {

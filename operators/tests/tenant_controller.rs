@@ -371,7 +371,7 @@ async fn retain_keeps_backend_objects_and_namespaces_after_delete() {
 /// At the default resync, a hand change in a tenant's namespace is put back
 /// within seconds, by its watch; what the apiserver itself adds (a quota's
 /// usage) and the operator's own writes start no reconcile: a Ready tenant
-/// left alone costs no call at all.
+/// left alone is not reconciled at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_changes_in_a_tenant_namespace_are_put_back_in_seconds() {
     let env = ossature_bootstrap::ensure_up().await.unwrap();
@@ -398,12 +398,14 @@ async fn hand_changes_in_a_tenant_namespace_are_put_back_in_seconds() {
         }
     })
     .await;
-    let quiet = (calls(&operator, "read").await, writes(&operator).await);
+    // Reconciles, not reads: the instance may take over the shared realms
+    // from another test's operator meanwhile, and read them.
+    let quiet = (reconciles(&operator).await, writes(&operator).await);
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
-        (calls(&operator, "read").await, writes(&operator).await),
+        (reconciles(&operator).await, writes(&operator).await),
         quiet,
-        "a Ready tenant left alone caused calls"
+        "a Ready tenant left alone was reconciled or caused writes"
     );
 
     // A quota raised by hand, a limit range deleted: back in seconds.

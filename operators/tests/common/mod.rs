@@ -286,8 +286,24 @@ pub async fn writes(operator: &Operator) -> u64 {
     calls(operator, "write").await
 }
 
+/// Reconciles the operator has run, of every kind.
+pub async fn reconciles(operator: &Operator) -> u64 {
+    metric_sum(operator, "ossature_reconcile_runs_total{", "").await
+}
+
 /// Backend calls of one verb ("read", "write") the operator has made.
 pub async fn calls(operator: &Operator, verb: &str) -> u64 {
+    metric_sum(
+        operator,
+        "ossature_backend_calls_total{",
+        &format!("verb=\"{verb}\""),
+    )
+    .await
+}
+
+/// The sum of the operator's metric lines starting with `prefix` and
+/// containing `label`.
+async fn metric_sum(operator: &Operator, prefix: &str, label: &str) -> u64 {
     let text = http()
         .get(&operator.metrics)
         .send()
@@ -297,10 +313,7 @@ pub async fn calls(operator: &Operator, verb: &str) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| {
-            l.starts_with("ossature_backend_calls_total{")
-                && l.contains(&format!("verb=\"{verb}\""))
-        })
+        .filter(|l| l.starts_with(prefix) && l.contains(label))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }
