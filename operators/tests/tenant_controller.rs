@@ -445,3 +445,47 @@ async fn hand_changes_in_a_tenant_namespace_are_put_back_in_seconds() {
         .unwrap();
     wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
 }
+
+/// Every kind follows Tenants through one shared watch: more Tenant changes
+/// than its buffer holds must not hold it back (a subscription nobody read
+/// once stopped every controller after about a thousand changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tenant_changes_never_stall_the_shared_watch() {
+    use futures::StreamExt;
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator_with(&env, &sel, &["--no-edge"]);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let busy = format!("busy{}", suffix());
+    tenants
+        .create(&PostParams::default(), &labelled(bare_tenant(&busy), &sel))
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &busy, Duration::from_secs(90)).await;
+    // 1,500 changes (labels: no new generation), 8 at a time.
+    futures::stream::iter(0..1500)
+        .for_each_concurrent(8, |i| {
+            let tenants = tenants.clone();
+            let busy = busy.clone();
+            async move {
+                tenants
+                    .patch(
+                        &busy,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"labels": {"churn": i.to_string()}}})),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    let late = format!("late{}", suffix());
+    tenants
+        .create(&PostParams::default(), &labelled(bare_tenant(&late), &sel))
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &late, Duration::from_secs(60)).await;
+    delete_tenants(&tenants, &[&busy, &late]).await;
+}

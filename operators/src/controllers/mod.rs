@@ -82,12 +82,20 @@ impl Controllers {
             certificates: self.certificate_changes,
             edge_losses: ctx.edge.as_ref().map(crate::edge::Edges::losses),
         };
+        let tenants = Tenant::watches(self.tenants, &watch);
+        let scopes = Scope::watches(self.scopes, &watch);
+        let environments = Environment::watches(self.environments, &watch);
+        let certificates = Certificate::watches(self.certificates, &watch);
+        let acme_issuers = ossature_crds::AcmeIssuer::watches(self.acme_issuers, &watch);
+        // Every kind has its own subscription now. An unread one would hold
+        // the shared watches back once its buffer is full: let it go.
+        drop(watch);
         tokio::join!(
-            reconcile::run(self.tenants, &watch, ctx.clone(), concurrency),
-            reconcile::run(self.scopes, &watch, ctx.clone(), concurrency),
-            reconcile::run(self.environments, &watch, ctx.clone(), concurrency),
-            reconcile::run(self.certificates, &watch, ctx.clone(), concurrency),
-            reconcile::run(self.acme_issuers, &watch, ctx.clone(), concurrency),
+            reconcile::run(tenants, ctx.clone(), concurrency),
+            reconcile::run(scopes, ctx.clone(), concurrency),
+            reconcile::run(environments, ctx.clone(), concurrency),
+            reconcile::run(certificates, ctx.clone(), concurrency),
+            reconcile::run(acme_issuers, ctx.clone(), concurrency),
         );
     }
 }

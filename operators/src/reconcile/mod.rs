@@ -462,14 +462,9 @@ pub fn shared_controller<K: Reconciled>(
     )
 }
 
-/// Adds the kind's related watches and runs it until a shutdown signal.
-pub async fn run<K: Reconciled>(
-    controller: Controller<K>,
-    watch: &WatchContext,
-    ctx: Arc<Context>,
-    concurrency: u16,
-) {
-    K::watches(controller, watch)
+/// Runs a kind, its related watches added, until a shutdown signal.
+pub async fn run<K: Reconciled>(controller: Controller<K>, ctx: Arc<Context>, concurrency: u16) {
+    controller
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)
