@@ -20,10 +20,6 @@ use crate::reconcile::{Failure, Plan, Step};
 
 /// Certificates of the tenant by the CA generation that signed them, from
 /// the watch store; not yet issued ones are left out.
-pub fn certificates_by_generation(ctx: &Context, tenant: &str) -> BTreeMap<i64, i64> {
-    count(&ctx.stores, tenant)
-}
-
 fn count(stores: &crate::context::Stores, tenant: &str) -> BTreeMap<i64, i64> {
     let mut counts = BTreeMap::new();
     for certificate in of_tenant(&stores.certificates, tenant) {
@@ -108,7 +104,7 @@ pub fn step<'a>(
     names: &TenantNames,
 ) {
     let wanted = tenant.spec.certificate_authority.generation;
-    let certificates = certificates_by_generation(ctx, &names.tenant);
+    let certificates = count(&ctx.stores, &names.tenant);
     let seen: Arc<Mutex<Option<Vec<i64>>>> = Arc::default();
     let found = seen.clone();
     let mount = names.pki_mount.clone();
