@@ -577,6 +577,11 @@ pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
             "OSSATURE_ACME_CHALLENGE_ADMIN_URL",
             http_url(CHALLTESTSRV_MANAGEMENT_PORT),
         ),
+        // Answers the TXT records that prove tenants' custom domains.
+        (
+            "OSSATURE_DNS_SERVER",
+            format!("{LOOPBACK}:{CHALLTESTSRV_DNS_PORT}"),
+        ),
         ("OSSATURE_EDGE_ADMIN_URL", http_url(CADDY_ADMIN_PORT)),
         (
             "OSSATURE_EDGE_HTTPS_ADDR",

@@ -24,9 +24,9 @@ pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, Environment
 pub use scope::{Scope, ScopeGrant, ScopeRole, ScopeSpec, ScopeStatus};
 pub use tenant::{
     CaGeneration, CertificateAuthority, CertificateAuthorityStatus, ClientAuth, ClientAuthMode,
-    EdgeSettings, IdentityProvider, IdentityProviderStatus, IdentitySettings, Isolation,
-    OidcProvider, PasswordPolicy, RedirectUri, SamlProvider, ScopeMapping, SecretKeyRef, Tenant,
-    TenantSpec, TenantStatus, TenantType,
+    DomainState, DomainStatus, EdgeSettings, IdentityProvider, IdentityProviderStatus,
+    IdentitySettings, Isolation, OidcProvider, PasswordPolicy, RedirectUri, SamlProvider,
+    ScopeMapping, SecretKeyRef, Tenant, TenantSpec, TenantStatus, TenantType,
 };
 
 pub const GROUP: &str = "ossature.dev";

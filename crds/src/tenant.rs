@@ -23,6 +23,7 @@ use crate::common::{Conditions, DeletionPolicy, Quotas};
     printcolumn = r#"{"name":"Residency","type":"string","jsonPath":".spec.residency"}"#,
     printcolumn = r#"{"name":"Isolation","type":"string","jsonPath":".status.isolation"}"#,
     printcolumn = r#"{"name":"Host","type":"string","jsonPath":".status.host","priority":1}"#,
+    printcolumn = r#"{"name":"Domains","type":"string","jsonPath":".status.domains[?(@.state==\"Verified\")].name","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -74,6 +75,15 @@ pub struct TenantSpec {
     #[serde(default)]
     pub certificate_authority: CertificateAuthority,
 
+    /// Custom domains of the tenant, e.g. `shop.acme.example`, besides
+    /// `<tenant>.<root-domain>`. A domain is the tenant's (for its
+    /// certificates and at the edge, with the names below it) once a DNS TXT
+    /// record proves it: `status.domains` names the record and its value.
+    /// One tenant at a time holds a domain: the first to prove it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(max = 200), regex(pattern = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")), extend("x-kubernetes-list-type" = "set"))]
+    pub domains: Vec<String>,
+
     /// Whether backend objects are removed (`Delete`, the default) or kept
     /// (`Retain`) when the tenant is deleted.
     #[serde(default)]
@@ -105,6 +115,31 @@ impl Default for CertificateAuthority {
             generation: first_generation(),
         }
     }
+}
+
+/// Where one custom domain stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainStatus {
+    pub name: String,
+    pub state: DomainState,
+    /// The DNS TXT record that proves the domain: its name...
+    pub record: String,
+    /// ...and the value it must hold.
+    pub value: String,
+    /// What is wrong, or what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DomainState {
+    /// The TXT record is not (yet) there; it is looked for again shortly.
+    Pending,
+    /// Proven, and held by this tenant.
+    Verified,
+    /// Another tenant holds the domain, or a domain above or below it.
+    Claimed,
 }
 
 /// The tenant's CA as it is.
@@ -375,7 +410,8 @@ pub struct TenantStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` plus one condition per backend: `NamespaceReady`, `RealmReady`,
     /// `MessagingReady`, `SecretsReady`, `CertificateAuthorityReady`,
-    /// `CertificateReady` (the host's certificate) and `EdgeReady`.
+    /// `CertificateReady` (the host's certificate), `EdgeReady` and
+    /// `DomainsReady` (custom domains proven).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Conditions,
     /// The tenant's namespace.
@@ -412,4 +448,18 @@ pub struct TenantStatus {
     /// generation signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_authority: Option<CertificateAuthorityStatus>,
+    /// Each custom domain of the spec: proven and held, waiting for its TXT
+    /// record, or held by another tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainStatus>,
+}
+
+impl TenantStatus {
+    /// The custom domains this tenant holds.
+    pub fn verified_domains(&self) -> impl Iterator<Item = &str> {
+        self.domains
+            .iter()
+            .filter(|d| d.state == DomainState::Verified)
+            .map(|d| d.name.as_str())
+    }
 }

@@ -1,7 +1,8 @@
 //! Admission rules that need an operator setting, so cannot sit in a CRD:
 //! a ValidatingAdmissionPolicy, written by the operator at start with the
 //! root domain in its expressions. A Certificate asking for a name under the
-//! root domain that is not its tenant's is refused before it is stored.
+//! root domain that is not its tenant's, or a Tenant listing such a name as
+//! a custom domain, is refused before it is stored.
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -18,26 +19,17 @@ pub fn certificate_names_policy(root_domain: &str) -> Value {
     // A CEL string literal: the root is a DNS name (checked by its flag), so
     // it holds no quote.
     let root = format!("'{root_domain}'");
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": CERTIFICATE_NAMES},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [ossature_crds::GROUP],
-                "apiVersions": [ossature_crds::VERSION],
-                "operations": ["CREATE", "UPDATE"],
-                "resources": ["certificates"],
-            }]},
-            "variables": [
+    policy(
+        CERTIFICATE_NAMES,
+        "certificates",
+        json!([
                 {"name": "tenant", "expression":
                     "object.metadata.namespace.startsWith('tn-') ? object.metadata.namespace.substring(3).split('--')[0] : ''"},
                 {"name": "own", "expression": format!("variables.tenant + '.' + {root}")},
                 {"name": "names", "expression":
                     "object.spec.dnsNames.map(n, n.startsWith('*.') ? n.substring(2) : n)"},
-            ],
-            "validations": [
+        ]),
+        json!([
                 {
                     "expression": "variables.tenant != ''",
                     "message": "a Certificate lives in one of its tenant's namespaces: tn-<tenant> or tn-<tenant>--<environment>",
@@ -52,37 +44,81 @@ pub fn certificate_names_policy(root_domain: &str) -> Value {
                     ),
                     "reason": "Forbidden",
                 },
-            ],
+        ]),
+    )
+}
+
+pub const TENANT_DOMAINS: &str = "ossature-tenant-domains";
+
+/// The policy: a tenant's custom domains lie outside `root_domain`, whose
+/// names are every tenant's own (`acme` cannot list `acme-eu.<root>`).
+pub fn tenant_domains_policy(root_domain: &str) -> Value {
+    let root = format!("'{root_domain}'");
+    policy(
+        TENANT_DOMAINS,
+        "tenants",
+        json!([
+            {"name": "inside", "expression": format!(
+                "has(object.spec.domains) ? object.spec.domains.filter(d, d == {root} || d.endsWith('.' + {root})) : []"
+            )},
+        ]),
+        json!([{
+                "expression": "size(variables.inside) == 0",
+                "messageExpression": format!(
+                    "'custom domains lie outside ' + {root} + ', where each tenant has its own names (this one has ' + object.metadata.name + '.' + {root} + ' and below it): ' + variables.inside.join(', ')"
+                ),
+                "reason": "Forbidden",
+        }]),
+    )
+}
+
+/// A policy on our `resource`, refusing what fails its validations.
+fn policy(name: &str, resource: &str, variables: Value, validations: Value) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [ossature_crds::GROUP],
+                "apiVersions": [ossature_crds::VERSION],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": [resource],
+            }]},
+            "variables": variables,
+            "validations": validations,
         },
     })
 }
 
-fn binding() -> Value {
+fn binding(policy: &str) -> Value {
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": CERTIFICATE_NAMES},
-        "spec": {"policyName": CERTIFICATE_NAMES, "validationActions": ["Deny"]},
+        "metadata": {"name": policy},
+        "spec": {"policyName": policy, "validationActions": ["Deny"]},
     })
 }
 
-/// Writes the policy and its binding (server-side apply; unchanged ones
-/// cost the apiserver nothing).
+/// Writes the policies and their bindings (server-side apply; unchanged
+/// ones cost the apiserver nothing).
 pub async fn ensure(client: &kube::Client, root_domain: &str) -> Result<(), kube::Error> {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<ValidatingAdmissionPolicy>::all(client.clone())
-        .patch(
-            CERTIFICATE_NAMES,
-            &params,
-            &Patch::Apply(certificate_names_policy(root_domain)),
-        )
-        .await?;
-    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
-        .patch(CERTIFICATE_NAMES, &params, &Patch::Apply(binding()))
-        .await?;
+    for (name, policy) in [
+        (CERTIFICATE_NAMES, certificate_names_policy(root_domain)),
+        (TENANT_DOMAINS, tenant_domains_policy(root_domain)),
+    ] {
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .patch(name, &params, &Patch::Apply(policy))
+            .await?;
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(name, &params, &Patch::Apply(binding(name)))
+            .await?;
+    }
     Ok(())
 }
 
@@ -126,6 +162,8 @@ mod tests {
     #[test]
     fn the_policy_names_the_root_domain() {
         let policy = certificate_names_policy("ossature.test").to_string();
+        assert!(policy.contains("'ossature.test'"));
+        let policy = tenant_domains_policy("ossature.test").to_string();
         assert!(policy.contains("'ossature.test'"));
     }
 }

@@ -17,6 +17,8 @@ pub const CERTIFICATE_AUTHORITY_READY: &str = "CertificateAuthorityReady";
 pub const CERTIFICATE_READY: &str = "CertificateReady";
 /// A tenant's host served at the edge.
 pub const EDGE_READY: &str = "EdgeReady";
+/// A tenant's custom domains proven by DNS and held.
+pub const DOMAINS_READY: &str = "DomainsReady";
 /// An AcmeIssuer's account at its CA.
 pub const ACCOUNT_READY: &str = "AccountReady";
 
@@ -40,6 +42,12 @@ pub mod reasons {
     pub const SECRET_NOT_USABLE: &str = "SecretNotUsable";
     /// A certificate asks for a name its tenant does not own.
     pub const NAME_NOT_OWNED: &str = "NameNotOwned";
+    /// A custom domain's TXT record is not there (yet).
+    pub const DOMAIN_NOT_VERIFIED: &str = "DomainNotVerified";
+    /// Another tenant holds a custom domain (or one above or below it).
+    pub const DOMAIN_CLAIMED: &str = "DomainClaimed";
+    /// The tenant CA signs only names under the tenant's own host.
+    pub const NAME_OUTSIDE_TENANT_CA: &str = "NameOutsideTenantCA";
     /// The edge waits for the host's certificate.
     pub const WAITING_FOR_CERTIFICATE: &str = "WaitingForCertificate";
     /// The AcmeIssuer a certificate names is missing or not Ready.

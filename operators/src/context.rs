@@ -38,6 +38,9 @@ pub struct Settings {
     /// Where AcmeIssuers' account credentials are kept, and the Secrets
     /// they refer to are read.
     pub acme_namespace: String,
+    /// Where the Leases live that elect the shared-realm manager and hold
+    /// tenants' custom domains.
+    pub lease_namespace: String,
 }
 
 /// Watch stores of every kind, filled by the controllers' own watches.
@@ -85,6 +88,8 @@ pub struct Context {
     pub stores: Stores,
     /// Tenant hosts at the edge, when an edge is configured.
     pub edge: Option<crate::edge::Edges>,
+    /// Looks up the TXT records that prove custom domains.
+    pub dns: Option<crate::dns::Dns>,
     rotation_waves: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
     /// ACME accounts in use and their budgets, by issuer.
     pub acme: crate::controllers::acme_issuer::AcmeIssuers,
@@ -121,6 +126,7 @@ impl Context {
             metrics,
             stores,
             edge: None,
+            dns: None,
             rotation_waves: Mutex::default(),
             acme: Default::default(),
             failures: Mutex::default(),
@@ -141,6 +147,12 @@ impl Context {
                 ))
             })
             .clone()
+    }
+
+    /// With custom domains proven through `dns`.
+    pub fn with_dns(mut self, dns: crate::dns::Dns) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
     /// With tenant hosts put on `edge`.

@@ -252,6 +252,7 @@ pub fn shared_realm_settings(tenant_type: TenantType, residency: &str) -> RealmS
         quotas: Default::default(),
         edge: Default::default(),
         certificate_authority: Default::default(),
+        domains: Vec::new(),
         deletion_policy: Default::default(),
     };
     let names = TenantNames {
@@ -481,6 +482,7 @@ mod tests {
             quotas: Quotas::default(),
             edge: Default::default(),
             certificate_authority: Default::default(),
+            domains: Vec::new(),
             deletion_policy: Default::default(),
         }
     }

@@ -7,6 +7,7 @@ pub mod context;
 pub mod controllers;
 pub mod crds;
 pub mod desired;
+pub mod dns;
 pub mod edge;
 pub mod failpoint;
 pub mod issuance;

@@ -74,8 +74,9 @@ struct Args {
     /// creation and admin calls slow down with every realm.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1000))]
     max_dedicated_realms: u64,
-    /// Namespace of the Lease that elects the one instance managing the
-    /// shared realms.
+    /// Namespace of the Leases that elect the one instance managing the
+    /// shared realms and that hold tenants' custom domains (one per domain,
+    /// named `ossature-domain.<domain>`, its holder the tenant).
     #[arg(long, default_value = "kube-system")]
     lease_namespace: String,
     /// Namespace of the Secrets of AcmeIssuers: the account credentials the
@@ -102,6 +103,10 @@ struct Args {
     /// the edge. Without it, each tenant's own CA signs it.
     #[arg(long, env = "OSSATURE_HOST_ISSUER")]
     host_issuer: Option<String>,
+    /// The DNS server (address:port) asked for the TXT records that prove
+    /// tenants' custom domains. Default: the system's resolver.
+    #[arg(long, env = "OSSATURE_DNS_SERVER")]
+    dns_server: Option<SocketAddr>,
     /// Run without an edge: tenants get no host, host certificate or route.
     #[arg(long)]
     no_edge: bool,
@@ -342,6 +347,7 @@ async fn main() -> Result<()> {
         root_domain: args.root_domain.clone(),
         host_issuer: args.host_issuer.clone(),
         acme_namespace: args.acme_namespace.clone(),
+        lease_namespace: args.lease_namespace.clone(),
     };
     let controllers = Controllers::new(&client, args.selector.as_deref());
     let mut ctx = Context::new(
@@ -362,6 +368,11 @@ async fn main() -> Result<()> {
     if let Some(edge) = edge {
         ctx = ctx.with_edge(ossature_operator::edge::Edges::start(edge));
     }
+    ctx = ctx.with_dns(
+        ossature_operator::dns::Dns::new(args.dns_server)
+            .map_err(anyhow::Error::msg)
+            .context("--dns-server")?,
+    );
     let ctx = Arc::new(ctx);
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)

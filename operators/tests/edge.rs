@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -19,38 +18,6 @@ use ossature_crds::{Certificate, Tenant};
 use serde_json::{Value, json};
 
 const ROOT: &str = "ossature.test";
-
-/// A request to `host` through the edge: whom it trusts, its client
-/// certificate and key (PEM), the address it comes from.
-async fn fetch(
-    env: &BTreeMap<String, String>,
-    host: &str,
-    trust: &str,
-    identity: Option<&str>,
-    from: &str,
-) -> Result<(u16, String), String> {
-    let addr: SocketAddr = env["OSSATURE_EDGE_HTTPS_ADDR"].parse().unwrap();
-    let roots = reqwest::Certificate::from_pem_bundle(trust.as_bytes()).unwrap();
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .tls_certs_only(roots)
-        .resolve(host, addr)
-        .local_address(Some(from.parse().unwrap()));
-    if let Some(identity) = identity {
-        let identity = reqwest::Identity::from_pem(identity.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}: {identity}"));
-        builder = builder.identity(identity);
-    }
-    let response = builder
-        .build()
-        .unwrap()
-        .get(format!("https://{host}:{}/", addr.port()))
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    let status = response.status().as_u16();
-    Ok((status, response.text().await.unwrap_or_default()))
-}
 
 async fn admin(
     env: &BTreeMap<String, String>,

@@ -25,7 +25,7 @@ use ossature_crds::{
 use tracing::warn;
 
 use super::acme_issuer::{self, Handle, acme_failure};
-use super::{find_tenant, tenant_selected};
+use super::{find_tenant, tenant_domains, tenant_selected};
 use crate::adapters::Change;
 use crate::adapters::acme::{AcmeError, OrderRecord};
 use crate::adapters::openbao::pki::{Issuer, SignRequest};
@@ -379,14 +379,34 @@ impl Reconciled for Certificate {
             ));
         };
         let root = &ctx.settings.root_domain;
-        let foreign = issuance::names_not_owned(&self.spec, tenant, root);
+        let held: Vec<&str> = owner
+            .status
+            .iter()
+            .flat_map(|s| s.verified_domains())
+            .collect();
+        let beyond = issuance::names_not_owned(&self.spec, tenant, root);
+        let foreign: Vec<&str> = beyond
+            .iter()
+            .copied()
+            .filter(|n| !tenant_domains::covered(n, held.iter().copied()))
+            .collect();
         if !foreign.is_empty() {
             return Ok(Plan::stalled(
                 previous,
                 reasons::NAME_NOT_OWNED,
                 format!(
-                    "tenant {tenant} does not own {}; a tenant's names are {tenant}.{root} and names below it",
+                    "tenant {tenant} does not own {}; a tenant's names are {tenant}.{root}, the custom domains it has proven (spec.domains, see status.domains) and names below them",
                     foreign.join(", ")
+                ),
+            ));
+        }
+        if !beyond.is_empty() && self.spec.issuer.tenant_ca.is_some() {
+            return Ok(Plan::stalled(
+                previous,
+                reasons::NAME_OUTSIDE_TENANT_CA,
+                format!(
+                    "the tenant CA signs names under {tenant}.{root} only (its name constraints); {} needs an acme issuer",
+                    beyond.join(", ")
                 ),
             ));
         }

@@ -28,22 +28,38 @@ use crate::reconcile::{Failure, Plan, Step};
 pub const HOST_CERTIFICATE: &str = "ossature-host";
 
 /// The host's Certificate as the Tenant wants it.
-pub fn certificate(tenant: &Tenant, names: &TenantNames, host: &str, ctx: &Context) -> Certificate {
+/// Its names: the host, then the custom domains the tenant holds when a
+/// public CA signs it (the tenant CA signs names under the host only).
+pub fn certificate(
+    tenant: &Tenant,
+    names: &TenantNames,
+    host: &str,
+    domains: &[String],
+    ctx: &Context,
+) -> Certificate {
     // The platform's ACME issuer when there is one: a name the public trusts.
-    let issuer = match &ctx.settings.host_issuer {
-        Some(name) => IssuerRef {
-            tenant_ca: None,
-            acme: Some(AcmeIssuerRef { name: name.clone() }),
-        },
-        None => IssuerRef {
-            tenant_ca: Some(TenantCaRef {}),
-            acme: None,
-        },
+    let (issuer, domains) = match &ctx.settings.host_issuer {
+        Some(name) => (
+            IssuerRef {
+                tenant_ca: None,
+                acme: Some(AcmeIssuerRef { name: name.clone() }),
+            },
+            domains,
+        ),
+        None => (
+            IssuerRef {
+                tenant_ca: Some(TenantCaRef {}),
+                acme: None,
+            },
+            &[][..],
+        ),
     };
+    let mut dns_names = vec![host.to_string()];
+    dns_names.extend(domains.iter().cloned());
     let mut certificate = Certificate::new(
         HOST_CERTIFICATE,
         CertificateSpec {
-            dns_names: vec![host.to_string()],
+            dns_names,
             usages: vec![Usage::Server],
             lifetime: None,
             renew_before: None,
@@ -141,16 +157,27 @@ pub fn steps<'a>(
         format!("the certificate of {host} is issued"),
     ));
     let names = names.clone();
+    // The host and each custom domain held: one certificate serves them all.
+    let hosts = desired.spec.dns_names.clone();
     plan.steps.push(Step::new(
         conditions::EDGE_READY,
-        format!("edge host {host}"),
+        format!("edge host {}", hosts.join(", ")),
         async move {
             let state = host_state(tenant, ctx, &names, host).await?;
-            let change = edges.apply(state).await.map_err(|f| Failure {
-                category: f.category,
-                message: f.message,
-            })?;
-            Ok::<_, Failure>(vec![change.change])
+            let applied = hosts.into_iter().map(|host| {
+                let state = HostState {
+                    host,
+                    ..state.clone()
+                };
+                async move {
+                    edges.apply(state).await.map_err(|f| Failure {
+                        category: f.category,
+                        message: f.message,
+                    })
+                }
+            });
+            let changes = futures::future::try_join_all(applied).await?;
+            Ok::<_, Failure>(changes.into_iter().map(|c| c.change).collect())
         },
     ));
 }

@@ -8,6 +8,7 @@ pub mod environment;
 pub mod scope;
 pub mod tenant;
 pub mod tenant_ca;
+pub mod tenant_domains;
 
 use std::sync::Arc;
 

@@ -46,6 +46,10 @@ impl Reconciled for Tenant {
             ..Default::default()
         };
         let mut plan = Plan::new(status);
+        let domains = super::tenant_domains::reconcile(self, ctx).await?;
+        plan.status.domains = domains.statuses;
+        plan.outcomes.extend(domains.outcome);
+        plan.due_in = domains.due_in;
         let objects =
             desired::namespace_objects(&names.namespace, &names.tenant, None, &self.spec.quotas);
         // With an edge, the tenant's host certificate lives in its namespace.
@@ -53,7 +57,7 @@ impl Reconciled for Tenant {
         let host_certificate = ctx
             .edge
             .as_ref()
-            .map(|_| super::edge_host::certificate(self, &names, &host, ctx));
+            .map(|_| super::edge_host::certificate(self, &names, &host, &domains.held, ctx));
         let then = host_certificate.clone().map(|desired| {
             Box::pin(super::edge_host::ensure_certificate(ctx, desired))
                 as futures::future::BoxFuture<'a, _>
@@ -62,6 +66,7 @@ impl Reconciled for Tenant {
         if plan.stalled.is_some() {
             return Ok(plan);
         }
+        plan.stalled = domains.claimed;
         if let (Some(edges), Some(desired)) = (&ctx.edge, host_certificate) {
             plan.status.host = Some(host.clone());
             super::edge_host::steps(self, &mut plan, ctx, edges, &names, host, &desired);
@@ -168,6 +173,10 @@ impl Reconciled for Tenant {
             && self.spec.deletion_policy == DeletionPolicy::Delete
         {
             // Off the edge first: it serves the host certificate's key.
+            let uid = self.uid().unwrap_or_default();
+            for domain in self.status.iter().flat_map(|s| s.verified_domains()) {
+                super::tenant_domains::release(ctx, &uid, domain).await?;
+            }
             let host = format!("{}.{}", names.tenant, ctx.settings.root_domain);
             edges.remove(host).await.map_err(|f| {
                 Error::Blocked(format!("removing the host from the edge: {}", f.message))

@@ -595,3 +595,35 @@ pub async fn issuing_root(env: &BTreeMap<String, String>) -> String {
     assert!(response.status().is_success(), "{}", response.status());
     response.text().await.unwrap()
 }
+
+/// A request to `host` through the edge: whom it trusts, its client
+/// certificate and key (PEM), the address it comes from.
+pub async fn fetch(
+    env: &BTreeMap<String, String>,
+    host: &str,
+    trust: &str,
+    identity: Option<&str>,
+    from: &str,
+) -> Result<(u16, String), String> {
+    let addr: std::net::SocketAddr = env["OSSATURE_EDGE_HTTPS_ADDR"].parse().unwrap();
+    let roots = reqwest::Certificate::from_pem_bundle(trust.as_bytes()).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only(roots)
+        .resolve(host, addr)
+        .local_address(Some(from.parse().unwrap()));
+    if let Some(identity) = identity {
+        let identity = reqwest::Identity::from_pem(identity.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}: {identity}"));
+        builder = builder.identity(identity);
+    }
+    let response = builder
+        .build()
+        .unwrap()
+        .get(format!("https://{host}:{}/", addr.port()))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await.unwrap_or_default()))
+}
