@@ -638,6 +638,18 @@ async fn tenant_ca_signs_for_its_domains_only_and_rotates() {
         );
         assert_eq!(
             reads(&s.calls) - read_before,
+            2,
+            "issuers (the default checked before is still the default) and role"
+        );
+        // A restarted operator checks everything once.
+        let restarted = OpenBao::new(&s.raw.addr, &s.operator, s.calls.clone()).unwrap();
+        let read_before = reads(&s.calls);
+        assert_eq!(
+            restarted.ensure_tenant_ca(&ca).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            reads(&s.calls) - read_before,
             4,
             "mount, issuers, default issuer and role"
         );
@@ -801,6 +813,17 @@ async fn tenant_ca_signs_for_its_domains_only_and_rotates() {
         .await
         .unwrap();
         verify(&leaf.certificate, &bundle[1].certificate, &www).unwrap();
+
+        // Unmounted by hand: the adapter that checked it sees it gone.
+        let (status, body) = s
+            .raw
+            .root(Method::DELETE, &format!("sys/mounts/{pki}"), None)
+            .await;
+        assert!(status < 300, "{status} {body}");
+        assert_eq!(
+            s.bao.ensure_tenant_ca(&wider).await.unwrap(),
+            Change::Created
+        );
 
         assert_eq!(s.bao.delete_tenant_ca(&pki).await.unwrap(), Change::Deleted);
         assert_eq!(s.bao.delete_tenant_ca(&pki).await.unwrap(), Change::Absent);

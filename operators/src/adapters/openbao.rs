@@ -39,7 +39,13 @@ const CONFLICT: u16 = 409;
 pub struct OpenBao {
     client: VaultClient,
     calls: Calls,
+    /// Per PKI mount, the default issuer last found as wanted, and the
+    /// names it was checked for.
+    checked_cas: std::sync::Arc<std::sync::Mutex<HashMap<String, CheckedCa>>>,
 }
+
+/// A default issuer's id, and the names it was found constrained to.
+type CheckedCa = (String, std::collections::BTreeSet<String>);
 
 // Written by hand so the token can never reach a log line.
 impl std::fmt::Debug for OpenBao {
@@ -72,7 +78,11 @@ impl OpenBao {
             .map_err(|e| unreadable("configure the client", e.to_string()))?;
         let client =
             VaultClient::new(settings).map_err(|e| backend_error("configure the client", e))?;
-        Ok(Self { client, calls })
+        Ok(Self {
+            client,
+            calls,
+            checked_cas: Default::default(),
+        })
     }
 
     /// KV version 2 secrets engine mounted at `path`. A mount of another

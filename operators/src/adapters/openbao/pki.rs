@@ -92,8 +92,21 @@ impl OpenBao {
     /// The tenant's PKI mount, a default CA generation constrained to exactly
     /// `ca.domains`, and the leaf role for those names. Reads the mount, its
     /// issuers, the default issuer and the role; writes only what differs.
+    /// Once checked, only the issuers and the role are read while the same
+    /// issuer stays the default (a mount tuned by hand then goes unseen).
     pub async fn ensure_tenant_ca(&self, ca: &TenantCa<'_>) -> Result<Change, BackendError> {
         let domains = domain_set(ca.domains);
+        // Steady state: the default issuer this adapter last checked (its
+        // constraints, the mount under it) is still the default. One list
+        // shows that; the mount and the issuer are not read again.
+        if let Some(id) = self.checked_default(ca.mount, &domains) {
+            let issuers = self.list_issuers(ca.mount).await?;
+            if issuers.iter().any(|i| i.is_default && i.id == id) {
+                return self
+                    .ensure_leaf_role(ca.mount, &domains, Change::Unchanged)
+                    .await;
+            }
+        }
         let action = format!("mount PKI at {}", ca.mount);
         let mut change = Change::Unchanged;
         match self.mount(ca.mount, &action).await? {
@@ -101,8 +114,9 @@ impl OpenBao {
                 self.enable(ca.mount, &pki_mount(ca.common_name), &action)
                     .await?;
                 // A fresh mount's first issuer becomes its default by itself.
-                self.generate(ca, 1).await?;
+                let issuer = self.generate(ca, 1).await?;
                 self.write_role(ca.mount, &domains).await?;
+                self.check_default(ca.mount, &issuer.id, domains);
                 return Ok(Change::Created);
             }
             Some(entry) if entry.mount_type != "pki" => return Err(conflict(action, &entry)),
@@ -125,25 +139,57 @@ impl OpenBao {
                 .map_err(|detail| unreadable(&action, detail))?,
             None => BTreeSet::new(),
         };
-        if current.is_none() || constrained != domains {
-            let next = next_generation(&issuers);
-            let issuer = self.generate(ca, next).await?;
-            self.make_default(ca.mount, &issuer.id).await?;
-            change = if current.is_none() && issuers.is_empty() {
-                Change::Created
-            } else {
-                Change::Updated
-            };
-        }
-
-        let role = self.read_role(ca.mount).await?;
-        if role.as_ref().is_none_or(|r| !role_matches(r, &domains)) {
-            self.write_role(ca.mount, &domains).await?;
-            if change == Change::Unchanged {
-                change = Change::Updated;
+        let default = match current {
+            Some(issuer) if constrained == domains => issuer.id,
+            _ => {
+                let next = next_generation(&issuers);
+                let issuer = self.generate(ca, next).await?;
+                self.make_default(ca.mount, &issuer.id).await?;
+                change = if issuers.is_empty() {
+                    Change::Created
+                } else {
+                    Change::Updated
+                };
+                issuer.id
             }
-        }
+        };
+        let change = self.ensure_leaf_role(ca.mount, &domains, change).await?;
+        self.check_default(ca.mount, &default, domains);
         Ok(change)
+    }
+
+    /// The default issuer of `mount` last checked for `domains`, if any.
+    fn checked_default(&self, mount: &str, domains: &BTreeSet<String>) -> Option<String> {
+        let checked = self.checked_cas.lock().expect("never poisoned");
+        checked
+            .get(mount)
+            .filter(|(_, names)| names == domains)
+            .map(|(id, _)| id.clone())
+    }
+
+    fn check_default(&self, mount: &str, id: &str, domains: BTreeSet<String>) {
+        self.checked_cas
+            .lock()
+            .expect("never poisoned")
+            .insert(mount.to_string(), (id.to_string(), domains));
+    }
+
+    /// The leaf role signing exactly `domains` (and below them).
+    async fn ensure_leaf_role(
+        &self,
+        mount: &str,
+        domains: &BTreeSet<String>,
+        change: Change,
+    ) -> Result<Change, BackendError> {
+        let role = self.read_role(mount).await?;
+        if role.as_ref().is_some_and(|r| role_matches(r, domains)) {
+            return Ok(change);
+        }
+        self.write_role(mount, domains).await?;
+        Ok(match change {
+            Change::Unchanged => Change::Updated,
+            other => other,
+        })
     }
 
     /// Generation n+1: a new root issuer in the same mount with the given
