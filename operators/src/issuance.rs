@@ -92,6 +92,22 @@ pub fn time_in_window(start: Timestamp, end: Timestamp, seed: &str) -> Timestamp
         .unwrap_or(start)
 }
 
+/// The end of a CA's renewal window for a certificate valid from
+/// `not_before` to `not_after`, brought forward to leave the last tenth of
+/// its lifetime: a window that runs to expiry (Pebble's, for short-lived
+/// certificates) could have it renewed too late to be handed out in time.
+pub fn window_end(
+    start: Timestamp,
+    end: Timestamp,
+    not_before: Timestamp,
+    not_after: Timestamp,
+) -> Timestamp {
+    let latest = not_after
+        .checked_sub(not_after.duration_since(not_before) / 10)
+        .unwrap_or(not_before);
+    end.min(latest).max(start)
+}
+
 /// What the held certificate was issued for, compared with the spec: a
 /// change of names, usages or key algorithm calls for a new certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +265,22 @@ mod tests {
             .filter(|t| **t > start + SignedDuration::from_hours(5));
         assert!((60..140).contains(&late.count()), "about half in each half");
         assert_eq!(time_in_window(end, start, "x"), end, "an empty window");
+    }
+
+    #[test]
+    fn a_window_running_to_expiry_leaves_the_last_tenth_out() {
+        let issued: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let expires = issued + SignedDuration::from_secs(300);
+        let latest = expires - SignedDuration::from_secs(30);
+        assert_eq!(window_end(issued, expires, issued, expires), latest);
+        let early = issued + SignedDuration::from_secs(100);
+        assert_eq!(window_end(issued, early, issued, expires), early, "kept");
+        let late = expires - SignedDuration::from_secs(10);
+        assert_eq!(
+            window_end(late, expires, issued, expires),
+            late,
+            "never before its start"
+        );
     }
 
     #[test]

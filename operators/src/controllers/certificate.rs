@@ -211,7 +211,8 @@ struct Renewal {
 }
 
 /// The renewal of `record`: within the CA's renewal window (ARI) when its
-/// ACME issuer offers one, else by the two-thirds rule (or `renewBefore`).
+/// ACME issuer offers one (less the last tenth of the lifetime), else by
+/// the two-thirds rule (or `renewBefore`).
 async fn renewal(
     record: &Record,
     acme: Option<&Handle>,
@@ -232,6 +233,7 @@ async fn renewal(
         Ok(Some(window)) => {
             let at = |t: SystemTime| Timestamp::try_from(t).ok();
             let (start, end) = (at(window.start)?, at(window.end)?);
+            let end = issuance::window_end(start, end, not_before, not_after);
             let renews = issuance::time_in_window(start, end, &record.serial);
             tracing::debug!(serial = %record.serial, %start, %end, %renews, "renewal window");
             Some(Renewal {
