@@ -83,20 +83,18 @@ async fn stalled_reason(tenants: &Api<Tenant>, tenant: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proven_domain_is_served_for_its_first_tenant_only() {
-    let env = ossature_bootstrap::ensure_up().await.unwrap();
-    let client = kube_client(&env).await;
-    install_crds(&client).await;
-    let sel = suffix();
-    let issuer_name = format!("platform-{sel}");
-    let _operator = start_operator_with(&env, &sel, &["--host-issuer", &issuer_name]);
-    ready_issuer(&client, &issuer(&env, &issuer_name, &sel, json!({}))).await;
+    let (platform, _operator) = platform("platform", json!({})).await;
+    let Platform {
+        env, client, sel, ..
+    } = &platform;
+    let issuer_name = &platform.issuer;
     let tenants: Api<Tenant> = Api::all(client.clone());
     let first = format!("dom{sel}");
     let second = format!("dom{sel}-b");
     let domain = format!("shop-{sel}.example.test");
 
     // Listed, not proven: pending, with the record to publish.
-    let mut a = labelled(tenant(&first), &sel);
+    let mut a = labelled(tenant(&first), sel);
     a.spec.domains = vec![domain.clone()];
     tenants.create(&PostParams::default(), &a).await.unwrap();
     let pending = domain_status(&tenants, &first, &domain, DomainState::Pending).await;
@@ -111,7 +109,7 @@ async fn a_proven_domain_is_served_for_its_first_tenant_only() {
     );
     // (The operator is up: it wrote its admission policies at start.)
     // Below the root domain, names are the tenants' own: refused at admission.
-    let mut inside = labelled(tenant(&format!("dom{sel}-c")), &sel);
+    let mut inside = labelled(tenant(&format!("dom{sel}-c")), sel);
     inside.spec.domains = vec![format!("{second}.{ROOT}")];
     let refused = tenants
         .create(&PostParams::default(), &inside)
@@ -138,7 +136,7 @@ async fn a_proven_domain_is_served_for_its_first_tenant_only() {
     stalled(&certificates, "www", "NameNotOwned").await;
 
     // The record published: proven, held, signed and served.
-    txt(&env, &pending.record, Some(&pending.value)).await;
+    txt(env, &pending.record, Some(&pending.value)).await;
     let ready = wait_tenant_ready(&tenants, &first, Duration::from_secs(120)).await;
     let status = ready.status.unwrap();
     assert_eq!(status.domains[0].state, DomainState::Verified);
@@ -159,8 +157,8 @@ async fn a_proven_domain_is_served_for_its_first_tenant_only() {
         host.spec.dns_names,
         vec![format!("{first}.{ROOT}"), domain.clone()]
     );
-    let pebble = issuing_root(&env).await;
-    let (code, body) = fetch(&env, &domain, &pebble, None, "127.0.0.1")
+    let pebble = issuing_root(env).await;
+    let (code, body) = fetch(env, &domain, &pebble, None, "127.0.0.1")
         .await
         .unwrap();
     assert_eq!((code, body), (200, format!("ossature edge: {first}\n")));
@@ -186,12 +184,12 @@ async fn a_proven_domain_is_served_for_its_first_tenant_only() {
 
     // A second tenant lists the same domain and proves it too: the first
     // holds it; the second is DomainClaimed, and the edge still serves the first.
-    let mut b = labelled(tenant(&second), &sel);
+    let mut b = labelled(tenant(&second), sel);
     b.spec.domains = vec![domain.clone()];
     tenants.create(&PostParams::default(), &b).await.unwrap();
     let claimed = domain_status(&tenants, &second, &domain, DomainState::Claimed).await;
     assert_ne!(claimed.value, pending.value);
-    txt(&env, &claimed.record, Some(&claimed.value)).await;
+    txt(env, &claimed.record, Some(&claimed.value)).await;
     wait_for(
         "second tenant DomainClaimed",
         Duration::from_secs(60),
@@ -222,7 +220,7 @@ async fn a_proven_domain_is_served_for_its_first_tenant_only() {
         .unwrap();
     assert_eq!(second_host.spec.dns_names, vec![format!("{second}.{ROOT}")]);
     for _ in 0..3 {
-        let (code, body) = fetch(&env, &domain, &pebble, None, "127.0.0.1")
+        let (code, body) = fetch(env, &domain, &pebble, None, "127.0.0.1")
             .await
             .unwrap();
         assert_eq!((code, body), (200, format!("ossature edge: {first}\n")));
@@ -287,10 +285,10 @@ async fn a_proven_domain_is_served_for_its_first_tenant_only() {
             .is_none()
     );
     assert!(
-        fetch(&env, &domain, &pebble, None, "127.0.0.1")
+        fetch(env, &domain, &pebble, None, "127.0.0.1")
             .await
             .is_err(),
         "a deleted tenant's domain is not served"
     );
-    txt(&env, &format!("_ossature-challenge.{domain}"), None).await;
+    txt(env, &format!("_ossature-challenge.{domain}"), None).await;
 }

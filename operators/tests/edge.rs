@@ -10,6 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -75,20 +76,18 @@ async fn client_certificate(client: &kube::Client, tenant: &str) -> (String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
-    let env = ossature_bootstrap::ensure_up().await.unwrap();
-    let client = kube_client(&env).await;
-    install_crds(&client).await;
-    let sel = suffix();
     // The platform's ACME issuer signs hosts: the stack's Pebble.
-    let issuer_name = format!("platform-{sel}");
-    let _operator = start_operator_with(&env, &sel, &["--host-issuer", &issuer_name]);
-    ready_issuer(&client, &issuer(&env, &issuer_name, &sel, json!({}))).await;
+    let (platform, _operator) = platform("platform", json!({})).await;
+    let Platform {
+        env, client, sel, ..
+    } = &platform;
+    let issuer_name = &platform.issuer;
     let tenants: Api<Tenant> = Api::all(client.clone());
     let name = format!("edge{}", suffix());
     let other = format!("{name}-eu");
     for t in [&name, &other] {
         tenants
-            .create(&PostParams::default(), &labelled(tenant(t), &sel))
+            .create(&PostParams::default(), &labelled(tenant(t), sel))
             .await
             .unwrap();
     }
@@ -107,17 +106,15 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
 
     // Real TLS through the edge: the host's certificate chains to Pebble's
     // root (fetched now: Pebble makes a new one when it starts).
-    let pebble = issuing_root(&env).await;
-    let (code, body) = fetch(&env, &host, &pebble, None, "127.0.0.1")
-        .await
-        .unwrap();
+    let pebble = issuing_root(env).await;
+    let (code, body) = fetch(env, &host, &pebble, None, "127.0.0.1").await.unwrap();
     assert_eq!(code, 200);
     assert_eq!(body, format!("ossature edge: {name}\n"));
-    let (client_chain, tenant_ca) = client_certificate(&client, &name).await;
-    let (_, other_ca) = client_certificate(&client, &other).await;
+    let (client_chain, tenant_ca) = client_certificate(client, &name).await;
+    let (_, other_ca) = client_certificate(client, &other).await;
     assert_ne!(tenant_ca, other_ca);
     assert!(
-        fetch(&env, &host, &tenant_ca, None, "127.0.0.1")
+        fetch(env, &host, &tenant_ca, None, "127.0.0.1")
             .await
             .is_err(),
         "the host's certificate is the public CA's, not the tenant CA's"
@@ -152,7 +149,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         }
     })
     .await;
-    let (code, _) = fetch(&env, &host, &pebble, Some(&client_chain), "127.0.0.1")
+    let (code, _) = fetch(env, &host, &pebble, Some(&client_chain), "127.0.0.1")
         .await
         .unwrap();
     assert_eq!(
@@ -160,7 +157,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         "a client certificate of the tenant's CA is let in"
     );
     assert!(
-        fetch(&env, &host, &pebble, Some(&other_chain), "127.0.0.1")
+        fetch(env, &host, &pebble, Some(&other_chain), "127.0.0.1")
             .await
             .is_err(),
         "a client certificate of another tenant's CA is refused"
@@ -183,7 +180,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         }
     })
     .await;
-    let (code, _) = fetch(&env, &host, &pebble, Some(&client_chain), "127.0.0.2")
+    let (code, _) = fetch(env, &host, &pebble, Some(&client_chain), "127.0.0.2")
         .await
         .unwrap();
     assert_eq!(
@@ -192,7 +189,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     );
 
     // No key at the admin surface.
-    let (_, config) = admin(&env, reqwest::Method::GET, "/config/").await;
+    let (_, config) = admin(env, reqwest::Method::GET, "/config/").await;
     assert!(!config.to_string().contains("PRIVATE KEY"));
 
     // The edge loses our configuration (as a restart would): noticed by the
@@ -201,7 +198,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     // as provisioned, not as drift.
     wait_tenant_ready(&tenants, &name, Duration::from_secs(30)).await;
     let (_, routes) = admin(
-        &env,
+        env,
         reqwest::Method::GET,
         "/config/apps/http/servers/edge/routes",
     )
@@ -218,7 +215,7 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
         .collect();
     assert!(!ours.is_empty(), "{routes}");
     for id in &ours {
-        admin(&env, reqwest::Method::DELETE, &format!("/id/{id}")).await;
+        admin(env, reqwest::Method::DELETE, &format!("/id/{id}")).await;
     }
     wait_for("the host back on the edge", Duration::from_secs(30), || {
         let env = &env;
@@ -250,16 +247,16 @@ async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     // Deleted: off the edge.
     delete_tenants(&tenants, &[&name, &other]).await;
     Api::<ossature_crds::AcmeIssuer>::all(client.clone())
-        .delete(&issuer_name, &Default::default())
+        .delete(issuer_name, &Default::default())
         .await
         .unwrap();
-    let (_, config) = admin(&env, reqwest::Method::GET, "/config/").await;
+    let (_, config) = admin(env, reqwest::Method::GET, "/config/").await;
     assert!(
         !config.to_string().contains(&host),
         "{host} left at the edge"
     );
     assert!(!matches!(
-        fetch(&env, &host, &pebble, Some(&client_chain), "127.0.0.2").await,
+        fetch(env, &host, &pebble, Some(&client_chain), "127.0.0.2").await,
         Ok((200, _))
     ));
 }
@@ -385,29 +382,23 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
     use std::sync::{Arc, Mutex};
     use std::time::{Instant, SystemTime};
 
-    let env = ossature_bootstrap::ensure_up().await.unwrap();
-    let client = kube_client(&env).await;
-    install_crds(&client).await;
-    let sel = suffix();
-    let issuer_name = format!("rn-{sel}");
-    let flags = ["--host-issuer", issuer_name.as_str()];
-    let mut operator = Some(start_operator_with(&env, &sel, &flags));
     let profile = ossature_bootstrap::components::PEBBLE_SHORTLIVED_PROFILE;
-    ready_issuer(
-        &client,
-        &issuer(&env, &issuer_name, &sel, json!({"profile": profile})),
-    )
-    .await;
+    let (platform, operator) = platform("rn", json!({"profile": profile})).await;
+    let mut operator = Some(operator);
+    let Platform {
+        env, client, sel, ..
+    } = &platform;
+    let issuer_name = &platform.issuer;
     let tenants: Api<Tenant> = Api::all(client.clone());
     let name = format!("rn-{}", suffix());
     tenants
-        .create(&PostParams::default(), &labelled(tenant(&name), &sel))
+        .create(&PostParams::default(), &labelled(tenant(&name), sel))
         .await
         .unwrap();
     wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
     let host = format!("{name}.{ROOT}");
     let addr: SocketAddr = env["OSSATURE_EDGE_HTTPS_ADDR"].parse().unwrap();
-    let pebble = issuing_root(&env).await;
+    let pebble = issuing_root(env).await;
     let body = format!("ossature edge: {name}\n");
 
     // Requests in a loop, each on its own connection, until told to stop
@@ -441,12 +432,12 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
     let mut held = Value::Null;
     for attempt in 0..3 {
         drop(operator.take());
-        held = host_record(&env, &name).await;
+        held = host_record(env, &name).await;
         if held["order"] == "" {
             break;
         }
         assert!(attempt < 2, "an order in progress at every stop: {held}");
-        operator = Some(start_operator_with(&env, &sel, &flags));
+        operator = Some(platform.start_operator());
         wait_for("the order completed", Duration::from_secs(60), || {
             let env = &env;
             let name = &name;
@@ -478,8 +469,8 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
         end + Duration::from_secs(30) < by_rule,
         "the window ({start}..{end}) must come well before the rule's time ({by_rule})"
     );
-    set_renewal_window(&env, &old_chain, start, end).await;
-    let _operator = start_operator_with(&env, &sel, &flags);
+    set_renewal_window(env, &old_chain, start, end).await;
+    let _operator = platform.start_operator();
 
     let certificates: Api<Certificate> = Api::namespaced(client.clone(), &format!("tn-{name}"));
     let planned = wait_for(
@@ -634,7 +625,7 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
 
     delete_tenants(&tenants, &[&name]).await;
     Api::<ossature_crds::AcmeIssuer>::all(client.clone())
-        .delete(&issuer_name, &Default::default())
+        .delete(issuer_name, &Default::default())
         .await
         .unwrap();
 }

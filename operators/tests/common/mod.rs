@@ -627,3 +627,41 @@ pub async fn fetch(
     let status = response.status().as_u16();
     Ok((status, response.text().await.unwrap_or_default()))
 }
+
+/// A test's stack and selector, and the AcmeIssuer of the stack's Pebble
+/// that signs its operator's tenant hosts.
+pub struct Platform {
+    pub env: BTreeMap<String, String>,
+    pub client: Client,
+    pub sel: String,
+    pub issuer: String,
+}
+
+impl Platform {
+    /// An operator of this test whose tenant hosts the issuer signs.
+    pub fn start_operator(&self) -> Operator {
+        start_operator_with(&self.env, &self.sel, &["--host-issuer", &self.issuer])
+    }
+}
+
+/// The platform of a new test, its operator running and its issuer
+/// `<prefix>-<selector>` (with `extra` spec fields) Ready.
+pub async fn platform(prefix: &str, extra: Value) -> (Platform, Operator) {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let platform = Platform {
+        issuer: format!("{prefix}-{sel}"),
+        env,
+        client,
+        sel,
+    };
+    let operator = platform.start_operator();
+    ready_issuer(
+        &platform.client,
+        &issuer(&platform.env, &platform.issuer, &platform.sel, extra),
+    )
+    .await;
+    (platform, operator)
+}
