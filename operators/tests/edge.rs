@@ -624,8 +624,11 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
     }
 
     delete_tenants(&tenants, &[&name]).await;
-    Api::<ossature_crds::AcmeIssuer>::all(client.clone())
-        .delete(issuer_name, &Default::default())
-        .await
-        .unwrap();
+    // Gone before the operator stops: its finalizer needs the operator.
+    delete_and_wait(
+        &Api::<ossature_crds::AcmeIssuer>::all(client.clone()),
+        issuer_name,
+        Duration::from_secs(60),
+    )
+    .await;
 }
