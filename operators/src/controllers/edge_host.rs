@@ -156,6 +156,15 @@ pub fn steps<'a>(
         conditions::CERTIFICATE_READY,
         format!("the certificate of {host} is issued"),
     ));
+    // The renewed certificate's change brings the tenant back; in case it
+    // is missed, it also comes back once the renewal is due.
+    let due = current
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| renewal_check(s, k8s_openapi::jiff::Timestamp::now()));
+    plan.due_in = match (plan.due_in, due) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let names = names.clone();
     // The host and each custom domain held: one certificate serves them all.
     let hosts = desired.spec.dns_names.clone();
@@ -180,6 +189,25 @@ pub fn steps<'a>(
             Ok::<_, Failure>(changes.into_iter().map(|c| c.change).collect())
         },
     ));
+}
+
+/// When to look at the host certificate again: a little after its renewal
+/// time, then every minute while the renewal is overdue and it still holds.
+fn renewal_check(
+    status: &ossature_crds::CertificateStatus,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<std::time::Duration> {
+    use k8s_openapi::jiff::Timestamp;
+    const AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+    const OVERDUE: std::time::Duration = std::time::Duration::from_secs(60);
+    let at = |t: &Option<String>| t.as_deref()?.parse::<Timestamp>().ok();
+    let (renews, expires) = (at(&status.renewal_time)?, at(&status.not_after)?);
+    if renews > now {
+        let wait = std::time::Duration::try_from(renews.duration_since(now)).ok()?;
+        Some(wait + AFTER)
+    } else {
+        (expires > now).then_some(OVERDUE)
+    }
 }
 
 /// The host as the edge should serve it: the issued certificate and key
@@ -243,4 +271,31 @@ pub fn tenant_of_host_certificate(certificate: Arc<Certificate>) -> Option<Objec
         .as_ref()?
         .get(desired::TENANT_LABEL)?;
     Some(ObjectRef::new(tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+    use std::time::Duration;
+
+    #[test]
+    fn a_tenant_looks_at_its_host_certificate_again_once_its_renewal_is_due() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let status = |renews: &str, expires: &str| ossature_crds::CertificateStatus {
+            renewal_time: Some(renews.into()),
+            not_after: Some(expires.into()),
+            ..Default::default()
+        };
+        let ahead = status("2026-01-01T00:10:00Z", "2026-01-01T00:15:00Z");
+        assert_eq!(
+            renewal_check(&ahead, now),
+            Some(Duration::from_secs(600 + 15))
+        );
+        let overdue = status("2025-12-31T23:59:00Z", "2026-01-01T00:05:00Z");
+        assert_eq!(renewal_check(&overdue, now), Some(Duration::from_secs(60)));
+        let expired = status("2025-12-31T23:50:00Z", "2025-12-31T23:55:00Z");
+        assert_eq!(renewal_check(&expired, now), None);
+        assert_eq!(renewal_check(&Default::default(), now), None);
+    }
 }
