@@ -1037,7 +1037,12 @@ async fn wait_ready(
             ),
             Err(_) => continue,
             Ok(None) => bail!("the watch of {what} ended"),
-            Ok(Some(o)) => o.with_context(|| format!("watching {what}"))?,
+            // The watcher lists again after an error (e.g. 410 Gone) and backs off.
+            Ok(Some(Err(e))) => {
+                eprintln!("warning: watching {what}: {e}");
+                continue;
+            }
+            Ok(Some(Ok(o))) => o,
         };
         if is_ready(&object) {
             ready_at
