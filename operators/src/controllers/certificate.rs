@@ -250,7 +250,7 @@ async fn renewal(
 }
 
 /// The Secret of a Certificate: `kubernetes.io/tls` plus `ca.crt`.
-pub fn secret(certificate: &Certificate, name: &str, tenant: &str, record: &Record) -> Secret {
+pub fn secret(certificate: &Certificate, name: &str, record: &Record) -> Secret {
     let data = BTreeMap::from([
         (
             "tls.crt".to_string(),
@@ -272,8 +272,9 @@ pub fn secret(certificate: &Certificate, name: &str, tenant: &str, record: &Reco
     };
     secret.metadata.name = Some(name.to_string());
     secret.metadata.namespace = certificate.namespace();
+    // Not the tenant label: on a Secret it hands the Secret to the tenant
+    // (an identity provider's), and each write would run a tenant reconcile.
     secret.metadata.labels = Some(BTreeMap::from([
-        (desired::TENANT_LABEL.to_string(), tenant.to_string()),
         (CERTIFICATE_LABEL.to_string(), certificate.name_any()),
         (
             desired::MANAGED_BY.0.to_string(),
@@ -594,12 +595,26 @@ impl Reconciled for Certificate {
                 let name = secret.metadata.labels.as_ref()?.get(CERTIFICATE_LABEL)?;
                 Some(ObjectRef::new(name).within(secret.metadata.namespace.as_deref()?))
             })
-            // Its tenant's CA becoming ready.
-            .watches_shared_stream(watch.tenants.clone(), move |tenant: Arc<Tenant>| {
-                of_tenant(&stores.certificates, &tenant.name_any())
-                    .into_iter()
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
+            // Its tenant's CA becoming ready, rotating, or the tenant going;
+            // not every Tenant write: the tenant's status counts its
+            // certificates, and requeueing all of them on each count made
+            // issuing N certificates cost about N²/5 reconciles.
+            .watches_shared_stream(watch.tenants.clone(), {
+                let seen: Mutex<BTreeMap<String, TenantView>> = Mutex::default();
+                move |tenant: Arc<Tenant>| {
+                    let view = TenantView::of(&tenant);
+                    let previous = seen
+                        .lock()
+                        .expect("never poisoned")
+                        .insert(tenant.name_any(), view.clone());
+                    if previous.as_ref() == Some(&view) {
+                        return Vec::new();
+                    }
+                    of_tenant(&stores.certificates, &tenant.name_any())
+                        .into_iter()
+                        .map(|c| ObjectRef::from_obj(&*c))
+                        .collect::<Vec<_>>()
+                }
             })
             // Its AcmeIssuer appearing, becoming Ready or changing.
             .watches(
@@ -607,6 +622,30 @@ impl Reconciled for Certificate {
                 watcher::Config::default(),
                 move |issuer: AcmeIssuer| acme_issuer::certificates_of(&users, &issuer.name_any()),
             )
+    }
+}
+
+/// What a Certificate's reconcile reads of its Tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TenantView {
+    uid: Option<String>,
+    deleting: bool,
+    retained: bool,
+    ca_ready: bool,
+    secrets_ready: bool,
+    ca: CaState,
+}
+
+impl TenantView {
+    fn of(tenant: &Tenant) -> Self {
+        TenantView {
+            uid: tenant.metadata.uid.clone(),
+            deleting: tenant.metadata.deletion_timestamp.is_some(),
+            retained: super::tenant::retained(Some(tenant)),
+            ca_ready: super::tenant::backend_ready(tenant, conditions::CERTIFICATE_AUTHORITY_READY),
+            secrets_ready: super::tenant::backend_ready(tenant, conditions::SECRETS_READY),
+            ca: CaState::of(tenant),
+        }
     }
 }
 
@@ -825,7 +864,7 @@ async fn issue(
         changes.push(Change::Updated);
     }
     if let Some(secret_name) = &spec.secret_name {
-        let desired = secret(certificate, secret_name, at.tenant, &record);
+        let desired = secret(certificate, secret_name, &record);
         let api = Api::<Secret>::namespaced(
             ctx.client.clone(),
             &certificate.namespace().unwrap_or_default(),
@@ -1223,6 +1262,40 @@ mod tests {
     }
 
     #[test]
+    fn a_recount_of_the_tenants_certificates_is_no_change_to_them() {
+        let tenant = |generation: i64, certificates: i64| -> Tenant {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ossature.dev/v1alpha1", "kind": "Tenant",
+                "metadata": {"name": "acme", "uid": "1"},
+                "spec": {"type": "Business", "displayName": "Acme", "residency": "eu"},
+                "status": {"certificateAuthority": {
+                    "generation": generation,
+                    "generations": [{"generation": generation, "certificates": certificates}],
+                }},
+            }))
+            .unwrap()
+        };
+        assert_eq!(TenantView::of(&tenant(1, 3)), TenantView::of(&tenant(1, 4)));
+        assert_ne!(TenantView::of(&tenant(1, 3)), TenantView::of(&tenant(2, 3)));
+    }
+
+    #[test]
+    fn a_certificates_secret_is_not_handed_to_its_tenant() {
+        let certificate: Certificate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Certificate",
+            "metadata": {"name": "web", "namespace": "tn-acme", "uid": "1"},
+            "spec": {"dnsNames": ["acme.ossature.test"], "issuer": {"tenantCA": {}}},
+        }))
+        .unwrap();
+        let labels = secret(&certificate, "web-tls", &Record::default())
+            .metadata
+            .labels
+            .unwrap();
+        assert_eq!(labels[CERTIFICATE_LABEL], "web");
+        assert!(!labels.contains_key(desired::TENANT_LABEL), "{labels:?}");
+    }
+
+    #[test]
     fn the_wanted_issuer_is_the_tenant_ca_or_an_acme_issuer() {
         let spec = |issuer: serde_json::Value| -> ossature_crds::CertificateSpec {
             serde_json::from_value(serde_json::json!({
@@ -1283,7 +1356,7 @@ mod tests {
             "spec": {"dnsNames": ["api.acme.ossature.test"], "issuer": {"tenantCA": {}}},
         }))
         .unwrap();
-        let mut s = secret(&certificate, "api-tls", "acme", &record("x", "01"));
+        let mut s = secret(&certificate, "api-tls", &record("x", "01"));
         assert!(!secret_tampered(&s), "as written");
         assert_eq!(s.metadata.owner_references.as_ref().unwrap()[0].name, "api");
         s.data

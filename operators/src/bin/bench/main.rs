@@ -1,12 +1,22 @@
-//! Onboards N tenants at once on the local stack and prints how close the
+//! Benchmarks of the operator on the local stack, each printing figures.
+//!
+//! Without a subcommand: onboards N tenants at once and prints how close the
 //! operator comes to the backends' own limit: time to Ready and throughput,
 //! optionally beside a baseline of the same backend calls made directly;
 //! backend writes per tenant, writes during a steady period, the operator's
 //! memory and CPU, Keycloak's memory, time to delete all and what deletion
 //! left behind in each backend.
 //!
+//! `certificates`: N Certificates of one tenant, from its CA or an ACME
+//! issuer, optionally beside cert-manager issuing the same from a CA
+//! (see [`certificates`]). `edge`: N tenant hosts at the edge, and how long
+//! one tenant's change takes to reach Caddy (see [`edge`]).
+//!
 //! Build both binaries first: `cargo build --release -p ossature-operator`,
 //! then `target/release/ossature-bench --tenants 50 --baseline`.
+
+mod certificates;
+mod edge;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Debug, Display};
@@ -15,13 +25,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
 use ossature_bootstrap::components::Component;
 use ossature_bootstrap::{Layout, stack};
 use ossature_crds::{Quotas, Tenant};
@@ -49,13 +61,36 @@ const NAMESPACE_GRACE: Duration = Duration::from_secs(300);
 const OPERATOR_START_TIMEOUT: Duration = Duration::from_secs(120);
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
-/// Onboards N tenants at once against the local stack and prints figures:
-/// time to Ready, throughput (against a direct baseline with --baseline),
-/// writes per tenant, steady-state calls, operator and Keycloak resources,
-/// deletion time and what deletion left behind. Exits non-zero when an
-/// unchanged fleet caused writes or anything was left behind.
+/// Benchmarks of the operator on the local stack (brought up if needed).
+///
+/// Without a subcommand: onboards N tenants at once and prints time to
+/// Ready, throughput (against a direct baseline with --baseline), writes
+/// per tenant, steady-state calls, operator and Keycloak resources, deletion
+/// time and what deletion left behind. Exits non-zero when an unchanged
+/// fleet caused writes or anything was left behind.
 #[derive(Parser, Debug)]
-#[command(name = "ossature-bench")]
+#[command(name = "ossature-bench", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Bench>,
+    #[command(flatten)]
+    tenancy: Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// N Certificates of one tenant until all are Ready: time, p50/p99,
+    /// the operator's peak memory and apiserver writes per certificate;
+    /// with --compare-cert-manager, cert-manager issuing as many from a CA
+    /// in the same run.
+    Certificates(certificates::CertificateArgs),
+    /// N tenants served at the edge (Caddy): how long one tenant's change
+    /// takes to reach Caddy, and Caddy's memory.
+    Edge(edge::EdgeArgs),
+}
+
+/// The tenancy benchmark (no subcommand).
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Tenants created at once, 1 to 2000.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=2000))]
@@ -577,24 +612,68 @@ struct Operator {
 }
 
 impl Drop for Operator {
-    /// SIGTERM first, so the operator hands over the shared-realms Lease.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        stop(&mut self.child);
+    }
+}
+
+/// Stops a child process: SIGTERM first (the operator hands over the
+/// shared-realms Lease), SIGKILL after 5 s.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A free local port, for a child's metrics.
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("finding a free local port")
+}
+
+/// What the bench's operator is started with.
+struct OperatorFlags {
+    resync_seconds: u64,
+    concurrency: u16,
+    max_dedicated_realms: u64,
+    edge: bool,
+}
+
+impl Default for OperatorFlags {
+    /// The operator's own defaults, with the edge.
+    fn default() -> Self {
+        Self {
+            resync_seconds: 300,
+            concurrency: 16,
+            max_dedicated_realms: 100,
+            edge: true,
+        }
+    }
+}
+
+impl Args {
+    fn operator_flags(&self) -> OperatorFlags {
+        OperatorFlags {
+            resync_seconds: self.resync_seconds,
+            concurrency: self.concurrency,
+            max_dedicated_realms: self.max_dedicated_realms,
+            edge: !self.without_edge,
+        }
     }
 }
 
 impl Operator {
-    fn start(args: &Args, run: &str) -> Result<Self> {
+    fn start(flags: &OperatorFlags, run: &str) -> Result<Self> {
         let binary = std::env::current_exe()
             .context("locating the benchmark binary")?
             .parent()
@@ -606,10 +685,7 @@ impl Operator {
                 binary.display()
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port for the operator's metrics")?
-            .port();
+        let port = free_port()?;
         let log = std::env::temp_dir().join(format!("ossature-bench-operator-{run}.log"));
         let file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -617,13 +693,13 @@ impl Operator {
             .args(["--local-stack", "--log-format", "json"])
             .arg(format!("--selector={RUN_LABEL}={run}"))
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .arg(format!("--resync-seconds={}", args.resync_seconds))
-            .arg(format!("--concurrency={}", args.concurrency))
+            .arg(format!("--resync-seconds={}", flags.resync_seconds))
+            .arg(format!("--concurrency={}", flags.concurrency))
             .arg(format!(
                 "--max-dedicated-realms={}",
-                args.max_dedicated_realms
+                flags.max_dedicated_realms
             ))
-            .args(args.without_edge.then_some("--no-edge"))
+            .args((!flags.edge).then_some("--no-edge"))
             .stdin(Stdio::null())
             .stdout(file.try_clone().context("sharing the operator's log")?)
             .stderr(file)
@@ -683,6 +759,32 @@ async fn calls(url: &str) -> Result<Calls> {
         };
         let value: u64 = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0);
         out.insert((label("backend"), label("verb")), value);
+    }
+    Ok(out)
+}
+
+/// Reconciles run, by controller, from the operator's `/metrics`.
+async fn reconciles(url: &str) -> Result<BTreeMap<String, u64>> {
+    let text = reqwest::get(url)
+        .await
+        .and_then(Response::error_for_status)
+        .with_context(|| format!("reading {url}"))?
+        .text()
+        .await
+        .with_context(|| format!("reading {url}"))?;
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("ossature_reconcile_runs_total{"))
+    {
+        let controller = line
+            .split("controller=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("")
+            .to_string();
+        let value: u64 = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0);
+        *out.entry(controller).or_default() += value;
     }
     Ok(out)
 }
@@ -752,13 +854,17 @@ fn usage(pid: u32) -> Result<Usage> {
 
 /// Keycloak's resident memory, as `ossature-dev status` reports it.
 async fn keycloak_rss_kib() -> Result<u64> {
+    Ok(component(Component::Keycloak).await?.rss_kib)
+}
+
+/// A component's row of `ossature-dev status`: its process and memory.
+async fn component(which: Component) -> Result<stack::Row> {
     let layout = Layout::from_env()?;
     stack::status(&layout)
         .await
         .into_iter()
-        .find(|row| row.component == Component::Keycloak)
-        .map(|row| row.rss_kib)
-        .context("the stack's status has no Keycloak row")
+        .find(|row| row.component == which)
+        .with_context(|| format!("the stack's status has no {which:?} row"))
 }
 
 // ---------------------------------------------------------------------------
@@ -814,24 +920,20 @@ async fn measure(
     let dynamic: Api<DynamicObject> =
         Api::all_with(client.clone(), &ApiResource::erase::<Tenant>(&()));
     let began = Instant::now();
-    stream::iter(names.iter().enumerate())
-        .map(|(i, name)| {
-            let dynamic = &dynamic;
-            async move {
-                let tenant = tenant_object(name, i, run, args.isolation)?;
-                dynamic
-                    .create(&PostParams::default(), &tenant)
-                    .await
-                    .with_context(|| format!("creating tenant {name}"))?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(args.concurrency())
-        .try_collect::<Vec<()>>()
-        .await?;
+    create_tenants(client, names, run, args.isolation, args.concurrency()).await?;
     let created = began.elapsed();
 
-    let times = wait_ready(client, args, run, names.len(), began).await?;
+    let ready = wait_ready(
+        &dynamic,
+        watcher::Config::default().labels(&format!("{RUN_LABEL}={run}")),
+        names.len(),
+        began,
+        args.timeout(),
+        "tenants",
+    )
+    .await?;
+    let mut times: Vec<Duration> = ready.into_values().map(|t| t - began).collect();
+    times.sort();
     let after_ready = calls(&operator.metrics).await?;
     let at_ready = usage(operator.pid())?;
 
@@ -856,65 +958,108 @@ async fn measure(
     })
 }
 
-/// Polls until every tenant of the run is Ready; returns the times since `began`, sorted.
-async fn wait_ready(
+/// Creates the tenants (`tenant_object`), `concurrency` at a time.
+async fn create_tenants(
     client: &kube::Client,
-    args: &Args,
+    names: &[String],
     run: &str,
+    isolation: Isolation,
+    concurrency: usize,
+) -> Result<()> {
+    let dynamic: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<Tenant>(&()));
+    stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let dynamic = &dynamic;
+            async move {
+                let tenant = tenant_object(name, i, run, isolation)?;
+                dynamic
+                    .create(&PostParams::default(), &tenant)
+                    .await
+                    .with_context(|| format!("creating tenant {name}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Whether an object's `status.conditions` hold `Ready=True` (Ossature's
+/// kinds and cert-manager's alike).
+fn is_ready(object: &DynamicObject) -> bool {
+    object.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// Watches the objects of `api` that `config` selects until `expected` of
+/// them are Ready; returns when each first was, by name.
+async fn wait_ready(
+    api: &Api<DynamicObject>,
+    config: watcher::Config,
     expected: usize,
     began: Instant,
-) -> Result<Vec<Duration>> {
-    use kube::runtime::{WatchStreamExt, watcher};
-    // A watch, not a poll: listing a thousand tenants four times a second
+    timeout: Duration,
+    what: &str,
+) -> Result<BTreeMap<String, Instant>> {
+    use kube::runtime::WatchStreamExt;
+    // A watch, not a poll: listing a thousand objects four times a second
     // would load the apiserver whose pace is being measured.
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(&format!("{RUN_LABEL}={run}"));
-    let mut changes = std::pin::pin!(watcher(tenants, config).default_backoff().applied_objects());
-    let mut ready_at: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut changes = std::pin::pin!(
+        watcher(api.clone(), config)
+            .default_backoff()
+            .applied_objects()
+    );
+    let mut ready_at: BTreeMap<String, Instant> = BTreeMap::new();
     let mut next_progress = PROGRESS_EVERY;
     while ready_at.len() < expected {
-        let left = args.timeout().saturating_sub(began.elapsed());
+        let left = timeout.saturating_sub(began.elapsed());
         let next = tokio::time::timeout(left.min(PROGRESS_EVERY), changes.next()).await;
         if began.elapsed() > next_progress {
             eprintln!(
-                "{} of {expected} Ready after {:.0}s",
+                "{} of {expected} {what} Ready after {:.0}s",
                 ready_at.len(),
                 began.elapsed().as_secs_f64()
             );
             next_progress += PROGRESS_EVERY;
         }
-        let t = match next {
-            Err(_) if began.elapsed() >= args.timeout() => bail!(
-                "{} of {expected} tenants Ready after {}s",
+        let object = match next {
+            Err(_) if began.elapsed() >= timeout => bail!(
+                "{} of {expected} {what} Ready after {}s",
                 ready_at.len(),
-                args.timeout_seconds
+                timeout.as_secs()
             ),
             Err(_) => continue,
-            Ok(None) => bail!("the watch of tenants ended"),
-            Ok(Some(t)) => t.context("watching tenants")?,
+            Ok(None) => bail!("the watch of {what} ended"),
+            // The watcher lists again after an error (e.g. 410 Gone) and backs off.
+            Ok(Some(Err(e))) => {
+                eprintln!("warning: watching {what}: {e}");
+                continue;
+            }
+            Ok(Some(Ok(o))) => o,
         };
-        let ready = t.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-        if ready {
+        if is_ready(&object) {
             ready_at
-                .entry(t.metadata.name.clone().unwrap_or_default())
-                .or_insert_with(|| began.elapsed());
+                .entry(object.name_any())
+                .or_insert_with(Instant::now);
         }
     }
-    let mut times: Vec<Duration> = ready_at.into_values().collect();
-    times.sort();
-    Ok(times)
+    Ok(ready_at)
 }
 
 /// Deletes the run's tenants and waits until the operator has let them go.
 async fn delete_all(
     client: &kube::Client,
-    args: &Args,
     run: &str,
     names: &[String],
+    concurrency: usize,
+    timeout: Duration,
 ) -> Result<Duration> {
     let tenants: Api<Tenant> = Api::all(client.clone());
     let deleting = Instant::now();
@@ -929,7 +1074,7 @@ async fn delete_all(
                 }
             }
         })
-        .buffer_unordered(args.concurrency())
+        .buffer_unordered(concurrency)
         .try_collect::<Vec<()>>()
         .await?;
     let selector = ListParams::default().labels(&format!("{RUN_LABEL}={run}"));
@@ -940,8 +1085,8 @@ async fn delete_all(
         .items
         .is_empty()
     {
-        if deleting.elapsed() > args.timeout() {
-            bail!("tenants still present after {}s", args.timeout_seconds);
+        if deleting.elapsed() > timeout {
+            bail!("tenants still present after {}s", timeout.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -1257,10 +1402,19 @@ fn run_id() -> Result<String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
     let env = ossature_bootstrap::ensure_up().await?;
     let client = kube_client(&env).await?;
     ossature_operator::crds::install(&client).await?;
+    match cli.command {
+        None => tenancy(cli.tenancy, env, client).await,
+        Some(Bench::Certificates(args)) => certificates::run(args, env, client).await,
+        Some(Bench::Edge(args)) => edge::run(args, env, client).await,
+    }
+}
+
+/// The tenancy benchmark.
+async fn tenancy(args: Args, env: BTreeMap<String, String>, client: kube::Client) -> Result<()> {
     let backends = Backends::from_env(&env)?;
     let run = run_id()?;
     let keycloak_before_kib = keycloak_rss_kib().await?;
@@ -1283,14 +1437,14 @@ async fn main() -> Result<()> {
         print_baseline(b);
     }
 
-    let mut operator = Operator::start(&args, &run)?;
+    let mut operator = Operator::start(&args.operator_flags(), &run)?;
     operator.wait_serving().await?;
     let names: Vec<String> = (0..args.tenants)
         .map(|i| format!("bench-{run}-{i}"))
         .collect();
     let measured = measure(&client, &operator, &args, &run, &names).await;
     // Deleted even when measuring failed: only this operator can release their finalizers.
-    let deleted = delete_all(&client, &args, &run, &names).await;
+    let deleted = delete_all(&client, &run, &names, args.concurrency(), args.timeout()).await;
     drop(operator);
     let fleet = measured?;
     let deleted_in = deleted?;
