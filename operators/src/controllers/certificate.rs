@@ -634,6 +634,8 @@ struct TenantView {
     ca_ready: bool,
     secrets_ready: bool,
     ca: CaState,
+    /// Custom domains it holds: names a certificate may have.
+    domains: Vec<String>,
 }
 
 impl TenantView {
@@ -645,6 +647,12 @@ impl TenantView {
             ca_ready: super::tenant::backend_ready(tenant, conditions::CERTIFICATE_AUTHORITY_READY),
             secrets_ready: super::tenant::backend_ready(tenant, conditions::SECRETS_READY),
             ca: CaState::of(tenant),
+            domains: tenant
+                .status
+                .iter()
+                .flat_map(|s| s.verified_domains())
+                .map(str::to_string)
+                .collect(),
         }
     }
 }
@@ -1277,6 +1285,15 @@ mod tests {
         };
         assert_eq!(TenantView::of(&tenant(1, 3)), TenantView::of(&tenant(1, 4)));
         assert_ne!(TenantView::of(&tenant(1, 3)), TenantView::of(&tenant(2, 3)));
+        let mut proven = tenant(1, 3);
+        proven.status.as_mut().unwrap().domains = vec![ossature_crds::DomainStatus {
+            name: "shop.example.test".into(),
+            state: ossature_crds::DomainState::Verified,
+            record: String::new(),
+            value: String::new(),
+            message: None,
+        }];
+        assert_ne!(TenantView::of(&tenant(1, 3)), TenantView::of(&proven));
     }
 
     #[test]
