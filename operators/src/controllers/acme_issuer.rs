@@ -76,12 +76,15 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// The CA's renewal window of a certificate, cached until the CA says
-    /// to ask again; `None` when it offers none.
+    /// The CA's renewal window of a certificate living `lifetime`, cached
+    /// until the CA says to ask again, but never for more than a tenth of
+    /// that lifetime (a CA's hours are a short-lived certificate's whole
+    /// life); `None` when it offers none.
     pub async fn window(
         &self,
         chain_pem: &str,
         certificate_id: &str,
+        lifetime: Duration,
     ) -> Result<Option<RenewalWindow>, AcmeError> {
         let now = SystemTime::now();
         if let Some(known) = self
@@ -96,12 +99,19 @@ impl Handle {
         let Some(mut window) = self.account.renewal_window(chain_pem).await? else {
             return Ok(None);
         };
-        window.check_again = window.check_again.max(now + WINDOW_RECHECK_FLOOR);
+        window.check_again = recheck_at(window.check_again, now, lifetime);
         let mut windows = self.windows.lock().expect("never poisoned");
         windows.retain(|_, w| w.end > now);
         windows.insert(certificate_id.to_string(), window.clone());
         Ok(Some(window))
     }
+}
+
+/// When to ask for a renewal window again: when the CA says, at the latest
+/// after a tenth of the certificate's lifetime, never sooner than a minute.
+fn recheck_at(said: SystemTime, now: SystemTime, lifetime: Duration) -> SystemTime {
+    said.min(now + lifetime / 10)
+        .max(now + WINDOW_RECHECK_FLOOR)
 }
 
 /// A budget and the limits it was made with.
@@ -434,6 +444,25 @@ pub async fn find(ctx: &Context, name: &str) -> Result<Option<Arc<AcmeIssuer>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewal_window_is_asked_again_within_a_tenth_of_the_lifetime() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hours = now + Duration::from_secs(6 * 3600);
+        let ninety_days = Duration::from_secs(90 * 24 * 3600);
+        assert_eq!(recheck_at(hours, now, ninety_days), hours, "the CA's time");
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            recheck_at(hours, now, day),
+            now + day / 10,
+            "a tenth of a day"
+        );
+        assert_eq!(
+            recheck_at(hours, now, Duration::from_secs(300)),
+            now + WINDOW_RECHECK_FLOOR,
+            "not sooner than the floor"
+        );
+    }
 
     fn issuer(limits: serde_json::Value) -> AcmeIssuer {
         serde_json::from_value(serde_json::json!({

@@ -227,7 +227,11 @@ async fn renewal(
         return Some(by_rule);
     };
     match handle
-        .window(&record.certificate, &record.certificate_id)
+        .window(
+            &record.certificate,
+            &record.certificate_id,
+            Duration::try_from(not_after.duration_since(not_before)).unwrap_or_default(),
+        )
         .await
     {
         Ok(Some(window)) => {
