@@ -8,15 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::api::{Api, Patch, PatchParams};
 use ossature_bootstrap::components::Component;
 use ossature_crds::Tenant;
 use serde_json::{Value, json};
 
 use super::{
-    Isolation, Operator, OperatorFlags, RUN_LABEL, component, create_tenants, delete_all,
-    latencies, line, mib, percentile, run_id, secs, usage, wait_ready,
+    Isolation, Operator, OperatorFlags, component, create_tenants, delete_all, latencies, line,
+    mib, percentile, run_id, secs, tenants_ready, usage,
 };
 
 /// How often Caddy's route is read while a change travels.
@@ -183,19 +182,7 @@ async fn measure(
         usize::from(args.concurrency),
     )
     .await?;
-    let tenants: Api<DynamicObject> =
-        Api::all_with(client.clone(), &ApiResource::erase::<Tenant>(&()));
-    let ready = wait_ready(
-        &tenants,
-        watcher::Config::default().labels(&format!("{RUN_LABEL}={run}")),
-        names.len(),
-        began,
-        args.timeout(),
-        "tenants",
-    )
-    .await?;
-    let mut ready: Vec<Duration> = ready.into_values().map(|t| t - began).collect();
-    ready.sort();
+    let ready = tenants_ready(client, run, names.len(), began, args.timeout()).await?;
     let caddy_kib = component(Component::Caddy).await?.rss_kib;
 
     // Spread over the fleet: a host early in Caddy's routes and late ones.

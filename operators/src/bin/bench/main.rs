@@ -738,33 +738,24 @@ impl Operator {
 type Calls = BTreeMap<(String, String), u64>;
 
 async fn calls(url: &str) -> Result<Calls> {
-    let text = reqwest::get(url)
-        .await
-        .and_then(Response::error_for_status)
-        .with_context(|| format!("reading {url}"))?
-        .text()
-        .await
-        .with_context(|| format!("reading {url}"))?;
-    let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("ossature_backend_calls_total{"))
-    {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-                .to_string()
-        };
-        let value: u64 = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0);
-        out.insert((label("backend"), label("verb")), value);
-    }
-    Ok(out)
+    Ok(samples(url, "ossature_backend_calls_total")
+        .await?
+        .into_iter()
+        .map(|(line, value)| ((label(&line, "backend"), label(&line, "verb")), value))
+        .collect())
 }
 
 /// Reconciles run, by controller, from the operator's `/metrics`.
 async fn reconciles(url: &str) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for (line, value) in samples(url, "ossature_reconcile_runs_total").await? {
+        *out.entry(label(&line, "controller")).or_default() += value;
+    }
+    Ok(out)
+}
+
+/// The samples of one metric family at `url`: each line with its value.
+async fn samples(url: &str, family: &str) -> Result<Vec<(String, u64)>> {
     let text = reqwest::get(url)
         .await
         .and_then(Response::error_for_status)
@@ -772,21 +763,24 @@ async fn reconciles(url: &str) -> Result<BTreeMap<String, u64>> {
         .text()
         .await
         .with_context(|| format!("reading {url}"))?;
-    let mut out = BTreeMap::new();
-    for line in text
+    let prefix = format!("{family}{{");
+    Ok(text
         .lines()
-        .filter(|l| l.starts_with("ossature_reconcile_runs_total{"))
-    {
-        let controller = line
-            .split("controller=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or("")
-            .to_string();
-        let value: u64 = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0);
-        *out.entry(controller).or_default() += value;
-    }
-    Ok(out)
+        .filter(|l| l.starts_with(&prefix))
+        .map(|line| {
+            let value = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0);
+            (line.to_string(), value)
+        })
+        .collect())
+}
+
+/// The value of label `name` in a sample line.
+fn label(line: &str, name: &str) -> String {
+    line.split(&format!("{name}=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Calls by backend, divided among `n` tenants.
@@ -917,23 +911,11 @@ async fn measure(
     names: &[String],
 ) -> Result<FleetFigures> {
     let before = calls(&operator.metrics).await?;
-    let dynamic: Api<DynamicObject> =
-        Api::all_with(client.clone(), &ApiResource::erase::<Tenant>(&()));
     let began = Instant::now();
     create_tenants(client, names, run, args.isolation, args.concurrency()).await?;
     let created = began.elapsed();
 
-    let ready = wait_ready(
-        &dynamic,
-        watcher::Config::default().labels(&format!("{RUN_LABEL}={run}")),
-        names.len(),
-        began,
-        args.timeout(),
-        "tenants",
-    )
-    .await?;
-    let mut times: Vec<Duration> = ready.into_values().map(|t| t - began).collect();
-    times.sort();
+    let times = tenants_ready(client, run, names.len(), began, args.timeout()).await?;
     let after_ready = calls(&operator.metrics).await?;
     let at_ready = usage(operator.pid())?;
 
@@ -1000,6 +982,31 @@ fn is_ready(object: &DynamicObject) -> bool {
 
 /// Watches the objects of `api` that `config` selects until `expected` of
 /// them are Ready; returns when each first was, by name.
+/// Time from `began` until each of the run's `expected` tenants was Ready,
+/// shortest first.
+async fn tenants_ready(
+    client: &kube::Client,
+    run: &str,
+    expected: usize,
+    began: Instant,
+    timeout: Duration,
+) -> Result<Vec<Duration>> {
+    let tenants: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<Tenant>(&()));
+    let ready = wait_ready(
+        &tenants,
+        watcher::Config::default().labels(&format!("{RUN_LABEL}={run}")),
+        expected,
+        began,
+        timeout,
+        "tenants",
+    )
+    .await?;
+    let mut times: Vec<Duration> = ready.into_values().map(|t| t - began).collect();
+    times.sort();
+    Ok(times)
+}
+
 async fn wait_ready(
     api: &Api<DynamicObject>,
     config: watcher::Config,
