@@ -95,7 +95,8 @@ pub struct EnvironmentNames {
     pub secrets_prefix: String,
 }
 
-fn labels(tenant: &str, environment: Option<&str>) -> BTreeMap<String, String> {
+/// What marks an object as the operator's, for a tenant (and an environment).
+pub fn labels(tenant: &str, environment: Option<&str>) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         (TENANT_LABEL.to_string(), tenant.to_string()),

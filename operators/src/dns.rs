@@ -10,8 +10,8 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
 
-/// A stub resolver: the system's, or one name server (the local stack's
-/// challenge server, which answers the records tests set).
+/// A DNS client: the system's resolver, or one name server (the local
+/// stack's challenge server, which answers the records tests set).
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,

@@ -3,7 +3,6 @@
 //! with the tenant's mutual TLS and allowed source ranges. Part of the
 //! Tenant's reconcile: `CertificateReady` and `EdgeReady` join its conditions.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::api::Api;
@@ -70,13 +69,7 @@ pub fn certificate(
         },
     );
     certificate.metadata.namespace = Some(names.namespace.clone());
-    certificate.metadata.labels = Some(BTreeMap::from([
-        (desired::TENANT_LABEL.to_string(), names.tenant.clone()),
-        (
-            desired::MANAGED_BY.0.to_string(),
-            desired::MANAGED_BY.1.to_string(),
-        ),
-    ]));
+    certificate.metadata.labels = Some(desired::labels(&names.tenant, None));
     // A cluster-scoped owner: honoured across namespaces.
     certificate.metadata.owner_references = tenant.controller_owner_ref(&()).map(|o| vec![o]);
     certificate

@@ -151,12 +151,15 @@ pub async fn reconcile(tenant: &Tenant, ctx: &Context) -> Result<Domains, Error>
                         Some(all) => all,
                         None => others.insert(all_claims(ctx).await?),
                     };
-                    match all.iter().map(holder).zip(all).find(|((_, u), l)| {
-                        *u != uid
-                            && l.labels()
+                    // A domain above or below it, another tenant's.
+                    let overlapping = all.iter().map(holder).zip(all).find(|((_, by), lease)| {
+                        *by != uid
+                            && lease
+                                .labels()
                                 .get(DOMAIN_LABEL)
                                 .is_some_and(|d| overlap(d, domain))
-                    }) {
+                    });
+                    match overlapping {
                         Some((by, _)) => Some(by),
                         None => Some(claim(ctx, tenant, &name, &uid, domain).await?),
                     }
@@ -269,14 +272,11 @@ async fn claim(
     let lease = Lease {
         metadata: kube::api::ObjectMeta {
             name: Some(lease_name(domain)),
-            labels: Some(BTreeMap::from([
-                (DOMAIN_LABEL.to_string(), domain.to_string()),
-                (desired::TENANT_LABEL.to_string(), name.to_string()),
-                (
-                    desired::MANAGED_BY.0.to_string(),
-                    desired::MANAGED_BY.1.to_string(),
-                ),
-            ])),
+            labels: Some({
+                let mut labels = desired::labels(name, None);
+                labels.insert(DOMAIN_LABEL.to_string(), domain.to_string());
+                labels
+            }),
             annotations: Some(BTreeMap::from([(
                 UID_ANNOTATION.to_string(),
                 uid.to_string(),
