@@ -35,16 +35,47 @@ fn tenant_ca() -> Value {
     json!({"tenantCA": {}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn names_a_tenant_does_not_own_are_refused() {
+/// A test's stack and operator, and a Ready tenant with its Certificates.
+struct Setup {
+    env: std::collections::BTreeMap<String, String>,
+    client: kube::Client,
+    sel: String,
+    operator: Operator,
+    name: String,
+    ns: String,
+    certificates: Api<Certificate>,
+}
+
+async fn setup() -> Setup {
     let env = ossature_bootstrap::ensure_up().await.unwrap();
     let client = kube_client(&env).await;
     install_crds(&client).await;
     let sel = suffix();
-    let _operator = start_operator(&env, &sel);
+    let operator = start_operator(&env, &sel);
     let name = ready_tenant(&client, &sel).await;
     let ns = format!("tn-{name}");
     let certificates: Api<Certificate> = Api::namespaced(client.clone(), &ns);
+    Setup {
+        env,
+        client,
+        sel,
+        operator,
+        name,
+        ns,
+        certificates,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_a_tenant_does_not_own_are_refused() {
+    let Setup {
+        client,
+        operator: _operator,
+        name,
+        ns,
+        certificates,
+        ..
+    } = setup().await;
 
     // The policy is written by the operator at start: wait until it bites.
     let other = format!("api.{name}-eu.{ROOT}");
@@ -150,15 +181,16 @@ async fn names_a_tenant_does_not_own_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_of_the_tenant_ca_is_issued_renewed_and_removed() {
-    let env = ossature_bootstrap::ensure_up().await.unwrap();
-    let client = kube_client(&env).await;
-    install_crds(&client).await;
-    let sel = suffix();
-    let _operator = start_operator(&env, &sel);
-    let name = ready_tenant(&client, &sel).await;
+    let Setup {
+        env,
+        client,
+        sel,
+        operator: _operator,
+        name,
+        ns,
+        certificates,
+    } = setup().await;
     let other = ready_tenant(&client, &sel).await;
-    let ns = format!("tn-{name}");
-    let certificates: Api<Certificate> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let api_host = format!("api.{name}.{ROOT}");
     create(
@@ -379,14 +411,14 @@ async fn a_ca_rotation_moves_every_leaf_then_retires_the_old_ca() {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
     const LEAVES: usize = 7;
-    let env = ossature_bootstrap::ensure_up().await.unwrap();
-    let client = kube_client(&env).await;
-    install_crds(&client).await;
-    let sel = suffix();
-    let _operator = start_operator(&env, &sel);
-    let name = ready_tenant(&client, &sel).await;
-    let ns = format!("tn-{name}");
-    let certificates: Api<Certificate> = Api::namespaced(client.clone(), &ns);
+    let Setup {
+        client,
+        operator: _operator,
+        name,
+        ns,
+        certificates,
+        ..
+    } = setup().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for i in 0..LEAVES {
         create(
