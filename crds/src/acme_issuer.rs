@@ -176,3 +176,5 @@ pub struct AcmeIssuerStatus {
     )]
     pub account_url: Option<String>,
 }
+
+crate::conditioned!(AcmeIssuerStatus);

@@ -196,6 +196,8 @@ pub struct CertificateStatus {
     pub order_url: Option<String>,
 }
 
+crate::conditioned!(CertificateStatus);
+
 fn is_zero(n: &i32) -> bool {
     *n == 0
 }

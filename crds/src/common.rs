@@ -37,3 +37,27 @@ pub struct Quotas {
 
 /// Conditions as kstatus reads them: one per backend plus `Ready`.
 pub type Conditions = Vec<Condition>;
+
+/// A status with conditions and the generation of the spec they describe:
+/// what every kind's status has, so one driver can roll conditions up.
+pub trait Conditioned {
+    fn conditions(&self) -> &[Condition];
+    fn set_conditions(&mut self, generation: Option<i64>, conditions: Conditions);
+}
+
+/// Implements [`Conditioned`] for a status struct with `conditions` and
+/// `observed_generation` fields.
+#[macro_export]
+macro_rules! conditioned {
+    ($status:ty) => {
+        impl $crate::Conditioned for $status {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.conditions
+            }
+            fn set_conditions(&mut self, generation: Option<i64>, conditions: $crate::Conditions) {
+                self.observed_generation = generation;
+                self.conditions = conditions;
+            }
+        }
+    };
+}

@@ -4,47 +4,39 @@
 //! OpenAPI schema and CEL rules; what it cannot see (another object's state)
 //! is left to the controllers, which report it as a `Stalled` condition.
 
-pub mod acme_issuer;
-pub mod certificate;
 pub mod common;
-pub mod environment;
-pub mod scope;
-pub mod tenant;
 
-pub use acme_issuer::{
-    AcmeIssuer, AcmeIssuerSpec, AcmeIssuerStatus, ChallTestSrvSolver, ChallengeType,
-    ExternalAccountBinding, RateLimits, RateWindow, Solver,
-};
-pub use certificate::{
-    AcmeIssuerRef, Certificate, CertificateSpec, CertificateStatus, IssuerRef, KeyAlgorithm,
-    TenantCaRef, Usage,
-};
-pub use common::{Conditions, DeletionPolicy, Quotas};
-pub use environment::{Environment, EnvironmentKind, EnvironmentSpec, EnvironmentStatus};
-pub use scope::{Scope, ScopeGrant, ScopeRole, ScopeSpec, ScopeStatus};
-pub use tenant::{
-    CaGeneration, CertificateAuthority, CertificateAuthorityStatus, ClientAuth, ClientAuthMode,
-    DomainState, DomainStatus, EdgeSettings, IdentityProvider, IdentityProviderStatus,
-    IdentitySettings, Isolation, OidcProvider, PasswordPolicy, RedirectUri, SamlProvider,
-    ScopeMapping, SecretKeyRef, Tenant, TenantSpec, TenantStatus, TenantType,
-};
+/// Every kind of the group, one line each: its module (re-exported whole)
+/// and its type, which `all()` lists.
+macro_rules! kinds {
+    ($($module:ident => $kind:ident),+ $(,)?) => {
+        $(
+            pub mod $module;
+            pub use $module::*;
+        )+
+
+        /// Every CRD of the group, as the apiserver receives it.
+        pub fn all() -> Vec<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        > {
+            use kube::CustomResourceExt;
+            vec![$($kind::crd()),+]
+        }
+    };
+}
+
+kinds! {
+    tenant => Tenant,
+    scope => Scope,
+    environment => Environment,
+    certificate => Certificate,
+    acme_issuer => AcmeIssuer,
+}
+
+pub use common::{Conditioned, Conditions, DeletionPolicy, Quotas};
 
 pub const GROUP: &str = "ossature.dev";
 pub const VERSION: &str = "v1alpha1";
-
-/// Every CRD of the group, as the apiserver receives it.
-pub fn all()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
-    use kube::CustomResourceExt;
-    vec![
-        Tenant::crd(),
-        Scope::crd(),
-        Environment::crd(),
-        Certificate::crd(),
-        AcmeIssuer::crd(),
-    ]
-}
 
 /// One CRD as committed YAML: the file name and its text.
 pub fn rendered() -> Vec<(String, String)> {

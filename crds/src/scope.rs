@@ -86,3 +86,5 @@ pub struct ScopeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
+
+crate::conditioned!(ScopeStatus);

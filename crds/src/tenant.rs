@@ -454,6 +454,8 @@ pub struct TenantStatus {
     pub domains: Vec<DomainStatus>,
 }
 
+crate::conditioned!(TenantStatus);
+
 impl TenantStatus {
     /// The custom domains this tenant holds.
     pub fn verified_domains(&self) -> impl Iterator<Item = &str> {

@@ -7,7 +7,7 @@
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::kubernetes::FIELD_MANAGER;
+use ossature_model::names::FIELD_MANAGER;
 
 pub const CERTIFICATE_NAMES: &str = "ossature-certificate-names";
 
@@ -122,42 +122,9 @@ pub async fn ensure(client: &kube::Client, root_domain: &str) -> Result<(), kube
     Ok(())
 }
 
-/// Whether `name` may be used as the root domain: a lowercase DNS name of
-/// at least two labels.
-pub fn valid_root_domain(name: &str) -> bool {
-    let labels: Vec<&str> = name.split('.').collect();
-    name.len() <= 200
-        && labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn root_domains_are_dns_names_without_quotes() {
-        assert!(valid_root_domain("ossature.test"));
-        assert!(valid_root_domain("apps.example.com"));
-        for bad in [
-            "test",
-            "",
-            "Ossature.test",
-            "a..b",
-            "x'.test",
-            "-a.test",
-            "a_b.test",
-        ] {
-            assert!(!valid_root_domain(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn the_policy_names_the_root_domain() {

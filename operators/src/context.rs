@@ -1,26 +1,33 @@
-//! What every reconcile shares: clients, settings, counters, backoff state.
+//! What every reconcile shares: the backends' clients, the settings, the
+//! watch stores, counters and caches. It holds no controller's types, so
+//! every controller may read it and none of them is read by it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use ossature_crds::{Environment, Scope, Tenant};
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::events::{Event, Recorder, Reporter};
+use ossature_model::Platform;
 use tracing::warn;
 
+use crate::acme_accounts::AcmeAccounts;
 use crate::adapters::keycloak::Keycloak;
 use crate::adapters::openbao::OpenBao;
 use crate::adapters::pulsar::Pulsar;
-use crate::adapters::{Backend, Calls, Change, Verb};
-use crate::conditions::Outcome;
+use crate::adapters::{Backend, BackendError, Calls, Verb};
+use crate::dns::Dns;
+use crate::edge::Edges;
 use crate::metrics::Metrics;
+use crate::stores::{Nudges, Stores};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Pulsar clusters allowed for each residency region.
-    pub clusters_by_region: BTreeMap<String, Vec<String>>,
+    /// What shapes every tenant's desired state: root domain, residency,
+    /// host issuer, realm cap.
+    pub platform: Platform,
     /// Interval of the periodic reconcile that catches drift.
     pub resync: Duration,
     /// Longest wait between retries of a failing object.
@@ -28,13 +35,6 @@ pub struct Settings {
     /// Label selector of the Tenants this instance manages (with their
     /// Scopes and Environments); `None` manages every Tenant.
     pub selector: Option<String>,
-    /// Most dedicated realms (`isolation: Realm`) one Keycloak is given.
-    pub max_dedicated_realms: usize,
-    /// Every tenant's names sit under it: `<tenant>.<root_domain>`.
-    pub root_domain: String,
-    /// The AcmeIssuer that signs tenant hosts' certificates; `None`: each
-    /// tenant's own CA.
-    pub host_issuer: Option<String>,
     /// Where AcmeIssuers' account credentials are kept, and the Secrets
     /// they refer to are read.
     pub acme_namespace: String,
@@ -43,38 +43,17 @@ pub struct Settings {
     pub lease_namespace: String,
 }
 
-/// Watch stores of every kind, filled by the controllers' own watches.
-#[derive(Clone)]
-pub struct Stores {
-    pub tenants: Store<Tenant>,
-    pub scopes: Store<Scope>,
-    pub environments: Store<Environment>,
-    pub certificates: Store<ossature_crds::Certificate>,
-    pub acme_issuers: Store<ossature_crds::AcmeIssuer>,
-}
-
-impl Stores {
-    /// Scopes of a namespace, from the watch store.
-    pub fn scopes_in(&self, namespace: &str) -> Vec<std::sync::Arc<Scope>> {
-        self.scopes
-            .state()
-            .into_iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
-            .collect()
-    }
-
-    /// Environments of a namespace, from the watch store.
-    pub fn environments_in(&self, namespace: &str) -> Vec<std::sync::Arc<Environment>> {
-        self.environments
-            .state()
-            .into_iter()
-            .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
-            .collect()
-    }
-
-    pub fn tenant(&self, name: &str) -> Option<std::sync::Arc<Tenant>> {
-        self.tenants.get(&ObjectRef::new(name))
-    }
+/// The clients of every backend.
+pub struct Backends {
+    pub client: kube::Client,
+    pub keycloak: Keycloak,
+    pub pulsar: Pulsar,
+    pub openbao: OpenBao,
+    /// Tenant hosts at the edge, when an edge is configured.
+    pub edge: Option<Edges>,
+    /// Looks up the TXT records that prove custom domains.
+    pub dns: Option<Dns>,
+    pub calls: Calls,
 }
 
 pub struct Context {
@@ -82,53 +61,61 @@ pub struct Context {
     pub keycloak: Keycloak,
     pub pulsar: Pulsar,
     pub openbao: OpenBao,
+    pub edge: Option<Edges>,
+    pub dns: Option<Dns>,
     pub calls: Calls,
     pub settings: Settings,
     pub metrics: Metrics,
     pub stores: Stores,
-    /// Tenant hosts at the edge, when an edge is configured.
-    pub edge: Option<crate::edge::Edges>,
-    /// Looks up the TXT records that prove custom domains.
-    pub dns: Option<crate::dns::Dns>,
-    rotation_waves: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
+    pub nudges: Nudges,
     /// ACME accounts in use and their budgets, by issuer.
-    pub acme: crate::controllers::acme_issuer::AcmeIssuers,
+    pub acme: AcmeAccounts,
+    rotation_waves: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     /// Shared realms seen to exist: they are never deleted, so asked once.
-    shared_realms: Mutex<std::collections::HashSet<String>>,
+    shared_realms: Mutex<HashSet<String>>,
 }
 
 impl Context {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        client: kube::Client,
-        keycloak: Keycloak,
-        pulsar: Pulsar,
-        openbao: OpenBao,
-        calls: Calls,
+        backends: Backends,
         settings: Settings,
         metrics: Metrics,
-        stores: Stores,
+        (stores, nudges): (Stores, Nudges),
     ) -> Self {
         let reporter = Reporter {
             controller: "ossature-operator".into(),
             instance: std::env::var("HOSTNAME").ok(),
         };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
+        let Backends {
             client,
             keycloak,
             pulsar,
             openbao,
+            edge,
+            dns,
+            calls,
+        } = backends;
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            acme: AcmeAccounts::new(
+                Api::namespaced(client.clone(), &settings.acme_namespace),
+                settings.platform.root_domain.clone(),
+                calls.clone(),
+            ),
+            client,
+            keycloak,
+            pulsar,
+            openbao,
+            edge,
+            dns,
             calls,
             settings,
             metrics,
             stores,
-            edge: None,
-            dns: None,
+            nudges,
             rotation_waves: Mutex::default(),
-            acme: Default::default(),
             failures: Mutex::default(),
             shared_realms: Mutex::default(),
         }
@@ -136,36 +123,21 @@ impl Context {
 
     /// Permits of a tenant's CA rotation: how many of its certificates are
     /// issued anew at once.
-    pub fn rotation_wave(&self, tenant: &str) -> std::sync::Arc<tokio::sync::Semaphore> {
+    pub fn rotation_wave(&self, tenant: &str) -> Arc<tokio::sync::Semaphore> {
         self.rotation_waves
             .lock()
             .expect("never poisoned")
             .entry(tenant.to_string())
             .or_insert_with(|| {
-                std::sync::Arc::new(tokio::sync::Semaphore::new(
-                    crate::controllers::certificate::ROTATION_WAVE,
+                Arc::new(tokio::sync::Semaphore::new(
+                    ossature_model::certificates::ROTATION_WAVE,
                 ))
             })
             .clone()
     }
 
-    /// With custom domains proven through `dns`.
-    pub fn with_dns(mut self, dns: crate::dns::Dns) -> Self {
-        self.dns = Some(dns);
-        self
-    }
-
-    /// With tenant hosts put on `edge`.
-    pub fn with_edge(mut self, edge: crate::edge::Edges) -> Self {
-        self.edge = Some(edge);
-        self
-    }
-
     /// Whether a shared realm exists; asked of Keycloak until it does.
-    pub async fn shared_realm_exists(
-        &self,
-        realm: &str,
-    ) -> Result<bool, crate::adapters::BackendError> {
+    pub async fn shared_realm_exists(&self, realm: &str) -> Result<bool, BackendError> {
         if self
             .shared_realms
             .lock()
@@ -184,6 +156,34 @@ impl Context {
         Ok(exists)
     }
 
+    /// A cluster-scoped object, from its store or, when the store has not
+    /// seen it (yet, or it is another instance's), from the API.
+    pub async fn find<K>(&self, name: &str) -> Result<Option<Arc<K>>, kube::Error>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        if let Some(found) = self.stores.get::<K>(name) {
+            return Ok(Some(found));
+        }
+        self.calls.record(Backend::Kubernetes, Verb::Read);
+        Ok(Api::<K>::all(self.client.clone())
+            .get_opt(name)
+            .await?
+            .map(Arc::new))
+    }
+
+    /// Whether an object in `namespace` is this instance's.
+    pub fn tenant_selected(&self, namespace: Option<&str>) -> bool {
+        self.stores
+            .tenant_selected(namespace, self.settings.selector.as_deref())
+    }
+
     /// Exponential backoff per object: 1 s, 2 s, 4 s ... up to the cap.
     pub fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().expect("never poisoned");
@@ -194,55 +194,6 @@ impl Context {
 
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().expect("never poisoned").remove(key);
-    }
-
-    /// The outcome of one backend step, and the Events that report it: a
-    /// failure, a first provisioning, or drift put back on an object that was
-    /// already Ready for its generation.
-    pub fn step(
-        &self,
-        controller: &'static str,
-        condition: &'static str,
-        what: &str,
-        result: Result<Vec<Change>, crate::reconcile::Failure>,
-        settled: bool,
-        events: &mut Vec<Event>,
-    ) -> Outcome {
-        let event = |type_, reason: &str, note: String| Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        match result {
-            Ok(changes) if changes.iter().any(|c| c.wrote()) => {
-                if settled {
-                    self.metrics.drift(controller, condition);
-                    events.push(event(
-                        EventType::Warning,
-                        "DriftCorrected",
-                        format!("{what} had drifted from the desired state and was put back"),
-                    ));
-                } else {
-                    events.push(event(
-                        EventType::Normal,
-                        "Provisioned",
-                        format!("{what} created or updated"),
-                    ));
-                }
-                Outcome::ready(condition, format!("{what} is provisioned"))
-            }
-            Ok(_) => Outcome::ready(condition, format!("{what} is provisioned")),
-            Err(failure) => {
-                events.push(event(
-                    EventType::Warning,
-                    failure.category,
-                    failure.message.clone(),
-                ));
-                Outcome::failed(condition, failure.category, failure.message)
-            }
-        }
     }
 
     /// Events are best effort: a failure to record one never fails a reconcile.

@@ -7,30 +7,43 @@ use anyhow::{Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::kubernetes::FIELD_MANAGER;
+use ossature_model::names::FIELD_MANAGER;
 
 /// Installs the CRDs (server-side apply) and waits until they are served.
 pub async fn install(client: &kube::Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    for crd in ossature_crds::all() {
+    apply(client, &ossature_crds::all(), FIELD_MANAGER).await
+}
+
+/// Applies `crds` under `manager` and waits until each is served.
+pub async fn apply(
+    client: &kube::Client,
+    crds: &[CustomResourceDefinition],
+    manager: &str,
+) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(manager).force();
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        api.patch(&name, &params, &Patch::Apply(crd)).await?;
     }
     for _ in 0..120 {
-        if require(client).await.is_ok() {
+        if established(client, crds).await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    require(client).await
+    established(client, crds).await
 }
 
 /// Fails, saying how to fix it, unless every CRD is installed and established.
 pub async fn require(client: &kube::Client) -> Result<()> {
+    established(client, &ossature_crds::all()).await
+}
+
+async fn established(client: &kube::Client, wanted: &[CustomResourceDefinition]) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in ossature_crds::all() {
-        let name = crd.metadata.name.unwrap_or_default();
+    for crd in wanted {
+        let name = crd.metadata.name.clone().unwrap_or_default();
         let Some(live) = crds.get_opt(&name).await? else {
             bail!(
                 "CRD {name} is not installed; install the CRDs with `kubectl apply -f crds/yaml/`"

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::adapters::Failure;
 use crate::adapters::edge::caddy::CaddyEdge;
 use crate::adapters::edge::{Edge, EdgeError, HostChange, HostState, Probe};
 
@@ -21,7 +22,7 @@ const BATCH: usize = 500;
 /// Between two probes of the edge.
 pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 
-type Answer = oneshot::Sender<Result<HostChange, EdgeFailure>>;
+type Answer = oneshot::Sender<Result<HostChange, Failure>>;
 /// A host and everyone waiting to hear how it went.
 type Waiting = (String, Vec<Answer>);
 
@@ -38,14 +39,6 @@ pub struct Edges {
     lost: watch::Receiver<u64>,
 }
 
-/// Why an edge call did not happen: the category (for conditions and
-/// metrics) and the words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EdgeFailure {
-    pub category: &'static str,
-    pub message: String,
-}
-
 impl Edges {
     /// Starts the batching task and the probe on `edge`.
     pub fn start(edge: CaddyEdge) -> Self {
@@ -59,21 +52,18 @@ impl Edges {
 
     /// Puts `host` on the edge as stated (with the hosts of other reconciles
     /// in the same batch).
-    pub async fn apply(&self, host: HostState) -> Result<HostChange, EdgeFailure> {
+    pub async fn apply(&self, host: HostState) -> Result<HostChange, Failure> {
         self.send(|answer| Job::Apply(host, answer)).await
     }
 
     /// Takes `host` off the edge.
-    pub async fn remove(&self, host: String) -> Result<HostChange, EdgeFailure> {
+    pub async fn remove(&self, host: String) -> Result<HostChange, Failure> {
         self.send(|answer| Job::Remove(host, answer)).await
     }
 
-    async fn send(&self, job: impl FnOnce(Answer) -> Job) -> Result<HostChange, EdgeFailure> {
+    async fn send(&self, job: impl FnOnce(Answer) -> Job) -> Result<HostChange, Failure> {
         let (answer, outcome) = oneshot::channel();
-        let gone = || EdgeFailure {
-            category: "EdgeUnavailable",
-            message: "the edge batching task has stopped".into(),
-        };
+        let gone = || Failure::new("EdgeUnavailable", "the edge batching task has stopped");
         self.jobs.send(job(answer)).await.map_err(|_| gone())?;
         outcome.await.map_err(|_| gone())?
     }
@@ -81,15 +71,6 @@ impl Edges {
     /// Changes each time the edge is found to have lost our configuration.
     pub fn losses(&self) -> watch::Receiver<u64> {
         self.lost.clone()
-    }
-}
-
-impl From<&EdgeError> for EdgeFailure {
-    fn from(e: &EdgeError) -> Self {
-        EdgeFailure {
-            category: e.category(),
-            message: e.to_string(),
-        }
     }
 }
 
@@ -140,9 +121,11 @@ fn answer_all(answers: Vec<(String, Vec<Answer>)>, outcome: Result<Vec<HostChang
                 let result = by_host
                     .get(host.as_str())
                     .map(|c| (*c).clone())
-                    .ok_or_else(|| EdgeFailure {
-                        category: "EdgeFailing",
-                        message: format!("the edge did not report host {host}"),
+                    .ok_or_else(|| {
+                        Failure::new(
+                            "EdgeFailing",
+                            format!("the edge did not report host {host}"),
+                        )
                     });
                 for sender in senders {
                     let _ = sender.send(result.clone());
@@ -150,7 +133,7 @@ fn answer_all(answers: Vec<(String, Vec<Answer>)>, outcome: Result<Vec<HostChang
             }
         }
         Err(e) => {
-            let failure = EdgeFailure::from(&e);
+            let failure = Failure::from(&e);
             for sender in answers.into_iter().flat_map(|(_, s)| s) {
                 let _ = sender.send(Err(failure.clone()));
             }

@@ -14,11 +14,9 @@ use ossature_crds::TenantType;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::context::Context;
-use crate::desired;
+use ossature_model::identity::{self, SHARED_REALMS_LEASE as LEASE};
 
-/// Name of the Lease whose holder manages the shared realms.
-pub const LEASE: &str = "ossature-shared-realms";
+use crate::context::Context;
 /// A crashed holder is replaced within a minute: shared realms rarely need
 /// anything, so renewals stay rare.
 const LEASE_SECONDS: i32 = 60;
@@ -150,9 +148,9 @@ pub async fn manage_realms(ctx: Arc<Context>, mut held: watch::Receiver<bool>) {
             continue;
         }
         let mut failed = false;
-        for region in ctx.settings.clusters_by_region.keys() {
+        for region in ctx.settings.platform.residency.keys() {
             for kind in [TenantType::Business, TenantType::Consumer] {
-                let settings = desired::shared_realm_settings(kind, region);
+                let settings = identity::shared_realm_settings(kind, region);
                 let result = async {
                     let realm = ctx.keycloak.ensure_realm(&settings).await?;
                     let claims = ctx

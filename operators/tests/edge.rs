@@ -324,7 +324,7 @@ async fn host_record(env: &BTreeMap<String, String>, tenant: &str) -> Value {
         env,
         tenant,
         &format!("tn-{tenant}"),
-        ossature_operator::controllers::edge_host::HOST_CERTIFICATE,
+        ossature_model::certificates::host::HOST,
     )
     .await;
     assert_eq!(code, 200, "{body}");
@@ -481,7 +481,7 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
             let old_serial = &old_serial;
             async move {
                 let status = certificates
-                    .get(ossature_operator::controllers::edge_host::HOST_CERTIFICATE)
+                    .get(ossature_model::certificates::host::HOST)
                     .await
                     .ok()?
                     .status?;
@@ -577,7 +577,7 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
     );
     assert!(new.not_after > old_until);
     let status = certificates
-        .get(ossature_operator::controllers::edge_host::HOST_CERTIFICATE)
+        .get(ossature_model::certificates::host::HOST)
         .await
         .unwrap()
         .status

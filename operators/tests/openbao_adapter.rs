@@ -9,8 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::FutureExt;
 use std::collections::BTreeMap;
 
+use ossature_model::secrets::tenant_policy;
 use ossature_operator::adapters::openbao::{
-    Issuer, OpenBao, SignRequest, SignedCertificate, TenantCa, tenant_policy,
+    Issuer, OpenBao, SignRequest, SignedCertificate, TenantCa,
 };
 use ossature_operator::adapters::{Backend, BackendError, Calls, Change, Verb};
 use reqwest::Method;

@@ -23,16 +23,14 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
+pub use ossature_model::identity::{
+    ClientSettings, GroupHome, IdentityProviderSettings, MANAGED_CONFIG, ORGANIZATION_SCOPE,
+    OrganizationSettings, RealmSettings, SCOPE_CLAIM, SCOPE_NAME,
+};
 
-/// Client scope that carries the caller's group paths.
-pub const SCOPE_NAME: &str = "ossature-scopes";
 /// Name of the group-membership mapper inside [`SCOPE_NAME`].
 pub const MAPPER_NAME: &str = "scopes";
-/// Token claim holding the full group paths.
-pub const SCOPE_CLAIM: &str = "scopes";
 const MAPPER_TYPE: &str = "oidc-group-membership-mapper";
-/// Built-in client scope of realms with organizations; maps membership.
-pub const ORGANIZATION_SCOPE: &str = "organization";
 const ORGANIZATION_GROUPS_MAPPER: &str = "oidc-organization-group-membership-mapper";
 const PROTOCOL: &str = "openid-connect";
 const TOTP: &str = "CONFIGURE_TOTP";
@@ -48,92 +46,6 @@ const BODY_LIMIT: usize = 300;
 /// Realm attribute, read once at creation and not kept, that has Keycloak
 /// make its built-in client scopes although the new realm names one.
 const CREATE_DEFAULT_SCOPES: &str = "CreateDefaultClientScopes";
-
-/// Managed settings of one realm.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RealmSettings {
-    pub name: String,
-    pub display_name: String,
-    pub registration_allowed: bool,
-    pub verify_email: bool,
-    /// Realised as the CONFIGURE_TOTP required action being a default action.
-    pub mfa_required: bool,
-    /// Keycloak policy string, e.g. "length(12) and digits(1)".
-    pub password_policy: String,
-    pub access_token_lifespan_seconds: i32,
-    /// Organizations enabled: a shared realm holding many tenants.
-    pub organizations: bool,
-}
-
-/// An organization: one tenant in a shared realm.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrganizationSettings {
-    /// Unique in the realm, immutable in Keycloak: the tenant's name.
-    pub alias: String,
-    pub description: String,
-}
-
-/// The client a tenant's people and services get tokens from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientSettings {
-    pub client_id: String,
-    pub name: String,
-    pub access_token_lifespan_seconds: i32,
-    /// Claims and scopes the client's tokens carry, as protocol mappers.
-    pub mappers: Vec<Value>,
-    /// Client scopes (by name) every token of the client includes.
-    pub default_scopes: Vec<String>,
-    /// Where logins may be sent back to.
-    pub redirect_uris: Vec<String>,
-}
-
-/// Marks what Ossature manages among a realm's identity providers.
-pub const MANAGED_CONFIG: &str = "ossature.dev/managed";
-
-/// One identity provider as Keycloak holds it. No `Debug`: it carries a secret.
-#[derive(Clone, PartialEq)]
-pub struct IdentityProviderSettings {
-    /// Alias in Keycloak: prefixed by the tenant in a shared realm.
-    pub alias: String,
-    pub display_name: String,
-    /// `oidc` or `saml`.
-    pub provider: &'static str,
-    /// Managed config keys and values (for SAML, added to what its metadata gives).
-    pub config: BTreeMap<String, String>,
-    /// The OIDC client secret: sent when the provider is created or its
-    /// hash (in `config`) changed; Keycloak never shows it back.
-    pub secret: Option<String>,
-    /// For SAML: where Keycloak imports the rest of the config from.
-    pub metadata_url: Option<String>,
-    /// Mappers, each named `ossature-...`.
-    pub mappers: Vec<Value>,
-}
-
-/// Where a tenant's groups live: the realm's own tree, or an organization's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupHome<'a> {
-    Realm(&'a str),
-    Organization { realm: &'a str, id: &'a str },
-}
-
-impl<'a> GroupHome<'a> {
-    pub fn realm(self) -> &'a str {
-        match self {
-            GroupHome::Realm(realm) | GroupHome::Organization { realm, .. } => realm,
-        }
-    }
-}
-
-impl std::fmt::Display for GroupHome<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GroupHome::Realm(realm) => write!(f, "realm {realm}"),
-            GroupHome::Organization { realm, id } => {
-                write!(f, "organization {id} of realm {realm}")
-            }
-        }
-    }
-}
 
 /// Client for one Keycloak server, authenticated as a master-realm admin.
 pub struct Keycloak {

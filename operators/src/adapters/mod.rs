@@ -78,6 +78,48 @@ impl BackendError {
     }
 }
 
+/// Why a backend call did not do what was asked, in the words of a
+/// condition: a low-cardinality category (for conditions, Events and
+/// metrics) and a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub category: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(category: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            category,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BackendError> for Failure {
+    fn from(e: BackendError) -> Self {
+        Failure::new(e.category(), e.to_string())
+    }
+}
+
+impl From<kube::Error> for Failure {
+    fn from(e: kube::Error) -> Self {
+        Failure::new("KubernetesApi", e.to_string())
+    }
+}
+
+impl From<acme::AcmeError> for Failure {
+    fn from(e: acme::AcmeError) -> Self {
+        Failure::new(e.category(), e.to_string())
+    }
+}
+
+impl From<&edge::EdgeError> for Failure {
+    fn from(e: &edge::EdgeError) -> Self {
+        Failure::new(e.category(), e.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Backend {
     Kubernetes,

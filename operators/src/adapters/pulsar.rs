@@ -30,14 +30,7 @@ const COMPATIBILITY_STRATEGIES: [&str; 9] = [
 /// Topic domains; a namespace can hold topics of both.
 const DOMAINS: [&str; 2] = ["persistent", "non-persistent"];
 
-/// Rules of one Pulsar namespace.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamespacePolicy {
-    pub retention_minutes: i32,
-    pub retention_size_mb: i64,
-    /// A Pulsar schema compatibility strategy, e.g. "FULL".
-    pub schema_compatibility: String,
-}
+pub use ossature_model::messaging::NamespacePolicy;
 
 /// A tenant as Pulsar stores it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -6,113 +6,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Resource, ResourceExt};
-use ossature_crds::{Scope, ScopeRole, ScopeStatus, Tenant};
-use serde_json::json;
+use ossature_crds::{Scope, ScopeStatus, Tenant};
+use ossature_model::conditions::{self, GROUP_READY, Outcome, RBAC_READY, reasons};
+use ossature_model::identity::{GroupHome, group_home};
+use ossature_model::names::{SCOPE_LABEL, tenant_namespace, tenant_of};
+use ossature_model::scopes::{ScopeTree, path_string, rbac_objects, split_path};
+use ossature_model::tenants::{backend_ready, retained};
 
-use super::{find_tenant, owning_tenant, tenant_of, tenant_selected};
-use crate::adapters::keycloak::GroupHome;
-use crate::adapters::{Backend, Change, Verb};
-use crate::conditions::{self, Outcome, reasons};
+use super::owning_tenant;
+use crate::adapters::{Backend, Change, Failure, Verb};
 use crate::context::Context;
-use crate::desired::{MANAGED_BY, SCOPE_LABEL};
 use crate::kubernetes;
-use crate::reconcile::{Error, Failure, Plan, Reconciled, Step, WatchContext};
-use crate::scope_tree::{ScopeTree, path_string};
+use crate::reconcile::{Error, Plan, Reconciled, Step, WatchContext};
 
 pub const FINALIZER: &str = "ossature.dev/scope-cleanup";
-pub const GROUP_READY: &str = "GroupReady";
-pub const RBAC_READY: &str = "RbacReady";
-
-crate::object_status!(ScopeStatus);
-
-fn role_name(scope: &str, role: ScopeRole) -> String {
-    format!(
-        "ossature-scope-{scope}-{}",
-        format!("{role:?}").to_lowercase()
-    )
-}
-
-fn verbs(role: ScopeRole) -> Vec<&'static str> {
-    match role {
-        ScopeRole::Viewer => vec!["get", "list", "watch"],
-        ScopeRole::Editor => vec!["get", "list", "watch", "update", "patch"],
-        ScopeRole::Admin => vec!["get", "list", "watch", "update", "patch", "delete"],
-    }
-}
-
-/// Roles and bindings of one scope: one pair per granted role, naming the
-/// scope and every descendant, so a grant cascades down the tree.
-pub fn rbac_objects(
-    namespace: &str,
-    scope: &Scope,
-    subtree: &[String],
-) -> Vec<(Role, RoleBinding)> {
-    let name = scope.name_any();
-    let mut subjects: BTreeMap<ScopeRole, Vec<serde_json::Value>> = BTreeMap::new();
-    for grant in &scope.spec.grants {
-        let entry = subjects.entry(grant.role).or_default();
-        for group in &grant.groups {
-            entry.push(
-                json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": group}),
-            );
-        }
-        for user in &grant.users {
-            entry.push(
-                json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}),
-            );
-        }
-    }
-    let owner = scope.controller_owner_ref(&());
-    subjects
-        .into_iter()
-        .map(|(role, subjects)| {
-            let object_name = role_name(&name, role);
-            let metadata = json!({
-                "name": object_name,
-                "namespace": namespace,
-                "labels": {MANAGED_BY.0: MANAGED_BY.1, SCOPE_LABEL: name},
-                "ownerReferences": owner.iter().collect::<Vec<_>>(),
-            });
-            let role_object: Role = serde_json::from_value(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": metadata,
-                "rules": [{"apiGroups": ["ossature.dev"], "resources": ["scopes"], "resourceNames": subtree, "verbs": verbs(role)}],
-            }))
-            .expect("literal Role is valid");
-            let binding: RoleBinding = serde_json::from_value(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": metadata,
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": object_name},
-                "subjects": subjects,
-            }))
-            .expect("literal RoleBinding is valid");
-            (role_object, binding)
-        })
-        .collect()
-}
 
 impl Reconciled for Scope {
     const CONTROLLER: &'static str = "scope";
     const FINALIZER: &'static str = FINALIZER;
-    type Status = ScopeStatus;
-
-    fn status(&self) -> Option<&ScopeStatus> {
-        self.status.as_ref()
-    }
-
-    fn api(client: kube::Client, scope: &Self) -> Api<Self> {
-        Api::namespaced(client, &scope.namespace().unwrap_or_default())
-    }
-
-    fn selected(&self, ctx: &Context) -> bool {
-        tenant_selected(self.metadata.namespace.as_deref(), ctx)
-    }
-
     async fn plan<'a>(&'a self, ctx: &'a Context) -> Result<Plan<'a, ScopeStatus>, Error> {
         let namespace = self.namespace().unwrap_or_default();
         let name = self.name_any();
@@ -140,13 +56,12 @@ impl Reconciled for Scope {
             ..Default::default()
         });
 
-        let home = super::tenant::group_home(&owner)
-            .filter(|_| super::tenant::backend_ready(&owner, conditions::REALM_READY));
+        let home = group_home(&owner).filter(|_| backend_ready(&owner, conditions::REALM_READY));
         if let Some((realm, organization)) = home {
             // A scope whose parent changed moves its group, members and all.
             let moved_from = previous.path.filter(|p| *p != path).map(|p| split_path(&p));
             let attributes = BTreeMap::from([("scopePath".to_string(), vec![path.clone()])]);
-            plan.steps.push(Step::new(
+            plan.step(Step::new(
                 GROUP_READY,
                 format!("group {path}"),
                 async move {
@@ -158,7 +73,7 @@ impl Reconciled for Scope {
                 },
             ));
         } else {
-            plan.outcomes.push(Outcome::failed(
+            plan.outcome(Outcome::failed(
                 GROUP_READY,
                 reasons::WAITING_FOR_TENANT,
                 format!("waiting for tenant {tenant}'s identity (realm or organization) to be provisioned"),
@@ -201,12 +116,12 @@ impl Reconciled for Scope {
         let Some(tenant) = tenant_of(&namespace) else {
             return Ok(Vec::new());
         };
-        let owner = find_tenant(ctx, tenant).await?;
-        let home = owner.as_deref().and_then(super::tenant::group_home);
+        let owner = ctx.find::<Tenant>(tenant).await?;
+        let home = owner.as_deref().and_then(group_home);
         if let (Some(path), Some((realm, organization)), false) = (
             self.status.as_ref().and_then(|s| s.path.clone()),
             home,
-            super::tenant::retained(owner.as_deref()),
+            retained(owner.as_deref()),
         ) {
             ctx.keycloak
                 .delete_group(home_of(&realm, organization.as_deref()), &split_path(&path))
@@ -235,7 +150,7 @@ impl Reconciled for Scope {
                 move |changed: Scope| {
                     let namespace = changed.namespace().unwrap_or_default();
                     scopes
-                        .scopes_in(&namespace)
+                        .in_namespace::<Scope>(&namespace)
                         .into_iter()
                         .filter(|s| s.name_any() != changed.name_any())
                         .map(|s| ObjectRef::from_obj(&*s))
@@ -244,10 +159,10 @@ impl Reconciled for Scope {
             )
             // Its tenant appearing, or its realm becoming ready.
             .watches_shared_stream(
-                watch.tenants.clone(),
+                watch.changes::<Tenant>(),
                 move |tenant: std::sync::Arc<Tenant>| {
                     children
-                        .scopes_in(&format!("tn-{}", tenant.name_any()))
+                        .in_namespace::<Scope>(&tenant_namespace(&tenant.name_any()))
                         .into_iter()
                         .map(|s| ObjectRef::from_obj(&*s))
                         .collect::<Vec<_>>()
@@ -263,20 +178,13 @@ fn home_of<'a>(realm: &'a str, organization: Option<&'a str>) -> GroupHome<'a> {
     }
 }
 
-fn split_path(path: &str) -> Vec<String> {
-    path.trim_start_matches('/')
-        .split('/')
-        .map(String::from)
-        .collect()
-}
-
 /// The tenant's scope tree from the watch store; from the API when the
 /// store does not place this scope yet (a parent created a moment ago).
 async fn scope_tree(ctx: &Context, namespace: &str, name: &str) -> Result<ScopeTree, Error> {
     let from = |scopes: Vec<Arc<Scope>>| {
         ScopeTree::new(scopes.iter().map(|s| (s.name_any(), s.spec.parent.clone())))
     };
-    let tree = from(ctx.stores.scopes_in(namespace));
+    let tree = from(ctx.stores.in_namespace::<Scope>(namespace));
     if tree.path(name).is_ok() {
         return Ok(tree);
     }
@@ -308,53 +216,4 @@ async fn ensure_rbac(
     changes.extend(kubernetes::prune(&bindings, &selector, &wanted, &ctx.calls).await?);
     changes.extend(kubernetes::prune(&roles, &selector, &wanted, &ctx.calls).await?);
     Ok(changes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grants_become_one_role_per_granted_role_covering_the_subtree() {
-        let scope: Scope = serde_json::from_value(json!({
-            "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
-            "metadata": {"name": "eu", "namespace": "tn-acme", "uid": "u-1"},
-            "spec": {"displayName": "EU", "parent": "global", "grants": [
-                {"role": "Editor", "groups": ["eu-team"]},
-                {"role": "Editor", "users": ["alice"]},
-                {"role": "Viewer", "groups": ["auditors"]},
-            ]},
-        }))
-        .unwrap();
-        let objects = rbac_objects("tn-acme", &scope, &["eu".into(), "france".into()]);
-        assert_eq!(objects.len(), 2);
-        let (role, binding) = &objects[1];
-        assert_eq!(
-            role.metadata.name.as_deref(),
-            Some("ossature-scope-eu-editor")
-        );
-        let rule = &role.rules.as_ref().unwrap()[0];
-        assert_eq!(
-            rule.resource_names.as_ref().unwrap(),
-            &vec!["eu".to_string(), "france".to_string()]
-        );
-        assert!(
-            rule.verbs.contains(&"patch".to_string())
-                && !rule.verbs.contains(&"delete".to_string())
-        );
-        let subjects = binding.subjects.as_ref().unwrap();
-        assert_eq!(
-            subjects.len(),
-            2,
-            "both Editor grants merge into one binding"
-        );
-        assert_eq!(
-            objects[0].0.metadata.name.as_deref(),
-            Some("ossature-scope-eu-viewer")
-        );
-        assert_eq!(
-            role.metadata.owner_references.as_ref().unwrap()[0].uid,
-            "u-1"
-        );
-    }
 }

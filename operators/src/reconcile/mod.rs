@@ -1,32 +1,41 @@
 //! The one shape every kind follows. A kind says what it reads and decides
 //! (`plan`), its backend steps (each a pure build of the desired state plus
 //! an adapter call), its cleanup and its status fields; this module does the
-//! rest, once: the finalizer, running the steps concurrently, the condition
-//! roll-up, writing status only when it changed, Events, the requeue, and
-//! metrics of runs, durations and failures by category.
+//! rest, once: the finalizer, running the steps (concurrently, each after
+//! what it needs), the condition roll-up, writing status only when it
+//! changed, Events, the requeue, and metrics of runs, durations and failures
+//! by category.
+
+mod kinds;
+mod plan;
+mod steps;
+
+pub use kinds::{ApiScope, KindStatus, Kinds, Reconciled, StatusOf, WatchContext};
+pub use plan::{Found, Plan, Report, Step};
+
+pub use crate::adapters::Failure;
 
 use std::fmt::Debug;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use ossature_crds::Conditioned;
+use ossature_model::conditions::{self, Outcome};
+use ossature_model::names::FIELD_MANAGER;
+
 use crate::adapters::{Backend, BackendError, Change, Verb};
-use crate::conditions::{self, Outcome};
 use crate::context::Context;
 use crate::kubernetes;
+use steps::Ran;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,6 +48,10 @@ pub enum Error {
     /// Cleanup waits for something else to go first.
     #[error("{0}")]
     Blocked(String),
+    /// Cleanup waits for what it asked for to finish (a namespace
+    /// terminating): no fault, looked at again shortly.
+    #[error("{0}")]
+    Waiting(String),
 }
 
 impl Error {
@@ -54,172 +67,9 @@ impl Error {
                 _ => "Finalizer",
             },
             Error::Blocked(_) => "CleanupBlocked",
+            Error::Waiting(_) => "Waiting",
         }
     }
-}
-
-/// Why a step failed, in the words of a condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub category: &'static str,
-    pub message: String,
-}
-
-impl From<BackendError> for Failure {
-    fn from(e: BackendError) -> Self {
-        Failure {
-            category: e.category(),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<kube::Error> for Failure {
-    fn from(e: kube::Error) -> Self {
-        Failure {
-            category: "KubernetesApi",
-            message: e.to_string(),
-        }
-    }
-}
-
-/// One backend's part of a reconcile: it sets one condition.
-pub struct Step<'a> {
-    pub condition: &'static str,
-    /// What it provisions, for conditions and Events: "namespace tn-acme".
-    pub what: String,
-    pub run: BoxFuture<'a, Result<Vec<Change>, Failure>>,
-}
-
-impl<'a> Step<'a> {
-    pub fn new<E: Into<Failure>>(
-        condition: &'static str,
-        what: impl Into<String>,
-        run: impl Future<Output = Result<Vec<Change>, E>> + Send + 'a,
-    ) -> Self {
-        Step {
-            condition,
-            what: what.into(),
-            run: Box::pin(async move { run.await.map_err(Into::into) }),
-        }
-    }
-}
-
-/// Sets status fields once the steps have run and the conditions are rolled
-/// up (it may add a condition of its own); returns when to come back, if
-/// sooner than the resync (a renewal the steps scheduled).
-pub type Found<'a, S> = Box<dyn FnOnce(&mut S) -> Option<Duration> + Send + 'a>;
-
-/// What a kind decided for one object.
-pub struct Plan<'a, S> {
-    /// Steps that do not depend on each other; they run concurrently.
-    pub steps: Vec<Step<'a>>,
-    /// Outcomes known without calling a backend (a condition that cannot be met).
-    pub outcomes: Vec<Outcome>,
-    /// Set when only a change to the object (or a related one) can help.
-    pub stalled: Option<Outcome>,
-    /// The kind's own status fields; conditions and generation are filled in here.
-    pub status: S,
-    /// Reconcile again no later than this (a ttl running out).
-    pub due_in: Option<Duration>,
-    /// The object's time is up: delete it (its finalizer then cleans up).
-    pub expired: Option<String>,
-    /// Fills status fields from what the steps found (an id a backend gave).
-    pub found: Option<Found<'a, S>>,
-}
-
-impl<S> Plan<'_, S> {
-    pub fn new(status: S) -> Self {
-        Plan {
-            steps: Vec::new(),
-            outcomes: Vec::new(),
-            stalled: None,
-            status,
-            due_in: None,
-            expired: None,
-            found: None,
-        }
-    }
-
-    pub fn stalled(status: S, reason: &str, message: impl Into<String>) -> Self {
-        Plan {
-            stalled: Some(Outcome::failed(conditions::STALLED, reason, message)),
-            ..Plan::new(status)
-        }
-    }
-}
-
-/// Status of a kind: conditions and observed generation, plus its own fields.
-pub trait ObjectStatus: Serialize + Clone + Default + PartialEq + Send + Sync {
-    fn conditions(&self) -> &[Condition];
-    fn set_conditions(&mut self, generation: Option<i64>, conditions: Vec<Condition>);
-}
-
-/// Implements [`ObjectStatus`] for a status struct with `conditions` and
-/// `observed_generation` fields.
-#[macro_export]
-macro_rules! object_status {
-    ($status:ty) => {
-        impl $crate::reconcile::ObjectStatus for $status {
-            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
-                &self.conditions
-            }
-            fn set_conditions(
-                &mut self,
-                generation: Option<i64>,
-                conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-            ) {
-                self.observed_generation = generation;
-                self.conditions = conditions;
-            }
-        }
-    };
-}
-
-/// What a kind supplies.
-pub trait Reconciled:
-    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-    /// Label of metrics and logs, e.g. "tenant".
-    const CONTROLLER: &'static str;
-    const FINALIZER: &'static str;
-    type Status: ObjectStatus;
-
-    fn status(&self) -> Option<&Self::Status>;
-
-    fn api(client: kube::Client, object: &Self) -> Api<Self>;
-
-    /// Whether this operator instance manages the object (see `--selector`).
-    fn selected(&self, _ctx: &Context) -> bool {
-        true
-    }
-
-    /// Reads what the object depends on and decides its steps.
-    fn plan<'a>(
-        &'a self,
-        ctx: &'a Context,
-    ) -> impl Future<Output = Result<Plan<'a, Self::Status>, Error>> + Send + 'a;
-
-    /// Removes what was provisioned (or keeps it, on Retain) and returns the
-    /// Events that say so; `Error::Blocked` while something must go first.
-    fn cleanup<'a>(
-        &'a self,
-        ctx: &'a Context,
-    ) -> impl Future<Output = Result<Vec<Event>, Error>> + Send + 'a;
-
-    /// Related watches that requeue this kind (parents, owned objects).
-    fn watches(controller: Controller<Self>, ctx: &WatchContext) -> Controller<Self>;
-}
-
-/// What `watches` may use: the client, the stores of every kind, and the
-/// Tenants' changes, from the one Tenant watch every kind shares.
-pub struct WatchContext {
-    pub client: kube::Client,
-    pub stores: crate::context::Stores,
-    pub tenants: kube::runtime::reflector::ReflectHandle<ossature_crds::Tenant>,
-    pub certificates: kube::runtime::reflector::ReflectHandle<ossature_crds::Certificate>,
-    /// Changes when the edge lost our configuration (see [`crate::edge`]).
-    pub edge_losses: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 fn key<K: Reconciled>(object: &K) -> String {
@@ -266,6 +116,10 @@ async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<A
 }
 
 fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Waiting(why) = error {
+        tracing::debug!(controller = K::CONTROLLER, object = %object.name_any(), "{why}");
+        return Action::requeue(WAITING);
+    }
     warn!(
         controller = K::CONTROLLER,
         object = %object.name_any(),
@@ -276,9 +130,13 @@ fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, ctx: Arc<Context>)
     Action::requeue(ctx.backoff(&key(&*object)))
 }
 
+/// Between two looks at something a cleanup waits for (its watch usually
+/// brings the object back sooner).
+const WAITING: Duration = Duration::from_secs(2);
+
 async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error> {
     let generation = object.meta().generation;
-    let previous = object.status().cloned().unwrap_or_default();
+    let previous: StatusOf<K> = object.status().cloned().unwrap_or_default();
     let settled = conditions::settled(previous.conditions(), generation);
     let plan = object.plan(ctx).await?;
     let key = key(object);
@@ -299,28 +157,37 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
         return Ok(Action::await_change());
     }
 
-    // Steps of one object do not depend on each other: run them together.
     let mut events = Vec::new();
     let mut outcomes = plan.outcomes;
-    let (meta, runs): (Vec<_>, Vec<_>) = plan
-        .steps
-        .into_iter()
-        .map(|s| ((s.condition, s.what), s.run))
-        .unzip();
-    let results = futures::future::join_all(runs).await;
-    for ((condition, what), result) in meta.into_iter().zip(results) {
-        if let Err(failure) = &result {
+    let mut stalled = plan.stalled;
+    let mut found = Vec::new();
+    for ended in steps::run(plan.steps, &outcomes).await {
+        let report = match ended.ran {
+            Ran::Waited(outcome) => {
+                outcomes.push(outcome);
+                continue;
+            }
+            Ran::Done(report) => report,
+        };
+        if let Err(failure) = &report.result {
             ctx.metrics
-                .step_failure(K::CONTROLLER, condition, failure.category);
+                .step_failure(K::CONTROLLER, ended.condition, failure.category);
         }
-        outcomes.push(ctx.step(
+        found.extend(report.found);
+        stalled = stalled.or(report.stalled);
+        let outcome = outcome_of(
+            ctx,
             K::CONTROLLER,
-            condition,
-            &what,
-            result,
+            (ended.condition, &ended.what),
+            report.result,
             settled,
             &mut events,
-        ));
+        );
+        outcomes.push(match (report.outcome, outcome.ok) {
+            // A step that did not fail may still leave its condition unmet.
+            (Some(own), true) => own,
+            _ => outcome,
+        });
     }
 
     let mut status = plan.status;
@@ -329,20 +196,22 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
         conditions::roll_up(
             previous.conditions(),
             &outcomes,
-            plan.stalled.as_ref(),
+            stalled.as_ref(),
             generation,
         ),
     );
-    let due_in = match plan.found {
-        Some(found) => found(&mut status).or(plan.due_in),
-        None => plan.due_in,
-    };
+    let mut due_in = plan.due_in;
+    for found in found {
+        if let Some(due) = found(&mut status) {
+            due_in = Some(due_in.map_or(due, |d| d.min(due)));
+        }
+    }
     if changed(&previous, &status) {
         ctx.calls.record(Backend::Kubernetes, Verb::Write);
         K::api(ctx.client.clone(), object)
             .patch_status(
                 &object.name_any(),
-                &PatchParams::apply(kubernetes::FIELD_MANAGER).force(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(json!({
                     "apiVersion": K::api_version(&()),
                     "kind": K::kind(&()),
@@ -355,7 +224,7 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
         .await;
 
     let next = |after: Duration| due_in.map_or(after, |due| due.min(after));
-    if plan.stalled.is_some() {
+    if stalled.is_some() {
         // Only a change helps, and the watches bring it.
         ctx.reset_backoff(&key);
         Ok(Action::requeue(next(ctx.settings.resync)))
@@ -364,6 +233,50 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
     } else {
         ctx.reset_backoff(&key);
         Ok(Action::requeue(next(ctx.settings.resync)))
+    }
+}
+
+/// The outcome of one backend step, and the Events that report it: a
+/// failure, a first provisioning, or drift put back on an object that was
+/// already Ready for its generation.
+fn outcome_of(
+    ctx: &Context,
+    controller: &'static str,
+    (condition, what): (&'static str, &str),
+    result: Result<Vec<Change>, Failure>,
+    settled: bool,
+    events: &mut Vec<Event>,
+) -> Outcome {
+    match result {
+        Ok(changes) if changes.iter().any(|c| c.wrote()) => {
+            if settled {
+                ctx.metrics.drift(controller, condition);
+                events.push(event(
+                    EventType::Warning,
+                    "DriftCorrected",
+                    "Reconcile",
+                    format!("{what} had drifted from the desired state and was put back"),
+                ));
+            } else {
+                events.push(event(
+                    EventType::Normal,
+                    "Provisioned",
+                    "Reconcile",
+                    format!("{what} created or updated"),
+                ));
+            }
+            Outcome::ready(condition, format!("{what} is provisioned"))
+        }
+        Ok(_) => Outcome::ready(condition, format!("{what} is provisioned")),
+        Err(failure) => {
+            events.push(event(
+                EventType::Warning,
+                failure.category,
+                "Reconcile",
+                failure.message.clone(),
+            ));
+            Outcome::failed(condition, failure.category, failure.message)
+        }
     }
 }
 
@@ -389,7 +302,7 @@ fn merge_provisioned(events: Vec<Event>) -> Vec<Event> {
 }
 
 /// Whether a status write is needed: transition times alone do not count.
-fn changed<S: ObjectStatus>(previous: &S, new: &S) -> bool {
+fn changed<S: KindStatus>(previous: &S, new: &S) -> bool {
     let strip = |s: &S| {
         let mut s = s.clone();
         s.set_conditions(None, Vec::new());

@@ -1,185 +1,110 @@
-//! Desired state, computed by pure functions from the custom resources: the
-//! names every backend object gets, the Kubernetes objects of a tenant, and
-//! the settings of its realm, Pulsar tenant and OpenBao paths.
-//!
-//! Every derived name starts with the tenant's name (validated at admission to
-//! be a DNS label of at most 30 characters), so no tenant can name another's.
+//! A tenant's identity in Keycloak, as desired: the settings of its realm
+//! (or of the shared realm of its type and region, with its organization),
+//! its client, and its identity providers with their scope mappings.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use ossature_crds::{EnvironmentKind, EnvironmentSpec, Isolation, Quotas, TenantSpec, TenantType};
-use serde_json::json;
+use ossature_crds::{Isolation, Tenant, TenantSpec, TenantType};
+use serde_json::{Value, json};
 
-use crate::adapters::keycloak::{ClientSettings, OrganizationSettings, RealmSettings};
-use crate::adapters::pulsar::NamespacePolicy;
+use crate::conditions::{self, Outcome, reasons};
+use crate::names::{TenantNames, sha256_hex};
+use kube::ResourceExt;
 
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "ossature");
-pub const TENANT_LABEL: &str = "ossature.dev/tenant";
-pub const ENVIRONMENT_LABEL: &str = "ossature.dev/environment";
-pub const SCOPE_LABEL: &str = "ossature.dev/scope";
-/// Marks what a `Retain` deletion left behind, no longer managed.
-pub const RETAINED_LABEL: &str = "ossature.dev/retained";
+/// The Lease whose holder (one operator instance) provisions the shared
+/// realms; the others use them and wait for them.
+pub const SHARED_REALMS_LEASE: &str = "ossature-shared-realms";
+/// Client scope that carries the caller's group paths.
+pub const SCOPE_NAME: &str = "ossature-scopes";
+/// Token claim holding the full group paths.
+pub const SCOPE_CLAIM: &str = "scopes";
+/// Built-in client scope of realms with organizations; maps membership.
+pub const ORGANIZATION_SCOPE: &str = "organization";
 
-/// A `ttl` such as `72h`, `1h30m` or `90s` (the CRD's pattern), as a duration.
-pub fn parse_ttl(ttl: &str) -> Option<std::time::Duration> {
-    let mut seconds = 0u64;
-    let mut number = String::new();
-    for c in ttl.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-        seconds += number.parse::<u64>().ok()? * unit;
-        number.clear();
-    }
-    (number.is_empty() && !ttl.is_empty()).then(|| std::time::Duration::from_secs(seconds))
-}
-
-/// Names of everything a tenant owns, in every backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantNames {
-    pub tenant: String,
-    pub namespace: String,
-    pub realm: String,
-    pub pulsar_tenant: String,
-    pub kv_mount: String,
-    pub transit_mount: String,
-    /// The tenant's CA.
-    pub pki_mount: String,
-    pub transit_key: String,
-    pub policy: String,
-}
-
-impl TenantNames {
-    pub fn new(tenant: &str) -> Self {
-        Self {
-            tenant: tenant.to_string(),
-            namespace: format!("tn-{tenant}"),
-            realm: tenant.to_string(),
-            pulsar_tenant: tenant.to_string(),
-            kv_mount: format!("tenants/{tenant}/kv"),
-            transit_mount: format!("tenants/{tenant}/transit"),
-            pki_mount: format!("tenants/{tenant}/pki"),
-            transit_key: tenant.to_string(),
-            policy: format!("tenant-{tenant}"),
-        }
-    }
-
-    /// Names of one of the tenant's environments.
-    pub fn environment(&self, environment: &str) -> EnvironmentNames {
-        EnvironmentNames {
-            // `--` cannot occur in tenant or environment names (refused at
-            // admission), so `acme` + `eu-prod` and `acme-eu` + `prod` differ.
-            namespace: format!("{}--{environment}", self.namespace),
-            pulsar_namespace: environment.to_string(),
-            secrets_prefix: format!("{}/data/{environment}/", self.kv_mount),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvironmentNames {
-    pub namespace: String,
-    /// Within the tenant's Pulsar tenant: `<tenant>/<this>`.
-    pub pulsar_namespace: String,
-    /// Prefix of the environment's secrets inside the tenant's KV mount.
-    pub secrets_prefix: String,
-}
-
-/// What marks an object as the operator's, for a tenant (and an environment).
-pub fn labels(tenant: &str, environment: Option<&str>) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (TENANT_LABEL.to_string(), tenant.to_string()),
-    ]);
-    if let Some(env) = environment {
-        labels.insert(ENVIRONMENT_LABEL.to_string(), env.to_string());
-    }
-    labels
-}
-
-/// The namespace, its quota, limit range and network policies.
+/// Managed settings of one realm.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NamespaceObjects {
-    pub namespace: Namespace,
-    pub quota: ResourceQuota,
-    pub limits: LimitRange,
-    /// Default deny, then same-tenant traffic and DNS allowed.
-    pub policies: Vec<NetworkPolicy>,
+pub struct RealmSettings {
+    pub name: String,
+    pub display_name: String,
+    pub registration_allowed: bool,
+    pub verify_email: bool,
+    /// Realised as the CONFIGURE_TOTP required action being a default action.
+    pub mfa_required: bool,
+    /// Keycloak policy string, e.g. "length(12) and digits(1)".
+    pub password_policy: String,
+    pub access_token_lifespan_seconds: i32,
+    /// Organizations enabled: a shared realm holding many tenants.
+    pub organizations: bool,
 }
 
-pub fn namespace_objects(
-    namespace: &str,
-    tenant: &str,
-    environment: Option<&str>,
-    quotas: &Quotas,
-) -> NamespaceObjects {
-    let labels = labels(tenant, environment);
-    let meta = |name: &str| json!({"name": name, "namespace": namespace, "labels": labels});
-    let mut hard = BTreeMap::new();
-    let mut set = |key: &str, value: Option<Quantity>| {
-        if let Some(value) = value {
-            hard.insert(key.to_string(), value);
-        }
-    };
-    set("requests.cpu", quotas.cpu.clone());
-    set("requests.memory", quotas.memory.clone());
-    set("requests.storage", quotas.storage.clone());
-    set("pods", quotas.pods.map(|p| Quantity(p.to_string())));
+/// An organization: one tenant in a shared realm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrganizationSettings {
+    /// Unique in the realm, immutable in Keycloak: the tenant's name.
+    pub alias: String,
+    pub description: String,
+}
 
-    NamespaceObjects {
-        namespace: from(json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": labels},
-        })),
-        quota: from(json!({
-            "apiVersion": "v1", "kind": "ResourceQuota",
-            "metadata": meta("ossature-quota"),
-            "spec": {"hard": hard},
-        })),
-        limits: from(json!({
-            "apiVersion": "v1", "kind": "LimitRange",
-            "metadata": meta("ossature-limits"),
-            "spec": {"limits": [{
-                "type": "Container",
-                "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
-                "default": {"cpu": "1", "memory": "512Mi"},
-            }]},
-        })),
-        policies: vec![
-            from(json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": meta("ossature-default-deny"),
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
-            })),
-            from(json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": meta("ossature-same-tenant"),
-                "spec": {
-                    "podSelector": {},
-                    "policyTypes": ["Ingress", "Egress"],
-                    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant}}}]}],
-                    "egress": [
-                        {"to": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant}}}]},
-                        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                    ],
-                },
-            })),
-        ],
+/// The client a tenant's people and services get tokens from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub name: String,
+    pub access_token_lifespan_seconds: i32,
+    /// Claims and scopes the client's tokens carry, as protocol mappers.
+    pub mappers: Vec<Value>,
+    /// Client scopes (by name) every token of the client includes.
+    pub default_scopes: Vec<String>,
+    /// Where logins may be sent back to.
+    pub redirect_uris: Vec<String>,
+}
+
+/// Marks what Ossature manages among a realm's identity providers.
+pub const MANAGED_CONFIG: &str = "ossature.dev/managed";
+
+/// One identity provider as Keycloak holds it. No `Debug`: it carries a secret.
+#[derive(Clone, PartialEq)]
+pub struct IdentityProviderSettings {
+    /// Alias in Keycloak: prefixed by the tenant in a shared realm.
+    pub alias: String,
+    pub display_name: String,
+    /// `oidc` or `saml`.
+    pub provider: &'static str,
+    /// Managed config keys and values (for SAML, added to what its metadata gives).
+    pub config: BTreeMap<String, String>,
+    /// The OIDC client secret: sent when the provider is created or its
+    /// hash (in `config`) changed; Keycloak never shows it back.
+    pub secret: Option<String>,
+    /// For SAML: where Keycloak imports the rest of the config from.
+    pub metadata_url: Option<String>,
+    /// Mappers, each named `ossature-...`.
+    pub mappers: Vec<Value>,
+}
+
+/// Where a tenant's groups live: the realm's own tree, or an organization's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupHome<'a> {
+    Realm(&'a str),
+    Organization { realm: &'a str, id: &'a str },
+}
+
+impl<'a> GroupHome<'a> {
+    pub fn realm(self) -> &'a str {
+        match self {
+            GroupHome::Realm(realm) | GroupHome::Organization { realm, .. } => realm,
+        }
     }
 }
 
-fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).expect("literal objects are valid")
+impl std::fmt::Display for GroupHome<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupHome::Realm(realm) => write!(f, "realm {realm}"),
+            GroupHome::Organization { realm, id } => {
+                write!(f, "organization {id} of realm {realm}")
+            }
+        }
+    }
 }
 
 /// Realm settings: the tenant type's defaults, overridden by what the spec sets.
@@ -306,7 +231,7 @@ pub fn client_settings(
             .to_vec();
     match isolation {
         Isolation::Organization => default_scopes.push("organization".into()),
-        Isolation::Realm => default_scopes.push(crate::adapters::keycloak::SCOPE_NAME.into()),
+        Isolation::Realm => default_scopes.push(SCOPE_NAME.into()),
     }
     match isolation {
         Isolation::Organization => {}
@@ -339,7 +264,6 @@ pub fn client_settings(
     }
 }
 
-pub use crate::adapters::keycloak::{IdentityProviderSettings, MANAGED_CONFIG};
 /// Keycloak never shows a client secret back: its hash tells a change.
 pub const SECRET_HASH_CONFIG: &str = "ossature.dev/secret-sha256";
 /// The metadata a SAML provider was configured from.
@@ -351,14 +275,6 @@ pub fn provider_alias(tenant: &str, alias: &str, isolation: Isolation) -> String
         Isolation::Organization => format!("{tenant}-{alias}"),
         Isolation::Realm => alias.to_string(),
     }
-}
-
-fn sha256_hex(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// What Keycloak is given for `provider`: `secret` is the OIDC client secret
@@ -395,7 +311,7 @@ pub fn identity_provider_settings(
             }
             config.insert(
                 SECRET_HASH_CONFIG.into(),
-                sha256_hex(secret.unwrap_or_default()),
+                sha256_hex(secret.unwrap_or_default().as_bytes()),
             );
             ("oidc", None)
         }
@@ -448,31 +364,84 @@ pub fn identity_provider_settings(
     }
 }
 
-/// Pulsar clusters allowed to hold a tenant's data: those of its region.
-pub fn allowed_clusters(
-    residency: &str,
-    clusters_by_region: &BTreeMap<String, Vec<String>>,
-) -> Option<Vec<String>> {
-    clusters_by_region.get(residency).cloned()
+/// Where a tenant's scope groups live: its realm, and its organization in
+/// a shared realm; `None` until its identity is recorded.
+pub fn group_home(tenant: &Tenant) -> Option<(String, Option<String>)> {
+    let status = tenant.status.as_ref()?;
+    let realm = status.realm.clone()?;
+    match status.isolation {
+        Some(Isolation::Organization) => Some((realm, Some(status.organization_id.clone()?))),
+        Some(Isolation::Realm) => Some((realm, None)),
+        // Provisioned before isolation was recorded: not yet reconciled anew.
+        None => None,
+    }
 }
 
-/// Retention and schema rules of an environment's Pulsar namespace.
-pub fn namespace_policy(spec: &EnvironmentSpec) -> NamespacePolicy {
-    let default_minutes = match spec.kind {
-        EnvironmentKind::Production => 7 * 24 * 60,
-        _ => 24 * 60,
-    };
-    NamespacePolicy {
-        retention_minutes: spec.message_retention_minutes.unwrap_or(default_minutes),
-        retention_size_mb: 1024,
-        schema_compatibility: "FULL".to_string(),
+/// A tenant's isolation cannot move once provisioned: the Stalled outcome
+/// when the spec asks for another mode than the one recorded.
+pub fn isolation_changed(
+    wanted: Option<Isolation>,
+    recorded: Option<Isolation>,
+) -> Option<Outcome> {
+    let (wanted, recorded) = (wanted?, recorded?);
+    (wanted != recorded).then(|| {
+        Outcome::failed(
+            conditions::STALLED,
+            reasons::ISOLATION_IMMUTABLE,
+            format!(
+                "identity.isolation is {wanted:?} but the tenant was provisioned as {recorded:?}; set it back to {recorded:?} (moving between modes is a migration)"
+            ),
+        )
+    })
+}
+
+/// Dedicated realms are capped per Keycloak: those already provisioned
+/// come first, then the oldest. `tenants` are all tenants known.
+pub fn within_realm_capacity<'a>(
+    tenant: &Tenant,
+    tenants: impl IntoIterator<Item = &'a Tenant>,
+    cap: usize,
+) -> Result<(), Outcome> {
+    let provisioned =
+        |t: &Tenant| t.status.as_ref().and_then(|s| s.isolation) == Some(Isolation::Realm);
+    if provisioned(tenant) {
+        return Ok(());
     }
+    let mut realm_tenants: Vec<_> = tenants
+        .into_iter()
+        .filter(|t| {
+            t.metadata.deletion_timestamp.is_none()
+                && (provisioned(t) || t.spec.identity.isolation == Some(Isolation::Realm))
+        })
+        .map(|t| {
+            (
+                !provisioned(t),
+                t.metadata.creation_timestamp.clone().map(|c| c.0),
+                t.name_any(),
+            )
+        })
+        .collect();
+    realm_tenants.sort();
+    let rank = realm_tenants
+        .iter()
+        .position(|(_, _, n)| *n == tenant.name_any())
+        .unwrap_or(realm_tenants.len());
+    if rank < cap {
+        return Ok(());
+    }
+    Err(Outcome::failed(
+        conditions::STALLED,
+        reasons::REALM_CAPACITY_REACHED,
+        format!(
+            "this Keycloak already holds {cap} dedicated realms (--max-dedicated-realms); use isolation: Organization, or raise the cap once Keycloak can carry more; the tenant proceeds when a dedicated realm is freed"
+        ),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ossature_crds::{IdentitySettings, PasswordPolicy};
+    use ossature_crds::{IdentitySettings, PasswordPolicy, Quotas};
 
     fn spec(kind: TenantType) -> TenantSpec {
         TenantSpec {
@@ -486,24 +455,6 @@ mod tests {
             domains: Vec::new(),
             deletion_policy: Default::default(),
         }
-    }
-
-    #[test]
-    fn every_name_is_scoped_by_the_tenant() {
-        let acme = TenantNames::new("acme");
-        let acme_eu = TenantNames::new("acme-eu");
-        assert_eq!(acme.namespace, "tn-acme");
-        assert_eq!(acme.kv_mount, "tenants/acme/kv");
-        assert_eq!(acme.environment("prod").namespace, "tn-acme--prod");
-        // A tenant whose name extends another's never shares a name with it.
-        assert!(!acme_eu.kv_mount.starts_with(&format!("{}/", acme.kv_mount)));
-        assert_ne!(
-            acme.environment("eu-prod").namespace,
-            acme_eu.environment("prod").namespace
-        );
-        // Longest names stay within Kubernetes' 63-character namespace limit.
-        let long = TenantNames::new(&"t".repeat(30));
-        assert!(long.environment(&"e".repeat(28)).namespace.len() <= 63);
     }
 
     #[test]
@@ -537,32 +488,6 @@ mod tests {
         assert_eq!(realm.access_token_lifespan_seconds, 900);
         assert!(realm.password_policy.contains("length(20)"));
         assert!(!realm.password_policy.contains("passwordHistory"));
-    }
-
-    #[test]
-    fn namespace_objects_carry_labels_quota_and_deny_by_default() {
-        let quotas = Quotas {
-            cpu: Some(Quantity("4".into())),
-            pods: Some(20),
-            ..Default::default()
-        };
-        let objects = namespace_objects("tn-acme--prod", "acme", Some("prod"), &quotas);
-        let labels = objects.namespace.metadata.labels.clone().unwrap();
-        assert_eq!(labels[TENANT_LABEL], "acme");
-        assert_eq!(labels[ENVIRONMENT_LABEL], "prod");
-        let hard = objects.quota.spec.unwrap().hard.unwrap();
-        assert_eq!(hard["requests.cpu"], Quantity("4".into()));
-        assert_eq!(hard["pods"], Quantity("20".into()));
-        assert!(!hard.contains_key("requests.memory"));
-        let deny = objects.policies[0].spec.clone().unwrap();
-        assert!(deny.ingress.is_none() && deny.egress.is_none());
-        assert_eq!(deny.policy_types.unwrap(), vec!["Ingress", "Egress"]);
-        let allow = serde_json::to_value(&objects.policies[1]).unwrap();
-        assert_eq!(
-            allow["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
-                [TENANT_LABEL],
-            "acme"
-        );
     }
 
     #[test]
@@ -653,40 +578,60 @@ mod tests {
         assert!(own.mappers[0]["config"].get("groupType").is_none());
     }
 
-    #[test]
-    fn ttls_read_as_durations() {
-        use std::time::Duration;
-        assert_eq!(parse_ttl("72h"), Some(Duration::from_secs(72 * 3600)));
-        assert_eq!(parse_ttl("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_ttl("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_ttl("2m5s"), Some(Duration::from_secs(125)));
-        assert_eq!(parse_ttl(""), None);
-        assert_eq!(parse_ttl("10"), None);
-        assert_eq!(parse_ttl("3d"), None);
+    fn tenant(
+        name: &str,
+        wanted: Option<Isolation>,
+        recorded: Option<Isolation>,
+        created: &str,
+    ) -> Tenant {
+        let mut tenant: Tenant = serde_json::from_value(json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"type": "Business", "displayName": name, "residency": "eu"},
+        }))
+        .unwrap();
+        tenant.spec.identity.isolation = wanted;
+        if let Some(recorded) = recorded {
+            tenant.status = Some(ossature_crds::TenantStatus {
+                isolation: Some(recorded),
+                ..Default::default()
+            });
+        }
+        tenant
     }
 
     #[test]
-    fn residency_decides_the_clusters_and_environment_kind_the_retention() {
-        let map = BTreeMap::from([("eu".to_string(), vec!["standalone".to_string()])]);
-        assert_eq!(
-            allowed_clusters("eu", &map),
-            Some(vec!["standalone".to_string()])
+    fn dedicated_realms_go_to_the_provisioned_then_the_oldest() {
+        use Isolation::*;
+        let old = tenant("old", Some(Realm), None, "2026-01-01T00:00:00Z");
+        let young = tenant("young", Some(Realm), None, "2026-01-02T00:00:00Z");
+        let held = tenant("held", None, Some(Realm), "2026-01-03T00:00:00Z");
+        let org = tenant("org", None, Some(Organization), "2025-01-01T00:00:00Z");
+        let all = [&old, &young, &held, &org];
+        assert!(
+            within_realm_capacity(&held, all, 1).is_ok(),
+            "provisioned first"
         );
-        assert_eq!(allowed_clusters("us", &map), None);
-        let env = |kind| EnvironmentSpec {
-            kind,
-            ttl: None,
-            quotas: Quotas::default(),
-            message_retention_minutes: None,
-            deletion_policy: Default::default(),
-        };
+        assert!(within_realm_capacity(&old, all, 2).is_ok());
+        let refused = within_realm_capacity(&young, all, 2).unwrap_err();
+        assert_eq!(refused.reason, reasons::REALM_CAPACITY_REACHED);
+        assert!(within_realm_capacity(&young, all, 3).is_ok());
+    }
+
+    #[test]
+    fn isolation_cannot_move_and_the_group_home_follows_it() {
+        use Isolation::*;
+        assert!(isolation_changed(Some(Realm), Some(Organization)).is_some());
+        assert!(isolation_changed(Some(Realm), Some(Realm)).is_none());
+        assert!(isolation_changed(None, Some(Realm)).is_none());
+        let mut t = tenant("acme", None, Some(Organization), "2026-01-01T00:00:00Z");
+        assert_eq!(group_home(&t), None, "no organization id yet");
+        let status = t.status.as_mut().unwrap();
+        status.realm = Some("ossature-business-eu".into());
+        status.organization_id = Some("id-1".into());
         assert_eq!(
-            namespace_policy(&env(EnvironmentKind::Production)).retention_minutes,
-            10080
-        );
-        assert_eq!(
-            namespace_policy(&env(EnvironmentKind::Staging)).retention_minutes,
-            1440
+            group_home(&t),
+            Some(("ossature-business-eu".into(), Some("id-1".into())))
         );
     }
 }

@@ -12,7 +12,7 @@
 //! (see [`certificates`]). `edge`: N tenant hosts at the edge, and how long
 //! one tenant's change takes to reach Caddy (see [`edge`]).
 //!
-//! Build both binaries first: `cargo build --release -p ossature-operator`,
+//! Build both binaries first: `cargo build --release -p ossature-operator -p ossature-bench`,
 //! then `target/release/ossature-bench --tenants 50 --baseline`.
 
 mod certificates;
@@ -37,8 +37,9 @@ use kube::runtime::watcher;
 use ossature_bootstrap::components::Component;
 use ossature_bootstrap::{Layout, stack};
 use ossature_crds::{Quotas, Tenant};
-use ossature_operator::adapters::openbao::tenant_policy;
-use ossature_operator::desired::{self, TenantNames};
+use ossature_model::TenantNames;
+use ossature_model::objects::namespace_objects;
+use ossature_model::secrets::tenant_policy;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -390,7 +391,7 @@ async fn provision(
 
 async fn apply_namespace_objects(client: &kube::Client, tenant: &str) -> Result<()> {
     let names = TenantNames::new(tenant);
-    let objects = desired::namespace_objects(&names.namespace, tenant, None, &Quotas::default());
+    let objects = namespace_objects(&names.namespace, tenant, None, &Quotas::default());
     apply(&Api::all(client.clone()), &objects.namespace).await?;
     // The rest lives in the namespace, so only it comes first.
     let quotas = Api::namespaced(client.clone(), &names.namespace);

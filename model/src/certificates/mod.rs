@@ -2,6 +2,19 @@
 //! names a tenant may have, when a certificate is renewed, whether the one
 //! held still fits its spec, and the key and request sent to the CA.
 
+pub mod authority;
+pub mod host;
+pub mod keys;
+pub mod record;
+pub mod secret;
+
+pub use authority::{CaState, ROTATION_WAVE, Rotation, rotation};
+pub use keys::{Leaf, new_key, read_leaf, request, request_for, trust_bundle};
+pub use record::{
+    Record, TENANT_CA, Wanted, issued_for, record_path, reissue_reason, replace_reason,
+};
+pub use secret::{CERTIFICATE_LABEL, DATA_HASH_ANNOTATION, data_hash, secret, secret_tampered};
+
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -9,14 +22,6 @@ use ossature_crds::{CertificateSpec, KeyAlgorithm, Usage};
 
 /// Lifetime when the spec names none.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// The tenant of a tenant namespace or of one of its environments'
-/// (`tn-<tenant>` or `tn-<tenant>--<environment>`).
-pub fn tenant_of_any(namespace: &str) -> Option<&str> {
-    let rest = namespace.strip_prefix("tn-")?;
-    let tenant = rest.split("--").next()?;
-    (!tenant.is_empty()).then_some(tenant)
-}
 
 /// Whether `name` is the tenant's under the root domain: `<tenant>.<root>`
 /// or below it (a leading wildcard label counts as a subdomain).
@@ -43,7 +48,7 @@ pub fn names_not_owned<'a>(
 pub fn lifetime(spec: &CertificateSpec) -> Duration {
     spec.lifetime
         .as_deref()
-        .and_then(crate::desired::parse_ttl)
+        .and_then(crate::time::parse_ttl)
         .unwrap_or(DEFAULT_LIFETIME)
 }
 
@@ -131,33 +136,6 @@ impl Issued {
     }
 }
 
-/// A fresh key of the spec's algorithm, as PKCS#8 PEM.
-pub fn new_key(spec: &CertificateSpec) -> Result<String, rcgen::Error> {
-    let algorithm = match spec.key_algorithm {
-        KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
-    };
-    Ok(rcgen::KeyPair::generate_for(algorithm)?.serialize_pem())
-}
-
-/// The request (PEM) for a certificate of `spec` with the key `key_pem`.
-pub fn request_for_key(spec: &CertificateSpec, key_pem: &str) -> Result<String, rcgen::Error> {
-    let key = rcgen::KeyPair::from_pem(key_pem)?;
-    let mut params = rcgen::CertificateParams::new(spec.dns_names.clone())?;
-    let mut name = rcgen::DistinguishedName::new();
-    name.push(rcgen::DnType::CommonName, spec.dns_names[0].clone());
-    params.distinguished_name = name;
-    params.extended_key_usages = spec
-        .usages
-        .iter()
-        .map(|u| match u {
-            Usage::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        })
-        .collect();
-    params.serialize_request(&key)?.pem()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,15 +155,6 @@ mod tests {
                 acme: None,
             },
         }
-    }
-
-    #[test]
-    fn the_tenant_is_read_from_any_of_its_namespaces() {
-        assert_eq!(tenant_of_any("tn-acme"), Some("acme"));
-        assert_eq!(tenant_of_any("tn-acme--prod"), Some("acme"));
-        assert_eq!(tenant_of_any("tn-acme-eu"), Some("acme-eu"));
-        assert_eq!(tenant_of_any("tn-"), None);
-        assert_eq!(tenant_of_any("default"), None);
     }
 
     #[test]
@@ -294,25 +263,5 @@ mod tests {
         let mut d = b.clone();
         d.key_algorithm = KeyAlgorithm::Ed25519;
         assert_ne!(Issued::of(&b), Issued::of(&d));
-    }
-
-    #[test]
-    fn a_request_carries_the_names_and_a_key_of_the_asked_algorithm() {
-        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519] {
-            let mut s = spec(&["acme.ossature.test", "api.acme.ossature.test"]);
-            s.key_algorithm = algorithm;
-            let key = new_key(&s).unwrap();
-            let request = request_for_key(&s, &key).unwrap();
-            assert!(key.contains("BEGIN PRIVATE KEY"));
-            let parsed = rcgen::CertificateSigningRequestParams::from_pem(&request).unwrap();
-            assert_eq!(parsed.params.subject_alt_names.len(), 2);
-            let rebuilt = rcgen::KeyPair::from_pem(&key).unwrap();
-            use rcgen::PublicKeyData;
-            assert_eq!(
-                parsed.public_key.der_bytes(),
-                rebuilt.der_bytes(),
-                "the request is for the key returned"
-            );
-        }
     }
 }

@@ -21,6 +21,12 @@ pub const EDGE_READY: &str = "EdgeReady";
 pub const DOMAINS_READY: &str = "DomainsReady";
 /// An AcmeIssuer's account at its CA.
 pub const ACCOUNT_READY: &str = "AccountReady";
+/// A scope's group in Keycloak.
+pub const GROUP_READY: &str = "GroupReady";
+/// A scope's Roles and RoleBindings.
+pub const RBAC_READY: &str = "RbacReady";
+/// A Certificate with a new certificate on the way.
+pub const ISSUING: &str = "Issuing";
 
 /// Reasons, stable across releases: tooling may match on them.
 pub mod reasons {
@@ -169,6 +175,29 @@ pub fn settled(conditions: &[Condition], generation: Option<i64>) -> bool {
     conditions
         .iter()
         .any(|c| c.type_ == READY && c.status == "True" && c.observed_generation == generation)
+}
+
+/// Whether condition `type_` is True.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Whether a status says Stalled: only a change to the object (or a
+/// related one) can help it.
+pub fn is_stalled<S: ossature_crds::Conditioned>(status: Option<&S>) -> bool {
+    status.is_some_and(|s| is_true(s.conditions(), STALLED))
+}
+
+/// Whether an object's status is Ready for the object's current generation
+/// (a condition of an older spec says nothing of this one).
+pub fn ready_for(
+    conditions: &[Condition],
+    status_generation: Option<i64>,
+    generation: Option<i64>,
+) -> bool {
+    status_generation == generation && is_true(conditions, READY)
 }
 
 /// Equal apart from transition times: no status write is needed.

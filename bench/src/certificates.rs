@@ -22,7 +22,7 @@ use clap::ValueEnum;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -909,41 +909,9 @@ fn read_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>> {
 }
 
 async fn apply_crds(client: &kube::Client, crds: &[CustomResourceDefinition]) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(crd),
-        )
-        .await
-        .with_context(|| format!("applying CRD {name}"))?;
-    }
-    for crd in crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        let mut established = false;
-        for _ in 0..100 {
-            let current = api.get(&name).await?;
-            established = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        if !established {
-            bail!("CRD {name} is not established after 20s");
-        }
-    }
-    Ok(())
+    ossature_operator::crds::apply(client, crds, FIELD_MANAGER).await
 }
 
-/// Deletes the CRDs and waits until they are gone.
 async fn remove_crds(client: &kube::Client, crds: &[CustomResourceDefinition]) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let names: Vec<String> = crds

@@ -1,0 +1,211 @@
+//! What a kind supplies ([`Reconciled`]), and the registry that runs every
+//! kind: registering a kind gives it its watch, its store (readable by every
+//! other kind), its nudges, and, when other kinds follow it, one shared watch
+//! that feeds them too.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::api::Api;
+use kube::core::object::HasStatus;
+use kube::runtime::Controller;
+use kube::runtime::events::Event;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle};
+use kube::{Resource, ResourceExt};
+use ossature_crds::Conditioned;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Error, Plan};
+use crate::context::Context;
+use crate::stores::{Nudges, Stores};
+
+/// The status of a kind: conditions and observed generation, plus its own fields.
+pub trait KindStatus:
+    Conditioned + Serialize + Clone + Default + PartialEq + Send + Sync + 'static
+{
+}
+impl<T> KindStatus for T where
+    T: Conditioned + Serialize + Clone + Default + PartialEq + Send + Sync + 'static
+{
+}
+
+/// The status type of kind `K`.
+pub type StatusOf<K> = <K as HasStatus>::Status;
+
+/// How the API of a kind's objects is reached: per namespace, or cluster-wide.
+pub trait ApiScope {
+    fn api<K>(client: kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = Self>;
+}
+
+impl ApiScope for NamespaceResourceScope {
+    fn api<K>(client: kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = Self>,
+    {
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+}
+
+impl ApiScope for ClusterResourceScope {
+    fn api<K>(client: kube::Client, _: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = Self>,
+    {
+        Api::all(client)
+    }
+}
+
+/// What a kind supplies; the driver in this module's parent does the rest.
+pub trait Reconciled:
+    Resource<DynamicType = (), Scope: ApiScope>
+    + HasStatus<Status: KindStatus>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Label of metrics and logs, e.g. "tenant".
+    const CONTROLLER: &'static str;
+    const FINALIZER: &'static str;
+    /// Its watch keeps to `--selector` (Tenants, AcmeIssuers); the other
+    /// kinds follow their tenant (see [`Reconciled::selected`]).
+    const SELECTED_BY_LABEL: bool = false;
+    /// Other kinds follow its changes: its one watch feeds them too.
+    const FOLLOWED: bool = false;
+
+    fn api(client: kube::Client, object: &Self) -> Api<Self> {
+        <Self::Scope as ApiScope>::api(client, object.namespace().as_deref())
+    }
+
+    /// Whether this operator instance manages the object: a namespaced
+    /// object when its tenant is this instance's (see `--selector`).
+    fn selected(&self, ctx: &Context) -> bool {
+        match self.meta().namespace.as_deref() {
+            Some(namespace) => ctx.tenant_selected(Some(namespace)),
+            None => true,
+        }
+    }
+
+    /// Reads what the object depends on and decides its steps.
+    fn plan<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<Plan<'a, StatusOf<Self>>, Error>> + Send + 'a;
+
+    /// Removes what was provisioned (or keeps it, on Retain) and returns the
+    /// Events that say so; `Error::Blocked` (or `Error::Waiting`) while
+    /// something must go first.
+    fn cleanup<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<Vec<Event>, Error>> + Send + 'a;
+
+    /// Related watches that requeue this kind (parents, owned objects).
+    fn watches(controller: Controller<Self>, _watch: &WatchContext) -> Controller<Self> {
+        controller
+    }
+}
+
+/// What `watches` may use: the client, the stores of every kind, and the
+/// changes of every followed kind, from its one watch.
+pub struct WatchContext {
+    pub client: kube::Client,
+    pub stores: Stores,
+    followed: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    /// Changes when the edge lost our configuration (see [`crate::edge`]).
+    pub edge_losses: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl WatchContext {
+    /// The changes of followed kind `K`.
+    pub fn changes<K: Reconciled>(&self) -> ReflectHandle<K> {
+        self.followed
+            .get(&TypeId::of::<K>())
+            .and_then(|h| h.downcast_ref::<ReflectHandle<K>>())
+            .unwrap_or_else(|| panic!("kind {} is not followed", K::CONTROLLER))
+            .clone()
+    }
+}
+
+type Runner = Box<dyn FnOnce(&WatchContext, Arc<Context>, u16) -> BoxFuture<'static, ()> + Send>;
+
+/// Every kind this operator runs.
+pub struct Kinds {
+    client: kube::Client,
+    selector: Option<String>,
+    stores: Stores,
+    nudges: Nudges,
+    followed: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    runners: Vec<Runner>,
+}
+
+impl Kinds {
+    pub fn new(client: &kube::Client, selector: Option<&str>) -> Self {
+        Kinds {
+            client: client.clone(),
+            selector: selector.map(String::from),
+            stores: Stores::default(),
+            nudges: Nudges::default(),
+            followed: HashMap::new(),
+            runners: Vec::new(),
+        }
+    }
+
+    /// Registers kind `K`.
+    pub fn with<K: Reconciled>(mut self) -> Self {
+        let selector = self.selector.as_deref().filter(|_| K::SELECTED_BY_LABEL);
+        let controller = if K::FOLLOWED {
+            let (controller, changes) = super::shared_controller::<K>(&self.client, selector);
+            self.followed.insert(TypeId::of::<K>(), Box::new(changes));
+            controller
+        } else {
+            super::controller::<K>(&self.client, selector)
+        };
+        self.stores.insert(controller.store());
+        let nudged = self.nudges.channel::<K>();
+        self.runners.push(Box::new(move |watch, ctx, concurrency| {
+            let nudged = futures::stream::unfold(nudged, |mut receiver| async move {
+                let object: ObjectRef<K> = receiver.recv().await?;
+                Some((object, receiver))
+            });
+            let controller = K::watches(controller, watch).reconcile_on(nudged);
+            Box::pin(super::run(controller, ctx, concurrency))
+        }));
+        self
+    }
+
+    /// The stores and nudges of every kind, for the context.
+    pub fn handles(&self) -> (Stores, Nudges) {
+        (self.stores.clone(), self.nudges.clone())
+    }
+
+    /// Runs every kind until a shutdown signal.
+    pub async fn run(self, ctx: Arc<Context>, concurrency: u16) {
+        let watch = WatchContext {
+            client: self.client,
+            stores: self.stores,
+            followed: self.followed,
+            edge_losses: ctx.edge.as_ref().map(crate::edge::Edges::losses),
+        };
+        let runs: Vec<_> = self
+            .runners
+            .into_iter()
+            .map(|runner| runner(&watch, ctx.clone(), concurrency))
+            .collect();
+        // Every kind has its own subscription now. An unread one would hold
+        // the shared watches back once its buffer is full: let it go.
+        drop(watch);
+        futures::future::join_all(runs).await;
+    }
+}

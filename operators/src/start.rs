@@ -1,0 +1,185 @@
+//! From flags to running controllers: the backends' clients, the settings,
+//! the kinds and their context, the metrics server, and the shared realms'
+//! manager, until a shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use kube::Client;
+use ossature_model::Platform;
+use tracing::{error, info};
+
+use crate::adapters::Calls;
+use crate::adapters::edge::caddy::CaddyEdge;
+use crate::adapters::keycloak::Keycloak;
+use crate::adapters::openbao::OpenBao;
+use crate::adapters::pulsar::Pulsar;
+use crate::cli::Args;
+use crate::context::{Backends, Context, Settings};
+use crate::metrics::Metrics;
+
+pub async fn run(mut args: Args) -> Result<()> {
+    let client = client(&mut args).await?;
+    crate::crds::require(&client).await?;
+    crate::admission::ensure(&client, &args.root_domain)
+        .await
+        .context("writing the admission policy of certificate names")?;
+    let calls = Calls::default();
+    let metrics = Metrics::new(&calls);
+    let settings = settings(&args)?;
+    let kinds = crate::controllers::kinds(&client, args.selector.as_deref());
+    let backends = backends(&args, client, calls)?;
+    let ctx = Arc::new(Context::new(
+        backends,
+        settings,
+        metrics.clone(),
+        kinds.handles(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { metrics.render() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!("metrics server stopped: {e}");
+        }
+    });
+    info!(
+        metrics = %args.metrics_addr,
+        selector = args.selector.as_deref().unwrap_or("(every tenant)"),
+        "ossature-operator started"
+    );
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "ossature".into()),
+        std::process::id()
+    );
+    let held = crate::shared::hold(ctx.clone(), args.lease_namespace.clone(), identity.clone());
+    tokio::select! {
+        _ = kinds.run(ctx.clone(), args.concurrency) => {}
+        _ = crate::shared::manage_realms(ctx.clone(), held) => {}
+    }
+    crate::shared::release(&ctx, &args.lease_namespace, &identity).await;
+    info!("ossature-operator stopped");
+    Ok(())
+}
+
+/// The apiserver's client: the local stack's, or the one the environment
+/// names (in-cluster, or a kubeconfig).
+async fn client(args: &mut Args) -> Result<Client> {
+    #[cfg(feature = "local-stack")]
+    if args.local_stack() {
+        return crate::local_stack::bring_up(args).await;
+    }
+    let _ = &args;
+    Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")
+}
+
+fn settings(args: &Args) -> Result<Settings> {
+    let platform = Platform {
+        root_domain: args.root_domain.clone(),
+        residency: args.residency(),
+        host_issuer: args.host_issuer.clone(),
+        max_dedicated_realms: args.max_dedicated_realms as usize,
+    };
+    if let Some(problem) = platform.problems().into_iter().next() {
+        anyhow::bail!("{problem}");
+    }
+    Ok(Settings {
+        platform,
+        resync: Duration::from_secs(args.resync_seconds),
+        max_backoff: Duration::from_secs(args.max_backoff_seconds),
+        selector: args.selector.clone(),
+        acme_namespace: args.acme_namespace.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+    })
+}
+
+fn backends(args: &Args, client: Client, calls: Calls) -> Result<Backends> {
+    let required = |value: &Option<String>, flag: &str, var: &str| {
+        value.clone().with_context(|| {
+            format!("--{flag} (or {var}) is required unless --local-stack is given")
+        })
+    };
+    let keycloak = Keycloak::new(
+        &required(&args.keycloak_url, "keycloak-url", "OSSATURE_KEYCLOAK_URL")?,
+        &required(
+            &args.keycloak_admin_user,
+            "keycloak-admin-user",
+            "OSSATURE_KEYCLOAK_ADMIN_USER",
+        )?,
+        &required(
+            &args.keycloak_admin_password,
+            "keycloak-admin-password",
+            "OSSATURE_KEYCLOAK_ADMIN_PASSWORD",
+        )?,
+        calls.clone(),
+    )?;
+    let pulsar = Pulsar::new(
+        &required(
+            &args.pulsar_admin_url,
+            "pulsar-admin-url",
+            "OSSATURE_PULSAR_ADMIN_URL",
+        )?,
+        calls.clone(),
+    )?;
+    let openbao = OpenBao::new(
+        &required(&args.openbao_addr, "openbao-addr", "OSSATURE_OPENBAO_ADDR")?,
+        &required(
+            &args.openbao_token,
+            "openbao-token",
+            "OSSATURE_OPENBAO_TOKEN",
+        )?,
+        calls.clone(),
+    )?;
+    let dns = crate::dns::Dns::new(args.dns_server)
+        .map_err(anyhow::Error::msg)
+        .context("--dns-server")?;
+    Ok(Backends {
+        edge: edge(args, &calls)?.map(crate::edge::Edges::start),
+        client,
+        keycloak,
+        pulsar,
+        openbao,
+        dns: Some(dns),
+        calls,
+    })
+}
+
+/// The edge's adapter, unless the operator runs without one.
+fn edge(args: &Args, calls: &Calls) -> Result<Option<CaddyEdge>> {
+    let Some(url) = args.edge_admin_url.as_deref().filter(|_| !args.no_edge) else {
+        return Ok(None);
+    };
+    let dir = args
+        .edge_cert_dir
+        .clone()
+        .context("--edge-cert-dir (or OSSATURE_EDGE_CERT_DIR) is required with --edge-admin-url")?;
+    // Instances with disjoint selectors keep apart at a shared edge too.
+    let instance = match &args.selector {
+        Some(selector) => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, selector.as_bytes());
+            format!("s-{}", ossature_model::names::hex(&digest.as_ref()[..5]))
+        }
+        None => "ossature".to_string(),
+    };
+    // Each instance its own files: one never removes what another's
+    // configuration still loads.
+    let dir = dir.join(&instance);
+    Ok(Some(CaddyEdge::new(
+        url,
+        &args.edge_server,
+        &instance,
+        dir,
+        calls.clone(),
+    )?))
+}
