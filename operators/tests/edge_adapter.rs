@@ -592,7 +592,8 @@ async fn the_probe_notices_lost_configuration_in_one_small_read() {
         s.edge.apply(std::slice::from_ref(&state)).await.unwrap();
         let (reads, writes) = (s.reads(), s.writes());
         assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured);
-        assert_eq!((s.reads() - reads, s.writes() - writes), (1, 0));
+        // Our marker, then the policy and certificate of the host it names.
+        assert_eq!((s.reads() - reads, s.writes() - writes), (3, 0));
 
         // As after a restart: our marker is gone (the shared Caddy stays up).
         let path = format!("/id/{}", s.edge.marker_id());
