@@ -6,6 +6,8 @@
 //! lost our configuration (restarted) and asks for every tenant again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -44,9 +46,10 @@ impl Edges {
     pub fn start(edge: CaddyEdge) -> Self {
         let (jobs, receiver) = mpsc::channel(4 * BATCH);
         let (lost_tx, lost) = watch::channel(0);
-        let edge = std::sync::Arc::new(edge);
-        tokio::spawn(batches(edge.clone(), receiver));
-        tokio::spawn(probe(edge, lost_tx));
+        let edge = Arc::new(edge);
+        let applied = Arc::new(AtomicU64::new(0));
+        tokio::spawn(batches(edge.clone(), receiver, applied.clone()));
+        tokio::spawn(probe(edge, lost_tx, applied));
         Edges { jobs, lost }
     }
 
@@ -141,7 +144,9 @@ fn answer_all(answers: Vec<(String, Vec<Answer>)>, outcome: Result<Vec<HostChang
     }
 }
 
-async fn batches(edge: std::sync::Arc<CaddyEdge>, mut receiver: mpsc::Receiver<Job>) {
+/// `applied` counts the applies that succeeded, bumped before their callers
+/// hear of it.
+async fn batches(edge: Arc<CaddyEdge>, mut receiver: mpsc::Receiver<Job>, applied: Arc<AtomicU64>) {
     while let Some(first) = receiver.recv().await {
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + GATHER;
@@ -160,25 +165,37 @@ async fn batches(edge: std::sync::Arc<CaddyEdge>, mut receiver: mpsc::Receiver<J
             let (states, answers): (Vec<HostState>, Vec<Vec<Answer>>) = applies.into_iter().unzip();
             let hosts = states.iter().map(|s| s.host.clone());
             let answers: Vec<Waiting> = hosts.zip(answers).collect();
-            answer_all(answers, edge.apply(&states).await);
+            let outcome = edge.apply(&states).await;
+            if outcome.is_ok() {
+                applied.fetch_add(1, Ordering::Release);
+            }
+            answer_all(answers, outcome);
         }
     }
 }
 
-async fn probe(edge: std::sync::Arc<CaddyEdge>, lost: watch::Sender<u64>) {
+async fn probe(edge: Arc<CaddyEdge>, lost: watch::Sender<u64>, applied: Arc<AtomicU64>) {
     let mut was = None;
+    // Applies counted at the last probe.
+    let mut seen = 0;
     let mut ticks = tokio::time::interval(PROBE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        // Applies done before this read left our configuration complete.
+        let written = applied.load(Ordering::Acquire);
         match edge.probe().await {
             Ok(now) => {
-                // Only a loss counts: at start nothing was written yet.
-                if was == Some(Probe::Configured) && now == Probe::Missing {
+                // Only a loss counts (at start nothing was written yet): of
+                // what the last probe saw, or of what we wrote since, which
+                // a probe may not have seen before it went.
+                let had = was == Some(Probe::Configured) || written != seen;
+                if had && now == Probe::Missing {
                     info!("the edge lost its configuration; putting every tenant host back");
                     lost.send_modify(|n| *n += 1);
                 }
                 was = Some(now);
+                seen = written;
             }
             Err(e) => warn!("edge probe failed: {e}"),
         }

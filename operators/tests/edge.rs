@@ -28,11 +28,33 @@ async fn admin(
     method: reqwest::Method,
     path: &str,
 ) -> (u16, Value) {
-    let response = http()
-        .request(method, format!("{}{path}", env["OSSATURE_EDGE_ADMIN_URL"]))
-        .send()
-        .await
-        .unwrap();
+    admin_with(env, method, path, None).await
+}
+
+/// An admin API call with a body; sent again while a reload (anyone's)
+/// swaps Caddy's admin listener.
+async fn admin_with(
+    env: &BTreeMap<String, String>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", env["OSSATURE_EDGE_ADMIN_URL"]);
+    let mut tries = 0;
+    let response = loop {
+        let mut request = http().request(method.clone(), &url);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        match request.send().await {
+            Ok(response) => break response,
+            Err(e) if !e.is_timeout() && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("Caddy's admin API answers {method} {path}: {e:?}"),
+        }
+    };
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -631,4 +653,107 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
         Duration::from_secs(60),
     )
     .await;
+}
+
+/// The operator puts back what its edge server lost: a server whose
+/// `routes` were removed serves the tenant again without anyone's help,
+/// and with the server gone (as the adapter sees a removed HTTP app too)
+/// deleting the tenant does not block. On a Caddy server of the test's
+/// own: the shared `edge` server stays whole for other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_served_again_after_their_server_lost_its_routes_and_leave_once_it_is_gone() {
+    use futures::FutureExt;
+
+    let (platform, operator) = platform("repair", json!({})).await;
+    drop(operator);
+    let Platform {
+        env, client, sel, ..
+    } = &platform;
+    let edge_server = format!("srv-{sel}");
+    let server = format!("/config/apps/http/servers/{edge_server}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // As the stack sets up its `edge` server.
+    let config = json!({
+        "listen": [addr.to_string()],
+        "routes": [],
+        "tls_connection_policies": [{}],
+        "automatic_https": {"disable": true},
+    });
+    let (status, body) = admin_with(env, reqwest::Method::PUT, &server, Some(config)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let flags = [
+        "--host-issuer",
+        &platform.issuer,
+        "--edge-server",
+        &edge_server,
+    ];
+    let _operator = start_operator_with(env, sel, &flags);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("rp-{}", suffix());
+    let outcome = std::panic::AssertUnwindSafe(async {
+        tenants
+            .create(&PostParams::default(), &labelled(tenant(&name), sel))
+            .await
+            .unwrap();
+        wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
+        let host = format!("{name}.{ROOT}");
+        let pebble = issuing_root(env).await;
+        let body = format!("ossature edge: {name}\n");
+        serve_once(addr, &host, &pebble, &body).await.unwrap();
+
+        let (status, text) = admin(env, reqwest::Method::DELETE, &format!("{server}/routes")).await;
+        assert_eq!(status, 200, "{text}");
+        wait_for("the host served again", Duration::from_secs(30), || {
+            let (host, pebble, body) = (&host, &pebble, &body);
+            async move { serve_once(addr, host, pebble, body).await.ok() }
+        })
+        .await;
+        let ready = wait_tenant_ready(&tenants, &name, Duration::from_secs(30)).await;
+        assert_eq!(
+            condition(&ready.status.unwrap().conditions, "EdgeReady").map(|c| c.0),
+            Some("True".into())
+        );
+
+        let (status, text) = admin(env, reqwest::Method::DELETE, &server).await;
+        assert_eq!(status, 200, "{text}");
+        delete_tenants(&tenants, &[&name]).await;
+        // Taken off with the server still gone: removal makes no server.
+        assert_eq!(
+            admin(env, reqwest::Method::GET, &server).await,
+            (200, Value::Null)
+        );
+        let (_, config) = admin(env, reqwest::Method::GET, "/config/").await;
+        assert!(
+            !config.to_string().contains(&host),
+            "{host} left at the edge"
+        );
+    })
+    .catch_unwind()
+    .await;
+    let cleanup = std::panic::AssertUnwindSafe(async {
+        if outcome.is_err() {
+            // Nothing left behind, even by an operator without the repair:
+            // the server back (empty; 409 if there), then the tenant off.
+            admin_with(env, reqwest::Method::PUT, &server, Some(json!({}))).await;
+            let _ = tenants.delete(&name, &Default::default()).await;
+            wait_tenant_gone(&tenants, &name, Duration::from_secs(60)).await;
+        }
+        admin(env, reqwest::Method::DELETE, &server).await;
+        // Gone before the operator stops: its finalizer needs the operator.
+        let issuers = Api::<ossature_crds::AcmeIssuer>::all(client.clone());
+        delete_and_wait(&issuers, &platform.issuer, Duration::from_secs(60)).await;
+    })
+    .catch_unwind()
+    .await;
+    for result in [outcome, cleanup] {
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }

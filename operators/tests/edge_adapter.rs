@@ -77,6 +77,13 @@ struct Setup {
     instance: String,
     cert_dir: PathBuf,
     ca: Ca,
+    /// The Caddy HTTP server the edge writes to.
+    server: String,
+    /// The server is this test's own (not the shared `edge`).
+    private_server: bool,
+    /// This instance removes the server when the test ends (after the
+    /// others on it retired).
+    removes_server: bool,
 }
 
 fn unique(prefix: &str) -> String {
@@ -100,6 +107,64 @@ async fn setup() -> Setup {
         instance,
         cert_dir,
         ca: Ca::new("Ossature edge test CA"),
+        server: "edge".into(),
+        private_server: false,
+        removes_server: false,
+    }
+}
+
+/// A test on a Caddy HTTP server of its own, listening on a free port:
+/// taking away a server's routes, policies or the server itself must not
+/// touch the shared `edge` server other tests use. The server is set up
+/// as the stack sets up `edge`.
+async fn setup_own_server() -> Setup {
+    let mut s = setup().await;
+    let server = format!("srv-{}", s.instance);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = json!({
+        "listen": [format!("127.0.0.1:{port}")],
+        "routes": [],
+        "tls_connection_policies": [{}],
+        "automatic_https": {"disable": true},
+    });
+    let (status, body) = s
+        .admin(Method::PUT, &s.server_path(&server), Some(config))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.https = SocketAddr::from(([127, 0, 0, 1], port));
+    s.private_server = true;
+    s.removes_server = true;
+    s.on(server)
+}
+
+impl Setup {
+    /// Another instance on this test's server; its cleanup must run first.
+    async fn beside(&self) -> Setup {
+        let mut other = setup().await;
+        other.https = self.https;
+        other.private_server = self.private_server;
+        other.on(self.server.clone())
+    }
+
+    fn on(mut self, server: String) -> Setup {
+        self.edge = CaddyEdge::new(
+            &self.admin,
+            &server,
+            &self.instance,
+            &self.cert_dir,
+            self.calls.clone(),
+        )
+        .unwrap();
+        self.server = server;
+        self
+    }
+
+    fn server_path(&self, server: &str) -> String {
+        format!("/config/apps/http/servers/{server}")
     }
 }
 
@@ -139,17 +204,28 @@ impl Setup {
         self.calls.count(Backend::Edge, Verb::Read) - self.edge.resent(Verb::Read)
     }
 
-    /// Raw admin API call, bypassing the adapter.
+    /// Raw admin API call, bypassing the adapter. Sent again, as the
+    /// adapter does, while another test's reload swaps the admin listener.
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, String) {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let mut request = client.request(method, format!("{}{path}", self.admin));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("Caddy's admin API answers");
+        let mut tries = 0;
+        let response = loop {
+            let mut request = client.request(method.clone(), format!("{}{path}", self.admin));
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => break response,
+                Err(e) if !e.is_timeout() && tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("Caddy's admin API answers {method} {path}: {e:?}"),
+            }
+        };
         let status = response.status().as_u16();
         (status, response.text().await.unwrap())
     }
@@ -234,8 +310,21 @@ async fn cleaned_with(s: &Setup, ids: &[&str], body: impl Future<Output = ()>) {
     for id in ids {
         s.admin(Method::DELETE, &format!("/id/{id}"), None).await;
     }
+    let server = s.server_path(&s.server);
+    if s.private_server {
+        // A test may have taken its server away; retiring must not depend
+        // on the repair under test (a server still there answers 409).
+        s.admin(Method::PUT, &server, Some(json!({}))).await;
+    }
     let retired = s.edge.retire().await;
-    let _ = std::fs::remove_dir_all(&s.cert_dir);
+    if s.removes_server {
+        s.admin(Method::DELETE, &server, None).await;
+    }
+    // Caddy's configuration may still load the key files of an instance
+    // not retired: without them every later reload of the shared Caddy fails.
+    if retired.is_ok() {
+        let _ = std::fs::remove_dir_all(&s.cert_dir);
+    }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -503,7 +592,8 @@ async fn the_probe_notices_lost_configuration_in_one_small_read() {
         s.edge.apply(std::slice::from_ref(&state)).await.unwrap();
         let (reads, writes) = (s.reads(), s.writes());
         assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured);
-        assert_eq!((s.reads() - reads, s.writes() - writes), (1, 0));
+        // Our marker, then the policy and certificate of the host it names.
+        assert_eq!((s.reads() - reads, s.writes() - writes), (3, 0));
 
         // As after a restart: our marker is gone (the shared Caddy stays up).
         let path = format!("/id/{}", s.edge.marker_id());
@@ -710,6 +800,191 @@ async fn a_thousand_hosts_cost_three_writes() {
              {} writes refused by If-Match under concurrent tests and redone",
             s.edge.conflicts()
         );
+    })
+    .await;
+}
+
+/// The ids of the routes of `server`, in order.
+async fn route_ids(s: &Setup, server: &str) -> Vec<String> {
+    let (status, body) = s
+        .admin(
+            Method::GET,
+            &format!("{}/routes", s.server_path(server)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let routes: Value = serde_json::from_str(&body).unwrap();
+    routes
+        .as_array()
+        .unwrap_or_else(|| panic!("routes are an array: {routes}"))
+        .iter()
+        .map(|r| r["@id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_server_whose_routes_were_removed_gets_them_back_from_instances_repairing_at_once() {
+    let one = setup_own_server().await;
+    let two = one.beside().await;
+    let batch = |s: &Setup| -> Vec<HostState> {
+        (0..5).map(|i| s.state(&s.host(&format!("r{i}")))).collect()
+    };
+    let (first, second) = (batch(&one), batch(&two));
+    cleaned(&one, async {
+        cleaned(&two, async {
+            one.edge.apply(&first).await.unwrap();
+            two.edge.apply(&second).await.unwrap();
+
+            // As a configuration reloaded without them: no `routes` at all.
+            let path = format!("{}/routes", one.server_path(&one.server));
+            let (status, body) = one.admin(Method::DELETE, &path, None).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(one.edge.probe().await.unwrap(), Probe::Missing);
+
+            let (a, b) = tokio::join!(one.edge.apply(&first), two.edge.apply(&second));
+            for (done, states) in [(a, &first), (b, &second)] {
+                let hosts: Vec<&str> = states.iter().map(|s| s.host.as_str()).collect();
+                assert_eq!(
+                    changes(&done.unwrap()),
+                    each(&hosts, Change::Updated, true),
+                    "routes lost are drift"
+                );
+            }
+            for (s, states) in [(&one, &first), (&two, &second)] {
+                let seen = s.edge.observe(states).await.unwrap();
+                assert!(
+                    seen.hosts.iter().all(|c| c.change == Change::Unchanged),
+                    "{seen:?}"
+                );
+                assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured);
+                for state in states {
+                    s.expect_served(&state.host, Client::trusting(&s.ca)).await;
+                }
+            }
+            let mut ids = route_ids(&one, &one.server).await;
+            ids.sort();
+            let mut both = vec![one.edge.routes_id(), two.edge.routes_id()];
+            both.sort();
+            assert_eq!(ids, both, "one container each, nothing else");
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hosts_are_removed_and_applied_when_their_server_is_gone() {
+    // The server gone is what the adapter sees of a removed HTTP app too:
+    // the path to its arrays ends early. (The shared app stays.)
+    let s = setup_own_server().await;
+    let gone = s.host("gone");
+    let kept = s.host("kept");
+    let kept_state = s.state(&kept);
+    cleaned(&s, async {
+        s.edge
+            .apply(&[s.state(&gone), kept_state.clone()])
+            .await
+            .unwrap();
+        let server = s.server_path(&s.server);
+        let (status, body) = s.admin(Method::DELETE, &server, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(s.edge.probe().await.unwrap(), Probe::Missing);
+
+        // Its certificate was still loaded: deleted, with its files.
+        let done = s.edge.remove(std::slice::from_ref(&gone)).await.unwrap();
+        assert_eq!(changes(&done), each(&[&gone], Change::Deleted, false));
+        let cert = format!("/id/ossature-edge.{}.cert.{gone}", s.instance);
+        assert_eq!(s.admin(Method::GET, &cert, None).await.0, 404);
+        assert!(!s.cert_dir.join(format!("{gone}.key")).exists());
+        let writes = s.writes();
+        let done = s.edge.remove(std::slice::from_ref(&gone)).await.unwrap();
+        assert_eq!(changes(&done), each(&[&gone], Change::Absent, false));
+        assert_eq!(s.writes(), writes, "nothing of ours left to remove");
+
+        let seen = s
+            .edge
+            .observe(std::slice::from_ref(&kept_state))
+            .await
+            .unwrap();
+        assert_eq!(changes(&seen.hosts), each(&[&kept], Change::Updated, true));
+        let done = s
+            .edge
+            .apply(std::slice::from_ref(&kept_state))
+            .await
+            .unwrap();
+        assert_eq!(changes(&done), each(&[&kept], Change::Updated, true));
+        let seen = s
+            .edge
+            .observe(std::slice::from_ref(&kept_state))
+            .await
+            .unwrap();
+        assert_eq!(
+            changes(&seen.hosts),
+            each(&[&kept], Change::Unchanged, false)
+        );
+        assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured);
+        assert_eq!(route_ids(&s, &s.server).await, vec![s.edge.routes_id()]);
+        let (status, body) = s
+            .admin(
+                Method::GET,
+                &format!("{server}/tls_connection_policies"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let policies: Value = serde_json::from_str(&body).unwrap();
+        let ids: Vec<&str> = policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["@id"].as_str())
+            .collect();
+        assert_eq!(ids, [format!("ossature-edge.{}.tls.{kept}", s.instance)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_probe_notices_the_loss_of_our_policies_certificates_routes_or_server() {
+    let s = setup_own_server().await;
+    let states = [s.state(&s.host("a")), s.state(&s.host("b"))];
+    let server = s.server_path(&s.server);
+    let ours = |kind: &str| -> Vec<String> {
+        states
+            .iter()
+            .map(|h| format!("/id/ossature-edge.{}.{kind}.{}", s.instance, h.host))
+            .collect()
+    };
+    cleaned(&s, async {
+        s.edge.apply(&states).await.unwrap();
+        let losses: [(&str, Vec<String>); 4] = [
+            (
+                "the server's policies",
+                vec![format!("{server}/tls_connection_policies")],
+            ),
+            ("our certificates", ours("cert")),
+            ("the server's routes", vec![format!("{server}/routes")]),
+            ("the server", vec![server.clone()]),
+        ];
+        for (what, paths) in losses {
+            let (reads, writes) = (s.reads(), s.writes());
+            assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured, "{what}");
+            assert_eq!(s.writes(), writes);
+            assert!(s.reads() - reads <= 3, "a few small reads");
+            for path in &paths {
+                let (status, body) = s.admin(Method::DELETE, path, None).await;
+                assert_eq!(status, 200, "{path}: {body}");
+            }
+            assert_eq!(
+                s.edge.probe().await.unwrap(),
+                Probe::Missing,
+                "{what} removed"
+            );
+            let done = s.edge.apply(&states).await.unwrap();
+            assert!(done.iter().all(|c| c.drift), "{what}: {done:?}");
+        }
+        assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured);
     })
     .await;
 }

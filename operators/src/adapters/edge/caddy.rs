@@ -15,6 +15,15 @@
 //! others' elements verbatim; a concurrent writer makes our write fail (412)
 //! and we read again, so nobody's change is lost.
 //!
+//! What holds our objects is ours to put back too: the HTTP app, the server,
+//! its `routes` and `tls_connection_policies` arrays, the TLS app and its
+//! `load_files`. A read that finds one of them missing reads "nothing of
+//! ours here" (so removal never blocks on it), and the write that needs it
+//! creates it: `PUT` makes missing parents and refuses (409) a key someone
+//! created meanwhile, `POST` sets an absent or null key under `If-Match`.
+//! Never more than the path to our objects: a server put back this way has
+//! no listener until its owner gives it one.
+//!
 //! Private keys: we use `load_files`, not `load_pem`. `load_pem` keeps the
 //! key inside the configuration, so `GET /config/` and Caddy's autosave
 //! would show it. With `load_files` the configuration holds only paths; the
@@ -55,6 +64,8 @@ const CONNECT_PAUSE: Duration = Duration::from_millis(100);
 const ROUTE: &str = "host";
 const POLICY: &str = "tls";
 const CERT: &str = "cert";
+/// The marker's field naming the host whose objects the probe reads.
+const SAMPLE: &str = "ossature_probe";
 
 /// Client of one Caddy's admin API for one instance of the operator.
 #[derive(Debug, Clone)]
@@ -71,6 +82,8 @@ pub struct CaddyEdge {
 }
 
 /// One subtree as read: its value (None when absent) and its version.
+/// No version either: a parent on its path is missing (or, for the routes
+/// container, its id is unknown).
 #[derive(Debug, Clone)]
 struct Subtree {
     value: Option<Value>,
@@ -117,6 +130,13 @@ struct Plan {
     policies: Vec<Value>,
     certs: Vec<Value>,
     changes: Vec<HostChange>,
+}
+
+/// The three writes of a batch.
+enum Step {
+    Certs,
+    Policies,
+    Routes,
 }
 
 enum Written {
@@ -331,12 +351,16 @@ impl CaddyEdge {
     }
 
     fn container(&self, host_routes: Vec<Value>) -> Value {
+        let mut marker =
+            json!({"@id": self.marker_id(), "handler": "vars", "ossature_edge": self.instance});
+        // The probe also looks for this host's policy and certificate: the
+        // arrays they sit in hold nothing else of ours it could read.
+        if let Some(host) = host_routes.first().and_then(|r| self.owned(ROUTE, r)) {
+            marker[SAMPLE] = json!(host);
+        }
         json!({
             "@id": self.routes_id(),
-            "handle": [
-                {"@id": self.marker_id(), "handler": "vars", "ossature_edge": self.instance},
-                {"handler": "subroute", "routes": host_routes},
-            ],
+            "handle": [marker, {"handler": "subroute", "routes": host_routes}],
         })
     }
 
@@ -481,8 +505,8 @@ impl CaddyEdge {
         spliced
     }
 
-    /// One batch: files first, then certificates, policies, routes (so a
-    /// route never serves before its mTLS policy), retried on conflicts.
+    /// One batch: files first, then the three writes (see `write`), retried
+    /// on conflicts; removed hosts' files last.
     async fn commit(
         &self,
         upserts: &[HostState],
@@ -497,6 +521,9 @@ impl CaddyEdge {
             .map(|s| self.render(s))
             .collect::<Result<Vec<_>, _>>()?;
         self.write_files(&rendered).await?;
+        // Apply and remove are separate batches; a mixed one (none today)
+        // writes in the order that keeps new routes behind their policies.
+        let removing = upserts.is_empty();
         let mut first = None;
         for _ in 0..ATTEMPTS {
             let snapshot = self.read().await?;
@@ -504,7 +531,7 @@ impl CaddyEdge {
             // The first read says what the batch changed; later ones may
             // see our own partial writes.
             let report = first.get_or_insert_with(|| plan.changes.clone()).clone();
-            if let Written::Done = self.write(&snapshot, plan).await? {
+            if let Written::Done = self.write(&snapshot, plan, removing).await? {
                 self.remove_files(removals).await?;
                 return Ok(report);
             }
@@ -533,59 +560,119 @@ impl CaddyEdge {
         })
     }
 
-    async fn write(&self, snapshot: &Snapshot, plan: Plan) -> Result<Written, EdgeError> {
+    /// Writes what differs. Hosts come on as certificates, policies, routes
+    /// (a route never serves before its mTLS policy) and go as routes,
+    /// policies, certificates (nor after it). So the host the marker names
+    /// always has its policy and certificate, as the probe expects.
+    async fn write(
+        &self,
+        snapshot: &Snapshot,
+        plan: Plan,
+        removing: bool,
+    ) -> Result<Written, EdgeError> {
         let certs = Value::Array(plan.certs);
         let policies = Value::Array(plan.policies);
-        let steps = [
-            (
-                &snapshot.certs,
-                Self::CERTS_PATH.to_string(),
-                certs,
-                "write certificate files",
-            ),
-            (
-                &snapshot.policies,
-                self.policies_path(),
-                policies,
-                "write TLS connection policies",
-            ),
-        ];
-        for (current, path, value, action) in steps {
-            if !differs(current, &value) {
-                continue;
-            }
-            let method = if current.value.is_some() {
-                Method::PATCH
-            } else {
-                Method::PUT
+        let order = if removing {
+            [Step::Routes, Step::Policies, Step::Certs]
+        } else {
+            [Step::Certs, Step::Policies, Step::Routes]
+        };
+        // The server is there if its policies could be read, or once written.
+        let mut server_found = snapshot.policies.etag.is_some();
+        for step in order {
+            let written = match step {
+                Step::Certs => {
+                    self.write_array(
+                        &snapshot.certs,
+                        Self::CERTS_PATH,
+                        &certs,
+                        "write certificate files",
+                    )
+                    .await?
+                }
+                Step::Policies => {
+                    server_found |= differs(&snapshot.policies, &policies);
+                    self.write_array(
+                        &snapshot.policies,
+                        &self.policies_path(),
+                        &policies,
+                        "write TLS connection policies",
+                    )
+                    .await?
+                }
+                Step::Routes => {
+                    self.write_routes(&snapshot.routes, &plan.routes, server_found)
+                        .await?
+                }
             };
-            if let Written::Conflict = self
-                .put(method, &path, &value, current.etag.as_deref(), action)
-                .await?
-            {
+            if let Written::Conflict = written {
                 return Ok(Written::Conflict);
             }
         }
-        // No container and nothing to put in it: do not make an empty one.
-        let pointless = snapshot.routes.value.is_none() && plan.routes == self.container(vec![]);
-        if pointless || !differs(&snapshot.routes, &plan.routes) {
+        Ok(Written::Done)
+    }
+
+    /// One shared array, if it differs from what we read.
+    async fn write_array(
+        &self,
+        current: &Subtree,
+        path: &str,
+        value: &Value,
+        action: &str,
+    ) -> Result<Written, EdgeError> {
+        if !differs(current, value) {
             return Ok(Written::Done);
         }
-        // The container is found by id; a second one would be refused as a
-        // duplicate id, so appending it unguarded is safe.
-        let (method, path, etag) = match &snapshot.routes.value {
-            Some(_) => (
-                Method::PATCH,
-                format!("/id/{}", self.routes_id()),
-                snapshot.routes.etag.as_deref(),
-            ),
-            None => (Method::POST, self.server_routes_path(), None),
+        let method = match (&current.value, &current.etag) {
+            (Some(_), _) => Method::PATCH,
+            // Absent or null: POST sets the key, where PUT would refuse a null.
+            (None, Some(_)) => Method::POST,
+            // A parent is missing: PUT makes it.
+            (None, None) => Method::PUT,
         };
-        self.put(method, &path, &plan.routes, etag, "write our routes")
+        self.put(method, path, value, current.etag.as_deref(), action)
             .await
     }
 
-    /// GET of one path; absent (404 or null) is `value: None`.
+    async fn write_routes(
+        &self,
+        current: &Subtree,
+        routes: &Value,
+        server_found: bool,
+    ) -> Result<Written, EdgeError> {
+        // No container and nothing to put in it: do not make an empty one.
+        let pointless = current.value.is_none() && *routes == self.container(vec![]);
+        if pointless || !differs(current, routes) {
+            return Ok(Written::Done);
+        }
+        // The container is found by id; a second one would be refused as a
+        // duplicate id, so adding it unguarded is safe. Adding goes through
+        // `routes/...`, which appends to the server's routes or, when it has
+        // none (`POST routes` would set them to our object, which Caddy
+        // cannot load), sets them to `[container]`; without the server,
+        // `PUT` makes it (409 if someone did first).
+        let server_routes = self.server_routes_path();
+        let (method, path, body, etag) = match &current.value {
+            Some(_) => (
+                Method::PATCH,
+                format!("/id/{}", self.routes_id()),
+                routes.clone(),
+                current.etag.as_deref(),
+            ),
+            None if server_found => (
+                Method::POST,
+                format!("{server_routes}/..."),
+                json!([routes]),
+                None,
+            ),
+            None => (Method::PUT, server_routes, json!([routes]), None),
+        };
+        self.put(method, &path, &body, etag, "write our routes")
+            .await
+    }
+
+    /// GET of one path; absent (404, null, or a parent missing) is
+    /// `value: None`.
     async fn get(&self, path: &str, action: &str) -> Result<Subtree, EdgeError> {
         let response = self.send(Method::GET, path, None, None).await?;
         let status = response.status();
@@ -595,7 +682,7 @@ impl CaddyEdge {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = response.text().await.map_err(unreachable)?;
-        if status == StatusCode::NOT_FOUND {
+        if status == StatusCode::NOT_FOUND || parent_missing(status, &body) {
             return Ok(Subtree { value: None, etag });
         }
         if !status.is_success() {
@@ -792,17 +879,39 @@ impl Edge for CaddyEdge {
         })
     }
 
+    /// Reads our marker (a few bytes): it is there only with the HTTP app,
+    /// the server, its routes and our container. If it names a host, then
+    /// that host's policy and certificate, by id and only their `@id`:
+    /// there only with the policies array, the TLS app and `load_files`.
+    /// Three small reads, whatever the number of hosts.
     async fn probe(&self) -> Result<Probe, EdgeError> {
-        let path = format!("/id/{}", self.marker_id());
-        let response = self.send(Method::GET, &path, None, None).await?;
-        let status = response.status();
-        let text = response.text().await.map_err(unreachable)?;
-        match status {
-            s if s.is_success() => Ok(Probe::Configured),
-            StatusCode::NOT_FOUND => Ok(Probe::Missing),
-            _ => Err(refused("read our marker", status, &text)),
-        }
+        let marker = self
+            .get(&format!("/id/{}", self.marker_id()), "read our marker")
+            .await?;
+        let Some(marker) = marker.value else {
+            return Ok(Probe::Missing);
+        };
+        let Some(host) = marker.get(SAMPLE).and_then(Value::as_str) else {
+            return Ok(Probe::Configured);
+        };
+        let path = |kind| format!("/id/{}/@id", self.id(kind, host));
+        let (policy, cert) = (path(POLICY), path(CERT));
+        let (policy, cert) = futures::try_join!(
+            self.get(&policy, "read our TLS connection policy"),
+            self.get(&cert, "read our certificate"),
+        )?;
+        Ok(if policy.value.is_some() && cert.value.is_some() {
+            Probe::Configured
+        } else {
+            Probe::Missing
+        })
     }
+}
+
+/// Caddy's answer to a read through a key that is not there (the app or
+/// the server is gone): nothing below it exists.
+fn parent_missing(status: StatusCode, body: &str) -> bool {
+    status == StatusCode::BAD_REQUEST && body.contains("invalid traversal path")
 }
 
 fn elements(subtree: &Subtree) -> impl Iterator<Item = &Value> {

@@ -61,9 +61,10 @@
 //! - Cloudflare: `GET /zones/{zone}/custom_hostnames?hostname=h` and the
 //!   ruleset; rules carry a `ref` naming the host, so edits are found.
 //!
-//! **`probe()`** — one small request telling whether our configuration is
-//! still there (an edge restarted without it, or it was wiped).
-//! - Caddy: `GET /id/<marker>`.
+//! **`probe()`** — a few small requests telling whether our configuration is
+//! still there (an edge restarted without it, or any part of it was wiped).
+//! - Caddy: `GET /id/<marker>`, then the `@id` of the policy and certificate
+//!   of the host the marker names: one object in each subtree we write to.
 //! - Fastly: `GET /service/{id}/details`: the active version is ours.
 //! - Cloudflare: `GET` the custom ruleset: its `version` is the one we wrote.
 
@@ -162,7 +163,8 @@ pub struct Observation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     Configured,
-    /// Our marker is gone: the edge restarted or was wiped; apply everything.
+    /// Something of ours is gone (the edge restarted, or some or all of our
+    /// configuration was removed): apply everything.
     Missing,
 }
 
@@ -222,7 +224,7 @@ pub trait Edge {
         desired: &[HostState],
     ) -> impl Future<Output = Result<Observation, EdgeError>> + Send;
 
-    /// One small request: is our configuration still on the edge?
+    /// A few small requests: is our configuration still on the edge?
     fn probe(&self) -> impl Future<Output = Result<Probe, EdgeError>> + Send;
 }
 
