@@ -38,6 +38,9 @@ use ossature_bootstrap::components::Component;
 use ossature_bootstrap::{Layout, stack};
 use ossature_crds::{Quotas, Tenant};
 use ossature_model::TenantNames;
+use ossature_model::certificates::host::HOST;
+use ossature_model::certificates::{lifetime, new_key, record_path, request_for};
+use ossature_model::platform::DEFAULT_ROOT_DOMAIN;
 use ossature_model::objects::namespace_objects;
 use ossature_model::secrets::tenant_policy;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -329,7 +332,7 @@ async fn run_baseline(
     }
     let began = Instant::now();
     let provisioned: Vec<Result<Duration>> = stream::iter(&names)
-        .map(|name| provision(client, backends, args.isolation, name))
+        .map(|name| provision(client, backends, args, name))
         .buffer_unordered(args.concurrency())
         .collect()
         .await;
@@ -371,22 +374,103 @@ async fn create_baseline_realm(backends: &Backends) -> Result<()> {
     Ok(())
 }
 
-/// Everything one tenant takes, the four backends at once; returns how long it took.
+/// Everything one tenant takes, the backends at once (its host
+/// certificate once its CA and KV mount are there, as the operator signs
+/// it with the edge on); returns how long it took.
 async fn provision(
     client: &kube::Client,
     backends: &Backends,
-    isolation: Isolation,
+    args: &Args,
     name: &str,
 ) -> Result<Duration> {
     let started = Instant::now();
+    let names = TenantNames::new(name);
+    let secrets = async {
+        tokio::try_join!(
+            create_openbao_paths(backends, name),
+            create_tenant_ca(backends, &names)
+        )?;
+        if !args.without_edge {
+            sign_host(backends, &names).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
     tokio::try_join!(
         apply_namespace_objects(client, name),
-        create_identity(backends, isolation, name),
+        create_identity(backends, args.isolation, name),
         create_pulsar_tenant(backends, name),
-        create_openbao_paths(backends, name),
+        secrets,
     )
     .with_context(|| format!("baseline tenant {name}"))?;
     Ok(started.elapsed())
+}
+
+/// The tenant's own CA, as the operator makes it: a PKI mount, a root
+/// generated inside OpenBao for the tenant's names only, and the role that
+/// signs its leaves.
+async fn create_tenant_ca(backends: &Backends, names: &TenantNames) -> Result<()> {
+    let mount = &names.pki_mount;
+    let body = json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}});
+    let request = backends.openbao(Method::POST, &format!("sys/mounts/{mount}"));
+    send(request.json(&body), &format!("mount {mount}"), &[]).await?;
+    let host = names.host(DEFAULT_ROOT_DOMAIN);
+    let root = json!({
+        "common_name": format!("{} CA gen-1", names.tenant), "issuer_name": "gen-1",
+        "key_name": "gen-1", "key_type": "ec", "key_bits": 256, "ttl": "87600h",
+        "permitted_dns_domains": [host], "exclude_cn_from_sans": true,
+    });
+    let path = format!("{mount}/issuers/generate/root/internal");
+    send(backends.openbao(Method::POST, &path).json(&root), &path, &[]).await?;
+    let role = json!({
+        "issuer_ref": "default", "allowed_domains": [host], "allow_bare_domains": true,
+        "allow_subdomains": true, "server_flag": true, "client_flag": true, "key_type": "any",
+        "use_csr_common_name": false, "use_csr_sans": false, "max_ttl": "2160h",
+    });
+    let path = format!("{mount}/roles/leaf");
+    send(backends.openbao(Method::POST, &path).json(&role), &path, &[]).await?;
+    Ok(())
+}
+
+/// The host certificate, as the operator issues it: the key recorded
+/// first, signed by the tenant's CA, then recorded with its certificate.
+async fn sign_host(backends: &Backends, names: &TenantNames) -> Result<()> {
+    let host = names.host(DEFAULT_ROOT_DOMAIN);
+    let spec = ossature_crds::CertificateSpec {
+        dns_names: vec![host.clone()],
+        usages: vec![ossature_crds::Usage::Server],
+        lifetime: None,
+        renew_before: None,
+        key_algorithm: ossature_crds::KeyAlgorithm::EcdsaP256,
+        secret_name: None,
+        deletion_policy: Default::default(),
+        issuer: ossature_crds::IssuerRef {
+            tenant_ca: Some(ossature_crds::TenantCaRef {}),
+            acme: None,
+        },
+    };
+    let key = new_key(&spec)?;
+    let record = format!(
+        "{}/data/{}",
+        names.kv_mount,
+        record_path(&names.namespace, HOST)
+    );
+    let put = |data: Value| {
+        let request = backends.openbao(Method::POST, &record).json(&json!({"data": data}));
+        send(request, &record, &[])
+    };
+    put(json!({"key": key})).await?;
+    let sign = json!({
+        "csr": request_for(&spec, &key)?, "common_name": host,
+        "ttl": format!("{}s", lifetime(&spec).as_secs()), "format": "pem",
+    });
+    let path = format!("{}/issuer/gen-1/sign/leaf", names.pki_mount);
+    let signed: Value = send(backends.openbao(Method::POST, &path).json(&sign), &path, &[])
+        .await?
+        .json()
+        .await
+        .with_context(|| format!("{path}: unreadable answer"))?;
+    put(json!({"key": key, "certificate": signed["data"]["certificate"]})).await?;
+    Ok(())
 }
 
 async fn apply_namespace_objects(client: &kube::Client, tenant: &str) -> Result<()> {
@@ -561,7 +645,7 @@ async fn remove_one(
     let openbao = async {
         let policy = format!("sys/policies/acl/{}", names.policy);
         send(backends.openbao(Method::DELETE, &policy), &policy, &gone).await?;
-        for mount in [&names.transit_mount, &names.kv_mount] {
+        for mount in [&names.pki_mount, &names.transit_mount, &names.kv_mount] {
             let path = format!("sys/mounts/{mount}");
             send(backends.openbao(Method::DELETE, &path), &path, &gone).await?;
         }

@@ -96,6 +96,10 @@ async fn client_certificate(client: &kube::Client, tenant: &str) -> (String, Str
     )
 }
 
+/// Held by a test that adds or removes a Caddy listener, and by one in which
+/// no request may fail.
+static LISTENERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_is_served_at_its_host_with_its_mtls_and_ranges() {
     // The platform's ACME issuer signs hosts: the stack's Pebble.
@@ -404,6 +408,9 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
     use std::sync::{Arc, Mutex};
     use std::time::{Instant, SystemTime};
 
+    // Not a request may fail here: no other test adds or removes a listener meanwhile.
+    let _listeners = LISTENERS.lock().await;
+
     let profile = ossature_bootstrap::components::PEBBLE_SHORTLIVED_PROFILE;
     let (platform, operator) = platform("rn", json!({"profile": profile})).await;
     let mut operator = Some(operator);
@@ -663,6 +670,10 @@ async fn a_renewed_host_certificate_is_served_without_a_failed_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_served_again_after_their_server_lost_its_routes_and_leave_once_it_is_gone() {
     use futures::FutureExt;
+
+    // A server of its own comes and goes: a reload that changes Caddy's
+    // listeners was seen to drop a connection of another server.
+    let _listeners = LISTENERS.lock().await;
 
     let (platform, operator) = platform("repair", json!({})).await;
     drop(operator);

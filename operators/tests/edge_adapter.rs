@@ -583,7 +583,7 @@ async fn hand_removed_objects_are_reported_as_drift_and_put_back() {
 }
 
 #[tokio::test]
-async fn the_probe_notices_lost_configuration_in_one_small_read() {
+async fn the_probe_notices_lost_configuration_in_a_few_small_reads() {
     let s = setup().await;
     let host = s.host("probed");
     let state = s.state(&host);
@@ -592,8 +592,8 @@ async fn the_probe_notices_lost_configuration_in_one_small_read() {
         s.edge.apply(std::slice::from_ref(&state)).await.unwrap();
         let (reads, writes) = (s.reads(), s.writes());
         assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured);
-        // Our marker, then the policy and certificate of the host it names.
-        assert_eq!((s.reads() - reads, s.writes() - writes), (3, 0));
+        // Our marker and first host, then that host's policy and certificate.
+        assert_eq!((s.reads() - reads, s.writes() - writes), (4, 0));
 
         // As after a restart: our marker is gone (the shared Caddy stays up).
         let path = format!("/id/{}", s.edge.marker_id());
@@ -971,7 +971,7 @@ async fn the_probe_notices_the_loss_of_our_policies_certificates_routes_or_serve
             let (reads, writes) = (s.reads(), s.writes());
             assert_eq!(s.edge.probe().await.unwrap(), Probe::Configured, "{what}");
             assert_eq!(s.writes(), writes);
-            assert!(s.reads() - reads <= 3, "a few small reads");
+            assert!(s.reads() - reads <= 4, "a few small reads");
             for path in &paths {
                 let (status, body) = s.admin(Method::DELETE, path, None).await;
                 assert_eq!(status, 200, "{path}: {body}");

@@ -1,31 +1,36 @@
 //! One module per kind: what it reads, its steps, its cleanup, its status.
-//! [`kinds`] is where kinds are registered, one line each.
+//! Kinds are registered below, one line each.
 
-pub mod acme_issuer;
-pub mod certificate;
-pub mod environment;
 mod namespaces;
-pub mod scope;
-pub mod tenant;
 
 use std::sync::Arc;
 
-use ossature_crds::{AcmeIssuer, Certificate, Environment, Scope, Tenant};
+use ossature_crds::Tenant;
 use ossature_model::conditions::reasons;
 use ossature_model::names::tenant_of;
 
 use crate::context::Context;
 use crate::reconcile::{Error, Kinds, Plan};
 
-/// Every kind this operator reconciles. Tenants and AcmeIssuers keep to
-/// `selector`; the other kinds follow their tenant.
-pub fn kinds(client: &kube::Client, selector: Option<&str>) -> Kinds {
-    Kinds::new(client, selector)
-        .with::<Tenant>()
-        .with::<Scope>()
-        .with::<Environment>()
-        .with::<Certificate>()
-        .with::<AcmeIssuer>()
+/// Declares each kind's module and registers the kind with the registry.
+macro_rules! kinds {
+    ($($module:ident => $kind:ty),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// Every kind this operator reconciles. Tenants and AcmeIssuers keep
+        /// to `selector`; the other kinds follow their tenant.
+        pub fn kinds(client: &kube::Client, selector: Option<&str>) -> Kinds {
+            Kinds::new(client, selector)$(.with::<$kind>())+
+        }
+    };
+}
+
+kinds! {
+    tenant => ossature_crds::Tenant,
+    scope => ossature_crds::Scope,
+    environment => ossature_crds::Environment,
+    certificate => ossature_crds::Certificate,
+    acme_issuer => ossature_crds::AcmeIssuer,
 }
 
 /// The tenant an object in `namespace` belongs to, or, as a Stalled plan

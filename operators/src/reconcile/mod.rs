@@ -207,6 +207,7 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
         }
     }
     if changed(&previous, &status) {
+        tracing::debug!(controller = K::CONTROLLER, object = %object.name_any(), "status changed");
         ctx.calls.record(Backend::Kubernetes, Verb::Write);
         K::api(ctx.client.clone(), object)
             .patch_status(

@@ -70,6 +70,21 @@ pub fn start_operator_with(
     selector: &str,
     extra: &[&str],
 ) -> Operator {
+    start_binary(
+        std::path::Path::new(env!("CARGO_BIN_EXE_ossature-operator")),
+        env,
+        selector,
+        extra,
+    )
+}
+
+/// An operator `binary` (this release's, or another's), as above.
+pub fn start_binary(
+    binary: &std::path::Path,
+    env: &BTreeMap<String, String>,
+    selector: &str,
+    extra: &[&str],
+) -> Operator {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -79,7 +94,7 @@ pub fn start_operator_with(
         std::env::temp_dir().join(format!("ossature-operator-test-{selector}-{port}.log")),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ossature-operator"))
+    let child = Command::new(binary)
         .envs(env)
         .args(["--log-format", "text", "--max-backoff-seconds", "5"])
         .arg(format!("--selector={TEST_LABEL}={selector}"))

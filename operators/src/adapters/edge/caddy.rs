@@ -64,8 +64,6 @@ const CONNECT_PAUSE: Duration = Duration::from_millis(100);
 const ROUTE: &str = "host";
 const POLICY: &str = "tls";
 const CERT: &str = "cert";
-/// The marker's field naming the host whose objects the probe reads.
-const SAMPLE: &str = "ossature_probe";
 
 /// Client of one Caddy's admin API for one instance of the operator.
 #[derive(Debug, Clone)]
@@ -351,13 +349,10 @@ impl CaddyEdge {
     }
 
     fn container(&self, host_routes: Vec<Value>) -> Value {
-        let mut marker =
+        // As every release wrote it: a change here would rewrite every
+        // instance's routes at an upgrade.
+        let marker =
             json!({"@id": self.marker_id(), "handler": "vars", "ossature_edge": self.instance});
-        // The probe also looks for this host's policy and certificate: the
-        // arrays they sit in hold nothing else of ours it could read.
-        if let Some(host) = host_routes.first().and_then(|r| self.owned(ROUTE, r)) {
-            marker[SAMPLE] = json!(host);
-        }
         json!({
             "@id": self.routes_id(),
             "handle": [marker, {"handler": "subroute", "routes": host_routes}],
@@ -682,7 +677,10 @@ impl CaddyEdge {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = response.text().await.map_err(unreachable)?;
-        if status == StatusCode::NOT_FOUND || parent_missing(status, &body) {
+        // An index past an array's end (a container with no host) is no
+        // more there than a missing key.
+        let past_end = status == StatusCode::BAD_REQUEST && body.contains("array index out of bounds");
+        if status == StatusCode::NOT_FOUND || parent_missing(status, &body) || past_end {
             return Ok(Subtree { value: None, etag });
         }
         if !status.is_success() {
@@ -880,18 +878,32 @@ impl Edge for CaddyEdge {
     }
 
     /// Reads our marker (a few bytes): it is there only with the HTTP app,
-    /// the server, its routes and our container. If it names a host, then
-    /// that host's policy and certificate, by id and only their `@id`:
-    /// there only with the policies array, the TLS app and `load_files`.
-    /// Three small reads, whatever the number of hosts.
+    /// the server, its routes and our container. Then the id of our first
+    /// host route and, if there is one, that host's policy and certificate,
+    /// only their `@id`: there only with the policies array, the TLS app and
+    /// `load_files`. Four small reads, whatever the number of hosts.
     async fn probe(&self) -> Result<Probe, EdgeError> {
         let marker = self
             .get(&format!("/id/{}", self.marker_id()), "read our marker")
             .await?;
-        let Some(marker) = marker.value else {
+        if marker.value.is_none() {
             return Ok(Probe::Missing);
-        };
-        let Some(host) = marker.get(SAMPLE).and_then(Value::as_str) else {
+        }
+        // The first of our hosts, for its policy and certificate: the
+        // arrays they sit in hold nothing else of ours one read could reach.
+        let first = self
+            .get(
+                &format!("/id/{}/handle/1/routes/0/@id", self.routes_id()),
+                "read our first host",
+            )
+            .await?;
+        let prefix = format!("ossature-edge.{}.{ROUTE}.", self.instance);
+        let Some(host) = first
+            .value
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(|id| id.strip_prefix(&prefix))
+        else {
             return Ok(Probe::Configured);
         };
         let path = |kind| format!("/id/{}/@id", self.id(kind, host));

@@ -10,6 +10,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use ossature_crds::{Tenant, TenantStatus};
 use ossature_model::domains::{self, DOMAIN_LABEL, Seen, UID_ANNOTATION, lease_name, overlap};
+use ossature_model::conditions::{self, Outcome, reasons};
 use ossature_model::names::labels;
 
 use super::Provisioning;
@@ -107,7 +108,7 @@ impl<'a> Provisioning<'a> {
         let previous = tenant.status.as_ref().map(|s| s.domains.clone());
         let (to_claim, to_release) = (decided.to_claim.clone(), decided.to_release.clone());
         plan.step(Step::reporting(
-            ossature_model::conditions::DOMAINS_READY,
+            conditions::DOMAINS_READY,
             "custom domains",
             async move {
                 let result = async {
@@ -135,9 +136,24 @@ impl<'a> Provisioning<'a> {
                             })
                             .collect();
                         let now = domains::decide(tenant, &uid, &seen, served_later);
+                        let ours: Vec<&str> = claimed
+                            .iter()
+                            .filter(|(_, (_, by_uid))| *by_uid == uid)
+                            .map(|(d, _)| d.as_str())
+                            .collect();
+                        // Held now, served from the next reconcile (its host
+                        // certificate and route include it then).
+                        let outcome = match ours.is_empty() {
+                            true => now.outcome.clone(),
+                            false => Some(Outcome::failed(
+                                conditions::DOMAINS_READY,
+                                reasons::PROGRESSING,
+                                format!("{} proven and held; being served", ours.join(", ")),
+                            )),
+                        };
                         let report = Report {
                             result: Ok(changes),
-                            outcome: now.outcome.clone(),
+                            outcome,
                             stalled: now.claimed.clone(),
                             found: None,
                         };

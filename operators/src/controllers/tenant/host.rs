@@ -232,22 +232,19 @@ async fn issue(
     Ok((changes, record))
 }
 
-/// Writes the host's Certificate unless the watched one already matches.
+/// Writes the host's Certificate unless it already matches: as watched,
+/// or, before the watch has seen it (a restart), as read.
 async fn ensure_certificate(ctx: &Context, desired: &Certificate) -> Result<Change, kube::Error> {
     let namespace = desired.metadata.namespace.clone().unwrap_or_default();
-    let live = ctx.stores.get_in::<Certificate>(&namespace, HOST);
-    if let Some(live) = &live
-        && !differs(desired, live.as_ref()).map_err(kube::Error::SerdeError)?
-    {
+    let api = Api::<Certificate>::namespaced(ctx.client.clone(), &namespace);
+    let Some(live) = ctx.stores.get_in::<Certificate>(&namespace, HOST) else {
+        return kubernetes::ensure(&api, desired, &ctx.calls).await;
+    };
+    if !differs(desired, live.as_ref()).map_err(kube::Error::SerdeError)? {
         return Ok(Change::Unchanged);
     }
-    let api = Api::<Certificate>::namespaced(ctx.client.clone(), &namespace);
     kubernetes::apply(&api, desired, &ctx.calls).await?;
-    Ok(if live.is_some() {
-        Change::Updated
-    } else {
-        Change::Created
-    })
+    Ok(Change::Updated)
 }
 
 /// Whether the watched host Certificate is Ready for its current spec.
