@@ -30,8 +30,6 @@ use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
 
 const TRANSIT_KEY: KeyType = KeyType::Aes256Gcm96;
 const TRANSIT_KEY_TYPE: &str = "aes256-gcm96";
-/// Error bodies are cut here: they end up in Events and conditions.
-const BODY_LIMIT: usize = 300;
 const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
 /// Status given to conflicts found by the adapter itself (not sent by OpenBao).
 const CONFLICT: u16 = 409;
@@ -65,7 +63,7 @@ impl OpenBao {
             .get(addr)
             .header("X-Vault-Token", token)
             .build()
-            .map_err(unreachable)?;
+            .map_err(|e| Backend::OpenBao.unreachable(e))?;
         let settings = VaultClientSettingsBuilder::default()
             .address(addr)
             .token(token)
@@ -75,7 +73,7 @@ impl OpenBao {
             .verify(true)
             .timeout(Some(CALL_TIMEOUT))
             .build()
-            .map_err(|e| unreadable("configure the client", e.to_string()))?;
+            .map_err(|e| Backend::OpenBao.unreadable("configure the client", e.to_string()))?;
         let client =
             VaultClient::new(settings).map_err(|e| backend_error("configure the client", e))?;
         Ok(Self {
@@ -306,11 +304,8 @@ impl OpenBao {
             Some(entry) if is_kv_v2(&entry) => {}
             Some(entry) => return Err(conflict(action, &entry)),
             None => {
-                return Err(refused(
-                    &action,
-                    404,
-                    format!("nothing is mounted at {mount}"),
-                ));
+                let body = format!("nothing is mounted at {mount}");
+                return Err(Backend::OpenBao.refused(&action, 404, &body));
             }
         }
         let change = match self.get_secret(mount, path).await? {
@@ -520,39 +515,25 @@ fn backend_error(action: &str, error: ClientError) -> BackendError {
             } else {
                 code
             };
-            refused(action, code, body)
+            Backend::OpenBao.refused(action, code, &body)
         }
         ClientError::RestClientError { source } => match source {
             // An error answer whose body is not OpenBao's `{"errors": [...]}`.
             RestError::ServerResponseError { code, content } => {
-                refused(action, code, content.unwrap_or_default())
+                Backend::OpenBao.refused(action, code, &content.unwrap_or_default())
             }
             RestError::RequestError { source, .. } | RestError::ResponseError { source } => {
                 match source.downcast::<reqwest::Error>() {
-                    Ok(source) => unreachable(source),
-                    Err(other) => unreadable(action, format!("{other:#}")),
+                    Ok(source) => Backend::OpenBao.unreachable(source),
+                    Err(other) => Backend::OpenBao.unreadable(action, format!("{other:#}")),
                 }
             }
             // The detail sits in the sources, which `{:#}` lists.
-            other => unreadable(action, format!("{:#}", anyhow::Error::new(other))),
+            other => {
+                Backend::OpenBao.unreadable(action, format!("{:#}", anyhow::Error::new(other)))
+            }
         },
-        other => unreadable(action, format!("{:#}", anyhow::Error::new(other))),
-    }
-}
-
-fn refused(action: &str, status: u16, body: String) -> BackendError {
-    BackendError::Refused {
-        backend: Backend::OpenBao,
-        action: action.to_string(),
-        status,
-        body: truncate(body.trim()),
-    }
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(BODY_LIMIT) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_string(),
+        other => Backend::OpenBao.unreadable(action, format!("{:#}", anyhow::Error::new(other))),
     }
 }
 
@@ -572,24 +553,10 @@ fn conflict(action: String, entry: &MountEntry) -> BackendError {
     }
 }
 
-fn unreachable(source: reqwest::Error) -> BackendError {
-    BackendError::Unreachable {
-        backend: Backend::OpenBao,
-        source,
-    }
-}
-
-fn unreadable(action: &str, detail: String) -> BackendError {
-    BackendError::Unreadable {
-        backend: Backend::OpenBao,
-        action: action.to_string(),
-        detail,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::http::BODY_LIMIT;
 
     fn entry(kind: &str, version: Option<&str>) -> MountEntry {
         let options = version

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
+use super::{Backend, BackendError, Calls, Change, Verb};
 pub use claims::{MAPPER_NAME, mapper_patch};
 pub use clients::client_patch;
 pub use groups::group_attributes_equal;
@@ -41,7 +41,6 @@ const PROTOCOL: &str = "openid-connect";
 /// Refresh the admin token this long before it expires, so a call never
 /// races its expiry.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
-const BODY_LIMIT: usize = 300;
 
 /// Client for one Keycloak server, authenticated as a master-realm admin.
 pub struct Keycloak {
@@ -111,18 +110,8 @@ impl Keycloak {
         admin_password: &str,
         calls: Calls,
     ) -> Result<Self, BackendError> {
-        let base = Url::parse(base_url)
-            .ok()
-            .filter(|url| !url.cannot_be_a_base())
-            .ok_or_else(|| BackendError::Unreadable {
-                backend: Backend::Keycloak,
-                action: "parse the base URL".into(),
-                detail: format!("{base_url:?} is not an http(s) base URL"),
-            })?;
-        let http = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(unreachable)?;
+        let base = Backend::Keycloak.base_url(base_url, "parse the base URL")?;
+        let http = Backend::Keycloak.client(reqwest::Client::builder())?;
         let token = AdminToken {
             http: http.clone(),
             user: admin_user.into(),
@@ -223,7 +212,10 @@ fn raced(action: &str) -> BackendError {
 fn typed<T: DeserializeOwned>(values: &[Value], action: &str) -> Result<Vec<T>, BackendError> {
     values
         .iter()
-        .map(|v| serde_json::from_value(v.clone()).map_err(|e| unreadable(action, &e.to_string())))
+        .map(|v| {
+            serde_json::from_value(v.clone())
+                .map_err(|e| Backend::Keycloak.unreadable(action, e.to_string()))
+        })
         .collect()
 }
 
@@ -241,12 +233,12 @@ fn new_id(created: &DefaultResponse, action: &str) -> Result<String, BackendErro
         .to_id()
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| unreadable(action, "no Location header with the new id"))
+        .ok_or_else(|| Backend::Keycloak.unreadable(action, "no Location header with the new id"))
 }
 
 fn id_of<'a>(id: &'a Option<String>, action: &str) -> Result<&'a str, BackendError> {
     id.as_deref()
-        .ok_or_else(|| unreadable(action, "no \"id\" field"))
+        .ok_or_else(|| Backend::Keycloak.unreadable(action, "no \"id\" field"))
 }
 
 fn absent_as_none<T>(result: Result<T, BackendError>) -> Result<Option<T>, BackendError> {
@@ -266,21 +258,13 @@ fn gone_with_realm<T>(found: Result<Option<T>, BackendError>) -> Result<Option<T
 /// failing) and a short body.
 fn backend_error(action: &str, error: KeycloakError) -> BackendError {
     match error {
-        KeycloakError::ReqwestFailure(e) if e.is_decode() => unreadable(action, &e.to_string()),
-        KeycloakError::ReqwestFailure(source) => unreachable(source),
-        KeycloakError::HttpFailure { status, text, .. } => BackendError::Refused {
-            backend: Backend::Keycloak,
-            action: action.into(),
-            status,
-            body: truncate(&text),
-        },
-    }
-}
-
-fn unreachable(source: reqwest::Error) -> BackendError {
-    BackendError::Unreachable {
-        backend: Backend::Keycloak,
-        source,
+        KeycloakError::ReqwestFailure(e) if e.is_decode() => {
+            Backend::Keycloak.unreadable(action, e.to_string())
+        }
+        KeycloakError::ReqwestFailure(source) => Backend::Keycloak.unreachable(source),
+        KeycloakError::HttpFailure { status, text, .. } => {
+            Backend::Keycloak.refused(action, status, &text)
+        }
     }
 }
 
@@ -295,22 +279,6 @@ fn not_found(action: &str, body: &str) -> BackendError {
 
 fn realm_missing(action: &str, realm: &str) -> BackendError {
     not_found(action, &format!("realm {realm} does not exist"))
-}
-
-fn unreadable(action: &str, detail: &str) -> BackendError {
-    BackendError::Unreadable {
-        backend: Backend::Keycloak,
-        action: action.into(),
-        detail: detail.into(),
-    }
-}
-
-/// Keeps error messages, and so Events and conditions, short.
-fn truncate(body: &str) -> String {
-    match body.char_indices().nth(BODY_LIMIT) {
-        Some((end, _)) => format!("{}…", &body[..end]),
-        None => body.to_owned(),
-    }
 }
 
 /// What the family modules' tests share.
@@ -340,6 +308,7 @@ mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::http::BODY_LIMIT;
     use keycloak::types::ProtocolMapperRepresentation;
     use serde_json::json;
 
@@ -391,9 +360,6 @@ mod tests {
 
     #[test]
     fn helpers() {
-        let long = "é".repeat(BODY_LIMIT + 5);
-        assert_eq!(truncate(&long).chars().count(), BODY_LIMIT + 1);
-        assert_eq!(truncate("short"), "short");
         assert!(
             gone_with_realm::<()>(Err(not_found("x", "realm r does not exist")))
                 .unwrap()
