@@ -1,9 +1,11 @@
-//! What every HTTP adapter builds the same way: its client, its base URL
-//! and the `BackendError` of a failed call.
+//! What every HTTP adapter builds the same way: its client, its base URL,
+//! counted calls, and the `BackendError` of a failed call.
+
+use std::future::Future;
 
 use reqwest::Url;
 
-use super::{Backend, BackendError, CALL_TIMEOUT};
+use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Verb};
 
 /// Longest backend answer kept in an error, so Events and conditions stay readable.
 pub const BODY_LIMIT: usize = 300;
@@ -75,6 +77,33 @@ impl Backend {
     }
 }
 
+impl Calls {
+    /// Counts one call to `backend`, then makes it; `failure` maps what
+    /// the client library reports into an error naming `action`.
+    pub(crate) async fn counted<T, E>(
+        &self,
+        backend: Backend,
+        verb: Verb,
+        action: &str,
+        call: impl Future<Output = Result<T, E>>,
+        failure: impl FnOnce(&str, E) -> BackendError,
+    ) -> Result<T, BackendError> {
+        self.record(backend, verb);
+        call.await.map_err(|e| failure(action, e))
+    }
+}
+
+/// `None` for what the backend answered 404 about.
+pub(crate) fn absent_as_none<T>(
+    result: Result<T, BackendError>,
+) -> Result<Option<T>, BackendError> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(BackendError::Refused { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +153,15 @@ mod tests {
             "Pulsar answered use the admin URL with something unreadable: \
              \"not a url\" is not an http(s) base URL"
         );
+    }
+
+    #[test]
+    fn only_404_is_absence() {
+        assert!(
+            absent_as_none::<()>(Err(Backend::OpenBao.refused("x", 404, "")))
+                .unwrap()
+                .is_none()
+        );
+        assert!(absent_as_none::<()>(Err(Backend::OpenBao.refused("x", 409, ""))).is_err());
     }
 }

@@ -26,6 +26,7 @@ use vaultrs::{kv2, sys, transit};
 
 pub use pki::{Issuer, LEAF_ROLE, SignRequest, SignedCertificate, TenantCa};
 
+use super::http::absent_as_none;
 use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
 
 const TRANSIT_KEY: KeyType = KeyType::Aes256Gcm96;
@@ -129,7 +130,7 @@ impl OpenBao {
         // A fresh mount has no keys: skip the read that would find nothing.
         let existing = match change {
             Change::Created => None,
-            _ => found(
+            _ => absent_as_none(
                 self.call(
                     Verb::Read,
                     &action,
@@ -258,7 +259,7 @@ impl OpenBao {
     // same ACL policies; the operator's own policy grants both routes.
     async fn read_policy(&self, name: &str) -> Result<Option<String>, BackendError> {
         let read = sys::policy::read(&self.client, name);
-        let found = found(
+        let found = absent_as_none(
             self.call(Verb::Read, &format!("read policy {name}"), read)
                 .await,
         )?;
@@ -329,7 +330,7 @@ impl OpenBao {
         path: &str,
     ) -> Result<Option<BTreeMap<String, String>>, BackendError> {
         let action = format!("read secret {path} in {mount}");
-        found(
+        absent_as_none(
             self.call(Verb::Read, &action, kv2::read(&self.client, mount, path))
                 .await,
         )
@@ -340,7 +341,7 @@ impl OpenBao {
         let action = format!("delete secret {path} in {mount}");
         // The metadata outlives soft-deleted versions, so it is what tells absence.
         let metadata = kv2::read_metadata(&self.client, mount, path);
-        if found(self.call(Verb::Read, &action, metadata).await)?.is_none() {
+        if absent_as_none(self.call(Verb::Read, &action, metadata).await)?.is_none() {
             return Ok(Change::Absent);
         }
         self.call(
@@ -414,8 +415,9 @@ impl OpenBao {
         action: &str,
         request: impl Future<Output = Result<T, ClientError>>,
     ) -> Result<T, BackendError> {
-        self.calls.record(Backend::OpenBao, verb);
-        request.await.map_err(|e| backend_error(action, e))
+        self.calls
+            .counted(Backend::OpenBao, verb, action, request, backend_error)
+            .await
     }
 }
 
@@ -490,15 +492,6 @@ fn is_kv_v2(entry: &MountEntry) -> bool {
             .as_ref()
             .and_then(|o| o.get("version"))
             .is_some_and(|v| v == "2")
-}
-
-/// `None` for what OpenBao answers 404 about.
-fn found<T>(result: Result<T, BackendError>) -> Result<Option<T>, BackendError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(BackendError::Refused { status: 404, .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Maps a vaultrs failure: OpenBao's refusals keep their status and error

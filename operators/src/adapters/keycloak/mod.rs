@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::http::absent_as_none;
 use super::{Backend, BackendError, Calls, Change, Verb};
 pub use claims::{MAPPER_NAME, mapper_patch};
 pub use clients::client_patch;
@@ -131,8 +132,9 @@ impl Keycloak {
         action: &str,
         call: impl Future<Output = Result<T, KeycloakError>>,
     ) -> Result<T, BackendError> {
-        self.calls.record(Backend::Keycloak, verb);
-        call.await.map_err(|e| backend_error(action, e))
+        self.calls
+            .counted(Backend::Keycloak, verb, action, call, backend_error)
+            .await
     }
 
     /// A read that treats 404 as absence.
@@ -239,14 +241,6 @@ fn new_id(created: &DefaultResponse, action: &str) -> Result<String, BackendErro
 fn id_of<'a>(id: &'a Option<String>, action: &str) -> Result<&'a str, BackendError> {
     id.as_deref()
         .ok_or_else(|| Backend::Keycloak.unreadable(action, "no \"id\" field"))
-}
-
-fn absent_as_none<T>(result: Result<T, BackendError>) -> Result<Option<T>, BackendError> {
-    match result {
-        Ok(found) => Ok(Some(found)),
-        Err(BackendError::Refused { status: 404, .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// What a lookup found; a realm that is gone took it along.

@@ -16,8 +16,9 @@ use vaultrs::api::pki::requests::SetRoleRequest;
 use vaultrs::api::pki::responses::ReadRoleResponse;
 use vaultrs::pki;
 
-use super::{BackendError, CONFLICT, Change, OpenBao, Raw, Verb, conflict, found};
+use super::{BackendError, CONFLICT, Change, OpenBao, Raw, Verb, conflict};
 use crate::adapters::Backend;
+use crate::adapters::http::absent_as_none;
 
 /// The role leaves are signed with.
 pub const LEAF_ROLE: &str = "leaf";
@@ -345,7 +346,7 @@ impl OpenBao {
         let action = format!("list issuers of {mount}");
         let list = pki::issuer::list(&self.client, mount);
         // A mount without issuers answers the LIST with 404.
-        let Some(listed) = found(self.call(Verb::Read, &action, list).await)? else {
+        let Some(listed) = absent_as_none(self.call(Verb::Read, &action, list).await)? else {
             return Ok(Vec::new());
         };
         let mut issuers: Vec<Listed> = listed
@@ -386,7 +387,7 @@ impl OpenBao {
     async fn read_role(&self, mount: &str) -> Result<Option<ReadRoleResponse>, BackendError> {
         let action = format!("read role {LEAF_ROLE} of {mount}");
         let read = pki::role::read(&self.client, mount, LEAF_ROLE);
-        found(self.call(Verb::Read, &action, read).await)
+        absent_as_none(self.call(Verb::Read, &action, read).await)
     }
 
     async fn write_role(
