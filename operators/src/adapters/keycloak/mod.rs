@@ -125,34 +125,27 @@ impl Keycloak {
         Ok(Self { admin, base, calls })
     }
 
-    /// One counted call; its failure names `action`.
-    async fn call<T>(
-        &self,
-        verb: Verb,
-        action: &str,
-        call: impl Future<Output = Result<T, KeycloakError>>,
-    ) -> Result<T, BackendError> {
-        self.calls
-            .counted(Backend::Keycloak, verb, action, call, backend_error)
-            .await
-    }
-
-    /// A read that treats 404 as absence.
+    /// A counted read that treats 404 as absence.
     async fn read<T>(
         &self,
         action: &str,
         call: impl Future<Output = Result<T, KeycloakError>>,
     ) -> Result<Option<T>, BackendError> {
-        absent_as_none(self.call(Verb::Read, action, call).await)
+        let read = self
+            .calls
+            .counted(Backend::Keycloak, Verb::Read, action, call, backend_error);
+        absent_as_none(read.await)
     }
 
-    /// A write that must succeed.
+    /// A counted write that must succeed.
     async fn write<T>(
         &self,
         action: &str,
         call: impl Future<Output = Result<T, KeycloakError>>,
     ) -> Result<T, BackendError> {
-        self.call(Verb::Write, action, call).await
+        self.calls
+            .counted(Backend::Keycloak, Verb::Write, action, call, backend_error)
+            .await
     }
 
     /// A create: `None` when the object exists already (409).
