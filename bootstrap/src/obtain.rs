@@ -288,16 +288,7 @@ async fn go_build(
 ) -> Result<()> {
     let replaced = match staging {
         Some(staging_version) => {
-            let json = run(
-                "go mod download",
-                &work.join("download.log"),
-                go(work).args(["mod", "download", "-json", &format!("{module}@{version}")]),
-            )
-            .await?;
-            let info: serde_json::Value = serde_json::from_str(&json)?;
-            let go_mod = info["GoMod"]
-                .as_str()
-                .context("go mod download gave no GoMod")?;
+            let go_mod = go_mod_download(work, module, version, "GoMod").await?;
             let modules = staging_modules(&std::fs::read_to_string(go_mod)?);
             if modules.is_empty() {
                 bail!("{module}@{version} declares no staging modules; is it the right module?");
@@ -339,6 +330,22 @@ async fn go_build(
     Ok(())
 }
 
+/// Downloads `module@version` into Go's module cache; `field` (`GoMod`,
+/// `Dir`) of what `go mod download -json` answers says where it is.
+async fn go_mod_download(work: &Path, module: &str, version: &str, field: &str) -> Result<PathBuf> {
+    let json = run(
+        "go mod download",
+        &work.join("download.log"),
+        go(work).args(["mod", "download", "-json", &format!("{module}@{version}")]),
+    )
+    .await?;
+    let info: serde_json::Value = serde_json::from_str(&json)?;
+    let path = info[field]
+        .as_str()
+        .with_context(|| format!("go mod download gave no {field}"))?;
+    Ok(PathBuf::from(path))
+}
+
 async fn go_install(
     work: &Path,
     module: &str,
@@ -354,18 +361,7 @@ async fn go_install(
         .args(packages.iter().map(|p| format!("{p}@{version}")));
     run("go install", &work.join("install.log"), &mut command).await?;
     if !copy.is_empty() {
-        let json = run(
-            "go mod download",
-            &work.join("download.log"),
-            go(work).args(["mod", "download", "-json", &format!("{module}@{version}")]),
-        )
-        .await?;
-        let info: serde_json::Value = serde_json::from_str(&json)?;
-        let source = PathBuf::from(
-            info["Dir"]
-                .as_str()
-                .context("go mod download gave no Dir")?,
-        );
+        let source = go_mod_download(work, module, version, "Dir").await?;
         for file in copy {
             let name = Path::new(file)
                 .file_name()
