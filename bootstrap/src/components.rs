@@ -315,6 +315,20 @@ impl Component {
         let pki = layout.pki();
         let p = |path: PathBuf| path.to_string_lossy().into_owned();
         let loopback = |port: u16| format!("{LOOPBACK}:{port}");
+        // kube-controller-manager and kube-scheduler: one kubeconfig for the
+        // API, authentication and authorization; HTTPS on loopback.
+        let kube_component = |binary: &str, identity: Identity, port: u16| {
+            let mut c = Command::new(artifact.join(binary));
+            let kubeconfig = p(pki.kubeconfig(identity));
+            c.arg(format!("--kubeconfig={kubeconfig}"))
+                .arg(format!("--authentication-kubeconfig={kubeconfig}"))
+                .arg(format!("--authorization-kubeconfig={kubeconfig}"))
+                .arg(format!("--bind-address={LOOPBACK}"))
+                .arg(format!("--secure-port={port}"))
+                .arg(format!("--tls-cert-file={}", p(pki.serving_cert())))
+                .arg(format!("--tls-private-key-file={}", p(pki.serving_key())));
+            c
+        };
         let command = match self {
             Component::Etcd => {
                 let mut c = Command::new(artifact.join("etcd"));
@@ -358,38 +372,25 @@ impl Component {
                 c
             }
             Component::KubeControllerManager => {
-                let mut c = Command::new(artifact.join("kube-controller-manager"));
-                let kubeconfig = p(pki.kubeconfig(Identity::ControllerManager));
-                c.arg(format!("--kubeconfig={kubeconfig}"))
-                    .arg(format!("--authentication-kubeconfig={kubeconfig}"))
-                    .arg(format!("--authorization-kubeconfig={kubeconfig}"))
-                    .arg(format!("--bind-address={LOOPBACK}"))
-                    .arg(format!("--secure-port={CONTROLLER_MANAGER_PORT}"))
-                    .arg(format!("--tls-cert-file={}", p(pki.serving_cert())))
-                    .arg(format!("--tls-private-key-file={}", p(pki.serving_key())))
-                    .arg(format!(
-                        "--service-account-private-key-file={}",
-                        p(pki.service_account_key())
-                    ))
-                    .arg(format!("--root-ca-file={}", p(pki.ca_cert())))
-                    .arg("--use-service-account-credentials=true")
-                    .arg("--cluster-name=ossature")
-                    .arg("--leader-elect=false")
-                    .arg("--profiling=false");
+                let mut c = kube_component(
+                    "kube-controller-manager",
+                    Identity::ControllerManager,
+                    CONTROLLER_MANAGER_PORT,
+                );
+                c.arg(format!(
+                    "--service-account-private-key-file={}",
+                    p(pki.service_account_key())
+                ))
+                .arg(format!("--root-ca-file={}", p(pki.ca_cert())))
+                .arg("--use-service-account-credentials=true")
+                .arg("--cluster-name=ossature")
+                .arg("--leader-elect=false")
+                .arg("--profiling=false");
                 c
             }
             Component::KubeScheduler => {
-                let mut c = Command::new(artifact.join("kube-scheduler"));
-                let kubeconfig = p(pki.kubeconfig(Identity::Scheduler));
-                c.arg(format!("--kubeconfig={kubeconfig}"))
-                    .arg(format!("--authentication-kubeconfig={kubeconfig}"))
-                    .arg(format!("--authorization-kubeconfig={kubeconfig}"))
-                    .arg(format!("--bind-address={LOOPBACK}"))
-                    .arg(format!("--secure-port={SCHEDULER_PORT}"))
-                    .arg(format!("--tls-cert-file={}", p(pki.serving_cert())))
-                    .arg(format!("--tls-private-key-file={}", p(pki.serving_key())))
-                    .arg("--leader-elect=false")
-                    .arg("--profiling=false");
+                let mut c = kube_component("kube-scheduler", Identity::Scheduler, SCHEDULER_PORT);
+                c.arg("--leader-elect=false").arg("--profiling=false");
                 c
             }
             Component::Kwok => {

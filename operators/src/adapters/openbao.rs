@@ -26,12 +26,11 @@ use vaultrs::{kv2, sys, transit};
 
 pub use pki::{Issuer, LEAF_ROLE, SignRequest, SignedCertificate, TenantCa};
 
+use super::http::absent_as_none;
 use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
 
 const TRANSIT_KEY: KeyType = KeyType::Aes256Gcm96;
 const TRANSIT_KEY_TYPE: &str = "aes256-gcm96";
-/// Error bodies are cut here: they end up in Events and conditions.
-const BODY_LIMIT: usize = 300;
 const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
 /// Status given to conflicts found by the adapter itself (not sent by OpenBao).
 const CONFLICT: u16 = 409;
@@ -65,7 +64,7 @@ impl OpenBao {
             .get(addr)
             .header("X-Vault-Token", token)
             .build()
-            .map_err(unreachable)?;
+            .map_err(|e| Backend::OpenBao.unreachable(e))?;
         let settings = VaultClientSettingsBuilder::default()
             .address(addr)
             .token(token)
@@ -75,7 +74,7 @@ impl OpenBao {
             .verify(true)
             .timeout(Some(CALL_TIMEOUT))
             .build()
-            .map_err(|e| unreadable("configure the client", e.to_string()))?;
+            .map_err(|e| Backend::OpenBao.unreadable("configure the client", e.to_string()))?;
         let client =
             VaultClient::new(settings).map_err(|e| backend_error("configure the client", e))?;
         Ok(Self {
@@ -131,7 +130,7 @@ impl OpenBao {
         // A fresh mount has no keys: skip the read that would find nothing.
         let existing = match change {
             Change::Created => None,
-            _ => found(
+            _ => absent_as_none(
                 self.call(
                     Verb::Read,
                     &action,
@@ -260,7 +259,7 @@ impl OpenBao {
     // same ACL policies; the operator's own policy grants both routes.
     async fn read_policy(&self, name: &str) -> Result<Option<String>, BackendError> {
         let read = sys::policy::read(&self.client, name);
-        let found = found(
+        let found = absent_as_none(
             self.call(Verb::Read, &format!("read policy {name}"), read)
                 .await,
         )?;
@@ -306,11 +305,8 @@ impl OpenBao {
             Some(entry) if is_kv_v2(&entry) => {}
             Some(entry) => return Err(conflict(action, &entry)),
             None => {
-                return Err(refused(
-                    &action,
-                    404,
-                    format!("nothing is mounted at {mount}"),
-                ));
+                let body = format!("nothing is mounted at {mount}");
+                return Err(Backend::OpenBao.refused(&action, 404, &body));
             }
         }
         let change = match self.get_secret(mount, path).await? {
@@ -334,7 +330,7 @@ impl OpenBao {
         path: &str,
     ) -> Result<Option<BTreeMap<String, String>>, BackendError> {
         let action = format!("read secret {path} in {mount}");
-        found(
+        absent_as_none(
             self.call(Verb::Read, &action, kv2::read(&self.client, mount, path))
                 .await,
         )
@@ -345,7 +341,7 @@ impl OpenBao {
         let action = format!("delete secret {path} in {mount}");
         // The metadata outlives soft-deleted versions, so it is what tells absence.
         let metadata = kv2::read_metadata(&self.client, mount, path);
-        if found(self.call(Verb::Read, &action, metadata).await)?.is_none() {
+        if absent_as_none(self.call(Verb::Read, &action, metadata).await)?.is_none() {
             return Ok(Change::Absent);
         }
         self.call(
@@ -419,8 +415,9 @@ impl OpenBao {
         action: &str,
         request: impl Future<Output = Result<T, ClientError>>,
     ) -> Result<T, BackendError> {
-        self.calls.record(Backend::OpenBao, verb);
-        request.await.map_err(|e| backend_error(action, e))
+        self.calls
+            .counted(Backend::OpenBao, verb, action, request, backend_error)
+            .await
     }
 }
 
@@ -497,15 +494,6 @@ fn is_kv_v2(entry: &MountEntry) -> bool {
             .is_some_and(|v| v == "2")
 }
 
-/// `None` for what OpenBao answers 404 about.
-fn found<T>(result: Result<T, BackendError>) -> Result<Option<T>, BackendError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(BackendError::Refused { status: 404, .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Maps a vaultrs failure: OpenBao's refusals keep their status and error
 /// text, a failed connection stays the reqwest error it is, and an answer
 /// vaultrs cannot parse is unreadable.
@@ -520,39 +508,25 @@ fn backend_error(action: &str, error: ClientError) -> BackendError {
             } else {
                 code
             };
-            refused(action, code, body)
+            Backend::OpenBao.refused(action, code, &body)
         }
         ClientError::RestClientError { source } => match source {
             // An error answer whose body is not OpenBao's `{"errors": [...]}`.
             RestError::ServerResponseError { code, content } => {
-                refused(action, code, content.unwrap_or_default())
+                Backend::OpenBao.refused(action, code, &content.unwrap_or_default())
             }
             RestError::RequestError { source, .. } | RestError::ResponseError { source } => {
                 match source.downcast::<reqwest::Error>() {
-                    Ok(source) => unreachable(source),
-                    Err(other) => unreadable(action, format!("{other:#}")),
+                    Ok(source) => Backend::OpenBao.unreachable(source),
+                    Err(other) => Backend::OpenBao.unreadable(action, format!("{other:#}")),
                 }
             }
             // The detail sits in the sources, which `{:#}` lists.
-            other => unreadable(action, format!("{:#}", anyhow::Error::new(other))),
+            other => {
+                Backend::OpenBao.unreadable(action, format!("{:#}", anyhow::Error::new(other)))
+            }
         },
-        other => unreadable(action, format!("{:#}", anyhow::Error::new(other))),
-    }
-}
-
-fn refused(action: &str, status: u16, body: String) -> BackendError {
-    BackendError::Refused {
-        backend: Backend::OpenBao,
-        action: action.to_string(),
-        status,
-        body: truncate(body.trim()),
-    }
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(BODY_LIMIT) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_string(),
+        other => Backend::OpenBao.unreadable(action, format!("{:#}", anyhow::Error::new(other))),
     }
 }
 
@@ -572,24 +546,10 @@ fn conflict(action: String, entry: &MountEntry) -> BackendError {
     }
 }
 
-fn unreachable(source: reqwest::Error) -> BackendError {
-    BackendError::Unreachable {
-        backend: Backend::OpenBao,
-        source,
-    }
-}
-
-fn unreadable(action: &str, detail: String) -> BackendError {
-    BackendError::Unreadable {
-        backend: Backend::OpenBao,
-        action: action.to_string(),
-        detail,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::http::BODY_LIMIT;
 
     fn entry(kind: &str, version: Option<&str>) -> MountEntry {
         let options = version

@@ -8,10 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
-
-/// Longest backend answer kept in an error, so conditions and Events stay readable.
-const BODY_LIMIT: usize = 300;
+// Its path from before the adapters shared it.
+pub use super::http::truncate;
+use super::{Backend, BackendError, Calls, Change, Verb};
 
 /// Strategies Pulsar knows; it silently ignores any other name, so they are
 /// checked before sending.
@@ -105,15 +104,6 @@ pub fn topic_parts(topic: &str) -> Option<(&str, &str)> {
     (DOMAINS.contains(&domain) && !local.is_empty()).then_some((domain, local))
 }
 
-/// Cuts a backend answer to `BODY_LIMIT` characters, on a character boundary.
-pub fn truncate(body: &str) -> String {
-    let body = body.trim();
-    match body.char_indices().nth(BODY_LIMIT) {
-        Some((end, _)) => format!("{}…", &body[..end]),
-        None => body.to_string(),
-    }
-}
-
 /// One answer: status and body, read in full.
 struct Reply {
     status: StatusCode,
@@ -130,18 +120,8 @@ pub struct Pulsar {
 
 impl Pulsar {
     pub fn new(admin_url: &str, calls: Calls) -> Result<Self, BackendError> {
-        let base = Url::parse(admin_url)
-            .ok()
-            .filter(|url| !url.cannot_be_a_base())
-            .ok_or_else(|| BackendError::Unreadable {
-                backend: Backend::Pulsar,
-                action: "use the admin URL".into(),
-                detail: format!("{admin_url:?} is not an http(s) base URL"),
-            })?;
-        let client = Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(unreachable)?;
+        let base = Backend::Pulsar.base_url(admin_url, "use the admin URL")?;
+        let client = Backend::Pulsar.client(Client::builder())?;
         Ok(Pulsar {
             client,
             base,
@@ -231,16 +211,14 @@ impl Pulsar {
         match reply.status {
             s if s.is_success() => Ok(Change::Deleted),
             StatusCode::NOT_FOUND => Ok(Change::Absent),
-            StatusCode::CONFLICT if !namespaces.is_empty() => Err(BackendError::Refused {
-                backend: Backend::Pulsar,
-                action,
-                status: reply.status.as_u16(),
-                body: truncate(&format!(
+            StatusCode::CONFLICT if !namespaces.is_empty() => {
+                let body = format!(
                     "{} (namespaces remain: {}; delete them first)",
                     reply.body.trim(),
                     namespaces.join(", ")
-                )),
-            }),
+                );
+                Err(Backend::Pulsar.refused(&action, reply.status.as_u16(), &body))
+            }
             _ => Err(refused(&action, &reply)),
         }
     }
@@ -415,10 +393,11 @@ impl Pulsar {
         partitioned: bool,
     ) -> Result<bool, BackendError> {
         let action = format!("delete topic {topic}");
-        let (domain, local) = topic_parts(topic).ok_or_else(|| BackendError::Unreadable {
-            backend: Backend::Pulsar,
-            action: format!("list topics of {tenant}/{namespace}"),
-            detail: format!("unexpected topic name {topic:?}"),
+        let (domain, local) = topic_parts(topic).ok_or_else(|| {
+            Backend::Pulsar.unreadable(
+                &format!("list topics of {tenant}/{namespace}"),
+                format!("unexpected topic name {topic:?}"),
+            )
         })?;
         let mut segments = vec!["admin", "v2", domain, tenant, namespace, local];
         if partitioned {
@@ -461,6 +440,7 @@ impl Pulsar {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        let unreachable = |e| Backend::Pulsar.unreachable(e);
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let body = response.text().await.map_err(unreachable)?;
@@ -507,30 +487,15 @@ impl Pulsar {
     }
 }
 
-fn unreachable(source: reqwest::Error) -> BackendError {
-    BackendError::Unreachable {
-        backend: Backend::Pulsar,
-        source,
-    }
-}
-
 fn refused(action: &str, reply: &Reply) -> BackendError {
-    BackendError::Refused {
-        backend: Backend::Pulsar,
-        action: action.to_string(),
-        status: reply.status.as_u16(),
-        body: truncate(&reply.body),
-    }
+    Backend::Pulsar.refused(action, reply.status.as_u16(), &reply.body)
 }
 
 /// Parses a JSON answer; an empty one (an unset policy) reads as null.
 fn parse<T: DeserializeOwned>(action: &str, body: &str) -> Result<T, BackendError> {
     let body = if body.trim().is_empty() { "null" } else { body };
-    serde_json::from_str(body).map_err(|e| BackendError::Unreadable {
-        backend: Backend::Pulsar,
-        action: action.to_string(),
-        detail: format!("{e}: {}", truncate(body)),
-    })
+    serde_json::from_str(body)
+        .map_err(|e| Backend::Pulsar.unreadable(action, format!("{e}: {}", truncate(body))))
 }
 
 #[cfg(test)]
@@ -648,15 +613,6 @@ mod tests {
         assert_eq!(topic_parts("persistent://t/ns"), None);
         assert_eq!(topic_parts("persistent://t/ns/"), None);
         assert_eq!(topic_parts("other://t/ns/orders"), None);
-    }
-
-    #[test]
-    fn long_bodies_are_cut_on_a_character_boundary() {
-        assert_eq!(truncate("  short  "), "short");
-        let long = "é".repeat(BODY_LIMIT + 10);
-        let cut = truncate(&long);
-        assert_eq!(cut.chars().count(), BODY_LIMIT + 1);
-        assert!(cut.ends_with('…'));
     }
 
     #[test]

@@ -48,8 +48,8 @@ use super::{
     ClientAuthMode, Edge, EdgeCertificate, EdgeError, HostChange, HostState, Observation, Probe,
     Upstream, pem_certificates, proxy_target, validate, validate_host,
 };
-use crate::adapters::pulsar::truncate;
-use crate::adapters::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
+use crate::adapters::http::truncate;
+use crate::adapters::{Backend, BackendError, Calls, Change, Verb};
 
 /// Reads and writes of one batch are retried this often after a 412.
 const ATTEMPTS: usize = 5;
@@ -154,15 +154,7 @@ impl CaddyEdge {
         cert_dir: impl Into<PathBuf>,
         calls: Calls,
     ) -> Result<Self, EdgeError> {
-        let admin = Url::parse(admin_url)
-            .ok()
-            .filter(|url| !url.cannot_be_a_base())
-            .ok_or_else(|| {
-                unreadable(
-                    "use the admin URL",
-                    format!("{admin_url:?} is not an http(s) base URL"),
-                )
-            })?;
+        let admin = Backend::Edge.base_url(admin_url, "use the admin URL")?;
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.bytes()
@@ -176,12 +168,8 @@ impl CaddyEdge {
                 ),
             });
         }
-        let client = Client::builder()
-            .timeout(CALL_TIMEOUT)
-            // Caddy closes idle admin connections when it reloads.
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(unreachable)?;
+        // Caddy closes idle admin connections when it reloads.
+        let client = Backend::Edge.client(Client::builder().pool_max_idle_per_host(0))?;
         Ok(CaddyEdge {
             client,
             admin,
@@ -973,30 +961,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn unreachable(source: reqwest::Error) -> EdgeError {
-    BackendError::Unreachable {
-        backend: Backend::Edge,
-        source,
-    }
-    .into()
+    Backend::Edge.unreachable(source).into()
 }
 
 fn unreadable(action: &str, detail: String) -> EdgeError {
-    BackendError::Unreadable {
-        backend: Backend::Edge,
-        action: action.into(),
-        detail,
-    }
-    .into()
+    Backend::Edge.unreadable(action, detail).into()
 }
 
 fn refused(action: &str, status: StatusCode, body: &str) -> EdgeError {
-    BackendError::Refused {
-        backend: Backend::Edge,
-        action: action.into(),
-        status: status.as_u16(),
-        body: truncate(body),
-    }
-    .into()
+    Backend::Edge.refused(action, status.as_u16(), body).into()
 }
 
 #[cfg(test)]

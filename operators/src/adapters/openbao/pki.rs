@@ -16,9 +16,9 @@ use vaultrs::api::pki::requests::SetRoleRequest;
 use vaultrs::api::pki::responses::ReadRoleResponse;
 use vaultrs::pki;
 
-use super::{
-    BackendError, CONFLICT, Change, OpenBao, Raw, Verb, conflict, found, refused, unreadable,
-};
+use super::{BackendError, CONFLICT, Change, OpenBao, Raw, Verb, conflict};
+use crate::adapters::Backend;
+use crate::adapters::http::absent_as_none;
 
 /// The role leaves are signed with.
 pub const LEAF_ROLE: &str = "leaf";
@@ -136,7 +136,7 @@ impl OpenBao {
         };
         let constrained = match &current {
             Some(issuer) => permitted_domains(&issuer.certificate)
-                .map_err(|detail| unreadable(&action, detail))?,
+                .map_err(|detail| Backend::OpenBao.unreadable(&action, detail))?,
             None => BTreeSet::new(),
         };
         let default = match current {
@@ -217,11 +217,8 @@ impl OpenBao {
         let issuers = self.list_issuers(mount).await?;
         let Some(target) = issuers.iter().find(|i| i.id == issuer || i.name == issuer) else {
             let action = format!("make {issuer} the default issuer of {mount}");
-            return Err(refused(
-                &action,
-                404,
-                format!("{mount} has no issuer {issuer}"),
-            ));
+            let body = format!("{mount} has no issuer {issuer}");
+            return Err(Backend::OpenBao.refused(&action, 404, &body));
         };
         if target.is_default {
             return Ok(Change::Unchanged);
@@ -240,7 +237,7 @@ impl OpenBao {
         };
         if target.is_default {
             let body = format!("{issuer} is the default issuer; make another the default first");
-            return Err(refused(&action, CONFLICT, body));
+            return Err(Backend::OpenBao.refused(&action, CONFLICT, &body));
         }
         let delete = pki::issuer::delete(&self.client, mount, &target.id);
         self.call(Verb::Write, &action, delete).await?;
@@ -276,10 +273,9 @@ impl OpenBao {
         );
         let signed: Value = self.raw(Verb::Write, &action, sign).await?;
         let text = |field: &str| {
-            signed[field]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| unreadable(&action, format!("the answer has no {field}")))
+            signed[field].as_str().map(str::to_string).ok_or_else(|| {
+                Backend::OpenBao.unreadable(&action, format!("the answer has no {field}"))
+            })
         };
         Ok(SignedCertificate {
             certificate: text("certificate")?,
@@ -291,9 +287,9 @@ impl OpenBao {
                 .filter_map(|c| c.as_str().map(str::to_string))
                 .collect(),
             serial: text("serial_number")?,
-            not_after: signed["expiration"]
-                .as_u64()
-                .ok_or_else(|| unreadable(&action, "the answer has no expiration".into()))?,
+            not_after: signed["expiration"].as_u64().ok_or_else(|| {
+                Backend::OpenBao.unreadable(&action, "the answer has no expiration")
+            })?,
             issuer: request.issuer.to_string(),
         })
     }
@@ -328,7 +324,7 @@ impl OpenBao {
         let (Some(id), Some(certificate)) =
             (made["issuer_id"].as_str(), made["certificate"].as_str())
         else {
-            return Err(unreadable(&action, "the answer names no issuer".into()));
+            return Err(Backend::OpenBao.unreadable(&action, "the answer names no issuer"));
         };
         Ok(Issuer {
             id: id.to_string(),
@@ -350,7 +346,7 @@ impl OpenBao {
         let action = format!("list issuers of {mount}");
         let list = pki::issuer::list(&self.client, mount);
         // A mount without issuers answers the LIST with 404.
-        let Some(listed) = found(self.call(Verb::Read, &action, list).await)? else {
+        let Some(listed) = absent_as_none(self.call(Verb::Read, &action, list).await)? else {
             return Ok(Vec::new());
         };
         let mut issuers: Vec<Listed> = listed
@@ -391,7 +387,7 @@ impl OpenBao {
     async fn read_role(&self, mount: &str) -> Result<Option<ReadRoleResponse>, BackendError> {
         let action = format!("read role {LEAF_ROLE} of {mount}");
         let read = pki::role::read(&self.client, mount, LEAF_ROLE);
-        found(self.call(Verb::Read, &action, read).await)
+        absent_as_none(self.call(Verb::Read, &action, read).await)
     }
 
     async fn write_role(
