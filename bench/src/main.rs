@@ -40,8 +40,8 @@ use ossature_crds::{Quotas, Tenant};
 use ossature_model::TenantNames;
 use ossature_model::certificates::host::HOST;
 use ossature_model::certificates::{lifetime, new_key, record_path, request_for};
-use ossature_model::platform::DEFAULT_ROOT_DOMAIN;
 use ossature_model::objects::namespace_objects;
+use ossature_model::platform::DEFAULT_ROOT_DOMAIN;
 use ossature_model::secrets::tenant_policy;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -420,14 +420,24 @@ async fn create_tenant_ca(backends: &Backends, names: &TenantNames) -> Result<()
         "permitted_dns_domains": [host], "exclude_cn_from_sans": true,
     });
     let path = format!("{mount}/issuers/generate/root/internal");
-    send(backends.openbao(Method::POST, &path).json(&root), &path, &[]).await?;
+    send(
+        backends.openbao(Method::POST, &path).json(&root),
+        &path,
+        &[],
+    )
+    .await?;
     let role = json!({
         "issuer_ref": "default", "allowed_domains": [host], "allow_bare_domains": true,
         "allow_subdomains": true, "server_flag": true, "client_flag": true, "key_type": "any",
         "use_csr_common_name": false, "use_csr_sans": false, "max_ttl": "2160h",
     });
     let path = format!("{mount}/roles/leaf");
-    send(backends.openbao(Method::POST, &path).json(&role), &path, &[]).await?;
+    send(
+        backends.openbao(Method::POST, &path).json(&role),
+        &path,
+        &[],
+    )
+    .await?;
     Ok(())
 }
 
@@ -455,7 +465,9 @@ async fn sign_host(backends: &Backends, names: &TenantNames) -> Result<()> {
         record_path(&names.namespace, HOST)
     );
     let put = |data: Value| {
-        let request = backends.openbao(Method::POST, &record).json(&json!({"data": data}));
+        let request = backends
+            .openbao(Method::POST, &record)
+            .json(&json!({"data": data}));
         send(request, &record, &[])
     };
     put(json!({"key": key})).await?;
@@ -464,11 +476,15 @@ async fn sign_host(backends: &Backends, names: &TenantNames) -> Result<()> {
         "ttl": format!("{}s", lifetime(&spec).as_secs()), "format": "pem",
     });
     let path = format!("{}/issuer/gen-1/sign/leaf", names.pki_mount);
-    let signed: Value = send(backends.openbao(Method::POST, &path).json(&sign), &path, &[])
-        .await?
-        .json()
-        .await
-        .with_context(|| format!("{path}: unreadable answer"))?;
+    let signed: Value = send(
+        backends.openbao(Method::POST, &path).json(&sign),
+        &path,
+        &[],
+    )
+    .await?
+    .json()
+    .await
+    .with_context(|| format!("{path}: unreadable answer"))?;
     put(json!({"key": key, "certificate": signed["data"]["certificate"]})).await?;
     Ok(())
 }

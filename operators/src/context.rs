@@ -56,14 +56,10 @@ pub struct Backends {
     pub calls: Calls,
 }
 
+/// The backends' clients (reached through it: `ctx.keycloak`), and what
+/// every reconcile shares beside them.
 pub struct Context {
-    pub client: kube::Client,
-    pub keycloak: Keycloak,
-    pub pulsar: Pulsar,
-    pub openbao: OpenBao,
-    pub edge: Option<Edges>,
-    pub dns: Option<Dns>,
-    pub calls: Calls,
+    backends: Backends,
     pub settings: Settings,
     pub metrics: Metrics,
     pub stores: Stores,
@@ -88,29 +84,14 @@ impl Context {
             controller: "ossature-operator".into(),
             instance: std::env::var("HOSTNAME").ok(),
         };
-        let Backends {
-            client,
-            keycloak,
-            pulsar,
-            openbao,
-            edge,
-            dns,
-            calls,
-        } = backends;
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(backends.client.clone(), reporter),
             acme: AcmeAccounts::new(
-                Api::namespaced(client.clone(), &settings.acme_namespace),
+                Api::namespaced(backends.client.clone(), &settings.acme_namespace),
                 settings.platform.root_domain.clone(),
-                calls.clone(),
+                backends.calls.clone(),
             ),
-            client,
-            keycloak,
-            pulsar,
-            openbao,
-            edge,
-            dns,
-            calls,
+            backends,
             settings,
             metrics,
             stores,
@@ -204,6 +185,14 @@ impl Context {
                 warn!("could not record event {}: {e}", event.reason);
             }
         }
+    }
+}
+
+impl std::ops::Deref for Context {
+    type Target = Backends;
+
+    fn deref(&self) -> &Backends {
+        &self.backends
     }
 }
 

@@ -117,17 +117,38 @@ async fn snapshot(client: &kube::Client, name: &str) -> (BTreeMap<String, String
     all_ready &= tenant.status.as_ref().is_some_and(|s| ready(&s.conditions));
     versions.insert(format!("tenant/{name}"), tenant.resource_version().unwrap());
     let list = ListParams::default();
-    for s in Api::<Scope>::namespaced(client.clone(), &ns).list(&list).await.unwrap() {
+    for s in Api::<Scope>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .unwrap()
+    {
         all_ready &= s.status.as_ref().is_some_and(|s| ready(&s.conditions));
-        versions.insert(format!("scope/{}", s.name_any()), s.resource_version().unwrap());
+        versions.insert(
+            format!("scope/{}", s.name_any()),
+            s.resource_version().unwrap(),
+        );
     }
-    for e in Api::<Environment>::namespaced(client.clone(), &ns).list(&list).await.unwrap() {
+    for e in Api::<Environment>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .unwrap()
+    {
         all_ready &= e.status.as_ref().is_some_and(|s| ready(&s.conditions));
-        versions.insert(format!("environment/{}", e.name_any()), e.resource_version().unwrap());
+        versions.insert(
+            format!("environment/{}", e.name_any()),
+            e.resource_version().unwrap(),
+        );
     }
-    for c in Api::<Certificate>::namespaced(client.clone(), &ns).list(&list).await.unwrap() {
+    for c in Api::<Certificate>::namespaced(client.clone(), &ns)
+        .list(&list)
+        .await
+        .unwrap()
+    {
         all_ready &= c.status.as_ref().is_some_and(|s| ready(&s.conditions));
-        versions.insert(format!("certificate/{}", c.name_any()), c.resource_version().unwrap());
+        versions.insert(
+            format!("certificate/{}", c.name_any()),
+            c.resource_version().unwrap(),
+        );
     }
     let labelled = ListParams::default().labels(&format!("ossature.dev/tenant={name}"));
     for namespace in Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
@@ -145,17 +166,21 @@ async fn snapshot(client: &kube::Client, name: &str) -> (BTreeMap<String, String
         .await
         .unwrap()
     {
-        versions.insert(format!("secret/{}", secret.name_any()), secret.resource_version().unwrap());
+        versions.insert(
+            format!("secret/{}", secret.name_any()),
+            secret.resource_version().unwrap(),
+        );
     }
-    for lease in Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
-        client.clone(),
-        "kube-system",
-    )
-    .list(&labelled)
-    .await
-    .unwrap()
+    for lease in
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), "kube-system")
+            .list(&labelled)
+            .await
+            .unwrap()
     {
-        versions.insert(format!("lease/{}", lease.name_any()), lease.resource_version().unwrap());
+        versions.insert(
+            format!("lease/{}", lease.name_any()),
+            lease.resource_version().unwrap(),
+        );
     }
     (versions, all_ready)
 }
@@ -256,12 +281,25 @@ async fn the_previous_releases_tenants_are_taken_over_without_a_write() {
         .collect();
     assert!(changed.is_empty(), "changed by this release: {changed:?}");
     assert!(ready, "still Ready");
-    let text = http().get(&new.metrics).send().await.unwrap().text().await.unwrap();
+    let text = http()
+        .get(&new.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let written: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("ossature_backend_calls") && l.contains("write") && !l.ends_with(" 0"))
+        .filter(|l| {
+            l.starts_with("ossature_backend_calls") && l.contains("write") && !l.ends_with(" 0")
+        })
         .collect();
-    assert_eq!(writes(&new).await, 0, "an upgrade writes nothing: {written:#?}");
+    assert_eq!(
+        writes(&new).await,
+        0,
+        "an upgrade writes nothing: {written:#?}"
+    );
 
     delete_tenants(&tenants, &[name.as_str()]).await;
     wait_tenant_gone(&tenants, &name, Duration::from_secs(180)).await;

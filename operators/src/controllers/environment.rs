@@ -19,7 +19,7 @@ use ossature_crds::{DeletionPolicy, Environment, EnvironmentStatus, Tenant};
 use ossature_model::conditions::{self, Outcome, is_stalled, reasons};
 use ossature_model::environments::expiry;
 use ossature_model::messaging::namespace_policy;
-use ossature_model::names::{RETAINED_LABEL, TenantNames, tenant_namespace, tenant_of};
+use ossature_model::names::{TenantNames, tenant_namespace, tenant_of};
 use ossature_model::objects::namespace_objects;
 use ossature_model::tenants::{backend_ready, retained};
 
@@ -69,10 +69,7 @@ impl Reconciled for Environment {
         }
 
         let objects = namespace_objects(&names.namespace, tenant, Some(&name), &self.spec.quotas);
-        let owner_of_namespace = Owner {
-            tenant,
-            environment: Some(&name),
-        };
+        let owner_of_namespace = Owner::environment(tenant, &name);
         namespaces::step(&mut plan, ctx, objects, owner_of_namespace).await?;
         if plan.stalled.is_some() {
             return Ok(plan);
@@ -110,21 +107,11 @@ impl Reconciled for Environment {
         let objects = namespace_objects(&names.namespace, tenant, Some(&name), &self.spec.quotas);
         let retain =
             self.spec.deletion_policy == DeletionPolicy::Retain || retained(owner.as_deref());
-        let owner_of_namespace = Owner {
-            tenant,
-            environment: Some(&name),
-        };
+        let owner_of_namespace = Owner::environment(tenant, &name);
         let removal = namespaces::removal(ctx, &objects, owner_of_namespace, retain).await?;
         if retain {
-            return Ok(vec![event(
-                EventType::Normal,
-                "Retained",
-                "Delete",
-                format!(
-                    "deletionPolicy is Retain: namespace {} (labelled {RETAINED_LABEL}=true, no longer managed) and Pulsar namespace {tenant}/{} are kept",
-                    names.namespace, names.pulsar_namespace
-                ),
-            )]);
+            let rest = format!(" and Pulsar namespace {tenant}/{}", names.pulsar_namespace);
+            return Ok(vec![namespaces::retained(&names.namespace, &rest)]);
         }
         ctx.pulsar
             .delete_namespace(tenant, &names.pulsar_namespace)

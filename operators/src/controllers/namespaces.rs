@@ -9,7 +9,7 @@ use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use ossature_model::conditions::{self, Outcome, reasons};
-use ossature_model::names::{ENVIRONMENT_LABEL, TENANT_LABEL};
+use ossature_model::names::{ENVIRONMENT_LABEL, RETAINED_LABEL, TENANT_LABEL};
 use ossature_model::objects::{NamespaceObjects, NamespaceOwner, differs, namespace_owner};
 
 use crate::context::Context;
@@ -23,6 +23,35 @@ use futures::StreamExt;
 pub struct Owner<'a> {
     pub tenant: &'a str,
     pub environment: Option<&'a str>,
+}
+
+impl<'a> Owner<'a> {
+    pub fn tenant(tenant: &'a str) -> Self {
+        Owner {
+            tenant,
+            environment: None,
+        }
+    }
+
+    pub fn environment(tenant: &'a str, environment: &'a str) -> Self {
+        Owner {
+            tenant,
+            environment: Some(environment),
+        }
+    }
+}
+
+/// The Event of a deletion that keeps the namespace and, as `rest` says,
+/// what else was provisioned.
+pub fn retained(namespace: &str, rest: &str) -> kube::runtime::events::Event {
+    crate::reconcile::event(
+        kube::runtime::events::EventType::Normal,
+        "Retained",
+        "Delete",
+        format!(
+            "deletionPolicy is Retain: namespace {namespace} (labelled {RETAINED_LABEL}=true, no longer managed){rest} are kept"
+        ),
+    )
 }
 
 /// The namespace step, after checking the namespace is free or ours to

@@ -667,7 +667,8 @@ impl CaddyEdge {
         let body = response.text().await.map_err(unreachable)?;
         // An index past an array's end (a container with no host) is no
         // more there than a missing key.
-        let past_end = status == StatusCode::BAD_REQUEST && body.contains("array index out of bounds");
+        let past_end =
+            status == StatusCode::BAD_REQUEST && body.contains("array index out of bounds");
         if status == StatusCode::NOT_FOUND || parent_missing(status, &body) || past_end {
             return Ok(Subtree { value: None, etag });
         }

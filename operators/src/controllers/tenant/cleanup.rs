@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::events::{Event, EventType};
 use ossature_crds::{Certificate, DeletionPolicy, Environment, Isolation, Scope, Tenant};
 use ossature_model::identity;
-use ossature_model::names::{RETAINED_LABEL, TenantNames};
+use ossature_model::names::TenantNames;
 use ossature_model::objects::namespace_objects;
 
 use super::domains::release;
@@ -41,21 +41,10 @@ pub(super) async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Vec<Event>
     }
     remove_children(&names, ctx).await?;
     let objects = namespace_objects(&names.namespace, &names.tenant, None, &tenant.spec.quotas);
-    let owner = Owner {
-        tenant: &names.tenant,
-        environment: None,
-    };
-    let removal = namespaces::removal(ctx, &objects, owner, retain).await?;
+    let removal = namespaces::removal(ctx, &objects, Owner::tenant(&names.tenant), retain).await?;
     if retain {
-        return Ok(vec![event(
-            EventType::Normal,
-            "Retained",
-            "Delete",
-            format!(
-                "deletionPolicy is Retain: namespace {} (labelled {RETAINED_LABEL}=true, no longer managed), realm, Pulsar tenant and OpenBao paths are kept",
-                names.namespace,
-            ),
-        )]);
+        let rest = ", realm, Pulsar tenant and OpenBao paths";
+        return Ok(vec![namespaces::retained(&names.namespace, rest)]);
     }
     // Backends before the namespace; again (finding nothing) once the
     // namespace is gone, which cannot tell whether they were removed.

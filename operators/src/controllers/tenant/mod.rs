@@ -91,11 +91,7 @@ impl<'a> Provisioning<'a> {
             None,
             &self.tenant.spec.quotas,
         );
-        let owner = Owner {
-            tenant: &names.tenant,
-            environment: None,
-        };
-        namespaces::step(&mut plan, self.ctx, objects, owner).await?;
+        namespaces::step(&mut plan, self.ctx, objects, Owner::tenant(&names.tenant)).await?;
         if plan.stalled.is_some() {
             return Ok(plan);
         }
