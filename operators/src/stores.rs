@@ -6,6 +6,9 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
 
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -13,10 +16,15 @@ use ossature_crds::{Certificate, Tenant};
 use ossature_model::names::{NamespaceOf, tenant_of_any};
 use tokio::sync::mpsc;
 
+/// Waits until a store has its first full list.
+type Readiness = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// Watch stores by kind.
 #[derive(Clone, Default)]
 pub struct Stores {
     by_kind: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    readiness: Vec<Readiness>,
+    ready: Arc<AtomicBool>,
 }
 
 impl Stores {
@@ -24,7 +32,32 @@ impl Stores {
     where
         K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     {
+        let waited = store.clone();
+        self.readiness.push(Arc::new(move || {
+            let store = waited.clone();
+            Box::pin(async move {
+                // Asked again and again: the readiness of a store wakes only
+                // its last waiter, and the controller itself waits on it too.
+                // (A dropped writer means the operator is stopping.)
+                let again = std::time::Duration::from_millis(50);
+                while tokio::time::timeout(again, store.wait_until_ready())
+                    .await
+                    .is_err()
+                {}
+            })
+        }));
         self.by_kind.insert(TypeId::of::<K>(), Arc::new(store));
+    }
+
+    /// Waits until every store holds its first full list: what one kind
+    /// reads of another (a tenant's certificates, a scope's siblings) is
+    /// then whole, so a restart never writes what a partial view suggests.
+    pub async fn ready(&self) {
+        if self.ready.load(Ordering::Acquire) {
+            return;
+        }
+        futures::future::join_all(self.readiness.iter().map(|wait| wait())).await;
+        self.ready.store(true, Ordering::Release);
     }
 
     /// The store of kind `K`; every registered kind has one.

@@ -248,7 +248,7 @@ async fn the_previous_releases_tenants_are_taken_over_without_a_write() {
                     return None;
                 }
                 // Nothing moves for a while: the previous release is done.
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
                 let (again, _) = snapshot(&client, &name).await;
                 (first == again).then_some(first)
             }
@@ -258,6 +258,7 @@ async fn the_previous_releases_tenants_are_taken_over_without_a_write() {
     // 1 tenant, 4 scopes, 2 environments, 2 certificates (its host's too),
     // 3 namespaces, 1 Secret, 1 Lease.
     assert_eq!(settled.len(), 14, "{settled:?}");
+    let before = tenants.get(&name).await.unwrap().status;
     drop(old);
 
     // This release takes over: reconciles every object, across several
@@ -279,7 +280,13 @@ async fn the_previous_releases_tenants_are_taken_over_without_a_write() {
         .filter(|(object, version)| settled.get(*object) != Some(*version))
         .map(|(object, _)| object)
         .collect();
-    assert!(changed.is_empty(), "changed by this release: {changed:?}");
+    if !changed.is_empty() {
+        let now = Api::<Tenant>::all(client.clone()).get(&name).await.unwrap();
+        panic!(
+            "changed by this release: {changed:?}; the tenant's status before: {before:#?}, now: {:#?}",
+            now.status
+        );
+    }
     assert!(ready, "still Ready");
     let text = http()
         .get(&new.metrics)

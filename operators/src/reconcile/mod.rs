@@ -90,6 +90,7 @@ pub fn event(type_: EventType, reason: &str, action: &str, note: impl Into<Strin
 }
 
 async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.stores.ready().await;
     if !object.selected(&ctx) {
         return Ok(Action::await_change());
     }
