@@ -315,7 +315,7 @@ async fn ossature_side(
         }
     };
 
-    let namespace = format!("tn-{tenant}");
+    let namespace = ossature_model::tenant_namespace(tenant);
     let root = std::env::var("OSSATURE_ROOT_DOMAIN").unwrap_or_else(|_| "ossature.test".into());
     let objects = (0..args.count)
         .map(|i| {

@@ -464,11 +464,24 @@ async fn sign_host(backends: &Backends, names: &TenantNames) -> Result<()> {
         names.kv_mount,
         record_path(&names.namespace, HOST)
     );
+    // A fresh KV v2 mount sets itself up for a moment: asked again, as
+    // the operator does.
     let put = |data: Value| {
-        let request = backends
-            .openbao(Method::POST, &record)
-            .json(&json!({"data": data}));
-        send(request, &record, &[])
+        let record = record.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let request = backends
+                    .openbao(Method::POST, &record)
+                    .json(&json!({"data": data}));
+                match send(request, &record, &[]).await {
+                    Err(e) if format!("{e}").contains("Upgrading") && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
     };
     put(json!({"key": key})).await?;
     let sign = json!({

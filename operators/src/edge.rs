@@ -156,6 +156,8 @@ async fn batches(edge: Arc<CaddyEdge>, mut receiver: mpsc::Receiver<Job>, applie
                 _ => break,
             }
         }
+        let started = std::time::Instant::now();
+        let size = jobs.len();
         let (applies, removes) = latest(jobs);
         if !removes.is_empty() {
             let hosts: Vec<String> = removes.iter().map(|(h, _)| h.clone()).collect();
@@ -171,6 +173,7 @@ async fn batches(edge: Arc<CaddyEdge>, mut receiver: mpsc::Receiver<Job>, applie
             }
             answer_all(answers, outcome);
         }
+        tracing::debug!(hosts = size, took = ?started.elapsed(), "edge batch");
     }
 }
 

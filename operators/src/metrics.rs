@@ -42,7 +42,14 @@ struct StepLabels {
     category: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConditionLabels {
+    controller: &'static str,
+    condition: &'static str,
+}
+
 type Durations = Family<ControllerLabels, Histogram, fn() -> Histogram>;
+type StepDurations = Family<ConditionLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -52,6 +59,7 @@ pub struct Metrics {
     runs: Family<RunLabels, Counter>,
     durations: Durations,
     steps: Family<StepLabels, Counter>,
+    step_durations: StepDurations,
     lease_writes: Counter,
 }
 
@@ -98,6 +106,12 @@ impl Metrics {
             "Failed backend steps, by controller, condition and error category",
             steps.clone(),
         );
+        let step_durations: StepDurations = Family::new_with_constructor(duration_buckets);
+        registry.register(
+            "step_duration_seconds",
+            "Time one backend step took, by controller and the condition it sets",
+            step_durations.clone(),
+        );
         let lease_writes = Counter::default();
         registry.register(
             "lease_writes",
@@ -111,8 +125,23 @@ impl Metrics {
             runs,
             durations,
             steps,
+            step_durations,
             lease_writes,
         }
+    }
+
+    pub fn step(
+        &self,
+        controller: &'static str,
+        condition: &'static str,
+        took: std::time::Duration,
+    ) {
+        self.step_durations
+            .get_or_create(&ConditionLabels {
+                controller,
+                condition,
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn run(&self, controller: &'static str, ok: bool, took: std::time::Duration) {

@@ -23,6 +23,8 @@ pub struct Target<'a> {
     /// The tenant CA: the generation that signs, and how many generations
     /// are trusted (more than one while it rotates).
     pub ca: CaState,
+    /// Its issuers, when just read (by the Tenant's CA step): not read again.
+    pub issuers: Option<Vec<Issuer>>,
 }
 
 /// The certificate held for `at`, if any.
@@ -60,14 +62,17 @@ pub async fn sign(
                 ..Default::default()
             };
             ctx.openbao
-                .put_secret(&names.kv_mount, at.path, &pending.to_map())
+                .write_secret(&names.kv_mount, at.path, &pending.to_map())
                 .await?;
             crate::failpoint::hit(crate::failpoint::CERTIFICATE_KEY_RECORDED);
             key
         }
     };
     let request = request_for(spec, &key).map_err(key_failure)?;
-    let issuers = ctx.openbao.ca_bundle(&names.pki_mount).await?;
+    let issuers = match &at.issuers {
+        Some(issuers) => issuers.clone(),
+        None => ctx.openbao.ca_bundle(&names.pki_mount).await?,
+    };
     let Some(current) = issuers.iter().find(|i| i.is_default) else {
         return Err(Failure::new(
             reasons::WAITING_FOR_TENANT,
@@ -107,7 +112,7 @@ pub async fn sign(
         ..Default::default()
     };
     ctx.openbao
-        .put_secret(&names.kv_mount, at.path, &record.to_map())
+        .write_secret(&names.kv_mount, at.path, &record.to_map())
         .await?;
     Ok(record)
 }
@@ -124,7 +129,7 @@ pub async fn follow_trust(
     }
     record.ca = bundle_of(&ctx.openbao.ca_bundle(&at.names.pki_mount).await?);
     ctx.openbao
-        .put_secret(&at.names.kv_mount, at.path, &record.to_map())
+        .write_secret(&at.names.kv_mount, at.path, &record.to_map())
         .await?;
     Ok(Some(Change::Updated))
 }

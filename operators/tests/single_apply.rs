@@ -130,6 +130,59 @@ async fn one_apply_of_a_tenant_file_converges() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `kubectl delete --wait` returns only when the tenant's namespaces are gone,
+/// so the same file applied at once converges again, every object Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_tenant_applied_again_at_once_converges() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let dir = std::env::temp_dir().join(format!("ossature-reapply-{sel}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("ra{}", suffix());
+    let file = dir.join("tenant.yaml");
+    std::fs::write(&file, tenant_file(&name, &sel, |_| {})).unwrap();
+    let file = file.to_str().unwrap();
+
+    kubectl(&env, &["apply", "-f", file]);
+    wait_all_ready(&client, &name).await;
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let owned = format!("{}={name}", ossature_model::names::TENANT_LABEL);
+    let before = namespaces
+        .list(&kube::api::ListParams::default().labels(&owned))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(before.len(), 3, "tn-{name} and two environment namespaces");
+
+    kubectl(
+        &env,
+        &["delete", "tenant", &name, "--wait", "--timeout=180s"],
+    );
+    // Nothing of the tenant is left, not even terminating.
+    for namespace in &before {
+        let namespace = namespace.metadata.name.as_deref().unwrap();
+        assert!(
+            namespaces.get_opt(namespace).await.unwrap().is_none(),
+            "{namespace} still exists when the delete returned"
+        );
+    }
+
+    kubectl(&env, &["apply", "-f", file]);
+    wait_all_ready(&client, &name).await;
+
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_tenant_gone(&tenants, &name, Duration::from_secs(120)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_of_something_else_is_refused_until_labelled() {
     let env = ossature_bootstrap::ensure_up().await.unwrap();

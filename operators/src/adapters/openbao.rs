@@ -32,6 +32,8 @@ use super::{Backend, BackendError, CALL_TIMEOUT, Calls, Change, Verb};
 const TRANSIT_KEY: KeyType = KeyType::Aes256Gcm96;
 const TRANSIT_KEY_TYPE: &str = "aes256-gcm96";
 const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
+/// Longest wait for a fresh KV v2 mount to set itself up.
+const KV_SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Status given to conflicts found by the adapter itself (not sent by OpenBao).
 const CONFLICT: u16 = 409;
 
@@ -41,6 +43,9 @@ pub struct OpenBao {
     /// Per PKI mount, the default issuer last found as wanted, and the
     /// names it was checked for.
     checked_cas: std::sync::Arc<std::sync::Mutex<HashMap<String, CheckedCa>>>,
+    /// KV mounts seen to be version 2: records are written there without
+    /// reading the mount again (until this process unmounts it).
+    kv2_mounts: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// A default issuer's id, and the names it was found constrained to.
@@ -81,6 +86,7 @@ impl OpenBao {
             client,
             calls,
             checked_cas: Default::default(),
+            kv2_mounts: Default::default(),
         })
     }
 
@@ -278,6 +284,10 @@ impl OpenBao {
     /// Unmounts `path`, destroying everything stored under it.
     pub async fn delete_mount(&self, path: &str) -> Result<Change, BackendError> {
         let action = format!("unmount {path}");
+        self.kv2_mounts
+            .lock()
+            .expect("never poisoned")
+            .remove(path.trim_matches('/'));
         if self.mount(path, &action).await?.is_none() {
             return Ok(Change::Absent);
         }
@@ -299,28 +309,74 @@ impl OpenBao {
         data: &BTreeMap<String, String>,
     ) -> Result<Change, BackendError> {
         let action = format!("write secret {path} in {mount}");
-        // On a KV v1 mount the v2 routes are plain keys: the write would land
-        // at `data/<path>` and look like success. Such a mount is refused.
-        match self.mount(mount, &action).await? {
-            Some(entry) if is_kv_v2(&entry) => {}
-            Some(entry) => return Err(conflict(action, &entry)),
-            None => {
-                let body = format!("nothing is mounted at {mount}");
-                return Err(Backend::OpenBao.refused(&action, 404, &body));
-            }
-        }
+        self.require_kv2(mount, &action).await?;
         let change = match self.get_secret(mount, path).await? {
             None => Change::Created,
             Some(stored) if &stored == data => return Ok(Change::Unchanged),
             Some(_) => Change::Updated,
         };
-        self.call(
-            Verb::Write,
-            &action,
-            kv2::set(&self.client, mount, path, data),
-        )
-        .await?;
+        self.set_secret(mount, path, data, &action).await?;
         Ok(change)
+    }
+
+    /// Writes secret `path` as a new version without comparing it first:
+    /// for a caller that knows it changed (a certificate's record).
+    pub async fn write_secret(
+        &self,
+        mount: &str,
+        path: &str,
+        data: &BTreeMap<String, String>,
+    ) -> Result<Change, BackendError> {
+        let action = format!("write secret {path} in {mount}");
+        self.require_kv2(mount, &action).await?;
+        self.set_secret(mount, path, data, &action).await?;
+        Ok(Change::Updated)
+    }
+
+    async fn set_secret(
+        &self,
+        mount: &str,
+        path: &str,
+        data: &BTreeMap<String, String>,
+        action: &str,
+    ) -> Result<(), BackendError> {
+        self.kv(|| {
+            self.call(
+                Verb::Write,
+                action,
+                kv2::set(&self.client, mount, path, data),
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// On a KV v1 mount the v2 routes are plain keys: a write would land at
+    /// `data/<path>` and look like success. Such a mount is refused.
+    async fn require_kv2(&self, mount: &str, action: &str) -> Result<(), BackendError> {
+        let key = mount.trim_matches('/');
+        if self
+            .kv2_mounts
+            .lock()
+            .expect("never poisoned")
+            .contains(key)
+        {
+            return Ok(());
+        }
+        match self.mount(mount, action).await? {
+            Some(entry) if is_kv_v2(&entry) => {
+                self.kv2_mounts
+                    .lock()
+                    .expect("never poisoned")
+                    .insert(key.to_string());
+                Ok(())
+            }
+            Some(entry) => Err(conflict(action.to_string(), &entry)),
+            None => {
+                let body = format!("nothing is mounted at {mount}");
+                Err(Backend::OpenBao.refused(action, 404, &body))
+            }
+        }
     }
 
     /// The latest version of secret `path`; `None` when there is none (or it was deleted).
@@ -331,7 +387,7 @@ impl OpenBao {
     ) -> Result<Option<BTreeMap<String, String>>, BackendError> {
         let action = format!("read secret {path} in {mount}");
         absent_as_none(
-            self.call(Verb::Read, &action, kv2::read(&self.client, mount, path))
+            self.kv(|| self.call(Verb::Read, &action, kv2::read(&self.client, mount, path)))
                 .await,
         )
     }
@@ -409,6 +465,30 @@ impl OpenBao {
     }
 
     /// Counts one call, then makes it and maps its failure.
+    /// A KV call; a fresh KV v2 mount answers for a moment that it is
+    /// setting itself up: asked again shortly, for up to `KV_SETUP_WAIT`,
+    /// rather than failing the step (a new tenant's first record is written
+    /// right after its mount is made).
+    async fn kv<T, F, Fut>(&self, call: F) -> Result<T, BackendError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let deadline = std::time::Instant::now() + KV_SETUP_WAIT;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match call().await {
+                Err(BackendError::Refused {
+                    status: 503, body, ..
+                }) if body.contains(KV_UPGRADING) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn call<T>(
         &self,
         verb: Verb,

@@ -24,7 +24,7 @@ use ossature_model::objects::namespace_objects;
 use ossature_model::tenants::{backend_ready, retained};
 
 use super::namespaces::{self, Owner, Removal};
-use super::owning_tenant;
+use super::{Home, owning_tenant};
 use crate::context::Context;
 use crate::reconcile::{Error, Plan, Reconciled, Step, WatchContext, event};
 
@@ -38,7 +38,7 @@ impl Reconciled for Environment {
         let name = self.name_any();
         let previous = self.status.clone().unwrap_or_default();
 
-        let (tenant, owner) = match owning_tenant(ctx, &namespace, "Environments", previous).await?
+        let (tenant, owner) = match owning_tenant(ctx, &namespace, ("Environments", Home::Tenant), previous).await?
         {
             Ok(found) => found,
             Err(stalled) => return Ok(stalled),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ossature_crds::Tenant;
 use ossature_model::conditions::reasons;
-use ossature_model::names::tenant_of;
+use ossature_model::names::{tenant_of, tenant_of_any};
 
 use crate::context::Context;
 use crate::reconcile::{Error, Kinds, Plan};
@@ -33,21 +33,36 @@ kinds! {
     acme_issuer => ossature_crds::AcmeIssuer,
 }
 
+/// Which of a tenant's namespaces a kind's objects live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Home {
+    /// `tn-<tenant>` only.
+    Tenant,
+    /// `tn-<tenant>` or one of its environments' `tn-<tenant>--<environment>`.
+    TenantOrEnvironment,
+}
+
 /// The tenant an object in `namespace` belongs to, or, as a Stalled plan
 /// keeping the previous status, why it has none (what admission cannot see).
 async fn owning_tenant<'a, S>(
     ctx: &Context,
     namespace: &str,
-    kinds: &str,
+    (kinds, home): (&str, Home),
     previous: S,
 ) -> Result<Result<(String, Arc<Tenant>), Plan<'a, S>>, Error> {
-    let Some(tenant) = tenant_of(namespace) else {
+    let tenant = match home {
+        Home::Tenant => tenant_of(namespace),
+        Home::TenantOrEnvironment => tenant_of_any(namespace),
+    };
+    let Some(tenant) = tenant else {
+        let homes = match home {
+            Home::Tenant => "tn-<tenant>",
+            Home::TenantOrEnvironment => "tn-<tenant> or tn-<tenant>--<environment>",
+        };
         return Ok(Err(Plan::stalled(
             previous,
             reasons::NOT_IN_TENANT_NAMESPACE,
-            format!(
-                "namespace {namespace} is not a tenant namespace; create {kinds} in tn-<tenant>"
-            ),
+            format!("namespace {namespace} is not a tenant namespace; create {kinds} in {homes}"),
         )));
     };
     match ctx.find::<Tenant>(tenant).await? {

@@ -18,7 +18,7 @@ use ossature_model::names::{SCOPE_LABEL, tenant_namespace, tenant_of};
 use ossature_model::scopes::{ScopeTree, path_string, rbac_objects, split_path};
 use ossature_model::tenants::{backend_ready, retained};
 
-use super::owning_tenant;
+use super::{Home, owning_tenant};
 use crate::adapters::{Backend, Change, Failure, Verb};
 use crate::context::Context;
 use crate::kubernetes;
@@ -34,7 +34,7 @@ impl Reconciled for Scope {
         let name = self.name_any();
         let previous = self.status.clone().unwrap_or_default();
         let (tenant, owner) =
-            match owning_tenant(ctx, &namespace, "Scopes", previous.clone()).await? {
+            match owning_tenant(ctx, &namespace, ("Scopes", Home::Tenant), previous.clone()).await? {
                 Ok(found) => found,
                 Err(stalled) => return Ok(stalled),
             };

@@ -83,6 +83,9 @@ pub trait Reconciled:
     const SELECTED_BY_LABEL: bool = false;
     /// Other kinds follow its changes: its one watch feeds them too.
     const FOLLOWED: bool = false;
+    /// Its stored objects keep their managed fields: they are compared with
+    /// desired ones (a field this operator applied and no longer wants).
+    const KEEPS_MANAGED_FIELDS: bool = false;
 
     fn api(client: kube::Client, object: &Self) -> Api<Self> {
         <Self::Scope as ApiScope>::api(client, object.namespace().as_deref())

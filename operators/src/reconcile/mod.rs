@@ -170,6 +170,7 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
             }
             Ran::Done(report) => report,
         };
+        ctx.metrics.step(K::CONTROLLER, ended.condition, ended.took);
         if let Err(failure) = &report.result {
             ctx.metrics
                 .step_failure(K::CONTROLLER, ended.condition, failure.category);
@@ -347,9 +348,24 @@ pub fn controller<K: Reconciled>(client: &kube::Client, selector: Option<&str>) 
     let (reader, writer) = reflector::store();
     let changes = watcher(Api::<K>::all(client.clone()), watch_config(selector))
         .default_backoff()
+        .modify(slim::<K>)
         .reflect(writer)
         .applied_objects();
     Controller::for_stream(own_changes(changes), reader)
+}
+
+/// What no controller reads of an object, left out of the stores (their
+/// memory grows with every object): its managed fields (unless the kind's
+/// store is compared with desired objects) and kubectl's copy of the last
+/// applied object.
+fn slim<K: Reconciled>(object: &mut K) {
+    let meta = object.meta_mut();
+    if !K::KEEPS_MANAGED_FIELDS {
+        meta.managed_fields = None;
+    }
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Room for Tenant changes not yet taken by every kind that follows them.
@@ -369,6 +385,7 @@ pub fn shared_controller<K: Reconciled>(
         .expect("a shared store hands out subscriptions");
     let changes = watcher(Api::<K>::all(client.clone()), watch_config(selector))
         .default_backoff()
+        .modify(slim::<K>)
         .reflect_shared(writer)
         .applied_objects();
     (

@@ -22,6 +22,8 @@ pub(crate) struct Ended<S> {
     pub condition: &'static str,
     pub what: String,
     pub ran: Ran<S>,
+    /// How long it ran (zero for one that waited).
+    pub took: std::time::Duration,
 }
 
 /// Whether each condition is met, as steps end.
@@ -90,7 +92,11 @@ pub(crate) async fn run<S>(steps: Vec<Step<'_, S>>, known: &[Outcome]) -> Vec<En
                 if go {
                     let (condition, what) = (step.condition, step.what);
                     let run = step.run;
-                    running.push(async move { (index, condition, what, run.await) });
+                    running.push(async move {
+                        let started = std::time::Instant::now();
+                        let report = run.await;
+                        (index, condition, what, report, started.elapsed())
+                    });
                 } else {
                     let waiting = step.waiting.expect("a step that waits");
                     met.ended(step.condition, false);
@@ -102,11 +108,12 @@ pub(crate) async fn run<S>(steps: Vec<Step<'_, S>>, known: &[Outcome]) -> Vec<En
                             waiting.reason,
                             waiting.message,
                         )),
+                        took: std::time::Duration::ZERO,
                     });
                 }
             }
         }
-        let Some((index, condition, what, report)) = running.next().await else {
+        let Some((index, condition, what, report, took)) = running.next().await else {
             break;
         };
         met.ended(condition, report.ok());
@@ -114,6 +121,7 @@ pub(crate) async fn run<S>(steps: Vec<Step<'_, S>>, known: &[Outcome]) -> Vec<En
             condition,
             what,
             ran: Ran::Done(report),
+            took,
         });
     }
     ended.into_iter().flatten().collect()

@@ -844,12 +844,8 @@ fn response_for(
 
 /// A CSR for exactly `names`, signed by the recorded key.
 fn csr(names: &[String], key: &rcgen::KeyPair) -> Result<Vec<u8>, AcmeError> {
-    let mut params = rcgen::CertificateParams::new(names.to_vec())
-        .map_err(|e| AcmeError::Invalid(format!("names {names:?}: {e}")))?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params
-        .serialize_request(key)
-        .map_err(|e| AcmeError::Invalid(format!("signing the CSR: {e}")))?;
+    let csr = ossature_model::certificates::request(names, None, &[], key)
+        .map_err(|e| AcmeError::Invalid(format!("a request for {names:?}: {e}")))?;
     Ok(csr.der().to_vec())
 }
 

@@ -9,20 +9,19 @@
 //! - routes: one route of the server, `ossature-edge.<instance>.routes`, whose
 //!   subroute holds one route per host, and the probe's marker.
 //!
-//! Every Caddy write reloads its whole configuration, so a batch costs at
-//! most three writes whatever its size. The two arrays have no container of
-//! our own: we rewrite them with `If-Match` on the version we read, keeping
-//! others' elements verbatim; a concurrent writer makes our write fail (412)
-//! and we read again, so nobody's change is lost.
+//! Every Caddy write reloads its whole configuration, so a batch is one read
+//! and at most one write of the `apps` object, whatever its size: the three
+//! subtrees change together, so a route never serves without its policy
+//! and certificate, nor they without it. Others' elements are kept verbatim;
+//! the write carries `If-Match` on the version read, so a concurrent writer
+//! makes ours fail (412) and we read again: nobody's change is lost.
 //!
 //! What holds our objects is ours to put back too: the HTTP app, the server,
 //! its `routes` and `tls_connection_policies` arrays, the TLS app and its
 //! `load_files`. A read that finds one of them missing reads "nothing of
-//! ours here" (so removal never blocks on it), and the write that needs it
-//! creates it: `PUT` makes missing parents and refuses (409) a key someone
-//! created meanwhile, `POST` sets an absent or null key under `If-Match`.
-//! Never more than the path to our objects: a server put back this way has
-//! no listener until its owner gives it one.
+//! ours here" (so removal never blocks on it), and the write puts back what
+//! it needs. Never more than the path to our objects: a server put back
+//! this way has no listener until its owner gives it one.
 //!
 //! Private keys: we use `load_files`, not `load_pem`. `load_pem` keeps the
 //! key inside the configuration, so `GET /config/` and Caddy's autosave
@@ -51,8 +50,11 @@ use super::{
 use crate::adapters::http::truncate;
 use crate::adapters::{Backend, BackendError, Calls, Change, Verb};
 
-/// Reads and writes of one batch are retried this often after a 412.
-const ATTEMPTS: usize = 5;
+/// Reads and writes of one batch are retried this often after a 412 (any
+/// other writer of the apps makes one).
+const ATTEMPTS: usize = 12;
+/// The configuration's apps: every write of ours is one write of them.
+const APPS_PATH: &str = "/config/apps";
 /// Caddy swaps its admin listener on every reload (anyone's), refusing or
 /// resetting connections meanwhile. Such a request is sent again: a read is
 /// harmless, and every write of ours is safe to repeat (`If-Match`, or an
@@ -88,9 +90,10 @@ struct Subtree {
     etag: Option<String>,
 }
 
-/// Our three subtrees, as one batch read them.
+/// The apps as one batch read them, and our three subtrees in them.
 #[derive(Debug, Clone)]
 struct Snapshot {
+    apps: Subtree,
     routes: Subtree,
     policies: Subtree,
     certs: Subtree,
@@ -128,13 +131,6 @@ struct Plan {
     policies: Vec<Value>,
     certs: Vec<Value>,
     changes: Vec<HostChange>,
-}
-
-/// The three writes of a batch.
-enum Step {
-    Certs,
-    Policies,
-    Routes,
 }
 
 enum Written {
@@ -213,19 +209,6 @@ impl CaddyEdge {
         let prefix = format!("ossature-edge.{}.{kind}.", self.instance);
         object.get("@id")?.as_str()?.strip_prefix(&prefix)
     }
-
-    fn policies_path(&self) -> String {
-        format!(
-            "/config/apps/http/servers/{}/tls_connection_policies",
-            self.server
-        )
-    }
-
-    fn server_routes_path(&self) -> String {
-        format!("/config/apps/http/servers/{}/routes", self.server)
-    }
-
-    const CERTS_PATH: &str = "/config/apps/tls/certificates/load_files";
 
     fn files(&self, host: &str) -> (PathBuf, PathBuf) {
         (
@@ -488,8 +471,8 @@ impl CaddyEdge {
         spliced
     }
 
-    /// One batch: files first, then the three writes (see `write`), retried
-    /// on conflicts; removed hosts' files last.
+    /// One batch: files first, then the write of the apps (see `write`),
+    /// retried on conflicts; removed hosts' files last.
     async fn commit(
         &self,
         upserts: &[HostState],
@@ -504,20 +487,17 @@ impl CaddyEdge {
             .map(|s| self.render(s))
             .collect::<Result<Vec<_>, _>>()?;
         self.write_files(&rendered).await?;
-        // Apply and remove are separate batches; a mixed one (none today)
-        // writes in the order that keeps new routes behind their policies.
-        let removing = upserts.is_empty();
-        let mut first = None;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             let snapshot = self.read().await?;
             let plan = self.plan(&snapshot, &rendered, removals);
-            // The first read says what the batch changed; later ones may
-            // see our own partial writes.
-            let report = first.get_or_insert_with(|| plan.changes.clone()).clone();
-            if let Written::Done = self.write(&snapshot, plan, removing).await? {
+            let report = plan.changes.clone();
+            if let Written::Done = self.write(&snapshot, plan).await? {
                 self.remove_files(removals).await?;
                 return Ok(report);
             }
+            // Others write too: not in step with them.
+            let pause = 10 * (attempt as u64 + 1) + rand_millis(20);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         Err(BackendError::Refused {
             backend: Backend::Edge,
@@ -528,130 +508,94 @@ impl CaddyEdge {
         .into())
     }
 
+    /// The apps, and in them our container, the server's policies and the
+    /// certificates loaded from files.
     async fn read(&self) -> Result<Snapshot, EdgeError> {
-        let routes_path = format!("/id/{}", self.routes_id());
-        let policies_path = self.policies_path();
-        let (routes, policies, certs) = futures::try_join!(
-            self.get(&routes_path, "read our routes"),
-            self.get(&policies_path, "read TLS connection policies"),
-            self.get(Self::CERTS_PATH, "read certificate files"),
-        )?;
+        let apps = self.get(APPS_PATH, "read the configuration's apps").await?;
+        let server = apps
+            .value
+            .as_ref()
+            .and_then(|a| a.get("http")?.get("servers")?.get(&self.server));
+        let routes_id = self.routes_id();
+        let routes = server
+            .and_then(|s| s.get("routes")?.as_array())
+            .into_iter()
+            .flatten()
+            .find(|r| r.get("@id").and_then(Value::as_str) == Some(routes_id.as_str()))
+            .cloned();
+        let policies = server
+            .and_then(|s| s.get("tls_connection_policies"))
+            .filter(|v| !v.is_null())
+            .cloned();
+        let certs = apps
+            .value
+            .as_ref()
+            .and_then(|a| a.pointer("/tls/certificates/load_files"))
+            .filter(|v| !v.is_null())
+            .cloned();
+        let part = |value| Subtree { value, etag: None };
         Ok(Snapshot {
-            routes,
-            policies,
-            certs,
+            routes: part(routes),
+            policies: part(policies),
+            certs: part(certs),
+            apps,
         })
     }
 
-    /// Writes what differs. Hosts come on as certificates, policies, routes
-    /// (a route never serves before its mTLS policy) and go as routes,
-    /// policies, certificates (nor after it). So the host the marker names
-    /// always has its policy and certificate, as the probe expects.
-    async fn write(
-        &self,
-        snapshot: &Snapshot,
-        plan: Plan,
-        removing: bool,
-    ) -> Result<Written, EdgeError> {
+    /// Writes the apps with our three subtrees as planned, if any differs,
+    /// in one write (one reload), putting back what holds them.
+    async fn write(&self, snapshot: &Snapshot, plan: Plan) -> Result<Written, EdgeError> {
         let certs = Value::Array(plan.certs);
         let policies = Value::Array(plan.policies);
-        let order = if removing {
-            [Step::Routes, Step::Policies, Step::Certs]
-        } else {
-            [Step::Certs, Step::Policies, Step::Routes]
-        };
-        // The server is there if its policies could be read, or once written.
-        let mut server_found = snapshot.policies.etag.is_some();
-        for step in order {
-            let written = match step {
-                Step::Certs => {
-                    self.write_array(
-                        &snapshot.certs,
-                        Self::CERTS_PATH,
-                        &certs,
-                        "write certificate files",
-                    )
-                    .await?
-                }
-                Step::Policies => {
-                    server_found |= differs(&snapshot.policies, &policies);
-                    self.write_array(
-                        &snapshot.policies,
-                        &self.policies_path(),
-                        &policies,
-                        "write TLS connection policies",
-                    )
-                    .await?
-                }
-                Step::Routes => {
-                    self.write_routes(&snapshot.routes, &plan.routes, server_found)
-                        .await?
-                }
-            };
-            if let Written::Conflict = written {
-                return Ok(Written::Conflict);
+        // No container and nothing to put in it: do not make an empty one.
+        let pointless = snapshot.routes.value.is_none() && plan.routes == self.container(vec![]);
+        let routes_differ = !pointless && differs(&snapshot.routes, &plan.routes);
+        let policies_differ = differs(&snapshot.policies, &policies);
+        let certs_differ = differs(&snapshot.certs, &certs);
+        if !(routes_differ || policies_differ || certs_differ) {
+            return Ok(Written::Done);
+        }
+        let mut apps = snapshot.apps.value.clone().unwrap_or_else(|| json!({}));
+        if certs_differ {
+            *object_at(&mut apps, &["tls", "certificates"])
+                .entry("load_files")
+                .or_insert(Value::Null) = certs;
+        }
+        if !(policies_differ || routes_differ) {
+            return self.write_apps(snapshot, &apps).await;
+        }
+        // What the server holds of ours, the server put back if need be.
+        let server = object_at(&mut apps, &["http", "servers", &self.server]);
+        if policies_differ {
+            server.insert("tls_connection_policies".into(), policies);
+        }
+        if routes_differ {
+            let routes_id = self.routes_id();
+            let list = server.entry("routes").or_insert(Value::Null);
+            if !list.is_array() {
+                *list = json!([]);
+            }
+            let list = list.as_array_mut().expect("an array");
+            match list
+                .iter()
+                .position(|r| r.get("@id").and_then(Value::as_str) == Some(routes_id.as_str()))
+            {
+                Some(at) => list[at] = plan.routes,
+                None => list.push(plan.routes),
             }
         }
-        Ok(Written::Done)
+        self.write_apps(snapshot, &apps).await
     }
 
-    /// One shared array, if it differs from what we read.
-    async fn write_array(
-        &self,
-        current: &Subtree,
-        path: &str,
-        value: &Value,
-        action: &str,
-    ) -> Result<Written, EdgeError> {
-        if !differs(current, value) {
-            return Ok(Written::Done);
-        }
-        let method = match (&current.value, &current.etag) {
-            (Some(_), _) => Method::PATCH,
-            // Absent or null: POST sets the key, where PUT would refuse a null.
-            (None, Some(_)) => Method::POST,
-            // A parent is missing: PUT makes it.
-            (None, None) => Method::PUT,
-        };
-        self.put(method, path, value, current.etag.as_deref(), action)
-            .await
-    }
-
-    async fn write_routes(
-        &self,
-        current: &Subtree,
-        routes: &Value,
-        server_found: bool,
-    ) -> Result<Written, EdgeError> {
-        // No container and nothing to put in it: do not make an empty one.
-        let pointless = current.value.is_none() && *routes == self.container(vec![]);
-        if pointless || !differs(current, routes) {
-            return Ok(Written::Done);
-        }
-        // The container is found by id; a second one would be refused as a
-        // duplicate id, so adding it unguarded is safe. Adding goes through
-        // `routes/...`, which appends to the server's routes or, when it has
-        // none (`POST routes` would set them to our object, which Caddy
-        // cannot load), sets them to `[container]`; without the server,
-        // `PUT` makes it (409 if someone did first).
-        let server_routes = self.server_routes_path();
-        let (method, path, body, etag) = match &current.value {
-            Some(_) => (
-                Method::PATCH,
-                format!("/id/{}", self.routes_id()),
-                routes.clone(),
-                current.etag.as_deref(),
-            ),
-            None if server_found => (
-                Method::POST,
-                format!("{server_routes}/..."),
-                json!([routes]),
-                None,
-            ),
-            None => (Method::PUT, server_routes, json!([routes]), None),
-        };
-        self.put(method, &path, &body, etag, "write our routes")
-            .await
+    async fn write_apps(&self, snapshot: &Snapshot, apps: &Value) -> Result<Written, EdgeError> {
+        self.put(
+            Method::POST,
+            APPS_PATH,
+            apps,
+            snapshot.apps.etag.as_deref(),
+            "write the edge configuration",
+        )
+        .await
     }
 
     /// GET of one path; absent (404, null, or a parent missing) is
@@ -924,6 +868,35 @@ fn elements(subtree: &Subtree) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
+/// The object at `path` below `root`, made (and anything on the way that
+/// is not an object replaced) where missing.
+fn object_at<'v>(root: &'v mut Value, path: &[&str]) -> &'v mut serde_json::Map<String, Value> {
+    let mut here = root;
+    for key in path {
+        if !here.is_object() {
+            *here = json!({});
+        }
+        here = here
+            .as_object_mut()
+            .expect("an object")
+            .entry(key.to_string())
+            .or_insert(Value::Null);
+    }
+    if !here.is_object() {
+        *here = json!({});
+    }
+    here.as_object_mut().expect("an object")
+}
+
+/// A few random milliseconds, below `bound`.
+fn rand_millis(bound: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    u64::from(nanos) % bound.max(1)
+}
+
 /// Whether writing `new` would change the subtree; an absent array and an
 /// empty one are the same to Caddy.
 fn differs(current: &Subtree, new: &Value) -> bool {
@@ -1034,6 +1007,10 @@ mod tests {
         };
         let want = edge.render(&state).unwrap();
         let snapshot = |route: Option<&Value>| Snapshot {
+            apps: Subtree {
+                value: None,
+                etag: None,
+            },
             routes: subtree(edge.container(route.into_iter().cloned().collect())),
             policies: subtree(json!([want.policy])),
             certs: subtree(json!([want.cert])),

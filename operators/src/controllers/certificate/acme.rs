@@ -152,7 +152,7 @@ impl Ordering<'_> {
     async fn put(&self, record: &Record) -> Result<(), Failure> {
         self.ctx
             .openbao
-            .put_secret(&self.at.names.kv_mount, self.at.path, &record.to_map())
+            .write_secret(&self.at.names.kv_mount, self.at.path, &record.to_map())
             .await?;
         Ok(())
     }

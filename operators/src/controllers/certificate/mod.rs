@@ -32,6 +32,7 @@ use ossature_model::names::{TenantNames, tenant_of_any};
 use ossature_model::tenants::{backend_ready, retained};
 use ossature_model::time::parse_ttl;
 
+use super::{Home, owning_tenant};
 use crate::context::Context;
 use crate::kubernetes;
 use crate::reconcile::{Error, Plan, Reconciled, Report, Step, WatchContext, event};
@@ -46,26 +47,18 @@ impl Reconciled for Certificate {
     const FINALIZER: &'static str = FINALIZER;
     /// Tenants follow their host certificates and count theirs per CA.
     const FOLLOWED: bool = true;
+    /// A host Certificate in the store is compared with the desired one.
+    const KEEPS_MANAGED_FIELDS: bool = true;
     async fn plan<'a>(&'a self, ctx: &'a Context) -> Result<Plan<'a, CertificateStatus>, Error> {
         let namespace: &'a str = self.metadata.namespace.as_deref().unwrap_or_default();
         let name = self.name_any();
         let previous = self.status.clone().unwrap_or_default();
-        let Some(tenant) = tenant_of_any(namespace) else {
-            return Ok(Plan::stalled(
-                previous,
-                reasons::NOT_IN_TENANT_NAMESPACE,
-                format!(
-                    "namespace {namespace} is not a tenant namespace; create Certificates in tn-<tenant> or tn-<tenant>--<environment>"
-                ),
-            ));
+        let home = ("Certificates", Home::TenantOrEnvironment);
+        let (owned, owner) = match owning_tenant(ctx, namespace, home, previous.clone()).await? {
+            Ok(found) => found,
+            Err(stalled) => return Ok(stalled),
         };
-        let Some(owner) = ctx.find::<Tenant>(tenant).await? else {
-            return Ok(Plan::stalled(
-                previous,
-                reasons::TENANT_NOT_FOUND,
-                format!("tenant {tenant} does not exist; create it (or apply its file) first"),
-            ));
-        };
+        let tenant: &str = &owned;
         let root = &ctx.settings.platform.root_domain;
         let held: Vec<&str> = owner
             .status
@@ -181,11 +174,13 @@ impl Reconciled for Certificate {
             conditions::CERTIFICATE_READY,
             format!("certificate {namespace}/{name}"),
             async move {
+                let tenant = owned.as_str();
                 let at = Target {
                     tenant,
                     names: &names,
                     path: &path,
                     ca: CaState::of(&owner),
+                    issuers: None,
                 };
                 let found = Mutex::new(Found::default());
                 let (result, outcome) = if host {

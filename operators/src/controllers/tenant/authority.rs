@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use kube::runtime::reflector::ObjectRef;
 use ossature_crds::{CaGeneration, Certificate, CertificateAuthorityStatus, Tenant, TenantStatus};
+use ossature_model::certificates::host::signed_by_its_tenant;
 use ossature_model::certificates::rotation;
 use ossature_model::conditions;
 use ossature_model::names::tenant_of_any;
@@ -17,18 +18,27 @@ use super::Provisioning;
 use crate::adapters::openbao::pki::{Issuer, TenantCa};
 use crate::adapters::{Change, Failure};
 use crate::reconcile::{Plan, Report, Step};
+use tokio::sync::oneshot;
 use crate::stores::Stores;
 
 /// Certificates of the tenant by the CA generation that signed them, from
-/// the watch store; not yet issued ones are left out.
-fn count(stores: &Stores, tenant: &str) -> BTreeMap<i64, i64> {
+/// the watch store; not yet issued ones are left out, and so is its host
+/// certificate when `but_host`.
+fn count_of(stores: &Stores, tenant: &str, but_host: bool) -> BTreeMap<i64, i64> {
     let mut counts = BTreeMap::new();
     for certificate in stores.of_tenant::<Certificate>(tenant) {
+        if but_host && signed_by_its_tenant(&certificate) {
+            continue;
+        }
         if let Some(generation) = certificate.status.as_ref().and_then(|s| s.ca_generation) {
             *counts.entry(generation).or_default() += 1;
         }
     }
     counts
+}
+
+fn count(stores: &Stores, tenant: &str) -> BTreeMap<i64, i64> {
+    count_of(stores, tenant, false)
 }
 
 /// The Tenant whose CA status no longer counts its certificates right (a
@@ -57,11 +67,22 @@ fn generation_of(issuer: &Issuer) -> i64 {
 
 impl<'a> Provisioning<'a> {
     /// The CA step of a tenant (`CertificateAuthorityReady`), and the CA's
-    /// status from what it found.
-    pub(super) fn authority(&self, plan: &mut Plan<'a, TenantStatus>) {
+    /// status from what it found. Its issuers go to the host step; when the
+    /// tenant signs its host itself (`signs_host`), that step counts the
+    /// host certificate in this status.
+    pub(super) fn authority(
+        &self,
+        plan: &mut Plan<'a, TenantStatus>,
+        issuers_to_host: oneshot::Sender<Vec<Issuer>>,
+        signs_host: bool,
+    ) {
         let (tenant, ctx) = (self.tenant, self.ctx);
         let wanted = tenant.spec.certificate_authority.generation;
         let certificates = count(&ctx.stores, &self.names.tenant);
+        let counted = match signs_host {
+            true => count_of(&ctx.stores, &self.names.tenant, true),
+            false => certificates.clone(),
+        };
         // One generation, the one wanted, and no leaf on another.
         let steady = tenant
             .status
@@ -89,10 +110,16 @@ impl<'a> Provisioning<'a> {
                 };
                 let result = rotate(ctx, &ca, wanted, steady, &certificates).await;
                 let (result, live) = match result {
-                    Ok((changes, live)) => (Ok(changes), Some(live)),
+                    Ok((changes, live, issuers)) => {
+                        if let Some(issuers) = issuers {
+                            let _ = issuers_to_host.send(issuers);
+                        }
+                        (Ok(changes), Some(live))
+                    }
                     Err(failure) => (Err(failure), None),
                 };
                 Report::of(result).found(move |status: &mut TenantStatus| {
+                    let certificates = counted;
                     // The step failed: what was known stays.
                     status.certificate_authority = match live {
                         Some(mut live) => {
@@ -122,17 +149,18 @@ impl<'a> Provisioning<'a> {
 
 /// The CA in place, the `wanted` generation signing, and older generations
 /// retired once no certificate is left on them; the generations live after.
+/// The issuers are handed on when nothing here changed them.
 async fn rotate(
     ctx: &crate::context::Context,
     ca: &TenantCa<'_>,
     wanted: i64,
     steady: bool,
     certificates: &BTreeMap<i64, i64>,
-) -> Result<(Vec<Change>, Vec<i64>), Failure> {
+) -> Result<(Vec<Change>, Vec<i64>, Option<Vec<Issuer>>), Failure> {
     let mut changes = vec![ctx.openbao.ensure_tenant_ca(ca).await?];
     if steady {
         // Nothing to rotate or retire: no need to list the generations.
-        return Ok((changes, vec![wanted]));
+        return Ok((changes, vec![wanted], None));
     }
     let mount = ca.mount;
     let mut issuers = ctx.openbao.ca_bundle(mount).await?;
@@ -166,5 +194,6 @@ async fn rotate(
         .map(generation_of)
         .filter(|g| !todo.retire.contains(g))
         .collect();
-    Ok((changes, live))
+    let unchanged = !todo.create && !todo.make_default && todo.retire.is_empty();
+    Ok((changes, live, unchanged.then_some(issuers)))
 }

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::Provisioning;
 use crate::adapters::edge::{self, EdgeCertificate, HostState, Upstream};
+use crate::adapters::openbao::pki::Issuer;
 use crate::adapters::{Change, Failure};
 use crate::context::Context;
 use crate::edge::Edges;
@@ -36,6 +37,7 @@ impl<'a> Provisioning<'a> {
         plan: &mut Plan<'a, TenantStatus>,
         edges: &'a Edges,
         held: &[String],
+        issuers: oneshot::Receiver<Vec<Issuer>>,
     ) {
         let (tenant, ctx) = (self.tenant, self.ctx);
         let name = self.host();
@@ -47,7 +49,7 @@ impl<'a> Provisioning<'a> {
         let handed = match issuer {
             None => {
                 let (hand, handed) = oneshot::channel();
-                plan.step(self.signed(desired, hand));
+                plan.step(self.signed(desired, hand, issuers));
                 Some(handed)
             }
             Some(_) => {
@@ -96,6 +98,7 @@ impl<'a> Provisioning<'a> {
         &self,
         desired: Certificate,
         hand: oneshot::Sender<Record>,
+        issuers: oneshot::Receiver<Vec<Issuer>>,
     ) -> Step<'a, TenantStatus> {
         let (tenant, ctx) = (self.tenant, self.ctx);
         let names = self.names.clone();
@@ -115,9 +118,11 @@ impl<'a> Provisioning<'a> {
                     names: &names,
                     path: &path,
                     ca,
+                    issuers: issuers.await.ok(),
                 };
                 match issue(ctx, &at, &desired).await {
                     Ok((changes, record)) => {
+                        let generation = record.generation;
                         if changes.iter().any(|c| c.wrote()) {
                             // Its controller reports what was issued.
                             ctx.nudges
@@ -135,7 +140,18 @@ impl<'a> Provisioning<'a> {
                                 conditions::CERTIFICATE_READY,
                                 format!("the certificate of {name} is issued"),
                             ))
-                            .found(move |_| due)
+                            .found(move |status: &mut TenantStatus| {
+                                // The CA's status counts this certificate too.
+                                let counted = status
+                                    .certificate_authority
+                                    .iter_mut()
+                                    .flat_map(|ca| ca.generations.iter_mut())
+                                    .find(|g| g.generation == generation);
+                                if let Some(counted) = counted {
+                                    counted.certificates += 1;
+                                }
+                                due
+                            })
                     }
                     Err(failure) => Report::of(Err(failure)),
                 }
@@ -218,17 +234,24 @@ async fn issue(
         Timestamp::now(),
         Some(at.ca.generation),
     );
-    let record = match (reason, held) {
-        (None, Some(mut record)) => {
-            changes.extend(signing::follow_trust(ctx, at, &mut record).await?);
-            record
-        }
-        (_, held) => {
-            changes.push(Change::Created);
-            signing::sign(ctx, &desired.spec, at, held, &wanted).await?
+    // The record users see and the signing do not depend on each other:
+    // its controller is nudged once the certificate is signed.
+    let recorded = async {
+        match (reason, held) {
+            (None, Some(mut record)) => {
+                let refreshed = signing::follow_trust(ctx, at, &mut record).await?;
+                Ok::<_, Failure>((refreshed, record))
+            }
+            (_, held) => {
+                let record = signing::sign(ctx, &desired.spec, at, held, &wanted).await?;
+                Ok((Some(Change::Created), record))
+            }
         }
     };
-    changes.push(ensure_certificate(ctx, desired).await?);
+    let written = async { ensure_certificate(ctx, desired).await.map_err(Failure::from) };
+    let ((issued, record), written) = tokio::try_join!(recorded, written)?;
+    changes.extend(issued);
+    changes.push(written);
     Ok((changes, record))
 }
 

@@ -30,6 +30,7 @@ use crate::adapters::{BackendError, Change};
 use crate::context::Context;
 use crate::reconcile::{Error, Plan, Reconciled, Step, WatchContext};
 use identity::create_or_ensure;
+use tokio::sync::oneshot;
 
 pub const FINALIZER: &str = "ossature.dev/tenant-cleanup";
 
@@ -96,16 +97,20 @@ impl<'a> Provisioning<'a> {
             return Ok(plan);
         }
         plan.stalled = domains.claimed;
-        if let Some(edges) = &self.ctx.edge {
-            self.serve(&mut plan, edges, &domains.held);
-        }
         if let Err(stalled) = self.identity(&mut plan).await {
             plan.stalled = Some(stalled);
             return Ok(plan);
         }
         self.messaging(&mut plan);
         self.secrets(&mut plan);
-        self.authority(&mut plan);
+        // The CA step hands its issuers to the host step, which then counts
+        // the certificate it holds in the CA's status itself.
+        let (issuers, issuers_handed) = oneshot::channel();
+        let signs_host = self.ctx.edge.is_some() && self.ctx.settings.platform.host_issuer.is_none();
+        self.authority(&mut plan, issuers, signs_host);
+        if let Some(edges) = &self.ctx.edge {
+            self.serve(&mut plan, edges, &domains.held, issuers_handed);
+        }
         Ok(plan)
     }
 
