@@ -489,3 +489,69 @@ async fn many_tenant_changes_never_stall_the_shared_watch() {
     wait_tenant_ready(&tenants, &late, Duration::from_secs(60)).await;
     delete_tenants(&tenants, &[&busy, &late]).await;
 }
+
+/// With the edge on and its host signed by the tenant's CA, a new tenant is
+/// Ready in the first status the operator writes: namespace, identity,
+/// messaging, secrets, CA, host certificate and edge route in one reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenant_is_ready_in_the_first_status_written() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{ListParams, WatchEvent, WatchParams};
+
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("one{}", suffix());
+    // Watched from before it exists, so every write of it is seen.
+    let since = tenants
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut writes = tenants
+        .watch(
+            &WatchParams::default().fields(&format!("metadata.name={name}")),
+            &since,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    tenants
+        .create(&PostParams::default(), &labelled(tenant(&name), &sel))
+        .await
+        .unwrap();
+
+    let first_status = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(event) = writes.try_next().await.unwrap() {
+            if let WatchEvent::Added(t) | WatchEvent::Modified(t) = event
+                && let Some(status) = t.status
+                && !status.conditions.is_empty()
+            {
+                return status;
+            }
+        }
+        panic!("the watch of {name} ended");
+    })
+    .await
+    .expect("a status within 90 s");
+    for wanted in [
+        "Ready",
+        "CertificateAuthorityReady",
+        "CertificateReady",
+        "EdgeReady",
+    ] {
+        assert_eq!(
+            condition(&first_status.conditions, wanted).map(|c| c.0),
+            Some("True".into()),
+            "{wanted} in the first status written: {:?}",
+            first_status.conditions
+        );
+    }
+
+    delete_tenants(&tenants, &[&name]).await;
+}

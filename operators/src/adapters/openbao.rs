@@ -308,14 +308,15 @@ impl OpenBao {
         path: &str,
         data: &BTreeMap<String, String>,
     ) -> Result<Change, BackendError> {
-        let action = format!("write secret {path} in {mount}");
-        self.require_kv2(mount, &action).await?;
+        // A mount that is not KV v2 is refused before it is read.
+        self.require_kv2(mount, &format!("write secret {path} in {mount}"))
+            .await?;
         let change = match self.get_secret(mount, path).await? {
             None => Change::Created,
             Some(stored) if &stored == data => return Ok(Change::Unchanged),
             Some(_) => Change::Updated,
         };
-        self.set_secret(mount, path, data, &action).await?;
+        self.write_secret(mount, path, data).await?;
         Ok(change)
     }
 
