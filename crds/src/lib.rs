@@ -31,6 +31,9 @@ kinds! {
     environment => Environment,
     certificate => Certificate,
     acme_issuer => AcmeIssuer,
+    topic => Topic,
+    service_identity => ServiceIdentity,
+    workload => Workload,
 }
 
 pub use common::{Conditioned, Conditions, DeletionPolicy, Quotas};
@@ -105,6 +108,120 @@ mod tests {
         assert_eq!(Scope::crd().spec.scope, "Namespaced");
         assert_eq!(Environment::crd().spec.scope, "Namespaced");
         assert_eq!(AcmeIssuer::crd().spec.scope, "Cluster");
+        assert_eq!(Topic::crd().spec.scope, "Namespaced");
+        assert_eq!(ServiceIdentity::crd().spec.scope, "Namespaced");
+        assert_eq!(Workload::crd().spec.scope, "Namespaced");
+    }
+
+    /// The schema of `K`'s spec.
+    fn spec_schema<K: CustomResourceExt>() -> serde_json::Value {
+        crd_json::<K>()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            .clone()
+    }
+
+    fn rules(schema: &serde_json::Value) -> String {
+        schema["x-kubernetes-validations"].to_string()
+    }
+
+    #[test]
+    fn topics_only_grow_and_keep_their_shape() {
+        let spec = spec_schema::<Topic>();
+        let props = &spec["properties"];
+        assert!(rules(&props["partitions"]).contains("self >= oldSelf"));
+        assert!(rules(&props["persistence"]).contains("self == oldSelf"));
+        let spec_rules = rules(&spec);
+        assert!(spec_rules.contains("has(self.partitions) == has(oldSelf.partitions)"));
+        assert!(spec_rules.contains("has(self.schema)"), "{spec_rules}");
+        let schema = &props["schema"];
+        assert!(rules(schema).contains("self.type == oldSelf.type"));
+        assert!(rules(&schema["properties"]["definition"]).contains("record"));
+        assert_eq!(schema["properties"]["compatibility"]["default"], "FULL");
+        assert!(
+            !schema["properties"]["compatibility"]["enum"]
+                .to_string()
+                .contains("ALWAYS_COMPATIBLE")
+        );
+        assert!(rules(&props["policies"]).contains("backlogQuota.sizeMegabytes"));
+        let root = crd_json::<Topic>()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+        assert!(rules(&root).contains("-partition-"));
+    }
+
+    #[test]
+    fn service_identities_keep_their_ulid_and_grant_only_local_topics() {
+        let spec = spec_schema::<ServiceIdentity>();
+        let id = &spec["properties"]["id"];
+        assert!(rules(id).contains("self == oldSelf"));
+        // Crockford base32, first character at most 7 (a ULID is 128 bits).
+        assert_eq!(id["pattern"], "^[0-7][0-9A-HJKMNP-TV-Z]{25}$");
+        let grants = &spec["properties"]["grants"];
+        assert_eq!(
+            grants["x-kubernetes-list-map-keys"],
+            serde_json::json!(["topic"])
+        );
+        let topic_rules = rules(&grants["items"]["properties"]["topic"]);
+        assert!(topic_rules.contains("persistent://"), "{topic_rules}");
+        let rotate = &spec["properties"]["credentials"]["properties"]["rotateEvery"];
+        assert!(rules(rotate).contains("duration('2160h')"));
+        assert_eq!(
+            spec["properties"]["credentials"]["default"]["rotateEvery"],
+            "720h"
+        );
+    }
+
+    #[test]
+    fn workloads_check_ports_templates_and_scaling() {
+        let spec = spec_schema::<Workload>();
+        let spec_rules = rules(&spec);
+        for wanted in [
+            "self.trafficPort != self.managementPort",
+            "has(self.subscription)",
+            "!has(self.scaling) || self.template == 'EventProcessor'",
+            "'Exclusive'",
+        ] {
+            assert!(spec_rules.contains(wanted), "{wanted} in {spec_rules}");
+        }
+        let scaling = &spec["properties"]["scaling"];
+        assert!(rules(scaling).contains("self.minReplicas <= self.maxReplicas"));
+        let templates = spec["properties"]["template"]["enum"].to_string();
+        for t in [
+            "CommandEndpoint",
+            "QueryEndpoint",
+            "EventProcessor",
+            "EventSink",
+        ] {
+            assert!(templates.contains(t), "{templates}");
+        }
+        let env = &spec["properties"]["env"]["items"];
+        assert!(
+            env["properties"].get("valueFrom").is_none(),
+            "no secret references"
+        );
+        assert!(rules(env).contains("PASSWORD"));
+    }
+
+    #[test]
+    fn new_kinds_read_with_their_defaults() {
+        let topic: TopicSpec = serde_norway::from_str("partitions: 3\n").unwrap();
+        assert_eq!(topic.persistence, Persistence::Persistent);
+        assert_eq!(topic.deletion_policy, DeletionPolicy::Delete);
+        assert!(!topic.deletion.force);
+        let json = serde_json::to_value(&topic).unwrap();
+        assert!(
+            json["policies"].as_object().unwrap().is_empty(),
+            "unset stays unset"
+        );
+        let workload: WorkloadSpec = serde_norway::from_str(
+            "template: EventSink\nserviceIdentity: s\nimage: i\nsubscription: {topic: t, name: n}\nscaling: {maxReplicas: 5}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (workload.traffic_port, workload.management_port),
+            (8080, 9090)
+        );
+        let sub = workload.subscription.unwrap();
+        assert_eq!(sub.subscription_type, SubscriptionType::Shared);
+        let scaling = workload.scaling.unwrap();
+        assert_eq!((scaling.min_replicas, scaling.backlog_target), (1, 1000));
     }
 
     #[test]

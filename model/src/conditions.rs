@@ -25,6 +25,12 @@ pub const ACCOUNT_READY: &str = "AccountReady";
 pub const GROUP_READY: &str = "GroupReady";
 /// A scope's Roles and RoleBindings.
 pub const RBAC_READY: &str = "RbacReady";
+/// A Topic's registered schema.
+pub const SCHEMA_READY: &str = "SchemaReady";
+/// A Workload's Deployment, with its available replicas.
+pub const DEPLOYMENT_READY: &str = "DeploymentReady";
+/// A Workload's ScaledObject or HPA.
+pub const SCALING_READY: &str = "ScalingReady";
 /// A Certificate with a new certificate on the way.
 pub const ISSUING: &str = "Issuing";
 
@@ -62,6 +68,18 @@ pub mod reasons {
     pub const RATE_LIMITED: &str = "RateLimited";
     /// The issuer's challenge cannot validate a name (a wildcard over HTTP-01).
     pub const CHALLENGE_UNSUPPORTED: &str = "ChallengeUnsupported";
+    /// The broker refused a new schema as incompatible; the live one stays.
+    pub const SCHEMA_INCOMPATIBLE: &str = "SchemaIncompatible";
+    /// A schema definition that does not parse as an Avro record.
+    pub const INVALID_SCHEMA: &str = "InvalidSchema";
+    /// A Topic's deletion waits for its clients and backlog.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+    /// Topics, ServiceIdentities and Workloads live in environment namespaces.
+    pub const NOT_IN_ENVIRONMENT_NAMESPACE: &str = "NotInEnvironmentNamespace";
+    /// A Workload names a ServiceIdentity that does not exist (yet).
+    pub const SERVICE_IDENTITY_NOT_FOUND: &str = "ServiceIdentityNotFound";
+    /// A grant or subscription names a Topic that does not exist (yet).
+    pub const TOPIC_NOT_FOUND: &str = "TopicNotFound";
 }
 
 /// One backend's outcome in this reconcile.

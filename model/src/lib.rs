@@ -17,8 +17,11 @@ pub mod objects;
 pub mod platform;
 pub mod scopes;
 pub mod secrets;
+pub mod services;
 pub mod tenants;
 pub mod time;
+pub mod topics;
+pub mod workloads;
 
 pub use names::{TenantNames, tenant_namespace};
 pub use platform::Platform;

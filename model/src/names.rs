@@ -65,6 +65,13 @@ pub fn tenant_of_any(namespace: &str) -> Option<&str> {
     NamespaceOf::parse(namespace).map(|n| n.tenant)
 }
 
+/// The tenant and environment of an environment namespace
+/// `tn-<tenant>--<environment>`; `None` for a tenant's own or any other.
+pub fn environment_of(namespace: &str) -> Option<(&str, &str)> {
+    let of = NamespaceOf::parse(namespace)?;
+    Some((of.tenant, of.environment?))
+}
+
 /// Names of everything a tenant owns, in every backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantNames {
@@ -194,6 +201,9 @@ mod tests {
             })
         );
         assert_eq!(tenant_namespace("acme"), "tn-acme");
+        assert_eq!(environment_of("tn-acme--prod"), Some(("acme", "prod")));
+        assert_eq!(environment_of("tn-acme"), None);
+        assert_eq!(environment_of("prod"), None);
     }
 
     #[test]

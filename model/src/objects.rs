@@ -87,7 +87,7 @@ pub fn namespace_objects(
     }
 }
 
-fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+pub(crate) fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("literal objects are valid")
 }
 

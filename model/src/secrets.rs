@@ -36,6 +36,14 @@ path "{transit}/decrypt/{key}" {{
     )
 }
 
+/// The paths a policy names, in order.
+#[cfg(test)]
+pub(crate) fn policy_paths(hcl: &str) -> Vec<&str> {
+    hcl.lines()
+        .filter_map(|l| l.strip_prefix("path \"")?.split('"').next())
+        .collect()
+}
+
 /// The policy of a tenant, from its names.
 pub fn tenant_policy_of(names: &crate::names::TenantNames) -> String {
     tenant_policy(&names.kv_mount, &names.transit_mount, &names.transit_key)
@@ -48,10 +56,7 @@ mod tests {
     #[test]
     fn tenant_policy_grants_only_the_tenant_paths() {
         let hcl = tenant_policy("tenants/acme/kv", "/tenants/acme/transit/", "acme");
-        let paths: Vec<&str> = hcl
-            .lines()
-            .filter_map(|l| l.strip_prefix("path \"")?.split('"').next())
-            .collect();
+        let paths = policy_paths(&hcl);
         assert_eq!(
             paths,
             [
