@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use ossature_operator::adapters::pulsar::{NamespacePolicy, Pulsar, TokenFile};
+use ossature_operator::adapters::pulsar::{MessagingLimits, NamespacePolicy, Pulsar, TokenFile};
 use ossature_operator::adapters::{Backend, BackendError, Calls, Change, Verb};
 use serde_json::{Value, json};
 
@@ -195,6 +195,7 @@ async fn namespace_policies_converge_and_deletion_goes_in_order() {
         retention_minutes: 90,
         retention_size_mb: 256,
         schema_compatibility: "FULL".into(),
+        limits: Default::default(),
     };
 
     with_cleanup(&pulsar, &tenant, namespace, async {
@@ -259,6 +260,78 @@ async fn namespace_policies_converge_and_deletion_goes_in_order() {
         );
         assert_eq!(writes(&calls), before + 1);
         assert_eq!(rest.get(&format!("{ns}/retention")).await, (200, retention));
+
+        // Limits: set, read back, left alone when unchanged, then unset.
+        let limited = NamespacePolicy {
+            limits: MessagingLimits {
+                max_topics: Some(20),
+                backlog_bytes: Some(64 << 20),
+                publish_rate: Some(500),
+            },
+            ..policy.clone()
+        };
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &limited)
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(writes(&calls), before + 3);
+        assert_eq!(
+            rest.get(&format!("{ns}/maxTopicsPerNamespace")).await,
+            (200, json!(20))
+        );
+        let (_, backlog) = rest.get(&format!("{ns}/backlogQuotaMap")).await;
+        assert_eq!(backlog["destination_storage"]["limitSize"], 64 << 20);
+        assert_eq!(
+            backlog["destination_storage"]["policy"],
+            "producer_request_hold"
+        );
+        let (_, rate) = rest.get(&format!("{ns}/publishRate")).await;
+        assert_eq!(rate["publishThrottlingRateInMsg"], 500);
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &limited)
+                .await
+                .unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(writes(&calls), before);
+        // A limit changed by hand is put back; removed from the spec, unset.
+        rest.send(
+            reqwest::Method::POST,
+            &format!("{ns}/maxTopicsPerNamespace"),
+            Some(json!(1000)),
+        )
+        .await;
+        pulsar
+            .ensure_namespace(&tenant, namespace, &limited)
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.get(&format!("{ns}/maxTopicsPerNamespace")).await,
+            (200, json!(20))
+        );
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &policy)
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(
+            rest.get(&format!("{ns}/maxTopicsPerNamespace")).await,
+            (200, json!(0))
+        );
+        assert_eq!(
+            rest.get(&format!("{ns}/backlogQuotaMap")).await,
+            (200, json!({}))
+        );
+        let (_, rate) = rest.get(&format!("{ns}/publishRate")).await;
+        assert!(rate.is_null() || rate == json!(""), "{rate}");
 
         // An unknown strategy is refused before Pulsar can silently drop it.
         let bogus = NamespacePolicy {
@@ -339,6 +412,7 @@ async fn namespace_of_a_missing_tenant_is_refused() {
         retention_minutes: 60,
         retention_size_mb: 10,
         schema_compatibility: "FULL".into(),
+        limits: Default::default(),
     };
     let err = pulsar
         .ensure_namespace(&unique("it-missing"), "dev", &policy)
