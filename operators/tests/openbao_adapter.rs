@@ -601,6 +601,7 @@ async fn sign(
         csr: &csr(alg, &names),
         common_name: name,
         alt_names,
+        uri_sans: &[],
         ttl,
     };
     bao.sign(mount, &request).await
