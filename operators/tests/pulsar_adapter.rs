@@ -502,3 +502,107 @@ async fn the_broker_authorizes_and_leaves_topics_and_schemas_to_the_operator() {
     assert!(superusers.contains("ossature-admin"), "{superusers}");
     assert!(superusers.contains("ossature-broker"), "{superusers}");
 }
+
+/// A role's token, minted by the operator through OpenBao's transit key, is
+/// taken by the broker at once (no restart); authorization, not the token,
+/// decides what the role may do; an expired token is refused.
+#[tokio::test]
+async fn a_token_minted_through_openbao_is_a_role_the_broker_authorizes() {
+    use ossature_model::services::TokenClaims;
+    use ossature_operator::adapters::openbao::OpenBao;
+    use ossature_operator::adapters::openbao::tokens::TokenKey;
+
+    let (url, token) = admin_url().await;
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    // The operator's own OpenBao token, holding only its policy.
+    let bao = OpenBao::new(
+        &env["OSSATURE_OPENBAO_ADDR"],
+        &env["OSSATURE_OPENBAO_TOKEN"],
+        Calls::default(),
+    )
+    .unwrap();
+    let rest = Rest::new(&url, &token);
+    let tenant = unique("it-tok");
+    let role = format!("{tenant}.svc");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = |exp: i64| TokenClaims {
+        sub: role.clone(),
+        iat: now,
+        exp,
+    };
+    let minted = bao
+        .sign_token(&TokenKey::default(), &claims(now + 3600))
+        .await
+        .unwrap();
+    let expired = bao
+        .sign_token(&TokenKey::default(), &claims(now - 60))
+        .await
+        .unwrap();
+
+    let pulsar = Pulsar::new(&url, superuser(&token), Calls::default()).unwrap();
+    with_cleanup(&pulsar, &tenant, "ns", async {
+        rest.send(
+            reqwest::Method::PUT,
+            &format!("/admin/v2/tenants/{tenant}"),
+            Some(json!({"allowedClusters": [CLUSTER]})),
+        )
+        .await;
+        rest.send(
+            reqwest::Method::PUT,
+            &format!("/admin/v2/namespaces/{tenant}/ns"),
+            None,
+        )
+        .await;
+        let topic = format!("/admin/v2/persistent/{tenant}/ns/orders");
+        rest.send(reqwest::Method::PUT, &topic, None).await;
+        // Pulsar answers 401 both to an unknown token and to a known role
+        // without permission; the reason tells them apart.
+        let stats = |bearer: String| {
+            let url = format!("{url}{topic}/stats");
+            async move {
+                let answer = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                (answer.status().as_u16(), answer.text().await.unwrap())
+            }
+        };
+        let not_permitted = |(status, body): (u16, String)| {
+            status == 401 && body.contains("Unauthorized to validateTopicOperation")
+        };
+        assert!(
+            not_permitted(stats(minted.clone()).await),
+            "known, not allowed yet"
+        );
+        let (status, body) = stats(expired.clone()).await;
+        assert_eq!(status, 401);
+        assert!(body.contains("Authentication required"), "expired: {body}");
+        rest.send(
+            reqwest::Method::POST,
+            &format!("{topic}/permissions/{role}"),
+            Some(json!(["consume"])),
+        )
+        .await;
+        assert_eq!(stats(minted.clone()).await.0, 200);
+        // Revoked: refused at once, whatever token the role holds.
+        rest.send(
+            reqwest::Method::DELETE,
+            &format!("{topic}/permissions/{role}"),
+            None,
+        )
+        .await;
+        assert!(not_permitted(stats(minted.clone()).await), "revoked");
+        rest.send(
+            reqwest::Method::DELETE,
+            &format!("{topic}?force=true"),
+            None,
+        )
+        .await;
+    })
+    .await;
+}

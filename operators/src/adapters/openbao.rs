@@ -8,6 +8,7 @@
 //! endpoint; each such place says what vaultrs lacks.
 
 pub mod pki;
+pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
