@@ -171,6 +171,9 @@ impl Launcher<'_> {
         tokio::try_join!(
             on_etcd,
             acme,
+            // Starts at once; it is ready only once its Kubernetes auth is
+            // configured, which `settle` retries until the apiserver and the
+            // controller-manager serve.
             self.bring(Component::Openbao),
             self.bring(Component::Caddy),
             self.bring(Component::Keycloak),
