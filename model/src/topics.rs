@@ -45,7 +45,8 @@ impl PulsarTopic {
         )
     }
 
-    fn domain(&self) -> &'static str {
+    /// `persistent` or `non-persistent`, as topic URLs and names start.
+    pub fn domain(&self) -> &'static str {
         if self.persistent {
             "persistent"
         } else {
