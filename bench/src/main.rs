@@ -192,6 +192,8 @@ struct Backends {
     /// Admin token and when to renew it.
     token: Mutex<Option<(String, Instant)>>,
     pulsar: String,
+    /// The stack's Pulsar superuser token.
+    pulsar_token: String,
     openbao: String,
     openbao_token: String,
 }
@@ -213,6 +215,10 @@ impl Backends {
             admin_password: var("OSSATURE_KEYCLOAK_ADMIN_PASSWORD")?,
             token: Mutex::new(None),
             pulsar: var("OSSATURE_PULSAR_ADMIN_URL")?,
+            pulsar_token: std::fs::read_to_string(var("OSSATURE_PULSAR_TOKEN_FILE")?)
+                .context("reading the stack's Pulsar token")?
+                .trim()
+                .to_string(),
             openbao: var("OSSATURE_OPENBAO_ADDR")?,
             // Root: the baseline writes and the left-behind check lists every mount.
             openbao_token: var("OSSATURE_OPENBAO_ROOT_TOKEN")?,
@@ -264,7 +270,9 @@ impl Backends {
 
     fn pulsar_tenant(&self, method: Method, tenant: &str) -> RequestBuilder {
         let url = format!("{}/admin/v2/tenants/{tenant}", self.pulsar);
-        self.http.request(method, url)
+        self.http
+            .request(method, url)
+            .bearer_auth(&self.pulsar_token)
     }
 
     /// A request to `/v1/{path}`, authenticated.

@@ -437,7 +437,7 @@ impl Component {
             Component::Pulsar => {
                 let template = std::fs::read_to_string(artifact.join("conf/standalone.conf"))?;
                 let conf = data.join("standalone.conf");
-                std::fs::write(&conf, set_properties(&template, &pulsar_overrides()))?;
+                std::fs::write(&conf, set_properties(&template, &pulsar_overrides(layout)))?;
                 let mut c = Command::new(artifact.join("bin/pulsar"));
                 c.current_dir(&data)
                     .args(["standalone", "--no-stream-storage", "--no-functions-worker"])
@@ -534,8 +534,8 @@ pub fn keycloak_admin_password(layout: &Layout) -> Result<String> {
     Ok(password)
 }
 
-fn pulsar_overrides() -> Vec<(&'static str, String)> {
-    vec![
+fn pulsar_overrides(layout: &Layout) -> Vec<(&'static str, String)> {
+    let mut overrides = vec![
         ("webServicePort", PULSAR_WEB_PORT.to_string()),
         ("brokerServicePort", PULSAR_BROKER_PORT.to_string()),
         ("bindAddress", LOOPBACK.to_string()),
@@ -543,7 +543,9 @@ fn pulsar_overrides() -> Vec<(&'static str, String)> {
         // The embedded bookie reads this file too; without these it binds all interfaces.
         ("listeningInterface", "lo".to_string()),
         ("allowLoopback", "true".to_string()),
-    ]
+    ];
+    overrides.extend(crate::pulsar_auth::broker_settings(layout));
+    overrides
 }
 
 /// Sets `key=value` lines of a Java properties file, appending absent keys.

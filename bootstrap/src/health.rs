@@ -16,6 +16,7 @@ use crate::components::*;
 use crate::files::write_private;
 use crate::layout::Layout;
 use crate::pki::Identity;
+use crate::pulsar_auth;
 
 /// Clients that trust the local CA; the apiserver one presents the admin identity.
 #[derive(Clone)]
@@ -30,6 +31,10 @@ fn root_certificate(layout: &Layout) -> Result<reqwest::Certificate> {
 }
 
 impl Probes {
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     pub fn new(layout: &Layout) -> Result<Self> {
         let pki = layout.pki();
         let mut identity = std::fs::read(pki.client_cert(Identity::Admin))?;
@@ -49,7 +54,16 @@ impl Probes {
     }
 
     async fn get_ok(&self, url: &str) -> Result<String, String> {
-        let response = self.http.get(url).send().await.map_err(|e| short(&e))?;
+        self.get_ok_as(url, None).await
+    }
+
+    /// A GET with a bearer token.
+    async fn get_ok_as(&self, url: &str, token: Option<&str>) -> Result<String, String> {
+        let mut request = self.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| short(&e))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if status.is_success() {
@@ -95,16 +109,22 @@ impl Probes {
                 .map(drop),
             Component::Pulsar => {
                 let base = http_url(PULSAR_WEB_PORT);
+                let token = pulsar_auth::admin_token(&self.layout).map_err(|e| format!("{e:#}"))?;
                 // The broker's own check writes and reads a message through the bookie.
-                self.get_ok(&format!("{base}/admin/v2/brokers/health"))
+                self.get_ok_as(&format!("{base}/admin/v2/brokers/health"), Some(&token))
                     .await?;
                 let namespaces = self
-                    .get_ok(&format!("{base}/admin/v2/namespaces/public"))
+                    .get_ok_as(&format!("{base}/admin/v2/namespaces/public"), Some(&token))
                     .await?;
-                if namespaces.contains("public/default") {
-                    Ok(())
-                } else {
-                    Err("Pulsar has not created its default namespace yet".into())
+                if !namespaces.contains("public/default") {
+                    return Err("Pulsar has not created its default namespace yet".into());
+                }
+                // A broker started by an older stack lets anyone in.
+                match self.get_ok(&format!("{base}/admin/v2/clusters")).await {
+                    Err(refused) if refused.ends_with("401 Unauthorized") => Ok(()),
+                    _ => Err("Pulsar accepts anonymous admin calls; restart it with \
+                              authentication on: `ossature-dev down` then `ossature-dev up`"
+                        .into()),
                 }
             }
             Component::Openbao => match self.openbao_health().await? {
@@ -158,7 +178,10 @@ impl Probes {
     /// Work before a component's process starts.
     pub async fn prepare(&self, component: Component) -> Result<()> {
         match component {
-            Component::Pulsar => self.release_pulsar_sessions().await,
+            Component::Pulsar => {
+                self.release_pulsar_sessions().await?;
+                self.ensure_pulsar_tokens().await
+            }
             _ => Ok(()),
         }
     }
@@ -323,7 +346,7 @@ impl Probes {
     }
 
     /// One OpenBao call with `token`; the status and the JSON answer (`Null` when empty).
-    async fn openbao_call(
+    pub(crate) async fn openbao_call(
         &self,
         token: &str,
         method: reqwest::Method,
@@ -480,6 +503,9 @@ path "sys/policy/tenant-*" {
 path "tenants/*" {
   capabilities = ["create", "read", "update", "patch", "delete", "list"]
 }
+path "pulsar-tokens/sign/pulsar" {
+  capabilities = ["update"]
+}
 path "auth/token/lookup-self" {
   capabilities = ["read"]
 }
@@ -501,12 +527,12 @@ fn operator_token(layout: &Layout) -> Result<String> {
 }
 
 #[derive(Deserialize)]
-struct OpenbaoKeys {
+pub(crate) struct OpenbaoKeys {
     keys: Vec<String>,
-    root_token: String,
+    pub(crate) root_token: String,
 }
 
-fn openbao_keys(layout: &Layout) -> Result<OpenbaoKeys> {
+pub(crate) fn openbao_keys(layout: &Layout) -> Result<OpenbaoKeys> {
     let path = layout.secret("openbao-init.json");
     let text = std::fs::read(&path).with_context(|| {
         format!(
@@ -556,6 +582,11 @@ pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
             keycloak_admin_password(layout)?,
         ),
         ("OSSATURE_PULSAR_ADMIN_URL", http_url(PULSAR_WEB_PORT)),
+        // A superuser's token, as a file: read it, never print it.
+        (
+            "OSSATURE_PULSAR_TOKEN_FILE",
+            path(pulsar_auth::admin_token_file(layout)),
+        ),
         (
             "OSSATURE_PULSAR_SERVICE_URL",
             format!("pulsar://{LOOPBACK}:{PULSAR_BROKER_PORT}"),
@@ -626,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn the_operator_policy_reaches_only_tenant_paths_and_its_own_token() {
+    fn the_operator_policy_reaches_only_tenant_paths_token_signing_and_its_own_token() {
         let paths: Vec<&str> = OPERATOR_POLICY_HCL
             .lines()
             .filter_map(|l| l.strip_prefix("path \"")?.split('"').next())
@@ -638,6 +669,7 @@ mod tests {
                 "sys/policies/acl/tenant-*",
                 "sys/policy/tenant-*",
                 "tenants/*",
+                "pulsar-tokens/sign/pulsar",
                 "auth/token/lookup-self",
                 "auth/token/renew-self",
             ]

@@ -8,6 +8,7 @@ pub mod layout;
 mod obtain;
 pub mod pki;
 mod process;
+pub mod pulsar_auth;
 pub mod stack;
 pub mod versions;
 

@@ -160,8 +160,12 @@ impl Launcher<'_> {
                 )?;
                 Ok::<_, anyhow::Error>(())
             };
-            // Pulsar keeps its metadata in etcd too.
-            tokio::try_join!(kubernetes, self.bring(Component::Pulsar))?;
+            // Pulsar keeps its metadata in etcd too, and OpenBao signs its tokens.
+            let pulsar = async {
+                self.bring(Component::Openbao).await?;
+                self.bring(Component::Pulsar).await
+            };
+            tokio::try_join!(kubernetes, pulsar)?;
             Ok::<_, anyhow::Error>(())
         };
         let acme = async {
@@ -171,7 +175,6 @@ impl Launcher<'_> {
         tokio::try_join!(
             on_etcd,
             acme,
-            self.bring(Component::Openbao),
             self.bring(Component::Caddy),
             self.bring(Component::Keycloak),
         )?;

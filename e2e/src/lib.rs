@@ -26,6 +26,32 @@ pub struct Keycloak {
 pub struct Pulsar {
     pub admin_url: String,
     pub service_url: String,
+    /// A superuser's token (the broker lets no one in without one).
+    pub token: String,
+}
+
+impl Pulsar {
+    /// `Authorization` with the superuser's token, marked sensitive.
+    pub fn authorization(&self) -> reqwest::header::HeaderValue {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token))
+            .expect("a token is ASCII");
+        value.set_sensitive(true);
+        value
+    }
+
+    /// A client of the admin API that sends the superuser's token.
+    pub fn admin_client(&self) -> Result<reqwest::Client> {
+        install_crypto_provider();
+        reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .tls_certs_only([])
+            .default_headers(reqwest::header::HeaderMap::from_iter([(
+                reqwest::header::AUTHORIZATION,
+                self.authorization(),
+            )]))
+            .build()
+            .context("building the Pulsar admin client")
+    }
 }
 
 /// An initialised and unsealed OpenBao server with its root token.
@@ -104,6 +130,10 @@ impl Stack {
             pulsar: Pulsar {
                 admin_url: trim_slash(var("OSSATURE_PULSAR_ADMIN_URL")?),
                 service_url: var("OSSATURE_PULSAR_SERVICE_URL")?,
+                token: std::fs::read_to_string(var("OSSATURE_PULSAR_TOKEN_FILE")?)
+                    .context("reading the stack's Pulsar token")?
+                    .trim()
+                    .to_string(),
             },
             openbao: OpenBao {
                 addr: trim_slash(var("OSSATURE_OPENBAO_ADDR")?),

@@ -10,10 +10,11 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
-use ossature_e2e::{Stack, expect_success, http_client, unique, with_cleanup};
+use ossature_e2e::{Stack, expect_success, unique, with_cleanup};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -22,6 +23,7 @@ const WS_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Names {
     admin: String,
+    authorization: reqwest::header::HeaderValue,
     tenant: String,
     namespace: String,
     topic: String,
@@ -64,7 +66,7 @@ impl Names {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_namespace_topic_roundtrip() -> Result<()> {
     let stack = Stack::get().await?;
-    let http = http_client()?;
+    let http = stack.pulsar.admin_client()?;
     let admin = stack.pulsar.admin_url.clone();
 
     let clusters: Vec<String> = expect_success(
@@ -83,6 +85,7 @@ async fn tenant_namespace_topic_roundtrip() -> Result<()> {
 
     let names = Names {
         admin,
+        authorization: stack.pulsar.authorization(),
         tenant: unique("e2e"),
         namespace: unique("ns"),
         topic: unique("topic"),
@@ -143,10 +146,19 @@ async fn exercise(http: &Client, names: &Names, cluster: &str) -> Result<()> {
     let ws = names.ws_base();
     let path = names.topic_path();
     // Subscribe before producing so the message cannot predate the cursor.
-    let (mut consumer, _) = connect_async(format!("{ws}/ws/v2/consumer/{path}/e2e-sub"))
-        .await
-        .context("opening WebSocket consumer")?;
-    let (mut producer, _) = connect_async(format!("{ws}/ws/v2/producer/{path}"))
+    // The WebSocket service authenticates as the admin API does.
+    let authorized = |url: String| -> Result<_> {
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, names.authorization.clone());
+        Ok(request)
+    };
+    let (mut consumer, _) =
+        connect_async(authorized(format!("{ws}/ws/v2/consumer/{path}/e2e-sub"))?)
+            .await
+            .context("opening WebSocket consumer")?;
+    let (mut producer, _) = connect_async(authorized(format!("{ws}/ws/v2/producer/{path}"))?)
         .await
         .context("opening WebSocket producer")?;
 

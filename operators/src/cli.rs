@@ -37,6 +37,10 @@ pub struct Args {
     /// Pulsar admin REST URL.
     #[arg(long, env = "OSSATURE_PULSAR_ADMIN_URL")]
     pub pulsar_admin_url: Option<String>,
+    /// File holding a Pulsar superuser's token (a JWT); read again when
+    /// Pulsar refuses it. Without it, calls are anonymous.
+    #[arg(long, env = "OSSATURE_PULSAR_TOKEN_FILE")]
+    pub pulsar_token_file: Option<std::path::PathBuf>,
     /// OpenBao address.
     #[arg(long, env = "OSSATURE_OPENBAO_ADDR")]
     pub openbao_addr: Option<String>,

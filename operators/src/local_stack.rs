@@ -33,6 +33,9 @@ pub async fn bring_up(args: &mut Args) -> Result<Client> {
         "OSSATURE_KEYCLOAK_ADMIN_PASSWORD",
     );
     take(&mut args.pulsar_admin_url, "OSSATURE_PULSAR_ADMIN_URL");
+    if args.pulsar_token_file.is_none() {
+        args.pulsar_token_file = env.get("OSSATURE_PULSAR_TOKEN_FILE").map(Into::into);
+    }
     take(&mut args.openbao_addr, "OSSATURE_OPENBAO_ADDR");
     take(&mut args.openbao_token, "OSSATURE_OPENBAO_TOKEN");
     if !args.no_edge {

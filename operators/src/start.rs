@@ -14,7 +14,7 @@ use crate::adapters::Calls;
 use crate::adapters::edge::caddy::CaddyEdge;
 use crate::adapters::keycloak::Keycloak;
 use crate::adapters::openbao::OpenBao;
-use crate::adapters::pulsar::Pulsar;
+use crate::adapters::pulsar::{Pulsar, TokenFile};
 use crate::cli::Args;
 use crate::context::{Backends, Context, Settings};
 use crate::metrics::Metrics;
@@ -130,6 +130,13 @@ fn backends(args: &Args, client: Client, calls: Calls) -> Result<Backends> {
             "pulsar-admin-url",
             "OSSATURE_PULSAR_ADMIN_URL",
         )?,
+        args.pulsar_token_file
+            .as_ref()
+            .map(|path| {
+                TokenFile::read(path)
+                    .with_context(|| format!("--pulsar-token-file {}", path.display()))
+            })
+            .transpose()?,
         calls.clone(),
     )?;
     let openbao = OpenBao::new(

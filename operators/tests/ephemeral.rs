@@ -71,11 +71,8 @@ async fn an_ephemeral_environment_expires_and_can_be_extended() {
         }
     })
     .await;
-    let pulsar_namespace = format!(
-        "{}/admin/v2/namespaces/{name}/pr-1/retention",
-        env["OSSATURE_PULSAR_ADMIN_URL"]
-    );
-    assert_eq!(get(pulsar_namespace.clone(), None).await.0, 200);
+    let pulsar_namespace = format!("/admin/v2/namespaces/{name}/pr-1/retention");
+    assert_eq!(pulsar_get(&env, &pulsar_namespace).await.0, 200);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let deadline = born.checked_add(jiff_seconds(35)).unwrap();
     while k8s_openapi::jiff::Timestamp::now() < deadline {
@@ -109,7 +106,7 @@ async fn an_ephemeral_environment_expires_and_can_be_extended() {
     })
     .await;
     assert!(shortened.elapsed() < Duration::from_secs(30));
-    assert_eq!(get(pulsar_namespace, None).await.0, 404);
+    assert_eq!(pulsar_get(&env, &pulsar_namespace).await.0, 404);
     wait_for(
         "environment namespace gone",
         Duration::from_secs(60),

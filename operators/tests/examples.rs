@@ -107,7 +107,6 @@ async fn examples_become_ready_and_leave_nothing_behind() {
 
     let token = keycloak_token(&env).await;
     let auth = format!("Bearer {token}");
-    let pulsar = &env["OSSATURE_PULSAR_ADMIN_URL"];
     let mounts = openbao_mounts(&env).await;
     let kc = &env["OSSATURE_KEYCLOAK_URL"];
     let tenant_api: Api<Tenant> = Api::all(client.clone());
@@ -158,9 +157,9 @@ async fn examples_become_ready_and_leave_nothing_behind() {
         assert_eq!(status, 200);
         assert_eq!(info["allowedClusters"], serde_json::json!(["standalone"]));
         for environment in ["prod", "staging"] {
-            let (status, _) = get(
-                format!("{pulsar}/admin/v2/namespaces/{name}/{environment}/retention"),
-                None,
+            let (status, _) = pulsar_get(
+                &env,
+                &format!("/admin/v2/namespaces/{name}/{environment}/retention"),
             )
             .await;
             assert_eq!(status, 200, "Pulsar namespace {name}/{environment}");

@@ -8,16 +8,24 @@ use std::panic::AssertUnwindSafe;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use ossature_operator::adapters::pulsar::{NamespacePolicy, Pulsar};
+use ossature_operator::adapters::pulsar::{NamespacePolicy, Pulsar, TokenFile};
 use ossature_operator::adapters::{Backend, BackendError, Calls, Change, Verb};
 use serde_json::{Value, json};
 
 const CLUSTER: &str = "standalone";
 
-async fn admin_url() -> String {
+/// The admin URL and the file of the superuser's token.
+async fn admin_url() -> (String, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let env = ossature_bootstrap::ensure_up().await.unwrap();
-    env["OSSATURE_PULSAR_ADMIN_URL"].clone()
+    (
+        env["OSSATURE_PULSAR_ADMIN_URL"].clone(),
+        env["OSSATURE_PULSAR_TOKEN_FILE"].clone(),
+    )
+}
+
+fn superuser(token_file: &str) -> Option<TokenFile> {
+    Some(TokenFile::read(token_file).unwrap())
 }
 
 /// A Pulsar-safe name no other run uses.
@@ -41,9 +49,18 @@ struct Rest {
 }
 
 impl Rest {
-    fn new(base: &str) -> Self {
+    fn new(base: &str, token_file: &str) -> Self {
+        let token = std::fs::read_to_string(token_file).unwrap();
+        let mut auth =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim())).unwrap();
+        auth.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, auth)]);
         Rest {
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
             base: base.trim_end_matches('/').to_string(),
         }
     }
@@ -95,10 +112,10 @@ async fn with_cleanup<F: Future<Output = ()>>(
 
 #[tokio::test]
 async fn tenant_is_created_left_alone_and_restored_after_drift() {
-    let url = admin_url().await;
+    let (url, token) = admin_url().await;
     let calls = Calls::default();
-    let pulsar = Pulsar::new(&url, calls.clone()).unwrap();
-    let rest = Rest::new(&url);
+    let pulsar = Pulsar::new(&url, superuser(&token), calls.clone()).unwrap();
+    let rest = Rest::new(&url, &token);
     let tenant = unique("it-pt");
     let clusters = vec![CLUSTER.to_string()];
 
@@ -168,10 +185,10 @@ async fn tenant_is_created_left_alone_and_restored_after_drift() {
 
 #[tokio::test]
 async fn namespace_policies_converge_and_deletion_goes_in_order() {
-    let url = admin_url().await;
+    let (url, token) = admin_url().await;
     let calls = Calls::default();
-    let pulsar = Pulsar::new(&url, calls.clone()).unwrap();
-    let rest = Rest::new(&url);
+    let pulsar = Pulsar::new(&url, superuser(&token), calls.clone()).unwrap();
+    let rest = Rest::new(&url, &token);
     let tenant = unique("it-pn");
     let namespace = "dev";
     let policy = NamespacePolicy {
@@ -316,8 +333,8 @@ async fn namespace_policies_converge_and_deletion_goes_in_order() {
 
 #[tokio::test]
 async fn namespace_of_a_missing_tenant_is_refused() {
-    let url = admin_url().await;
-    let pulsar = Pulsar::new(&url, Calls::default()).unwrap();
+    let (url, token) = admin_url().await;
+    let pulsar = Pulsar::new(&url, superuser(&token), Calls::default()).unwrap();
     let policy = NamespacePolicy {
         retention_minutes: 60,
         retention_size_mb: 10,
@@ -337,7 +354,7 @@ async fn namespace_of_a_missing_tenant_is_refused() {
 async fn unreachable_pulsar_is_reported_as_such() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let calls = Calls::default();
-    let pulsar = Pulsar::new("http://127.0.0.1:1", calls.clone()).unwrap();
+    let pulsar = Pulsar::new("http://127.0.0.1:1", None, calls.clone()).unwrap();
 
     let err = pulsar.clusters().await.unwrap_err();
     assert!(matches!(err, BackendError::Unreachable { .. }), "{err:?}");
@@ -351,4 +368,63 @@ async fn unreachable_pulsar_is_reported_as_such() {
     assert_eq!(err.category(), "BackendUnreachable");
     assert_eq!(calls.count(Backend::Pulsar, Verb::Read), 2);
     assert_eq!(calls.count(Backend::Pulsar, Verb::Write), 0);
+}
+
+/// The broker lets no one in without a token it can verify; the adapter
+/// reads its token file again when the token it holds is refused.
+#[tokio::test]
+async fn only_a_valid_token_is_let_in_and_a_new_one_is_read_from_its_file() {
+    let (url, token) = admin_url().await;
+    let anonymous = Pulsar::new(&url, None, Calls::default()).unwrap();
+    let err = anonymous.clusters().await.unwrap_err();
+    assert_eq!(err.category(), "BackendUnauthorized", "{err:?}");
+
+    let file = std::env::temp_dir().join(unique("pulsar-token"));
+    // Well formed, but signed by no key the broker knows.
+    let forged = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJvc3NhdHVyZS1hZG1pbiJ9.c2lnbmF0dXJl";
+    std::fs::write(&file, forged).unwrap();
+    let calls = Calls::default();
+    let pulsar = Pulsar::new(&url, Some(TokenFile::read(&file).unwrap()), calls.clone()).unwrap();
+    let err = pulsar.clusters().await.unwrap_err();
+    assert_eq!(err.category(), "BackendUnauthorized", "{err:?}");
+
+    // The token is minted again into the same file: the next call uses it.
+    std::fs::copy(&token, &file).unwrap();
+    assert!(
+        pulsar
+            .clusters()
+            .await
+            .unwrap()
+            .contains(&CLUSTER.to_string())
+    );
+    assert_eq!(
+        calls.count(Backend::Pulsar, Verb::Read),
+        3,
+        "refused once, then read"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+/// The stack's broker runs as a registry of topics needs: authorization on,
+/// no topic made by a client's first use, no schema changed by a producer,
+/// none deleted for being idle, and schemas enforced.
+#[tokio::test]
+async fn the_broker_authorizes_and_leaves_topics_and_schemas_to_the_operator() {
+    let (url, token) = admin_url().await;
+    let rest = Rest::new(&url, &token);
+    let (status, runtime) = rest.get("/admin/v2/brokers/configuration/runtime").await;
+    assert_eq!(status, 200, "{runtime}");
+    for (key, wanted) in [
+        ("authenticationEnabled", "true"),
+        ("authorizationEnabled", "true"),
+        ("allowAutoTopicCreation", "false"),
+        ("isAllowAutoUpdateSchemaEnabled", "false"),
+        ("brokerDeleteInactiveTopicsEnabled", "false"),
+        ("isSchemaValidationEnforced", "true"),
+    ] {
+        assert_eq!(runtime[key], wanted, "{key}");
+    }
+    let superusers = runtime["superUserRoles"].as_str().unwrap_or_default();
+    assert!(superusers.contains("ossature-admin"), "{superusers}");
+    assert!(superusers.contains("ossature-broker"), "{superusers}");
 }

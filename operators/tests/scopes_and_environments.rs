@@ -208,14 +208,13 @@ async fn scope_tree_and_environments_of_a_tenant() {
         env_ns.metadata.labels.unwrap()["ossature.dev/environment"],
         "prod"
     );
-    let pulsar = &env["OSSATURE_PULSAR_ADMIN_URL"];
-    let retention_url = format!("{pulsar}/admin/v2/namespaces/{name}/prod/retention");
-    let (status, retention) = get(retention_url.clone(), None).await;
+    let retention_url = format!("/admin/v2/namespaces/{name}/prod/retention");
+    let (status, retention) = pulsar_get(&env, &retention_url).await;
     assert_eq!(status, 200);
     assert_eq!(retention["retentionTimeInMinutes"], 60);
-    let (_, enforced) = get(
-        format!("{pulsar}/admin/v2/namespaces/{name}/prod/schemaValidationEnforced"),
-        None,
+    let (_, enforced) = pulsar_get(
+        &env,
+        &format!("/admin/v2/namespaces/{name}/prod/schemaValidationEnforced"),
     )
     .await;
     assert_eq!(enforced, json!(true));
@@ -365,6 +364,7 @@ async fn scope_tree_and_environments_of_a_tenant() {
         )
         .await
         .unwrap();
+    let stack = &env;
     wait_for(
         "environment quota and retention back to defaults",
         Duration::from_secs(30),
@@ -373,7 +373,7 @@ async fn scope_tree_and_environments_of_a_tenant() {
             let retention_url = retention_url.clone();
             async move {
                 let hard = quotas.get("ossature-quota").await.ok()?.spec?.hard?;
-                let (_, retention) = get(retention_url, None).await;
+                let (_, retention) = pulsar_get(stack, &retention_url).await;
                 (!hard.contains_key("requests.cpu")
                     && hard.contains_key("pods")
                     && retention["retentionTimeInMinutes"] == 10080)
@@ -389,7 +389,7 @@ async fn scope_tree_and_environments_of_a_tenant() {
         .await
         .unwrap();
     wait_tenant_gone(&tenants, &name, Duration::from_secs(180)).await;
-    assert_eq!(get(retention_url, None).await.0, 404);
+    assert_eq!(pulsar_get(&env, &retention_url).await.0, 404);
     wait_for("namespaces gone", Duration::from_secs(60), || {
         let namespaces = Api::<Namespace>::all(client.clone());
         let (ns, env_ns_name) = (ns.clone(), env_ns_name.clone());

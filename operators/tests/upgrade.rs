@@ -185,6 +185,46 @@ async fn snapshot(client: &kube::Client, name: &str) -> (BTreeMap<String, String
     (versions, all_ready)
 }
 
+/// An address that forwards every request to Pulsar's admin API with the
+/// stack's superuser token; it lives as long as the test's runtime.
+async fn token_proxy(env: &BTreeMap<String, String>) -> String {
+    use axum::body::{Body, to_bytes};
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+
+    async fn forward(State((target, auth)): State<(String, String)>, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = to_bytes(body, usize::MAX).await.unwrap();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut forwarded = http()
+            .request(parts.method, format!("{target}{path}"))
+            .header("Authorization", &auth)
+            .body(body);
+        if let Some(kind) = parts.headers.get("content-type") {
+            forwarded = forwarded.header("content-type", kind);
+        }
+        let answer = forwarded.send().await.unwrap();
+        let mut response = Response::builder().status(answer.status());
+        if let Some(kind) = answer.headers().get("content-type") {
+            response = response.header("content-type", kind);
+        }
+        response
+            .body(Body::from(answer.bytes().await.unwrap()))
+            .unwrap()
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let target = env["OSSATURE_PULSAR_ADMIN_URL"]
+        .trim_end_matches('/')
+        .to_string();
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state((target, pulsar_auth(env)));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_previous_releases_tenants_are_taken_over_without_a_write() {
     let previous = tokio::task::spawn_blocking(previous_release).await.unwrap();
@@ -195,8 +235,16 @@ async fn the_previous_releases_tenants_are_taken_over_without_a_write() {
     let name = format!("up{sel}");
     let tenants: Api<Tenant> = Api::all(client.clone());
 
-    // The previous release provisions a tenant of every part.
-    let old = start_binary(&previous, &env, &sel, &[]);
+    // The previous release provisions a tenant of every part. It predates
+    // Pulsar's token authentication: a proxy adds the token, as a gateway
+    // in front of the broker would.
+    let proxy = token_proxy(&env).await;
+    let old = start_binary(
+        &previous,
+        &env,
+        &sel,
+        &[&format!("--pulsar-admin-url={proxy}")],
+    );
     let file = std::env::temp_dir().join(format!("ossature-upgrade-{sel}.yaml"));
     std::fs::write(&file, tenant_file(&name, &sel)).unwrap();
     kubectl(&env, &["apply", "-f", file.to_str().unwrap()]);

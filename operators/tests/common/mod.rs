@@ -278,14 +278,19 @@ pub async fn organization(
 }
 
 pub async fn pulsar_tenant(env: &BTreeMap<String, String>, name: &str) -> (u16, Value) {
-    get(
-        format!(
-            "{}/admin/v2/tenants/{name}",
-            env["OSSATURE_PULSAR_ADMIN_URL"]
-        ),
-        None,
-    )
-    .await
+    pulsar_get(env, &format!("/admin/v2/tenants/{name}")).await
+}
+
+/// The `Authorization` value of the stack's Pulsar superuser.
+pub fn pulsar_auth(env: &BTreeMap<String, String>) -> String {
+    let token = std::fs::read_to_string(&env["OSSATURE_PULSAR_TOKEN_FILE"]).unwrap();
+    format!("Bearer {}", token.trim())
+}
+
+/// A GET of Pulsar's admin API (`path` from `/admin/`) as its superuser.
+pub async fn pulsar_get(env: &BTreeMap<String, String>, path: &str) -> (u16, Value) {
+    let url = format!("{}{path}", env["OSSATURE_PULSAR_ADMIN_URL"]);
+    get(url, Some(("Authorization", &pulsar_auth(env)))).await
 }
 
 pub async fn openbao_mounts(env: &BTreeMap<String, String>) -> Value {

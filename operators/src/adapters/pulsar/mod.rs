@@ -9,6 +9,8 @@ pub use schemas::{LiveSchema, SchemaVerdict, broker_words};
 pub use topics::TopicShape;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use reqwest::{Client, Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -118,21 +120,70 @@ struct Reply {
     body: String,
 }
 
+/// A superuser's token in a file: read at start, and again when Pulsar
+/// refuses the one held (it was minted again). Never printed.
+#[derive(Clone)]
+pub struct TokenFile {
+    path: PathBuf,
+    token: Arc<RwLock<String>>,
+}
+
+impl std::fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl TokenFile {
+    pub fn read(path: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let path = path.into();
+        let token = std::fs::read_to_string(&path)?.trim().to_string();
+        Ok(TokenFile {
+            path,
+            token: Arc::new(RwLock::new(token)),
+        })
+    }
+
+    fn current(&self) -> String {
+        self.token.read().expect("never poisoned").clone()
+    }
+
+    /// Reads the file again; whether the token changed.
+    fn reload(&self) -> bool {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return false;
+        };
+        let mut token = self.token.write().expect("never poisoned");
+        let changed = *token != text.trim();
+        *token = text.trim().to_string();
+        changed
+    }
+}
+
 /// Client of one Pulsar cluster's admin API; every call is counted.
 #[derive(Debug, Clone)]
 pub struct Pulsar {
     client: Client,
     base: Url,
+    token: Option<TokenFile>,
     calls: Calls,
 }
 
 impl Pulsar {
-    pub fn new(admin_url: &str, calls: Calls) -> Result<Self, BackendError> {
+    /// `token`: none for a broker without authentication.
+    pub fn new(
+        admin_url: &str,
+        token: Option<TokenFile>,
+        calls: Calls,
+    ) -> Result<Self, BackendError> {
         let base = Backend::Pulsar.base_url(admin_url, "use the admin URL")?;
         let client = Backend::Pulsar.client(Client::builder())?;
         Ok(Pulsar {
             client,
             base,
+            token,
             calls,
         })
     }
@@ -433,6 +484,21 @@ impl Pulsar {
         url: Url,
         body: Option<Value>,
     ) -> Result<Reply, BackendError> {
+        let reply = self.send_once(method.clone(), url.clone(), &body).await?;
+        if reply.status == StatusCode::UNAUTHORIZED
+            && self.token.as_ref().is_some_and(TokenFile::reload)
+        {
+            return self.send_once(method, url, &body).await;
+        }
+        Ok(reply)
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: Url,
+        body: &Option<Value>,
+    ) -> Result<Reply, BackendError> {
         let verb = if method == Method::GET {
             Verb::Read
         } else {
@@ -440,8 +506,11 @@ impl Pulsar {
         };
         self.calls.record(Backend::Pulsar, verb);
         let mut request = self.client.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.current());
+        }
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
         let unreachable = |e| Backend::Pulsar.unreachable(e);
         let response = request.send().await.map_err(unreachable)?;
@@ -621,11 +690,11 @@ mod tests {
     #[test]
     fn admin_urls_encode_each_segment() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let pulsar = Pulsar::new("http://127.0.0.1:18080/", Calls::default()).unwrap();
+        let pulsar = Pulsar::new("http://127.0.0.1:18080/", None, Calls::default()).unwrap();
         assert_eq!(
             pulsar.url(&["admin", "v2", "tenants", "a b/c"]).as_str(),
             "http://127.0.0.1:18080/admin/v2/tenants/a%20b%2Fc"
         );
-        assert!(Pulsar::new("not a url", Calls::default()).is_err());
+        assert!(Pulsar::new("not a url", None, Calls::default()).is_err());
     }
 }
