@@ -251,9 +251,20 @@ async fn ensure_topic(
             ));
         }
     }
-    let live = ctx.pulsar.topic_policies(topic).await?;
-    for call in policy_calls(policies, &live) {
-        changes.push(ctx.pulsar.apply_policy(topic, &call).await?);
+    // Pulsar keeps no metadata of a non-persistent topic without
+    // partitions, so it has nowhere to hold topic-level policies.
+    if topic.persistent || partitions.is_some() {
+        let live = ctx.pulsar.topic_policies(topic).await?;
+        for call in policy_calls(policies, &live) {
+            changes.push(ctx.pulsar.apply_policy(topic, &call).await?);
+        }
+    } else if !policies.is_empty() {
+        return Err(Failure::new(
+            "PoliciesUnsupported",
+            format!(
+                "Pulsar cannot hold policies of {topic}, a non-persistent topic without partitions; leave spec.policies out or create a partitioned Topic"
+            ),
+        ));
     }
     let partitioned = partitions.is_some();
     let usage = ctx

@@ -410,7 +410,9 @@ impl Pulsar {
                 return Ok(Change::Absent);
             };
             for topic in &partitioned {
-                deleted |= self.delete_listed_topic(tenant, namespace, topic, true).await?;
+                deleted |= self
+                    .delete_listed_topic(tenant, namespace, topic, true)
+                    .await?;
             }
         }
 
@@ -423,7 +425,9 @@ impl Pulsar {
             return Ok(Change::Absent);
         };
         for topic in &topics {
-            deleted |= self.delete_listed_topic(tenant, namespace, topic, false).await?;
+            deleted |= self
+                .delete_listed_topic(tenant, namespace, topic, false)
+                .await?;
         }
 
         let action = format!("delete namespace {name}");

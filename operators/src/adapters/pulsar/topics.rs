@@ -151,7 +151,10 @@ impl Pulsar {
     }
 
     /// How the topic exists, or `None` when it does not (nor its namespace).
-    pub async fn topic_shape(&self, topic: &PulsarTopic) -> Result<Option<TopicShape>, BackendError> {
+    pub async fn topic_shape(
+        &self,
+        topic: &PulsarTopic,
+    ) -> Result<Option<TopicShape>, BackendError> {
         let found: Option<PartitionedMetadata> = self
             .read_optional(
                 self.topic_url(topic, &["partitions"]),
@@ -226,7 +229,11 @@ impl Pulsar {
         topic: &PulsarTopic,
         partitioned: bool,
     ) -> Result<Option<TopicUsage>, BackendError> {
-        let tail = if partitioned { "partitioned-stats" } else { "stats" };
+        let tail = if partitioned {
+            "partitioned-stats"
+        } else {
+            "stats"
+        };
         let stats: Option<Stats> = self
             .read_optional(
                 self.topic_url(topic, &[tail]),
@@ -315,9 +322,18 @@ impl Pulsar {
             }
             PolicyCall::Remove(_) => (Method::DELETE, None, Change::Deleted),
         };
-        let verb = if change == Change::Deleted { "remove" } else { "set" };
-        self.write(method, url, body, &format!("{verb} {tail} of topic {topic}"))
-            .await?;
+        let verb = if change == Change::Deleted {
+            "remove"
+        } else {
+            "set"
+        };
+        self.write(
+            method,
+            url,
+            body,
+            &format!("{verb} {tail} of topic {topic}"),
+        )
+        .await?;
         Ok(change)
     }
 }
@@ -382,14 +398,20 @@ mod tests {
     #[test]
     fn policies_are_sent_as_pulsar_reads_them() {
         assert_eq!(
-            policy_body(PolicyKind::Retention, &PolicyValue::Retention {
-                minutes: 60,
-                size_mb: -1
-            }),
+            policy_body(
+                PolicyKind::Retention,
+                &PolicyValue::Retention {
+                    minutes: 60,
+                    size_mb: -1
+                }
+            ),
             json!({"retentionTimeInMinutes": 60, "retentionSizeInMB": -1})
         );
         assert_eq!(
-            policy_body(PolicyKind::SchemaCompatibility, &PolicyValue::Strategy("FULL")),
+            policy_body(
+                PolicyKind::SchemaCompatibility,
+                &PolicyValue::Strategy("FULL")
+            ),
             json!("FULL")
         );
         let backlog = PolicyValue::Backlog {
