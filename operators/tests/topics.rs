@@ -168,7 +168,7 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
     let client = kube_client(&env).await;
     install_crds(&client).await;
     let sel = suffix();
-    let _operator = start_operator_with(&env, &sel, &["--resync-seconds", "5"]);
+    let operator = start_operator_with(&env, &sel, &["--resync-seconds", "5"]);
     let admin = Admin::new(&env);
     let (tenant, namespace) = tenant_with_environment(&client, &sel, "tp").await;
     let topics: Api<Topic> = Api::namespaced(client.clone(), &namespace);
@@ -246,6 +246,18 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
     assert_eq!(
         quotas["destination_storage"]["policy"],
         "producer_exception"
+    );
+
+    // Unchanged, it is reconciled again and again without a write anywhere.
+    let (written, runs) = (writes(&operator).await, reconciles(&operator).await);
+    wait_for("more reconciles", Duration::from_secs(60), || async {
+        (reconciles(&operator).await >= runs + 6).then_some(())
+    })
+    .await;
+    assert_eq!(
+        writes(&operator).await,
+        written,
+        "a steady topic writes nothing"
     );
 
     // A compatible change is registered as the next version.
