@@ -455,6 +455,7 @@ async fn sign_host(backends: &Backends, names: &TenantNames) -> Result<()> {
     let host = names.host(DEFAULT_ROOT_DOMAIN);
     let spec = ossature_crds::CertificateSpec {
         dns_names: vec![host.clone()],
+        uris: Vec::new(),
         usages: vec![ossature_crds::Usage::Server],
         lifetime: None,
         renew_before: None,

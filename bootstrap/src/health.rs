@@ -1,5 +1,6 @@
 //! Readiness of each component, asked through its own API, and the one-time
-//! steps some need before they serve (OpenBao init and unseal, kwok's node).
+//! steps some need before they serve (OpenBao init, unseal and Kubernetes
+//! auth, kwok's node).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 
 use crate::components::*;
 use crate::files::write_private;
+use crate::kubernetes_auth;
 use crate::layout::Layout;
 use crate::pki::Identity;
 use crate::pulsar_auth;
@@ -128,7 +130,10 @@ impl Probes {
                 }
             }
             Component::Openbao => match self.openbao_health().await? {
-                OpenbaoState::Active => self.operator_access_ready().await,
+                OpenbaoState::Active => {
+                    self.operator_access_ready().await?;
+                    self.kubernetes_auth_ready().await
+                }
                 OpenbaoState::Other(code) => Err(format!("OpenBao sys/health answered {code}")),
                 other => Err(format!("OpenBao is {other:?}")),
             },
@@ -167,7 +172,10 @@ impl Probes {
             Component::Openbao => match self.openbao_health().await {
                 Ok(OpenbaoState::Uninitialised) => self.openbao_init().await,
                 Ok(OpenbaoState::Sealed) => self.openbao_unseal().await,
-                Ok(OpenbaoState::Active) => self.ensure_operator_access().await,
+                Ok(OpenbaoState::Active) => {
+                    self.ensure_operator_access().await?;
+                    self.ensure_kubernetes_auth().await
+                }
                 _ => Ok(()),
             },
             Component::Kwok => self.ensure_node().await,
@@ -232,7 +240,7 @@ impl Probes {
         Ok(())
     }
 
-    async fn kube(&self) -> Result<kube::Client> {
+    pub(crate) async fn kube(&self) -> Result<kube::Client> {
         let kubeconfig = Kubeconfig::read_from(self.layout.pki().kubeconfig(Identity::Admin))?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -487,9 +495,10 @@ const OPERATOR_TOKEN_PERIOD_SECS: u64 = 768 * 3600;
 const OPERATOR_TOKEN_FILE: &str = "openbao-operator-token";
 
 /// What the operator manages and nothing else: engines mounted under
-/// `tenants/` and what is in them, the ACL policies of tenants (named
-/// `tenant-<name>`), and its own token. `sys/policy/` is the older route to
-/// the same ACL policies, which the Vault client library uses.
+/// `tenants/` and what is in them, the ACL policies and Kubernetes auth
+/// roles of tenants (named `tenant-<name>...`), and its own token.
+/// `sys/policy/` is the older route to the same ACL policies, which the
+/// Vault client library uses.
 pub const OPERATOR_POLICY_HCL: &str = r#"# Managed by ossature-dev; edits are overwritten.
 path "sys/mounts/tenants/*" {
   capabilities = ["create", "read", "update", "delete"]
@@ -498,6 +507,9 @@ path "sys/policies/acl/tenant-*" {
   capabilities = ["create", "read", "update", "delete"]
 }
 path "sys/policy/tenant-*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "auth/kubernetes/role/tenant-*" {
   capabilities = ["create", "read", "update", "delete"]
 }
 path "tenants/*" {
@@ -595,6 +607,11 @@ pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
         // The operator's token holds only its policy; the root token is for admin and tests.
         ("OSSATURE_OPENBAO_TOKEN", operator),
         ("OSSATURE_OPENBAO_ROOT_TOKEN", root),
+        // Where ServiceAccounts log in: `auth/<path>/login`, roles at `auth/<path>/role/`.
+        (
+            "OSSATURE_OPENBAO_KUBERNETES_AUTH_PATH",
+            kubernetes_auth::AUTH_PATH.to_string(),
+        ),
         (
             "OSSATURE_ACME_DIRECTORY",
             format!("{}/dir", https_url(PEBBLE_PORT)),
@@ -668,6 +685,7 @@ mod tests {
                 "sys/mounts/tenants/*",
                 "sys/policies/acl/tenant-*",
                 "sys/policy/tenant-*",
+                "auth/kubernetes/role/tenant-*",
                 "tenants/*",
                 "pulsar-tokens/sign/pulsar",
                 "auth/token/lookup-self",

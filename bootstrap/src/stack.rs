@@ -160,7 +160,10 @@ impl Launcher<'_> {
                 )?;
                 Ok::<_, anyhow::Error>(())
             };
-            // Pulsar keeps its metadata in etcd too, and OpenBao signs its tokens.
+            // Pulsar keeps its metadata in etcd too, and OpenBao signs its
+            // tokens. OpenBao starts at once but is ready only once its
+            // Kubernetes auth is configured, which `settle` retries until the
+            // apiserver and the controller-manager serve.
             let pulsar = async {
                 self.bring(Component::Openbao).await?;
                 self.bring(Component::Pulsar).await

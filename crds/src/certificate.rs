@@ -37,15 +37,18 @@ use crate::common::{Conditions, DeletionPolicy};
     validation = Rule::new("!has(self.secretName) || !has(oldSelf.secretName) || self.secretName == oldSelf.secretName").message("secretName is immutable once set: create a new Certificate to move the key to another Secret"),
     validation = Rule::new("!has(self.issuer.acme) || !has(self.keyAlgorithm) || self.keyAlgorithm != 'Ed25519'").message("keyAlgorithm Ed25519 is for the tenant CA only: public ACME CAs do not sign Ed25519 keys"),
     validation = Rule::new("!has(self.issuer.acme) || !has(self.usages) || !self.usages.exists(u, u == 'Client')").message("usage Client is for the tenant CA only: public ACME CAs issue server certificates"),
-    validation = Rule::new("!has(self.issuer.acme) || !has(self.lifetime)").message("lifetime is the ACME CA's to decide (see the issuer's profile); leave it out with an acme issuer")
+    validation = Rule::new("!has(self.issuer.acme) || !has(self.lifetime)").message("lifetime is the ACME CA's to decide (see the issuer's profile); leave it out with an acme issuer"),
+    validation = Rule::new("(has(self.dnsNames) && size(self.dnsNames) > 0) || (has(self.uris) && size(self.uris) > 0)").message("a certificate names at least one DNS name or URI"),
+    validation = Rule::new("!has(self.issuer.acme) || !has(self.uris) || size(self.uris) == 0").message("uris are for the tenant CA only: public ACME CAs certify DNS names")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateSpec {
     /// DNS names of the certificate: `<tenant>.<root-domain>`, a subdomain
     /// of it (a wildcard `*.` label is allowed first), or a custom domain
-    /// listed on the Tenant and proven.
+    /// listed on the Tenant and proven. May be empty when `uris` is not.
+    #[serde(default)]
     #[schemars(
-        length(min = 1, max = 100),
+        length(max = 100),
         inner(
             length(max = 253),
             regex(pattern = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -53,6 +56,21 @@ pub struct CertificateSpec {
         extend("x-kubernetes-list-type" = "set")
     )]
     pub dns_names: Vec<String>,
+
+    /// URIs of the certificate: SPIFFE IDs of workloads of the tenant,
+    /// `spiffe://<tenant>.<root-domain>/ns/<namespace>/sa/<service-account>`
+    /// with one of the tenant's namespaces (each tenant is its own trust
+    /// domain, as it has its own CA). Tenant CA only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 10),
+        inner(
+            length(max = 512),
+            regex(pattern = r"^spiffe://([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?/ns/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+        ),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub uris: Vec<String>,
 
     /// What the certificate is for. Default: `[Server]`.
     #[serde(default = "default_usages")]

@@ -2,6 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +17,9 @@ pub enum DeletionPolicy {
     Retain,
 }
 
-/// Resource limits, turned into a ResourceQuota and a LimitRange.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// Resource limits, turned into a ResourceQuota and a LimitRange, and the
+/// limits of messaging in Pulsar.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Quotas {
     /// Total CPU requests allowed, e.g. `4` or `2500m`.
@@ -33,6 +35,22 @@ pub struct Quotas {
     /// Total persistent storage requested, e.g. `100Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Quantity>,
+    /// Most topics in one Pulsar namespace (each environment has one). A
+    /// Tenant's value holds in every environment that sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub topics: Option<i32>,
+    /// Most unconsumed data one topic may hold, e.g. `10Gi`; beyond it the
+    /// broker holds producers back. A Tenant's value holds in every
+    /// environment that sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))").message("backlog must be a positive quantity of bytes, such as 512Mi or 10Gi"))]
+    pub backlog: Option<Quantity>,
+    /// Most messages per second published to one topic. A Tenant's value
+    /// holds in every environment that sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub publish_rate: Option<i32>,
 }
 
 /// Conditions as kstatus reads them: one per backend plus `Ready`.

@@ -136,6 +136,25 @@ async fn bad_tenants_are_refused_with_their_reason() -> Result<()> {
         "Unsupported value: \"Reseller\"",
     )
     .await?;
+    // Messaging limits: a backlog is a positive quantity of bytes.
+    for backlog in [json!("lots"), json!("-1Gi"), json!(0)] {
+        let mut spec = business();
+        spec["quotas"] = json!({"backlog": backlog});
+        refused(
+            &tenants,
+            &tenant(&unique("tn"), spec),
+            "backlog must be a positive quantity of bytes",
+        )
+        .await?;
+    }
+    let mut spec = business();
+    spec["quotas"] = json!({"topics": 0});
+    refused(
+        &tenants,
+        &tenant(&unique("tn"), spec),
+        "should be greater than or equal to 1",
+    )
+    .await?;
     refused(
         &tenants,
         &tenant("ossature-business-eu", business()),

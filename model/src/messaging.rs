@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use ossature_crds::{EnvironmentKind, EnvironmentSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use ossature_crds::{EnvironmentKind, EnvironmentSpec, Quotas};
 
 /// Rules of one Pulsar namespace.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,6 +13,58 @@ pub struct NamespacePolicy {
     pub retention_size_mb: i64,
     /// A Pulsar schema compatibility strategy, e.g. "FULL".
     pub schema_compatibility: String,
+    pub limits: MessagingLimits,
+}
+
+/// Limits of one Pulsar namespace; `None` leaves (or makes) it unset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessagingLimits {
+    pub max_topics: Option<i32>,
+    /// Backlog of one topic, in bytes.
+    pub backlog_bytes: Option<i64>,
+    /// Messages per second published to one topic.
+    pub publish_rate: Option<i32>,
+}
+
+impl MessagingLimits {
+    /// The environment's own limits, else its tenant's.
+    pub fn of(environment: &Quotas, tenant: &Quotas) -> Self {
+        MessagingLimits {
+            max_topics: environment.topics.or(tenant.topics),
+            backlog_bytes: environment
+                .backlog
+                .as_ref()
+                .or(tenant.backlog.as_ref())
+                .and_then(bytes),
+            publish_rate: environment.publish_rate.or(tenant.publish_rate),
+        }
+    }
+}
+
+/// A quantity of bytes (`512Mi`, `10G`, `1.5Gi`, `1000`), as admission
+/// lets through; `None` for anything else.
+pub fn bytes(quantity: &Quantity) -> Option<i64> {
+    let text = quantity.0.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let multiplier: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        _ => return None,
+    };
+    let value = number.parse::<f64>().ok()? * multiplier;
+    (value >= 1.0 && value < i64::MAX as f64).then(|| value.ceil() as i64)
 }
 
 /// Pulsar clusters allowed to hold a tenant's data: those of its region.
@@ -22,8 +75,9 @@ pub fn allowed_clusters(
     clusters_by_region.get(residency).cloned()
 }
 
-/// Retention and schema rules of an environment's Pulsar namespace.
-pub fn namespace_policy(spec: &EnvironmentSpec) -> NamespacePolicy {
+/// Retention, schema rules and limits of an environment's Pulsar
+/// namespace; `tenant` holds the limits of its Tenant.
+pub fn namespace_policy(spec: &EnvironmentSpec, tenant: &Quotas) -> NamespacePolicy {
     let default_minutes = match spec.kind {
         EnvironmentKind::Production => 7 * 24 * 60,
         _ => 24 * 60,
@@ -32,6 +86,7 @@ pub fn namespace_policy(spec: &EnvironmentSpec) -> NamespacePolicy {
         retention_minutes: spec.message_retention_minutes.unwrap_or(default_minutes),
         retention_size_mb: 1024,
         schema_compatibility: "FULL".to_string(),
+        limits: MessagingLimits::of(&spec.quotas, tenant),
     }
 }
 
@@ -56,12 +111,51 @@ mod tests {
             deletion_policy: Default::default(),
         };
         assert_eq!(
-            namespace_policy(&env(EnvironmentKind::Production)).retention_minutes,
+            namespace_policy(&env(EnvironmentKind::Production), &Quotas::default())
+                .retention_minutes,
             10080
         );
         assert_eq!(
-            namespace_policy(&env(EnvironmentKind::Staging)).retention_minutes,
+            namespace_policy(&env(EnvironmentKind::Staging), &Quotas::default()).retention_minutes,
             1440
         );
+    }
+
+    #[test]
+    fn an_environment_takes_its_own_limits_else_its_tenants() {
+        let tenant = Quotas {
+            topics: Some(50),
+            backlog: Some(Quantity("1Gi".into())),
+            publish_rate: Some(1000),
+            ..Quotas::default()
+        };
+        let environment = Quotas {
+            topics: Some(5),
+            ..Quotas::default()
+        };
+        assert_eq!(
+            MessagingLimits::of(&environment, &tenant),
+            MessagingLimits {
+                max_topics: Some(5),
+                backlog_bytes: Some(1 << 30),
+                publish_rate: Some(1000),
+            }
+        );
+        assert_eq!(
+            MessagingLimits::of(&Quotas::default(), &Quotas::default()),
+            MessagingLimits::default()
+        );
+    }
+
+    #[test]
+    fn quantities_of_bytes_read_as_admission_lets_them_through() {
+        let b = |q: &str| bytes(&Quantity(q.into()));
+        assert_eq!(b("512Mi"), Some(512 << 20));
+        assert_eq!(b("10G"), Some(10_000_000_000));
+        assert_eq!(b("1.5Ki"), Some(1536));
+        assert_eq!(b("1000"), Some(1000));
+        assert_eq!(b("5x"), None);
+        assert_eq!(b("0"), None);
+        assert_eq!(b(""), None);
     }
 }

@@ -21,7 +21,7 @@ const NAMESPACE_PREFIX: &str = "tn-";
 /// Between a tenant and one of its environments in a namespace name. `--`
 /// cannot occur in tenant or environment names (refused at admission), so
 /// `acme` + `eu-prod` and `acme-eu` + `prod` differ.
-const ENVIRONMENT_SEPARATOR: &str = "--";
+pub const ENVIRONMENT_SEPARATOR: &str = "--";
 
 /// The namespace of a tenant: `tn-<tenant>`.
 pub fn tenant_namespace(tenant: &str) -> String {

@@ -13,7 +13,7 @@ use ossature_crds::{CredentialRotation, ServiceIdentity, TopicAction, default_ro
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::names::{TenantNames, environment_of};
+use crate::names::{ENVIRONMENT_SEPARATOR, TenantNames, environment_of};
 
 /// The names of one service in every backend. `qualified` is
 /// `<tenant>.<environment>.<service>`: the three are DNS labels without
@@ -379,6 +379,18 @@ pub fn subscriptions_in(grants: &Grants, namespace: &str) -> BTreeMap<String, BT
         .filter(|((ns, _), _)| ns == namespace)
         .map(|((_, sub), roles)| (sub.clone(), roles.clone()))
         .collect()
+}
+
+/// The URIs a tenant's CA signs (OpenBao globs): SPIFFE IDs in the
+/// tenant's trust domain whose namespace is one of the tenant's.
+pub fn spiffe_uri_sans(tenant: &str, root_domain: &str) -> Vec<String> {
+    let names = TenantNames::new(tenant);
+    let domain = names.host(root_domain);
+    let namespace = &names.namespace;
+    vec![
+        format!("spiffe://{domain}/ns/{namespace}/sa/*"),
+        format!("spiffe://{domain}/ns/{namespace}{ENVIRONMENT_SEPARATOR}*/sa/*"),
+    ]
 }
 
 #[cfg(test)]

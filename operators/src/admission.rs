@@ -1,8 +1,9 @@
 //! Admission rules that need an operator setting, so cannot sit in a CRD:
 //! a ValidatingAdmissionPolicy, written by the operator at start with the
 //! root domain in its expressions. A Certificate asking for a name under the
-//! root domain that is not its tenant's, or a Tenant listing such a name as
-//! a custom domain, is refused before it is stored.
+//! root domain that is not its tenant's, or for a URI that is not one of its
+//! tenant's workloads, or a Tenant listing such a name as a custom domain,
+//! is refused before it is stored.
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -27,7 +28,12 @@ pub fn certificate_names_policy(root_domain: &str) -> Value {
                     "object.metadata.namespace.startsWith('tn-') ? object.metadata.namespace.substring(3).split('--')[0] : ''"},
                 {"name": "own", "expression": format!("variables.tenant + '.' + {root}")},
                 {"name": "names", "expression":
-                    "object.spec.dnsNames.map(n, n.startsWith('*.') ? n.substring(2) : n)"},
+                    "has(object.spec.dnsNames) ? object.spec.dnsNames.map(n, n.startsWith('*.') ? n.substring(2) : n) : []"},
+                // A workload's SPIFFE ID: the tenant's trust domain, one of its namespaces.
+                {"name": "workloads", "expression":
+                    "'spiffe://' + variables.own + '/ns/tn-' + variables.tenant"},
+                {"name": "foreignUris", "expression":
+                    "has(object.spec.uris) ? object.spec.uris.filter(u, !(u.startsWith(variables.workloads + '/sa/') || u.startsWith(variables.workloads + '--'))) : []"},
         ]),
         json!([
                 {
@@ -42,6 +48,11 @@ pub fn certificate_names_policy(root_domain: &str) -> Value {
                     "messageExpression": format!(
                         "'a tenant obtains names under ' + {root} + ' only at ' + variables.own + ' and below it; ' + variables.names.filter(n, !(n == variables.own || n.endsWith('.' + variables.own)) && (n == {root} || n.endsWith('.' + {root}))).join(', ') + ' is not ' + variables.tenant + \"'s\""
                     ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "size(variables.foreignUris) == 0",
+                    "messageExpression": "'a tenant names only its own workloads, spiffe://' + variables.own + '/ns/<one of its namespaces>/sa/<service account>; ' + variables.foreignUris.join(', ') + ' is not ' + variables.tenant + \"'s\"",
                     "reason": "Forbidden",
                 },
         ]),

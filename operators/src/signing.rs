@@ -10,6 +10,7 @@ use ossature_model::certificates::{
 };
 use ossature_model::conditions::reasons;
 use ossature_model::names::TenantNames;
+use ossature_model::services::spiffe_uri_sans;
 
 use crate::adapters::openbao::pki::{Issuer, SignRequest};
 use crate::adapters::{Change, Failure};
@@ -83,6 +84,16 @@ pub async fn sign(
         ));
     };
     let ttl = format!("{}s", lifetime(spec).as_secs());
+    if !spec.uris.is_empty() {
+        let allowed = spiffe_uri_sans(at.tenant, &ctx.settings.platform.root_domain);
+        ctx.openbao
+            .ensure_service_role(&names.pki_mount, &allowed)
+            .await?;
+    }
+    let (common_name, alt_names) = match spec.dns_names.split_first() {
+        Some((first, rest)) => (first.as_str(), rest),
+        None => ("", &[][..]),
+    };
     let signed = ctx
         .openbao
         .sign(
@@ -90,8 +101,9 @@ pub async fn sign(
             &SignRequest {
                 issuer: &current.name,
                 csr: &request,
-                common_name: &spec.dns_names[0],
-                alt_names: &spec.dns_names[1..],
+                common_name,
+                alt_names,
+                uri_sans: &spec.uris,
                 ttl: &ttl,
             },
         )

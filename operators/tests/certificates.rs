@@ -136,6 +136,27 @@ async fn names_a_tenant_does_not_own_are_refused() {
             ns.as_str(),
             json!({"dnsNames": [format!("{name}.{ROOT}")], "issuer": {}}),
         ),
+        // Workloads by URI: only the tenant's own, only from its CA.
+        (ns.as_str(), json!({"issuer": tenant_ca()})),
+        (
+            ns.as_str(),
+            json!({"uris": [format!("spiffe://{name}-eu.{ROOT}/ns/tn-{name}-eu/sa/api")],
+                   "issuer": tenant_ca()}),
+        ),
+        (
+            ns.as_str(),
+            json!({"uris": [format!("spiffe://{name}.{ROOT}/ns/tn-{name}-eu/sa/api")],
+                   "issuer": tenant_ca()}),
+        ),
+        (
+            ns.as_str(),
+            json!({"uris": [format!("https://{name}.{ROOT}/api")], "issuer": tenant_ca()}),
+        ),
+        (
+            ns.as_str(),
+            json!({"uris": [format!("spiffe://{name}.{ROOT}/ns/{ns}/sa/api")],
+                   "issuer": {"acme": {"name": "public"}}}),
+        ),
     ];
     for (namespace, spec) in refusals {
         // Untyped: some of these cannot even be built as a Certificate.
@@ -549,4 +570,57 @@ async fn a_ca_rotation_moves_every_leaf_then_retires_the_old_ca() {
         assert!(!verifies(&text(&secret, "tls.crt"), &old_ca, &host), "c{i}");
     }
     delete_tenants(&tenants, &[&name]).await;
+}
+
+/// A workload's certificate names it by its SPIFFE ID alone: issued by the
+/// tenant CA for mutual TLS, it chains to that CA and carries the URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_certificate_carries_its_spiffe_id() {
+    use rustls::server::WebPkiClientVerifier;
+
+    let Setup {
+        client,
+        operator: _operator,
+        name,
+        ns,
+        certificates,
+        ..
+    } = setup().await;
+    let uri = format!("spiffe://{name}.{ROOT}/ns/{ns}/sa/billing");
+    create(
+        &certificates,
+        "billing",
+        json!({"uris": [uri], "usages": ["Client", "Server"], "secretName": "billing-tls",
+               "issuer": tenant_ca()}),
+    )
+    .await;
+    ready_certificate(&certificates, "billing").await;
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("billing-tls")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
+    let chain: Vec<CertificateDer> = CertificateDer::pem_slice_iter(text("tls.crt").as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let leaf = chain[0].as_ref();
+    assert!(
+        leaf.windows(uri.len()).any(|w| w == uri.as_bytes()),
+        "the leaf carries {uri}"
+    );
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(text("ca.crt").as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier = WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .unwrap();
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
+        .expect("a client of the tenant's CA, within its name constraints");
+
+    delete_tenants(&Api::all(client.clone()), &[&name]).await;
 }

@@ -4,14 +4,14 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use std::collections::BTreeMap;
 
 use ossature_model::secrets::tenant_policy;
 use ossature_operator::adapters::openbao::{
-    Issuer, OpenBao, SignRequest, SignedCertificate, TenantCa,
+    Issuer, KUBERNETES_AUTH_PATH, OpenBao, SignRequest, SignedCertificate, TenantCa,
 };
 use ossature_operator::adapters::{Backend, BackendError, Calls, Change, Verb};
 use reqwest::Method;
@@ -534,6 +534,7 @@ async fn operator_token_is_refused_outside_its_policy() {
                 Some(json!({"policies": ["root"]})),
             ),
             (Method::GET, "sys/audit".to_string(), None),
+            (Method::GET, "auth/kubernetes/config".to_string(), None),
             (Method::GET, "secret/data/anything".to_string(), None),
         ];
         for (method, path, body) in denied {
@@ -549,6 +550,75 @@ async fn operator_token_is_refused_outside_its_policy() {
         assert_eq!(me["data"]["orphan"], true, "{me}");
     })
     .await;
+}
+
+#[tokio::test]
+async fn kubernetes_role_is_written_once_repaired_and_deleted() {
+    let s = setup().await;
+    let bao = &s.bao;
+    let name = format!("tenant-{}", s.id);
+    let path = format!("auth/{KUBERNETES_AUTH_PATH}/role/{name}");
+    let policies = [format!("tenant-{}", s.id)];
+    let hour = Duration::from_secs(3600);
+    let outcome = AssertUnwindSafe(async {
+        let ensure = |ttl| bao.ensure_kubernetes_role(&name, "svc", "tn-ns", &policies, ttl);
+        let (r, w) = (reads(&s.calls), writes(&s.calls));
+        assert_eq!(ensure(hour).await.unwrap(), Change::Created);
+        assert_eq!((reads(&s.calls) - r, writes(&s.calls) - w), (1, 1));
+        let (status, role) = s.raw.root(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{role}");
+        assert_eq!(role["data"]["bound_service_account_names"], json!(["svc"]));
+        assert_eq!(
+            role["data"]["bound_service_account_namespaces"],
+            json!(["tn-ns"])
+        );
+        assert_eq!(role["data"]["token_policies"], json!(policies));
+        assert_eq!(role["data"]["token_ttl"], 3600);
+
+        let (r, w) = (reads(&s.calls), writes(&s.calls));
+        assert_eq!(ensure(hour).await.unwrap(), Change::Unchanged);
+        assert_eq!((reads(&s.calls) - r, writes(&s.calls) - w), (1, 0));
+        assert_eq!(ensure(hour * 2).await.unwrap(), Change::Updated);
+
+        // Widened by hand to every namespace: narrowed again.
+        let drift = json!({"bound_service_account_namespaces": ["*"]});
+        let (status, answer) = s.raw.root(Method::POST, &path, Some(drift)).await;
+        assert!((200..300).contains(&status), "{answer}");
+        assert_eq!(ensure(hour * 2).await.unwrap(), Change::Updated);
+        let (_, role) = s.raw.root(Method::GET, &path, None).await;
+        assert_eq!(
+            role["data"]["bound_service_account_namespaces"],
+            json!(["tn-ns"])
+        );
+
+        assert_eq!(
+            bao.delete_kubernetes_role(&name).await.unwrap(),
+            Change::Deleted
+        );
+        let (r, w) = (reads(&s.calls), writes(&s.calls));
+        assert_eq!(
+            bao.delete_kubernetes_role(&name).await.unwrap(),
+            Change::Absent
+        );
+        assert_eq!((reads(&s.calls) - r, writes(&s.calls) - w), (1, 0));
+        assert_eq!(s.raw.root(Method::GET, &path, None).await.0, 404);
+
+        // Roles of anything but a tenant are beyond the operator.
+        let foreign = format!("not-a-tenant-{}", s.id);
+        let err = bao
+            .ensure_kubernetes_role(&foreign, "svc", "tn-ns", &policies, hour)
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&err), 403, "{err}");
+        let err = bao.delete_kubernetes_role(&foreign).await.unwrap_err();
+        assert_eq!(status_of(&err), 403, "{err}");
+    })
+    .catch_unwind()
+    .await;
+    s.raw.root(Method::DELETE, &path, None).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// A CSR for `names` (the first is the common name) with a fresh key.
@@ -601,6 +671,7 @@ async fn sign(
         csr: &csr(alg, &names),
         common_name: name,
         alt_names,
+        uri_sans: &[],
         ttl,
     };
     bao.sign(mount, &request).await

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use ossature_operator::adapters::pulsar::{NamespacePolicy, Pulsar, TokenFile};
+use ossature_operator::adapters::pulsar::{MessagingLimits, NamespacePolicy, Pulsar, TokenFile};
 use ossature_operator::adapters::{Backend, BackendError, Calls, Change, Verb};
 use serde_json::{Value, json};
 
@@ -195,6 +195,7 @@ async fn namespace_policies_converge_and_deletion_goes_in_order() {
         retention_minutes: 90,
         retention_size_mb: 256,
         schema_compatibility: "FULL".into(),
+        limits: Default::default(),
     };
 
     with_cleanup(&pulsar, &tenant, namespace, async {
@@ -259,6 +260,78 @@ async fn namespace_policies_converge_and_deletion_goes_in_order() {
         );
         assert_eq!(writes(&calls), before + 1);
         assert_eq!(rest.get(&format!("{ns}/retention")).await, (200, retention));
+
+        // Limits: set, read back, left alone when unchanged, then unset.
+        let limited = NamespacePolicy {
+            limits: MessagingLimits {
+                max_topics: Some(20),
+                backlog_bytes: Some(64 << 20),
+                publish_rate: Some(500),
+            },
+            ..policy.clone()
+        };
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &limited)
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(writes(&calls), before + 3);
+        assert_eq!(
+            rest.get(&format!("{ns}/maxTopicsPerNamespace")).await,
+            (200, json!(20))
+        );
+        let (_, backlog) = rest.get(&format!("{ns}/backlogQuotaMap")).await;
+        assert_eq!(backlog["destination_storage"]["limitSize"], 64 << 20);
+        assert_eq!(
+            backlog["destination_storage"]["policy"],
+            "producer_request_hold"
+        );
+        let (_, rate) = rest.get(&format!("{ns}/publishRate")).await;
+        assert_eq!(rate["publishThrottlingRateInMsg"], 500);
+        let before = writes(&calls);
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &limited)
+                .await
+                .unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(writes(&calls), before);
+        // A limit changed by hand is put back; removed from the spec, unset.
+        rest.send(
+            reqwest::Method::POST,
+            &format!("{ns}/maxTopicsPerNamespace"),
+            Some(json!(1000)),
+        )
+        .await;
+        pulsar
+            .ensure_namespace(&tenant, namespace, &limited)
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.get(&format!("{ns}/maxTopicsPerNamespace")).await,
+            (200, json!(20))
+        );
+        assert_eq!(
+            pulsar
+                .ensure_namespace(&tenant, namespace, &policy)
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(
+            rest.get(&format!("{ns}/maxTopicsPerNamespace")).await,
+            (200, json!(0))
+        );
+        assert_eq!(
+            rest.get(&format!("{ns}/backlogQuotaMap")).await,
+            (200, json!({}))
+        );
+        let (_, rate) = rest.get(&format!("{ns}/publishRate")).await;
+        assert!(rate.is_null() || rate == json!(""), "{rate}");
 
         // An unknown strategy is refused before Pulsar can silently drop it.
         let bogus = NamespacePolicy {
@@ -339,6 +412,7 @@ async fn namespace_of_a_missing_tenant_is_refused() {
         retention_minutes: 60,
         retention_size_mb: 10,
         schema_compatibility: "FULL".into(),
+        limits: Default::default(),
     };
     let err = pulsar
         .ensure_namespace(&unique("it-missing"), "dev", &policy)
@@ -427,4 +501,108 @@ async fn the_broker_authorizes_and_leaves_topics_and_schemas_to_the_operator() {
     let superusers = runtime["superUserRoles"].as_str().unwrap_or_default();
     assert!(superusers.contains("ossature-admin"), "{superusers}");
     assert!(superusers.contains("ossature-broker"), "{superusers}");
+}
+
+/// A role's token, minted by the operator through OpenBao's transit key, is
+/// taken by the broker at once (no restart); authorization, not the token,
+/// decides what the role may do; an expired token is refused.
+#[tokio::test]
+async fn a_token_minted_through_openbao_is_a_role_the_broker_authorizes() {
+    use ossature_model::services::TokenClaims;
+    use ossature_operator::adapters::openbao::OpenBao;
+    use ossature_operator::adapters::openbao::tokens::TokenKey;
+
+    let (url, token) = admin_url().await;
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    // The operator's own OpenBao token, holding only its policy.
+    let bao = OpenBao::new(
+        &env["OSSATURE_OPENBAO_ADDR"],
+        &env["OSSATURE_OPENBAO_TOKEN"],
+        Calls::default(),
+    )
+    .unwrap();
+    let rest = Rest::new(&url, &token);
+    let tenant = unique("it-tok");
+    let role = format!("{tenant}.svc");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = |exp: i64| TokenClaims {
+        sub: role.clone(),
+        iat: now,
+        exp,
+    };
+    let minted = bao
+        .sign_token(&TokenKey::default(), &claims(now + 3600))
+        .await
+        .unwrap();
+    let expired = bao
+        .sign_token(&TokenKey::default(), &claims(now - 60))
+        .await
+        .unwrap();
+
+    let pulsar = Pulsar::new(&url, superuser(&token), Calls::default()).unwrap();
+    with_cleanup(&pulsar, &tenant, "ns", async {
+        rest.send(
+            reqwest::Method::PUT,
+            &format!("/admin/v2/tenants/{tenant}"),
+            Some(json!({"allowedClusters": [CLUSTER]})),
+        )
+        .await;
+        rest.send(
+            reqwest::Method::PUT,
+            &format!("/admin/v2/namespaces/{tenant}/ns"),
+            None,
+        )
+        .await;
+        let topic = format!("/admin/v2/persistent/{tenant}/ns/orders");
+        rest.send(reqwest::Method::PUT, &topic, None).await;
+        // Pulsar answers 401 both to an unknown token and to a known role
+        // without permission; the reason tells them apart.
+        let stats = |bearer: String| {
+            let url = format!("{url}{topic}/stats");
+            async move {
+                let answer = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                (answer.status().as_u16(), answer.text().await.unwrap())
+            }
+        };
+        let not_permitted = |(status, body): (u16, String)| {
+            status == 401 && body.contains("Unauthorized to validateTopicOperation")
+        };
+        assert!(
+            not_permitted(stats(minted.clone()).await),
+            "known, not allowed yet"
+        );
+        let (status, body) = stats(expired.clone()).await;
+        assert_eq!(status, 401);
+        assert!(body.contains("Authentication required"), "expired: {body}");
+        rest.send(
+            reqwest::Method::POST,
+            &format!("{topic}/permissions/{role}"),
+            Some(json!(["consume"])),
+        )
+        .await;
+        assert_eq!(stats(minted.clone()).await.0, 200);
+        // Revoked: refused at once, whatever token the role holds.
+        rest.send(
+            reqwest::Method::DELETE,
+            &format!("{topic}/permissions/{role}"),
+            None,
+        )
+        .await;
+        assert!(not_permitted(stats(minted.clone()).await), "revoked");
+        rest.send(
+            reqwest::Method::DELETE,
+            &format!("{topic}?force=true"),
+            None,
+        )
+        .await;
+    })
+    .await;
 }

@@ -15,6 +15,7 @@ use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use ossature_crds::{Environment, Scope, Tenant};
@@ -96,7 +97,8 @@ async fn scope_tree_and_environments_of_a_tenant() {
     let prod: Environment = serde_json::from_value(json!({
         "apiVersion": "ossature.dev/v1alpha1", "kind": "Environment",
         "metadata": {"name": "prod"},
-        "spec": {"kind": "Production", "quotas": {"cpu": "2", "pods": 20}, "messageRetentionMinutes": 60},
+        "spec": {"kind": "Production", "quotas": {"cpu": "2", "pods": 20, "publishRate": 200},
+                 "messageRetentionMinutes": 60},
     }))
     .unwrap();
     environments
@@ -104,7 +106,14 @@ async fn scope_tree_and_environments_of_a_tenant() {
         .await
         .unwrap();
     tenants
-        .create(&PostParams::default(), &labelled(tenant(&name), &sel))
+        .create(&PostParams::default(), &{
+            // Messaging limits every environment takes unless it sets its own.
+            let mut t = labelled(tenant(&name), &sel);
+            t.spec.quotas.topics = Some(30);
+            t.spec.quotas.backlog = Some(Quantity("64Mi".into()));
+            t.spec.quotas.publish_rate = Some(1000);
+            t
+        })
         .await
         .unwrap();
     let org = wait_tenant_ready(&tenants, &name, Duration::from_secs(60))
@@ -218,6 +227,38 @@ async fn scope_tree_and_environments_of_a_tenant() {
     )
     .await;
     assert_eq!(enforced, json!(true));
+    let limits = format!("/admin/v2/namespaces/{name}/prod");
+    assert_eq!(
+        pulsar_get(&env, &format!("{limits}/maxTopicsPerNamespace")).await,
+        (200, json!(30))
+    );
+    let (_, backlog) = pulsar_get(&env, &format!("{limits}/backlogQuotaMap")).await;
+    assert_eq!(backlog["destination_storage"]["limitSize"], 64 << 20);
+    let (_, rate) = pulsar_get(&env, &format!("{limits}/publishRate")).await;
+    assert_eq!(
+        rate["publishThrottlingRateInMsg"], 200,
+        "the environment's own"
+    );
+
+    // The tenant's limit changes: its environments follow, by watch.
+    Api::<Tenant>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"topics": 40}}})),
+        )
+        .await
+        .unwrap();
+    let stack = &env;
+    wait_for(
+        "the environment's topic limit follows",
+        Duration::from_secs(30),
+        || {
+            let path = format!("{limits}/maxTopicsPerNamespace");
+            async move { (pulsar_get(stack, &path).await.1 == json!(40)).then_some(()) }
+        },
+    )
+    .await;
 
     // The environment namespace keeps its quota, limits and both policies well
     // beyond a garbage-collector pass: the same objects, never recreated, and

@@ -50,6 +50,7 @@ pub fn certificate(
         HOST,
         CertificateSpec {
             dns_names,
+            uris: Vec::new(),
             usages: vec![Usage::Server],
             lifetime: None,
             renew_before: None,

@@ -18,11 +18,17 @@ pub fn new_key(spec: &CertificateSpec) -> Result<String, rcgen::Error> {
 /// names only.
 pub fn request(
     names: &[String],
+    uris: &[String],
     common_name: Option<&str>,
     usages: &[Usage],
     key: &rcgen::KeyPair,
 ) -> Result<rcgen::CertificateSigningRequest, rcgen::Error> {
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    for uri in uris {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(uri.as_str().try_into()?));
+    }
     let mut name = rcgen::DistinguishedName::new();
     if let Some(common_name) = common_name {
         name.push(rcgen::DnType::CommonName, common_name);
@@ -43,6 +49,7 @@ pub fn request_for(spec: &CertificateSpec, key_pem: &str) -> Result<String, rcge
     let key = rcgen::KeyPair::from_pem(key_pem)?;
     request(
         &spec.dns_names,
+        &spec.uris,
         spec.dns_names.first().map(String::as_str),
         &spec.usages,
         &key,
@@ -109,6 +116,7 @@ mod tests {
     fn spec(names: &[&str]) -> CertificateSpec {
         CertificateSpec {
             dns_names: names.iter().map(|n| n.to_string()).collect(),
+            uris: Vec::new(),
             usages: vec![Usage::Server],
             lifetime: None,
             renew_before: None,
@@ -146,7 +154,10 @@ mod tests {
     fn an_acme_request_names_only_the_names() {
         let key = rcgen::KeyPair::generate().unwrap();
         let names = vec!["a.test".to_string(), "b.a.test".to_string()];
-        let der = request(&names, None, &[], &key).unwrap().der().to_vec();
+        let der = request(&names, &[], None, &[], &key)
+            .unwrap()
+            .der()
+            .to_vec();
         let parsed = rcgen::CertificateSigningRequestParams::from_der(&der.into()).unwrap();
         assert_eq!(parsed.params.subject_alt_names.len(), 2);
         assert!(parsed.params.extended_key_usages.is_empty());
@@ -154,6 +165,27 @@ mod tests {
             parsed.params.distinguished_name.iter().count(),
             0,
             "no subject"
+        );
+    }
+
+    #[test]
+    fn a_workload_request_carries_its_spiffe_id() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let uri = "spiffe://acme.ossature.test/ns/tn-acme--prod/sa/billing".to_string();
+        let der = request(
+            &[],
+            std::slice::from_ref(&uri),
+            None,
+            &[Usage::Client],
+            &key,
+        )
+        .unwrap()
+        .der()
+        .to_vec();
+        let parsed = rcgen::CertificateSigningRequestParams::from_der(&der.into()).unwrap();
+        assert_eq!(
+            parsed.params.subject_alt_names,
+            vec![rcgen::SanType::URI(uri.as_str().try_into().unwrap())]
         );
     }
 

@@ -118,6 +118,7 @@ pub fn window_end(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issued {
     pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
     pub usages: Vec<Usage>,
     pub key_algorithm: KeyAlgorithm,
 }
@@ -126,10 +127,13 @@ impl Issued {
     pub fn of(spec: &CertificateSpec) -> Self {
         let mut dns_names = spec.dns_names.clone();
         dns_names.sort();
+        let mut uris = spec.uris.clone();
+        uris.sort();
         let mut usages = spec.usages.clone();
         usages.sort_by_key(|u| *u as u8);
         Issued {
             dns_names,
+            uris,
             usages,
             key_algorithm: spec.key_algorithm,
         }
@@ -144,6 +148,7 @@ mod tests {
     fn spec(names: &[&str]) -> CertificateSpec {
         CertificateSpec {
             dns_names: names.iter().map(|n| n.to_string()).collect(),
+            uris: Vec::new(),
             usages: vec![Usage::Server],
             lifetime: None,
             renew_before: None,
@@ -155,6 +160,22 @@ mod tests {
                 acme: None,
             },
         }
+    }
+
+    #[test]
+    fn what_a_certificate_is_issued_for_reads_as_before_without_uris() {
+        // Records written before there were URIs must not call for a new
+        // certificate after an upgrade.
+        assert_eq!(
+            issued_for(&spec(&["b.test", "a.test"])),
+            r#"["a.test", "b.test"];[Server];EcdsaP256"#
+        );
+        let mut workload = spec(&[]);
+        workload.uris = vec!["spiffe://a.test/ns/tn-a/sa/x".into()];
+        assert_eq!(
+            issued_for(&workload),
+            r#"[];[Server];EcdsaP256;["spiffe://a.test/ns/tn-a/sa/x"]"#
+        );
     }
 
     #[test]

@@ -122,10 +122,17 @@ impl Wanted {
 pub fn issued_for(spec: &ossature_crds::CertificateSpec) -> String {
     let Issued {
         dns_names,
+        uris,
         usages,
         key_algorithm,
     } = Issued::of(spec);
-    format!("{dns_names:?};{usages:?};{key_algorithm:?}")
+    let base = format!("{dns_names:?};{usages:?};{key_algorithm:?}");
+    // Without URIs, as records written before there were any read.
+    if uris.is_empty() {
+        base
+    } else {
+        format!("{base};{uris:?}")
+    }
 }
 
 /// Where a certificate is kept inside its tenant's KV mount.

@@ -1,5 +1,6 @@
 //! OpenBao adapter: a tenant's KV v2 mount and secrets, transit key, ACL
-//! policy and PKI (its own CA), through `vaultrs`, the design's Vault client.
+//! policy, PKI (its own CA) and the Kubernetes auth roles of its services,
+//! through `vaultrs`, the design's Vault client.
 //! Every call is counted as a read or a write and every failure is mapped
 //! into `BackendError` (absent, refused, unreachable, unreadable).
 //!
@@ -8,6 +9,7 @@
 //! endpoint; each such place says what vaultrs lacks.
 
 pub mod pki;
+pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -16,10 +18,13 @@ use rustify::endpoint::Endpoint;
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use rustify::errors::ClientError as RestError;
 use serde_json::{Value, json};
+use vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest;
+use vaultrs::api::auth::kubernetes::responses::ReadKubernetesRoleResponse;
 use vaultrs::api::sys::requests::{EnableEngineDataConfig, EnableEngineRequest};
 use vaultrs::api::sys::responses::GetConfigurationOfTheSecretEngineResponse as MountEntry;
 use vaultrs::api::transit::KeyType;
 use vaultrs::api::transit::requests::{CreateKeyRequest, UpdateKeyConfigurationRequest};
+use vaultrs::auth::kubernetes;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use vaultrs::{kv2, sys, transit};
@@ -36,6 +41,8 @@ const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
 const KV_SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Status given to conflicts found by the adapter itself (not sent by OpenBao).
 const CONFLICT: u16 = 409;
+/// Where the Kubernetes auth method is mounted unless told otherwise.
+pub const KUBERNETES_AUTH_PATH: &str = "kubernetes";
 
 pub struct OpenBao {
     client: VaultClient,
@@ -46,6 +53,8 @@ pub struct OpenBao {
     /// KV mounts seen to be version 2: records are written there without
     /// reading the mount again (until this process unmounts it).
     kv2_mounts: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Mount of the Kubernetes auth method (`auth/<path>/role/...`).
+    kubernetes_auth: String,
 }
 
 /// A default issuer's id, and the names it was found constrained to.
@@ -87,7 +96,87 @@ impl OpenBao {
             calls,
             checked_cas: Default::default(),
             kv2_mounts: Default::default(),
+            kubernetes_auth: KUBERNETES_AUTH_PATH.to_string(),
         })
+    }
+
+    /// Kubernetes auth roles go to the method mounted at `path`.
+    pub fn with_kubernetes_auth_path(mut self, path: &str) -> Self {
+        self.kubernetes_auth = path.trim_matches('/').to_string();
+        self
+    }
+
+    /// Kubernetes auth role `name`: a token of ServiceAccount
+    /// `service_account` in `namespace` logs in with it and gets `policies`
+    /// for `ttl`. Written only if the stored role differs.
+    pub async fn ensure_kubernetes_role(
+        &self,
+        name: &str,
+        service_account: &str,
+        namespace: &str,
+        policies: &[String],
+        ttl: std::time::Duration,
+    ) -> Result<Change, BackendError> {
+        let wanted = KubernetesRole {
+            service_account,
+            namespace,
+            policies,
+            ttl_secs: ttl.as_secs(),
+        };
+        let change = match self.read_kubernetes_role(name).await? {
+            None => Change::Created,
+            Some(found) if wanted.matches(&found) => return Ok(Change::Unchanged),
+            Some(_) => Change::Updated,
+        };
+        let mut options = CreateKubernetesRoleRequest::builder();
+        options
+            .bound_service_account_names(vec![service_account.to_string()])
+            .bound_service_account_namespaces(vec![namespace.to_string()])
+            .token_policies(policies.to_vec())
+            .token_ttl(format!("{}s", wanted.ttl_secs));
+        let write = kubernetes::role::create(
+            &self.client,
+            &self.kubernetes_auth,
+            name,
+            Some(&mut options),
+        );
+        self.call(
+            Verb::Write,
+            &format!("write Kubernetes auth role {name}"),
+            write,
+        )
+        .await?;
+        Ok(change)
+    }
+
+    pub async fn delete_kubernetes_role(&self, name: &str) -> Result<Change, BackendError> {
+        // Deleting an absent role succeeds too; reading tells the two apart.
+        if self.read_kubernetes_role(name).await?.is_none() {
+            return Ok(Change::Absent);
+        }
+        let delete = kubernetes::role::delete(&self.client, &self.kubernetes_auth, name);
+        self.call(
+            Verb::Write,
+            &format!("delete Kubernetes auth role {name}"),
+            delete,
+        )
+        .await?;
+        Ok(Change::Deleted)
+    }
+
+    async fn read_kubernetes_role(
+        &self,
+        name: &str,
+    ) -> Result<Option<ReadKubernetesRoleResponse>, BackendError> {
+        let read = kubernetes::role::read(&self.client, &self.kubernetes_auth, name);
+        absent_as_none(
+            self.call(
+                Verb::Read,
+                &format!("read Kubernetes auth role {name}"),
+                read,
+            )
+            .await,
+        )
     }
 
     /// KV version 2 secrets engine mounted at `path`. A mount of another
@@ -502,6 +591,25 @@ impl OpenBao {
     }
 }
 
+/// The fields of a Kubernetes auth role the operator decides.
+struct KubernetesRole<'a> {
+    service_account: &'a str,
+    namespace: &'a str,
+    policies: &'a [String],
+    ttl_secs: u64,
+}
+
+impl KubernetesRole<'_> {
+    /// Bindings and policies compare as sets: OpenBao may keep another order.
+    fn matches(&self, found: &ReadKubernetesRoleResponse) -> bool {
+        let set = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+        found.bound_service_account_names == [self.service_account]
+            && found.bound_service_account_namespaces == [self.namespace]
+            && set(&found.token_policies) == set(self.policies)
+            && found.token_ttl == self.ttl_secs
+    }
+}
+
 /// What to mount: engine type, description, KV version and lease ceiling.
 struct Mount {
     kind: &'static str,
@@ -642,6 +750,37 @@ mod tests {
             "options": options, "seal_wrap": false, "type": kind, "uuid": "u",
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_kubernetes_role_matches_its_bindings_policies_and_ttl_only() {
+        let policies = ["tenant-a-svc".to_string(), "tenant-a-read".to_string()];
+        let wanted = KubernetesRole {
+            service_account: "svc",
+            namespace: "tn-a",
+            policies: &policies,
+            ttl_secs: 3600,
+        };
+        let found = |changes: Value| -> ReadKubernetesRoleResponse {
+            let mut role = json!({
+                "bound_service_account_names": ["svc"],
+                "bound_service_account_namespaces": ["tn-a"],
+                "token_policies": ["tenant-a-read", "tenant-a-svc"],
+                "token_ttl": 3600, "token_max_ttl": 0, "token_bound_cidrs": [],
+                "token_explicit_max_ttl": 0, "token_no_default_policy": false,
+                "token_num_uses": 0, "token_period": 0, "token_type": "default",
+            });
+            for (key, value) in changes.as_object().unwrap() {
+                role[key] = value.clone();
+            }
+            serde_json::from_value(role).unwrap()
+        };
+        assert!(wanted.matches(&found(json!({}))));
+        assert!(wanted.matches(&found(json!({"token_max_ttl": 7200}))));
+        assert!(!wanted.matches(&found(json!({"bound_service_account_names": ["svc", "*"]}))));
+        assert!(!wanted.matches(&found(json!({"bound_service_account_namespaces": ["*"]}))));
+        assert!(!wanted.matches(&found(json!({"token_policies": ["tenant-a-svc"]}))));
+        assert!(!wanted.matches(&found(json!({"token_ttl": 60}))));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Reconciled for Environment {
 
         let what = format!("Pulsar namespace {tenant}/{}", names.pulsar_namespace);
         if backend_ready(&owner, conditions::MESSAGING_READY) {
-            let policy = namespace_policy(&self.spec);
+            let policy = namespace_policy(&self.spec, &owner.spec.quotas);
             let pulsar_namespace = names.pulsar_namespace.clone();
             let tenant = tenant.to_string();
             plan.step(Step::new(conditions::MESSAGING_READY, what, async move {

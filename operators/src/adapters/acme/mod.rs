@@ -844,7 +844,7 @@ fn response_for(
 
 /// A CSR for exactly `names`, signed by the recorded key.
 fn csr(names: &[String], key: &rcgen::KeyPair) -> Result<Vec<u8>, AcmeError> {
-    let csr = ossature_model::certificates::request(names, None, &[], key)
+    let csr = ossature_model::certificates::request(names, &[], None, &[], key)
         .map_err(|e| AcmeError::Invalid(format!("a request for {names:?}: {e}")))?;
     Ok(csr.der().to_vec())
 }

@@ -22,6 +22,10 @@ use crate::adapters::http::absent_as_none;
 
 /// The role leaves are signed with.
 pub const LEAF_ROLE: &str = "leaf";
+/// The role of leaves that name workloads by URI (SPIFFE IDs): the leaf
+/// role's names plus the tenant's URIs, and no common name required. Made
+/// when a first such certificate is signed.
+pub const SERVICE_ROLE: &str = "service";
 /// Ceiling of the mount and lifetime of each CA generation: ten years.
 const CA_TTL: &str = "87600h";
 const CA_TTL_SECS: u64 = 87_600 * 3600;
@@ -59,9 +63,12 @@ pub struct SignRequest<'a> {
     /// The generation to sign with, by name (`gen-2`) or id.
     pub issuer: &'a str,
     pub csr: &'a str,
+    /// Empty for a certificate with URIs only.
     pub common_name: &'a str,
     /// Further DNS names; the common name is included by OpenBao itself.
     pub alt_names: &'a [String],
+    /// URI SANs: signed with [`SERVICE_ROLE`], which must allow them.
+    pub uri_sans: &'a [String],
     /// Lifetime, e.g. `"720h"`; at most the role's 90 days.
     pub ttl: &'a str,
 }
@@ -115,7 +122,7 @@ impl OpenBao {
                     .await?;
                 // A fresh mount's first issuer becomes its default by itself.
                 let issuer = self.generate(ca, 1).await?;
-                self.write_role(ca.mount, &domains).await?;
+                self.write_role(ca.mount, LEAF_ROLE, &domains, &[]).await?;
                 self.check_default(ca.mount, &issuer.id, domains);
                 return Ok(Change::Created);
             }
@@ -181,14 +188,52 @@ impl OpenBao {
         domains: &BTreeSet<String>,
         change: Change,
     ) -> Result<Change, BackendError> {
-        let role = self.read_role(mount).await?;
+        let role = self.read_role(mount, LEAF_ROLE).await?;
         if role.as_ref().is_some_and(|r| role_matches(r, domains)) {
             return Ok(change);
         }
-        self.write_role(mount, domains).await?;
+        self.write_role(mount, LEAF_ROLE, domains, &[]).await?;
         Ok(match change {
             Change::Unchanged => Change::Updated,
             other => other,
+        })
+    }
+
+    /// The service role: the leaf role's names, and URIs matching
+    /// `uri_sans` (globs); written only when it differs.
+    pub async fn ensure_service_role(
+        &self,
+        mount: &str,
+        uri_sans: &[String],
+    ) -> Result<Change, BackendError> {
+        let Some(leaf) = self.read_role(mount, LEAF_ROLE).await? else {
+            return Err(Backend::OpenBao.refused(
+                &format!("write role {SERVICE_ROLE} of {mount}"),
+                404,
+                "the leaf role is not there yet: the tenant's CA is not ready",
+            ));
+        };
+        let domains = domain_set(&leaf.allowed_domains);
+        let wanted: BTreeSet<&str> = uri_sans.iter().map(String::as_str).collect();
+        let role = self.read_role(mount, SERVICE_ROLE).await?;
+        let matches = role.as_ref().is_some_and(|r| {
+            role_matches(r, &domains)
+                && !r.require_cn
+                && r.allowed_uri_sans
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<BTreeSet<_>>()
+                    == wanted
+        });
+        if matches {
+            return Ok(Change::Unchanged);
+        }
+        self.write_role(mount, SERVICE_ROLE, &domains, uri_sans)
+            .await?;
+        Ok(if role.is_some() {
+            Change::Updated
+        } else {
+            Change::Created
         })
     }
 
@@ -260,16 +305,27 @@ impl OpenBao {
         // vaultrs's SignCertificateRequest only knows `<mount>/sign/<role>`,
         // which signs with the role's issuer; choosing the generation per
         // call needs `<mount>/issuer/<ref>/sign/<role>`, which it lacks.
+        let role = if request.uri_sans.is_empty() {
+            LEAF_ROLE
+        } else {
+            SERVICE_ROLE
+        };
+        let mut body = json!({
+            "csr": request.csr,
+            "alt_names": request.alt_names.join(","),
+            "ttl": request.ttl,
+            "format": "pem",
+        });
+        if !request.common_name.is_empty() {
+            body["common_name"] = json!(request.common_name);
+        }
+        if !request.uri_sans.is_empty() {
+            body["uri_sans"] = json!(request.uri_sans.join(","));
+        }
         let sign = Raw::new(
             RequestMethod::POST,
-            format!("{mount}/issuer/{}/sign/{LEAF_ROLE}", request.issuer),
-            json!({
-                "csr": request.csr,
-                "common_name": request.common_name,
-                "alt_names": request.alt_names.join(","),
-                "ttl": request.ttl,
-                "format": "pem",
-            }),
+            format!("{mount}/issuer/{}/sign/{role}", request.issuer),
+            body,
         );
         let signed: Value = self.raw(Verb::Write, &action, sign).await?;
         let text = |field: &str| {
@@ -384,19 +440,30 @@ impl OpenBao {
         })
     }
 
-    async fn read_role(&self, mount: &str) -> Result<Option<ReadRoleResponse>, BackendError> {
-        let action = format!("read role {LEAF_ROLE} of {mount}");
-        let read = pki::role::read(&self.client, mount, LEAF_ROLE);
+    async fn read_role(
+        &self,
+        mount: &str,
+        name: &str,
+    ) -> Result<Option<ReadRoleResponse>, BackendError> {
+        let action = format!("read role {name} of {mount}");
+        let read = pki::role::read(&self.client, mount, name);
         absent_as_none(self.call(Verb::Read, &action, read).await)
     }
 
+    /// A role signing `domains` (and below them); with `uri_sans`, also
+    /// those URIs, and then no common name is required.
     async fn write_role(
         &self,
         mount: &str,
+        name: &str,
         domains: &BTreeSet<String>,
+        uri_sans: &[String],
     ) -> Result<(), BackendError> {
-        let action = format!("write role {LEAF_ROLE} of {mount}");
+        let action = format!("write role {name} of {mount}");
         let mut role = SetRoleRequest::builder();
+        if !uri_sans.is_empty() {
+            role.allowed_uri_sans(uri_sans.to_vec()).require_cn(false);
+        }
         role.issuer_ref("default")
             .allowed_domains(domains.iter().cloned().collect::<Vec<_>>())
             .allow_bare_domains(true)
@@ -416,7 +483,7 @@ impl OpenBao {
             .use_csr_sans(false)
             .max_ttl(LEAF_MAX_TTL)
             .no_store(false);
-        let set = pki::role::set(&self.client, mount, LEAF_ROLE, Some(&mut role));
+        let set = pki::role::set(&self.client, mount, name, Some(&mut role));
         self.call(Verb::Write, &action, set).await
     }
 }

@@ -38,7 +38,7 @@ const COMPATIBILITY_STRATEGIES: [&str; 9] = [
 /// Topic domains; a namespace can hold topics of both.
 const DOMAINS: [&str; 2] = ["persistent", "non-persistent"];
 
-pub use ossature_model::messaging::NamespacePolicy;
+pub use ossature_model::messaging::{MessagingLimits, NamespacePolicy};
 use ossature_model::topics::PulsarTopic;
 
 /// A tenant as Pulsar stores it.
@@ -104,6 +104,31 @@ pub fn compatibility_strategy(name: &str) -> Option<&'static str> {
         .iter()
         .copied()
         .find(|known| *known == upper)
+}
+
+/// The backlog quota Ossature sets: on stored data, holding producers back.
+const BACKLOG_QUOTA_TYPE: &str = "destination_storage";
+const BACKLOG_POLICY: &str = "producer_request_hold";
+
+/// The limits a namespace's policies hold, as Ossature sets them: a backlog
+/// quota of another policy, or with a time limit, reads as none, so it is
+/// written again.
+pub fn live_limits(policies: &Value) -> MessagingLimits {
+    let positive = |v: &Value| v.as_i64().filter(|n| *n > 0);
+    let backlog = &policies["backlog_quota_map"][BACKLOG_QUOTA_TYPE];
+    let ours =
+        backlog["policy"] == BACKLOG_POLICY && backlog["limitTime"].as_i64().unwrap_or(0) <= 0;
+    let rate = policies["publishMaxMessageRate"]
+        .as_object()
+        .and_then(|rates| rates.values().next());
+    MessagingLimits {
+        max_topics: positive(&policies["max_topics_per_namespace"]).map(|n| n as i32),
+        backlog_bytes: positive(&backlog["limitSize"]).filter(|_| ours),
+        publish_rate: rate
+            .filter(|r| r["publishThrottlingRateInByte"].as_i64().unwrap_or(-1) <= 0)
+            .and_then(|r| positive(&r["publishThrottlingRateInMsg"]))
+            .map(|n| n as i32),
+    }
 }
 
 /// Splits `persistent://tenant/ns/local` into its domain and local name.
@@ -380,12 +405,78 @@ impl Pulsar {
             .await?;
             updated = true;
         }
+        updated |= self
+            .ensure_limits(tenant, namespace, &policy.limits)
+            .await?;
 
         Ok(match (created, updated) {
             (true, _) => Change::Created,
             (false, true) => Change::Updated,
             (false, false) => Change::Unchanged,
         })
+    }
+
+    /// The namespace's limits as `limits` says: set, changed or removed;
+    /// whether anything was written. One read of the namespace's policies.
+    async fn ensure_limits(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        limits: &MessagingLimits,
+    ) -> Result<bool, BackendError> {
+        let name = format!("{tenant}/{namespace}");
+        let ns = |tail: &str| self.url(&["admin", "v2", "namespaces", tenant, namespace, tail]);
+        let policies: Value = self
+            .read(
+                self.url(&["admin", "v2", "namespaces", tenant, namespace]),
+                &format!("read policies of {name}"),
+            )
+            .await?;
+        let live = live_limits(&policies);
+        let mut updated = false;
+
+        if live.max_topics != limits.max_topics {
+            let (method, body) = match limits.max_topics {
+                Some(max) => (Method::POST, Some(Value::from(max))),
+                None => (Method::DELETE, None),
+            };
+            let action = format!("set the topic limit of {name}");
+            self.write(method, ns("maxTopicsPerNamespace"), body, &action)
+                .await?;
+            updated = true;
+        }
+        if live.backlog_bytes != limits.backlog_bytes {
+            let mut url = ns("backlogQuota");
+            url.query_pairs_mut()
+                .append_pair("backlogQuotaType", BACKLOG_QUOTA_TYPE);
+            let (method, body) = match limits.backlog_bytes {
+                // Producers wait rather than lose data or fail.
+                Some(size) => (
+                    Method::POST,
+                    Some(serde_json::json!({"limitSize": size, "policy": BACKLOG_POLICY})),
+                ),
+                None => (Method::DELETE, None),
+            };
+            let action = format!("set the backlog quota of {name}");
+            self.write(method, url, body, &action).await?;
+            updated = true;
+        }
+        if live.publish_rate != limits.publish_rate {
+            let (method, body) = match limits.publish_rate {
+                Some(rate) => (
+                    Method::POST,
+                    Some(serde_json::json!({
+                        "publishThrottlingRateInMsg": rate,
+                        "publishThrottlingRateInByte": -1,
+                    })),
+                ),
+                None => (Method::DELETE, None),
+            };
+            let action = format!("set the publish rate of {name}");
+            self.write(method, ns("publishRate"), body, &action).await?;
+            updated = true;
+        }
+        Ok(updated)
     }
 
     /// Deletes the namespace and its topics. Topics go one by one rather than
@@ -637,10 +728,40 @@ mod tests {
 
     #[test]
     fn retention_uses_pulsar_field_names_and_unset_reads_as_none() {
+        let limits = serde_json::json!({
+            "max_topics_per_namespace": 50,
+            "backlog_quota_map": {"destination_storage":
+                {"limit": 1024, "limitSize": 1024, "limitTime": 0, "policy": "producer_request_hold"}},
+            "publishMaxMessageRate": {"standalone":
+                {"publishThrottlingRateInMsg": 100, "publishThrottlingRateInByte": -1}},
+        });
+        assert_eq!(
+            live_limits(&limits),
+            MessagingLimits {
+                max_topics: Some(50),
+                backlog_bytes: Some(1024),
+                publish_rate: Some(100)
+            }
+        );
+        // Someone else's kinds of limit are not ours: they are written over.
+        let theirs = serde_json::json!({
+            "max_topics_per_namespace": 0,
+            "backlog_quota_map": {"destination_storage":
+                {"limitSize": 1024, "limitTime": 60, "policy": "consumer_backlog_eviction"}},
+            "publishMaxMessageRate": {"standalone":
+                {"publishThrottlingRateInMsg": 100, "publishThrottlingRateInByte": 4096}},
+        });
+        assert_eq!(live_limits(&theirs), MessagingLimits::default());
+        assert_eq!(
+            live_limits(&serde_json::json!({})),
+            MessagingLimits::default()
+        );
+
         let policy = NamespacePolicy {
             retention_minutes: 60,
             retention_size_mb: 100,
             schema_compatibility: "FULL".into(),
+            limits: Default::default(),
         };
         assert_eq!(
             serde_json::to_string(&Retention::from(&policy)).unwrap(),
