@@ -72,6 +72,8 @@ pub mod reasons {
     pub const SCHEMA_INCOMPATIBLE: &str = "SchemaIncompatible";
     /// A schema definition that does not parse as an Avro record.
     pub const INVALID_SCHEMA: &str = "InvalidSchema";
+    /// A Topic waits for its Environment's Pulsar namespace.
+    pub const WAITING_FOR_ENVIRONMENT: &str = "WaitingForEnvironment";
     /// A Topic's deletion waits for its clients and backlog.
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     /// Topics, ServiceIdentities and Workloads live in environment namespaces.

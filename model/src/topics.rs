@@ -45,7 +45,8 @@ impl PulsarTopic {
         )
     }
 
-    fn domain(&self) -> &'static str {
+    /// `persistent` or `non-persistent`, as topic URLs and names start.
+    pub fn domain(&self) -> &'static str {
         if self.persistent {
             "persistent"
         } else {
@@ -255,16 +256,57 @@ pub enum PolicyCall {
 /// The calls that turn the live topic-level policies (read back with only
 /// the topic's own values, not the namespace's) into the desired ones:
 /// none when they match.
+///
+/// Pulsar refuses a retention below the backlog quota in effect, and a
+/// backlog quota above the retention in effect: a retention that grows is
+/// set before the backlog quotas, one that shrinks (or is new: the broker's
+/// default quota is large) after them.
 pub fn policy_calls(desired: &Policies, live: &Policies) -> Vec<PolicyCall> {
-    let set = desired
+    let mut set: Vec<PolicyCall> = desired
         .iter()
         .filter(|(kind, value)| live.get(kind) != Some(value))
-        .map(|(kind, value)| PolicyCall::Set(*kind, value.clone()));
+        .map(|(kind, value)| PolicyCall::Set(*kind, value.clone()))
+        .collect();
+    let grows = match (
+        desired.get(&PolicyKind::Retention),
+        live.get(&PolicyKind::Retention),
+    ) {
+        (
+            Some(PolicyValue::Retention { minutes, size_mb }),
+            Some(PolicyValue::Retention {
+                minutes: old_minutes,
+                size_mb: old_size,
+            }),
+        ) => at_least(*minutes, *old_minutes) && at_least(*size_mb, *old_size),
+        _ => false,
+    };
+    if !grows
+        && let Some(at) = set
+            .iter()
+            .position(|c| matches!(c, PolicyCall::Set(PolicyKind::Retention, _)))
+    {
+        let retention = set.remove(at);
+        let after = set
+            .iter()
+            .rposition(|c| {
+                matches!(
+                    c,
+                    PolicyCall::Set(PolicyKind::BacklogSize | PolicyKind::BacklogAge, _)
+                )
+            })
+            .map_or(at, |last| last + 1);
+        set.insert(after, retention);
+    }
     let removed = live
         .keys()
         .filter(|kind| !desired.contains_key(kind))
         .map(|kind| PolicyCall::Remove(*kind));
-    set.chain(removed).collect()
+    set.into_iter().chain(removed).collect()
+}
+
+/// Whether limit `new` is at least `old`, -1 being no limit.
+fn at_least(new: i64, old: i64) -> bool {
+    new < 0 || (old >= 0 && new >= old)
 }
 
 /// What is connected to a topic and not yet consumed.
@@ -508,6 +550,56 @@ schema: {type: AVRO, definition: '{"type":"record","name":"A","fields":[]}'}
                 }
             )])
         );
+    }
+
+    #[test]
+    fn a_retention_that_shrinks_or_is_new_comes_after_the_backlog_quotas() {
+        let desired = desired_policies(&spec(
+            r#"
+policies:
+  retentionMinutes: 60
+  retentionSizeMegabytes: 1024
+  backlogQuota: {sizeMegabytes: 512}
+"#,
+        ));
+        let kinds = |calls: Vec<PolicyCall>| -> Vec<PolicyKind> {
+            calls
+                .into_iter()
+                .map(|c| match c {
+                    PolicyCall::Set(k, _) | PolicyCall::Remove(k) => k,
+                })
+                .collect()
+        };
+        // New: the broker's default quota is larger than the retention.
+        assert_eq!(
+            kinds(policy_calls(&desired, &Policies::new())),
+            [PolicyKind::BacklogSize, PolicyKind::Retention]
+        );
+        // Growing: the retention first, so the larger quota fits under it.
+        let smaller = Policies::from([(
+            PolicyKind::Retention,
+            PolicyValue::Retention {
+                minutes: 30,
+                size_mb: 100,
+            },
+        )]);
+        assert_eq!(
+            kinds(policy_calls(&desired, &smaller)),
+            [PolicyKind::Retention, PolicyKind::BacklogSize]
+        );
+        // Shrinking from no limit: after the quota.
+        let unlimited = Policies::from([(
+            PolicyKind::Retention,
+            PolicyValue::Retention {
+                minutes: -1,
+                size_mb: -1,
+            },
+        )]);
+        assert_eq!(
+            kinds(policy_calls(&desired, &unlimited)),
+            [PolicyKind::BacklogSize, PolicyKind::Retention]
+        );
+        assert!(at_least(-1, 5) && at_least(5, 5) && !at_least(5, -1) && !at_least(4, 5));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
-use ossature_crds::{Environment, Scope, Tenant};
+use ossature_crds::{Environment, Scope, Tenant, Topic};
 use serde::Deserialize;
 
 fn documents() -> Vec<DynamicObject> {
@@ -55,6 +55,7 @@ fn api(client: &kube::Client, object: &DynamicObject) -> Api<DynamicObject> {
         "Tenant" => ApiResource::erase::<Tenant>(&()),
         "Scope" => ApiResource::erase::<Scope>(&()),
         "Environment" => ApiResource::erase::<Environment>(&()),
+        "Topic" => ApiResource::erase::<Topic>(&()),
         other => panic!("unexpected kind {other} in examples"),
     };
     match &object.metadata.namespace {
@@ -165,6 +166,19 @@ async fn examples_become_ready_and_leave_nothing_behind() {
             assert_eq!(status, 200, "Pulsar namespace {name}/{environment}");
         }
         assert_eq!(mounts["data"][format!("tenants/{name}/kv/")]["type"], "kv");
+    }
+    // Each topic's schema is registered, as Pulsar itself says.
+    for topic in objects.iter().filter(|o| kind(o) == "Topic") {
+        let namespace = topic.metadata.namespace.as_deref().unwrap();
+        let (tenant, environment) = namespace
+            .strip_prefix("tn-")
+            .and_then(|n| n.split_once("--"))
+            .unwrap();
+        let name = topic.metadata.name.as_deref().unwrap();
+        let path = format!("/admin/v2/schemas/{tenant}/{environment}/{name}/schema");
+        let (status, schema) = pulsar_get(&env, &path).await;
+        assert_eq!(status, 200, "schema of topic {namespace}/{name}: {schema}");
+        assert_eq!(schema["type"], topic.data["spec"]["schema"]["type"]);
     }
 
     for tenant in &tenants {

@@ -33,6 +33,8 @@ pub const FINALIZER: &str = "ossature.dev/environment-cleanup";
 impl Reconciled for Environment {
     const CONTROLLER: &'static str = "environment";
     const FINALIZER: &'static str = FINALIZER;
+    /// Its Topics follow it.
+    const FOLLOWED: bool = true;
     async fn plan<'a>(&'a self, ctx: &'a Context) -> Result<Plan<'a, EnvironmentStatus>, Error> {
         let namespace = self.namespace().unwrap_or_default();
         let name = self.name_any();

@@ -31,6 +31,7 @@ kinds! {
     environment => ossature_crds::Environment,
     certificate => ossature_crds::Certificate,
     acme_issuer => ossature_crds::AcmeIssuer,
+    topic => ossature_crds::Topic,
 }
 
 /// Which of a tenant's namespaces a kind's objects live in.

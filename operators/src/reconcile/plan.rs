@@ -54,6 +54,12 @@ impl<S> Report<S> {
         self
     }
 
+    /// With only a change able to help (a definition the broker refuses).
+    pub fn stalled(mut self, outcome: Outcome) -> Self {
+        self.stalled = Some(outcome);
+        self
+    }
+
     /// Whether the step's condition is met.
     pub fn ok(&self) -> bool {
         match &self.outcome {

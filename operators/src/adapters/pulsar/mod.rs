@@ -1,5 +1,12 @@
-//! Pulsar through its admin REST API (v2): tenants, and namespaces with their
-//! retention and schema policies.
+//! Pulsar through its admin REST API (v2): tenants, namespaces with their
+//! retention and schema policies, and (in the modules below) topics with
+//! their policies and schemas.
+
+mod schemas;
+mod topics;
+
+pub use schemas::{LiveSchema, SchemaVerdict, broker_words};
+pub use topics::TopicShape;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -32,6 +39,7 @@ const COMPATIBILITY_STRATEGIES: [&str; 9] = [
 const DOMAINS: [&str; 2] = ["persistent", "non-persistent"];
 
 pub use ossature_model::messaging::{MessagingLimits, NamespacePolicy};
+use ossature_model::topics::PulsarTopic;
 
 /// A tenant as Pulsar stores it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -493,7 +501,9 @@ impl Pulsar {
                 return Ok(Change::Absent);
             };
             for topic in &partitioned {
-                deleted |= self.delete_topic(tenant, namespace, topic, true).await?;
+                deleted |= self
+                    .delete_listed_topic(tenant, namespace, topic, true)
+                    .await?;
             }
         }
 
@@ -506,7 +516,9 @@ impl Pulsar {
             return Ok(Change::Absent);
         };
         for topic in &topics {
-            deleted |= self.delete_topic(tenant, namespace, topic, false).await?;
+            deleted |= self
+                .delete_listed_topic(tenant, namespace, topic, false)
+                .await?;
         }
 
         let action = format!("delete namespace {name}");
@@ -525,34 +537,29 @@ impl Pulsar {
         }
     }
 
-    /// Deletes one topic even with producers or subscriptions attached;
-    /// false when it was already gone.
-    async fn delete_topic(
+    /// Deletes one listed topic even with producers or subscriptions
+    /// attached; false when it was already gone.
+    async fn delete_listed_topic(
         &self,
         tenant: &str,
         namespace: &str,
         topic: &str,
         partitioned: bool,
     ) -> Result<bool, BackendError> {
-        let action = format!("delete topic {topic}");
         let (domain, local) = topic_parts(topic).ok_or_else(|| {
             Backend::Pulsar.unreadable(
                 &format!("list topics of {tenant}/{namespace}"),
                 format!("unexpected topic name {topic:?}"),
             )
         })?;
-        let mut segments = vec!["admin", "v2", domain, tenant, namespace, local];
-        if partitioned {
-            segments.push("partitions");
-        }
-        let mut url = self.url(&segments);
-        url.query_pairs_mut().append_pair("force", "true");
-        let reply = self.send(Method::DELETE, url, None).await?;
-        match reply.status {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(refused(&action, &reply)),
-        }
+        let topic = PulsarTopic {
+            persistent: domain == "persistent",
+            tenant: tenant.into(),
+            namespace: namespace.into(),
+            local: local.into(),
+        };
+        let change = self.delete_topic(&topic, partitioned, true).await?;
+        Ok(change == Change::Deleted)
     }
 
     /// The admin URL with these path segments appended, each percent-encoded.
