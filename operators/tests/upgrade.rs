@@ -93,8 +93,14 @@ async fn txt(env: &BTreeMap<String, String>, record: &str, value: &str) {
 /// `examples/acme.yaml` as tenant `name`, labelled for the test's operator.
 fn tenant_file(name: &str, sel: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/acme.yaml");
+    // Only the kinds the previous release knew: what came since is new work
+    // for this release, not an upgrade of what was there.
     std::fs::read_to_string(path)
         .unwrap()
+        .split("\n---\n")
+        .filter(|document| !document.contains("\nkind: Topic\n"))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
         .replace("acme", name)
         .replace(
             &format!("kind: Tenant\nmetadata:\n  name: {name}\n"),
