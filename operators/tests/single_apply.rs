@@ -15,11 +15,11 @@ use ossature_crds::{Environment, Scope, Tenant};
 use serde_json::json;
 
 /// `examples/acme.yaml` as tenant `name`, its Tenant labelled for the test's
-/// operator, its documents in the order `order` gives (the Namespace first).
+/// operator, its documents in the order `order` gives (its Namespaces first).
 fn tenant_file(name: &str, sel: &str, order: fn(&mut Vec<String>)) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/acme.yaml");
     let text = std::fs::read_to_string(path).unwrap().replace("acme", name);
-    let mut documents: Vec<String> = text
+    let documents: Vec<String> = text
         .split("\n---\n")
         .map(|d| {
             d.replace(
@@ -30,10 +30,18 @@ fn tenant_file(name: &str, sel: &str, order: fn(&mut Vec<String>)) -> String {
             )
         })
         .collect();
-    let namespace = documents.remove(0);
-    assert!(namespace.contains("kind: Namespace"), "{namespace}");
+    // Namespaces first, as kubectl needs (kustomize sorts them so itself);
+    // everything else in the order asked for.
+    let (namespaces, mut documents): (Vec<String>, Vec<String>) = documents
+        .into_iter()
+        .partition(|d| d.contains("\nkind: Namespace\n"));
+    assert!(
+        !namespaces.is_empty(),
+        "the file starts with its namespaces"
+    );
     order(&mut documents);
-    std::iter::once(namespace)
+    namespaces
+        .into_iter()
         .chain(documents)
         .collect::<Vec<_>>()
         .join("\n---\n")
