@@ -308,8 +308,8 @@ impl Pulsar {
     }
 
     /// Namespace `tenant/namespace` with schema validation enforced, the
-    /// given schema compatibility strategy and retention; each policy is read
-    /// and written only if different.
+    /// given schema compatibility strategy, retention and limits; its
+    /// policies are read once, and each is written only if different.
     pub async fn ensure_namespace(
         &self,
         tenant: &str,
@@ -339,12 +339,13 @@ impl Pulsar {
             });
         };
 
-        // The retention read doubles as the existence check (404 when absent).
-        let retention: Option<Option<Retention>> = self
-            .read_optional(ns(&["retention"]), &format!("read retention of {name}"))
+        // One read of the namespace's policies: every rule below is compared
+        // with it, and a 404 says the namespace is not there.
+        let read: Option<Value> = self
+            .read_optional(ns(&[]), &format!("read policies of {name}"))
             .await?;
-        let (created, retention) = match retention {
-            Some(retention) => (false, retention),
+        let (created, policies) = match read {
+            Some(policies) => (false, policies),
             None => {
                 self.write(
                     Method::PUT,
@@ -353,12 +354,14 @@ impl Pulsar {
                     &format!("create namespace {name}"),
                 )
                 .await?;
-                // A new namespace has no retention of its own.
-                (true, None)
+                // A new namespace has no rules of its own.
+                (true, Value::Null)
             }
         };
         let mut updated = false;
 
+        let retention: Option<Retention> =
+            serde_json::from_value(policies["retention_policies"].clone()).unwrap_or(None);
         let desired = Retention::from(policy);
         if retention_differs(retention.as_ref(), &desired) {
             let body = serde_json::to_value(desired).expect("plain struct serializes");
@@ -372,13 +375,7 @@ impl Pulsar {
             updated = true;
         }
 
-        let enforced: bool = self
-            .read(
-                ns(&["schemaValidationEnforced"]),
-                &format!("read schema validation of {name}"),
-            )
-            .await?;
-        if !enforced {
+        if policies["schema_validation_enforced"] != Value::Bool(true) {
             self.write(
                 Method::POST,
                 ns(&["schemaValidationEnforced"]),
@@ -389,13 +386,7 @@ impl Pulsar {
             updated = true;
         }
 
-        let current: String = self
-            .read(
-                ns(&["schemaCompatibilityStrategy"]),
-                &format!("read schema compatibility of {name}"),
-            )
-            .await?;
-        if current != strategy {
+        if policies["schema_compatibility_strategy"] != strategy {
             self.write(
                 Method::PUT,
                 ns(&["schemaCompatibilityStrategy"]),
@@ -406,7 +397,7 @@ impl Pulsar {
             updated = true;
         }
         updated |= self
-            .ensure_limits(tenant, namespace, &policy.limits)
+            .ensure_limits(tenant, namespace, &policies, &policy.limits)
             .await?;
 
         Ok(match (created, updated) {
@@ -416,23 +407,18 @@ impl Pulsar {
         })
     }
 
-    /// The namespace's limits as `limits` says: set, changed or removed;
-    /// whether anything was written. One read of the namespace's policies.
+    /// The namespace's limits as `limits` says, compared with its policies
+    /// as read: set, changed or removed; whether anything was written.
     async fn ensure_limits(
         &self,
         tenant: &str,
         namespace: &str,
+        policies: &Value,
         limits: &MessagingLimits,
     ) -> Result<bool, BackendError> {
         let name = format!("{tenant}/{namespace}");
         let ns = |tail: &str| self.url(&["admin", "v2", "namespaces", tenant, namespace, tail]);
-        let policies: Value = self
-            .read(
-                self.url(&["admin", "v2", "namespaces", tenant, namespace]),
-                &format!("read policies of {name}"),
-            )
-            .await?;
-        let live = live_limits(&policies);
+        let live = live_limits(policies);
         let mut updated = false;
 
         if live.max_topics != limits.max_topics {
