@@ -51,6 +51,11 @@ pub struct Quotas {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000000))]
     pub publish_rate: Option<i32>,
+    /// Most partitions of one topic. A Tenant's value holds in every
+    /// environment that sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions: Option<i32>,
 }
 
 /// Conditions as kstatus reads them: one per backend plus `Ready`.

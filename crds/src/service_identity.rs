@@ -178,6 +178,22 @@ pub struct ServiceIdentityStatus {
     /// Its ServiceAccount, which its Workloads run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// The Secret of its namespace holding its secrets as files (its
+    /// credentials and what is kept at its OpenBao path), which its
+    /// Workloads mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// SHA-256 (hex) of that Secret's data: Workloads roll out when it
+    /// changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_hash: Option<String>,
+    /// When its current Pulsar token expires (it is minted again well
+    /// before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulsar_token_expires: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The Certificate (in its namespace) carrying its SPIFFE ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     /// The URI in its certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,

@@ -264,6 +264,23 @@ pub struct TopicStatus {
     /// Consumers connected when last looked at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers: Option<i32>,
+    /// The services granted access to it, from every ServiceIdentity of
+    /// its namespace: "which services use this topic".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_to: Vec<TopicUser>,
 }
 
 crate::conditioned!(TopicStatus);
+
+/// One service's access to a topic, as applied in Pulsar.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicUser {
+    /// The ServiceIdentity, in the Topic's namespace.
+    pub service: String,
+    /// `Produce`, `Consume` or both.
+    pub actions: Vec<crate::TopicAction>,
+    /// The subscriptions it consumes with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
+}
