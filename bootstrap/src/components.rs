@@ -417,6 +417,9 @@ impl Component {
                     .arg(format!("--http-host={LOOPBACK}"))
                     .arg(format!("--http-port={KEYCLOAK_PORT}"))
                     .arg("--db=dev-file")
+                    // Services' client secrets rotate with the previous one
+                    // still valid for a while (client policy `secret-rotation`).
+                    .arg("--features=client-secret-rotation")
                     // The database lives in the state directory, not in the cached distribution.
                     .arg(format!(
                         "--db-url=jdbc:h2:file:{};NON_KEYWORDS=VALUE",

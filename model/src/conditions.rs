@@ -27,6 +27,8 @@ pub const GROUP_READY: &str = "GroupReady";
 pub const RBAC_READY: &str = "RbacReady";
 /// A Topic's registered schema.
 pub const SCHEMA_READY: &str = "SchemaReady";
+/// A Topic's grants are those every ServiceIdentity declares.
+pub const GRANTS_READY: &str = "GrantsReady";
 /// A Workload's Deployment, with its available replicas.
 pub const DEPLOYMENT_READY: &str = "DeploymentReady";
 /// A Workload's ScaledObject or HPA.
@@ -82,6 +84,10 @@ pub mod reasons {
     pub const SERVICE_IDENTITY_NOT_FOUND: &str = "ServiceIdentityNotFound";
     /// A grant or subscription names a Topic that does not exist (yet).
     pub const TOPIC_NOT_FOUND: &str = "TopicNotFound";
+    /// A ServiceIdentity's owner is not a Scope of its tenant.
+    pub const SCOPE_NOT_FOUND: &str = "ScopeNotFound";
+    /// A Topic asks for more partitions than its tenant's quota allows.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 }
 
 /// One backend's outcome in this reconcile.

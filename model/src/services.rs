@@ -8,8 +8,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use ossature_crds::{CredentialRotation, ServiceIdentity, TopicAction, default_rotate_every};
+use kube::Resource;
+use ossature_crds::{
+    Certificate, CertificateSpec, CredentialRotation, DeletionPolicy, Isolation, IssuerRef,
+    KeyAlgorithm, ServiceIdentity, TenantCaRef, TopicAction, Usage, default_rotate_every,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -57,8 +63,10 @@ impl ServiceNames {
             service_account: service.to_string(),
             pulsar_role: qualified.clone(),
             keycloak_client_id: qualified.clone(),
-            openbao_role: qualified.clone(),
-            openbao_policy: format!("service-{qualified}"),
+            // The operator's OpenBao policy lets it write roles and
+            // policies named `tenant-*` only.
+            openbao_role: format!("tenant-{qualified}"),
+            openbao_policy: format!("tenant-{qualified}"),
             kv_mount: tenant_names.kv_mount,
             secrets_key: format!("{environment}/services/{service}"),
             secret_name: format!("{service}-secrets"),
@@ -82,6 +90,22 @@ impl ServiceNames {
             self.namespace,
             self.service_account
         )
+    }
+
+    /// Where the operator keeps the credentials it makes (Keycloak client
+    /// secret, Pulsar token), under the service's path: the path itself is
+    /// the tenant's own, for secrets it puts there.
+    pub fn credentials_key(&self) -> String {
+        format!("{}/{CREDENTIALS}", self.secrets_key)
+    }
+
+    /// The Certificate carrying its SPIFFE ID, and the Secret of its key.
+    pub fn certificate_name(&self) -> String {
+        format!("{}-identity", self.service)
+    }
+
+    pub fn certificate_secret(&self) -> String {
+        format!("{}-tls", self.service)
     }
 
     /// The policy reading this service's secrets and nothing else: not the
@@ -119,6 +143,240 @@ path "{kv}/metadata/{key}/*" {{
             "token_max_ttl": "1h",
         })
     }
+}
+
+/// The Keycloak client of a service: confidential, client credentials
+/// only, EdDSA tokens naming the tenant (its audience and claim) so the
+/// platform's APIs take them as the tenant's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceClient {
+    pub client_id: String,
+    pub name: String,
+    /// Attributes the operator owns; others (Keycloak's rotation records)
+    /// are kept.
+    pub attributes: BTreeMap<String, String>,
+    pub mappers: Vec<Value>,
+}
+
+/// Client attribute that puts a client under the secret-rotation policy.
+pub const SERVICE_CLIENT_ATTRIBUTE: &str = "ossature.dev/service";
+/// The realm's client profile and policy that keep a rotated secret valid.
+pub const ROTATION_PROFILE: &str = "ossature-secret-rotation";
+pub const ROTATION_POLICY: &str = "ossature-services";
+/// How long the previous secret stays valid after a rotation: long enough
+/// for the new one to reach every pod, and for an OpenBao outage of a day
+/// to pass with the previous one still working.
+pub const ROTATED_SECRET_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// When Keycloak itself would expire a secret: beyond the longest
+/// `rotateEvery` (90 days), so the operator's schedule is what rotates.
+pub const SECRET_EXPIRY: Duration = Duration::from_secs(100 * 24 * 3600);
+/// Lifetime of a service's access token.
+pub const SERVICE_TOKEN_LIFESPAN: u32 = 300;
+
+pub fn service_client(names: &ServiceNames, isolation: Isolation) -> ServiceClient {
+    let tenant = &names.tenant;
+    let mut mappers = vec![json!({
+        "name": "audience",
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-audience-mapper",
+        "config": {
+            "included.client.audience": tenant,
+            "access.token.claim": "true",
+            "introspection.token.claim": "true",
+        },
+    })];
+    // A service account is no member of the organization: the claim that
+    // names the tenant is fixed on its client (which only the operator
+    // writes), as the tenant's own tokens carry it.
+    let (claim, value, json_type) = match isolation {
+        Isolation::Organization => ("organization", json!([tenant]).to_string(), "JSON"),
+        Isolation::Realm => (crate::identity::TENANT_CLAIM, tenant.clone(), "String"),
+    };
+    mappers.push(json!({
+        "name": claim,
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-hardcoded-claim-mapper",
+        "config": {
+            "claim.name": claim,
+            "claim.value": value,
+            "jsonType.label": json_type,
+            "access.token.claim": "true",
+            "id.token.claim": "false",
+            "introspection.token.claim": "true",
+        },
+    }));
+    ServiceClient {
+        client_id: names.keycloak_client_id.clone(),
+        name: format!("{} ({} of {})", names.service, names.environment, tenant),
+        attributes: BTreeMap::from([
+            (SERVICE_CLIENT_ATTRIBUTE.to_string(), "true".to_string()),
+            (
+                "access.token.signed.response.alg".to_string(),
+                "EdDSA".to_string(),
+            ),
+            (
+                "access.token.lifespan".to_string(),
+                SERVICE_TOKEN_LIFESPAN.to_string(),
+            ),
+        ]),
+        mappers,
+    }
+}
+
+/// The client profile of the realm that rotates secrets keeping the
+/// previous one valid, as Keycloak's `secret-rotation` executor does.
+pub fn rotation_profile() -> Value {
+    json!({
+        "name": ROTATION_PROFILE,
+        "description": "Managed by ossature-operator: service client secrets rotate with the previous one still valid for a while.",
+        "executors": [{
+            "executor": "secret-rotation",
+            "configuration": {
+                "expiration-period": SECRET_EXPIRY.as_secs().to_string(),
+                "rotated-expiration-period": ROTATED_SECRET_VALIDITY.as_secs().to_string(),
+                "remaining-rotation-period": ROTATED_SECRET_VALIDITY.as_secs().to_string(),
+            },
+        }],
+    })
+}
+
+/// The client policy applying the profile to service clients only.
+pub fn rotation_policy() -> Value {
+    json!({
+        "name": ROTATION_POLICY,
+        "description": "Managed by ossature-operator: service clients rotate their secrets without a gap.",
+        "enabled": true,
+        "conditions": [{
+            "condition": "client-attributes",
+            "configuration": {
+                "is-negative-logic": false,
+                "attributes": json!([{"key": SERVICE_CLIENT_ATTRIBUTE, "value": "true"}]).to_string(),
+            },
+        }],
+        "profiles": [ROTATION_PROFILE],
+    })
+}
+
+/// The Kubernetes objects of a service, owned by its ServiceIdentity.
+#[derive(Debug, Clone)]
+pub struct ServiceObjects {
+    pub service_account: ServiceAccount,
+    /// From the tenant CA, with the SPIFFE ID as its only name, for
+    /// mutual TLS; its key reaches `<service>-tls`.
+    pub certificate: Certificate,
+}
+
+/// Lifetime of a service's certificate: a day, renewed after two thirds.
+pub const CERTIFICATE_LIFETIME: &str = "24h";
+
+pub fn service_objects(
+    identity: &ServiceIdentity,
+    names: &ServiceNames,
+    root_domain: &str,
+) -> ServiceObjects {
+    let labels = || {
+        Some(crate::names::labels(
+            &names.tenant,
+            Some(&names.environment),
+        ))
+    };
+    let owner = identity.controller_owner_ref(&()).map(|o| vec![o]);
+    let mut service_account = ServiceAccount::default();
+    service_account.metadata.name = Some(names.service_account.clone());
+    service_account.metadata.namespace = Some(names.namespace.clone());
+    service_account.metadata.labels = labels();
+    service_account.metadata.owner_references = owner.clone();
+    // Its pods reach OpenBao with a projected token; no long-lived one.
+    service_account.automount_service_account_token = Some(false);
+
+    let mut certificate = Certificate::new(
+        &names.certificate_name(),
+        CertificateSpec {
+            dns_names: Vec::new(),
+            uris: vec![names.spiffe_id(root_domain)],
+            usages: vec![Usage::Client, Usage::Server],
+            lifetime: Some(CERTIFICATE_LIFETIME.into()),
+            renew_before: None,
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            secret_name: Some(names.certificate_secret()),
+            deletion_policy: DeletionPolicy::Delete,
+            issuer: IssuerRef {
+                tenant_ca: Some(TenantCaRef {}),
+                acme: None,
+            },
+        },
+    );
+    certificate.metadata.namespace = Some(names.namespace.clone());
+    certificate.metadata.labels = labels();
+    certificate.metadata.owner_references = owner;
+    ServiceObjects {
+        service_account,
+        certificate,
+    }
+}
+
+/// The service's Secret, which its Workloads mount as files.
+pub fn service_secret(
+    identity: &ServiceIdentity,
+    names: &ServiceNames,
+    data: &BTreeMap<String, String>,
+) -> Secret {
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(names.secret_name.clone());
+    secret.metadata.namespace = Some(names.namespace.clone());
+    secret.metadata.labels = Some(crate::names::labels(
+        &names.tenant,
+        Some(&names.environment),
+    ));
+    secret.metadata.owner_references = identity.controller_owner_ref(&()).map(|o| vec![o]);
+    secret.type_ = Some("Opaque".into());
+    secret.string_data = None;
+    secret.data = Some(
+        data.iter()
+            .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+            .collect(),
+    );
+    secret
+}
+
+/// The last segment of the service's credentials path in KV.
+pub const CREDENTIALS: &str = "credentials";
+/// Keys of the credentials, in KV and in the service's Secret.
+pub const CLIENT_ID_KEY: &str = "client-id";
+pub const CLIENT_SECRET_KEY: &str = "client-secret";
+pub const PULSAR_TOKEN_KEY: &str = "pulsar-token";
+/// Unix seconds at which the Pulsar token expires.
+pub const PULSAR_TOKEN_EXPIRES_KEY: &str = "pulsar-token-expires";
+
+/// The data of the service's Secret: what the tenant keeps at the
+/// service's own path, and the credentials the operator makes (which win a
+/// clash of keys, so a stray key cannot hide a live credential).
+pub fn secret_data(
+    own: &BTreeMap<String, String>,
+    credentials: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut data = own.clone();
+    data.extend(credentials.clone());
+    data
+}
+
+/// SHA-256 (hex) of a Secret's data, keys in order: Workloads roll out
+/// when it changes.
+pub fn secrets_hash(data: &BTreeMap<String, String>) -> String {
+    let mut bytes = Vec::new();
+    for (key, value) in data {
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    crate::names::sha256_hex(&bytes)
+}
+
+/// The expiry of the token in `credentials`, if there is a readable one.
+pub fn token_expiry(credentials: &BTreeMap<String, String>) -> Option<i64> {
+    credentials.get(PULSAR_TOKEN_KEY)?;
+    credentials.get(PULSAR_TOKEN_EXPIRES_KEY)?.parse().ok()
 }
 
 /// Whether `role` is a service role of `tenant`: the only Pulsar roles the
@@ -335,13 +593,19 @@ pub fn grant_calls(
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubscriptionCall {
-    Grant { subscription: String, role: String },
+    /// Set the roles of a subscription (Pulsar replaces the whole set).
+    Set {
+        subscription: String,
+        roles: BTreeSet<String>,
+    },
+    /// Take one role off a subscription.
     Revoke { subscription: String, role: String },
 }
 
 /// The calls that turn the subscription permissions of one Pulsar namespace
-/// (subscription -> roles) into the desired ones, one role at a time, never
-/// touching roles that are not the tenant's services.
+/// (subscription -> roles) into the desired ones. Roles that are not the
+/// tenant's services (another tool's) are kept in every set written and
+/// never revoked.
 pub fn subscription_calls(
     tenant: &str,
     desired: &BTreeMap<String, BTreeSet<String>>,
@@ -351,16 +615,23 @@ pub fn subscription_calls(
     let mut calls = Vec::new();
     for (subscription, roles) in desired {
         let have = live.get(subscription).unwrap_or(&empty);
-        calls.extend(roles.difference(have).map(|role| SubscriptionCall::Grant {
-            subscription: subscription.clone(),
-            role: role.clone(),
-        }));
+        let mut wanted = roles.clone();
+        wanted.extend(
+            have.iter()
+                .filter(|role| !is_service_role(tenant, role))
+                .cloned(),
+        );
+        if &wanted != have {
+            calls.push(SubscriptionCall::Set {
+                subscription: subscription.clone(),
+                roles: wanted,
+            });
+        }
     }
-    for (subscription, roles) in live {
-        let want = desired.get(subscription).unwrap_or(&empty);
+    for (subscription, roles) in live.iter().filter(|(s, _)| !desired.contains_key(*s)) {
         calls.extend(
             roles
-                .difference(want)
+                .iter()
                 .filter(|role| is_service_role(tenant, role))
                 .map(|role| SubscriptionCall::Revoke {
                     subscription: subscription.clone(),
@@ -416,8 +687,8 @@ mod tests {
         let names = ServiceNames::new("tn-acme--prod", "orders").unwrap();
         assert_eq!(names.pulsar_role, "acme.prod.orders");
         assert_eq!(names.keycloak_client_id, "acme.prod.orders");
-        assert_eq!(names.openbao_role, "acme.prod.orders");
-        assert_eq!(names.openbao_policy, "service-acme.prod.orders");
+        assert_eq!(names.openbao_role, "tenant-acme.prod.orders");
+        assert_eq!(names.openbao_policy, "tenant-acme.prod.orders");
         assert_eq!(names.service_account, "orders");
         assert_eq!(names.secret_name, "orders-secrets");
         assert_eq!(names.kv_mount, "tenants/acme/kv");
@@ -435,7 +706,7 @@ mod tests {
         );
         assert_eq!(
             settings["token_policies"],
-            json!(["service-acme.prod.orders"])
+            json!(["tenant-acme.prod.orders"])
         );
     }
 
@@ -627,23 +898,19 @@ mod tests {
     }
 
     #[test]
-    fn subscription_permissions_change_one_role_at_a_time() {
+    fn subscription_permissions_keep_other_roles_and_revoke_one_at_a_time() {
         let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         let desired = BTreeMap::from([("billing".to_string(), roles(&["acme.prod.billing"]))]);
         let live = BTreeMap::from([
             ("billing".to_string(), roles(&["acme.prod.old", "ops-tool"])),
-            ("gone".to_string(), roles(&["acme.prod.gone"])),
+            ("gone".to_string(), roles(&["acme.prod.gone", "ops-tool"])),
         ]);
         assert_eq!(
             subscription_calls("acme", &desired, &live),
             vec![
-                SubscriptionCall::Grant {
+                SubscriptionCall::Set {
                     subscription: "billing".into(),
-                    role: "acme.prod.billing".into()
-                },
-                SubscriptionCall::Revoke {
-                    subscription: "billing".into(),
-                    role: "acme.prod.old".into()
+                    roles: roles(&["acme.prod.billing", "ops-tool"])
                 },
                 SubscriptionCall::Revoke {
                     subscription: "gone".into(),
@@ -652,5 +919,117 @@ mod tests {
             ]
         );
         assert!(subscription_calls("acme", &desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn a_service_has_an_account_and_a_certificate_of_its_spiffe_id_owned_by_it() {
+        let mut orders = identity("tn-acme--prod", "orders", json!([]));
+        orders.metadata.uid = Some("u1".into());
+        let names = ServiceNames::of(&orders).unwrap();
+        let objects = service_objects(&orders, &names, "ossature.test");
+        assert_eq!(
+            objects.service_account.metadata.name.as_deref(),
+            Some("orders")
+        );
+        assert_eq!(
+            objects
+                .service_account
+                .metadata
+                .owner_references
+                .as_ref()
+                .unwrap()[0]
+                .uid,
+            "u1"
+        );
+        let spec = &objects.certificate.spec;
+        assert_eq!(
+            spec.uris,
+            ["spiffe://acme.ossature.test/ns/tn-acme--prod/sa/orders"]
+        );
+        assert!(spec.dns_names.is_empty());
+        assert!(spec.issuer.tenant_ca.is_some());
+        assert_eq!(spec.secret_name.as_deref(), Some("orders-tls"));
+        assert!(spec.usages.contains(&Usage::Client));
+        // The tenant CA signs it: the SPIFFE ID fits its URI globs.
+        let globs = spiffe_uri_sans("acme", "ossature.test");
+        let glob = globs[1].trim_end_matches("*/sa/*");
+        assert!(spec.uris[0].starts_with(glob), "{glob}");
+
+        let data = BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let secret = service_secret(&orders, &names, &data);
+        assert_eq!(secret.metadata.name.as_deref(), Some("orders-secrets"));
+        assert_eq!(secret.data.unwrap()["k"].0, b"v");
+    }
+
+    #[test]
+    fn service_clients_name_their_tenant_as_its_own_tokens_do() {
+        let names = ServiceNames::new("tn-acme--prod", "orders").unwrap();
+        let shared = service_client(&names, Isolation::Organization);
+        assert_eq!(shared.client_id, "acme.prod.orders");
+        assert_eq!(shared.attributes[SERVICE_CLIENT_ATTRIBUTE], "true");
+        assert_eq!(
+            shared.attributes["access.token.signed.response.alg"],
+            "EdDSA"
+        );
+        assert_eq!(
+            shared.mappers[0]["config"]["included.client.audience"],
+            "acme"
+        );
+        assert_eq!(shared.mappers[1]["config"]["claim.name"], "organization");
+        assert_eq!(shared.mappers[1]["config"]["claim.value"], r#"["acme"]"#);
+        let own = service_client(&names, Isolation::Realm);
+        assert_eq!(own.mappers[1]["config"]["claim.name"], "tenant");
+        assert_eq!(own.mappers[1]["config"]["claim.value"], "acme");
+
+        let profile = rotation_profile();
+        let config = &profile["executors"][0]["configuration"];
+        let rotated: u64 = config["rotated-expiration-period"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expiry: u64 = config["expiration-period"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rotated < expiry, "Keycloak refuses otherwise");
+        let longest = rotation_interval(&CredentialRotation {
+            rotate_every: "2160h".into(),
+            rotation_request: None,
+        });
+        assert!(
+            expiry > longest.as_secs(),
+            "the operator's schedule rotates first"
+        );
+        assert_eq!(rotation_policy()["profiles"][0], ROTATION_PROFILE);
+    }
+
+    #[test]
+    fn the_secret_holds_the_tenants_keys_and_the_credentials_win() {
+        let own = BTreeMap::from([
+            ("db-password".to_string(), "p".to_string()),
+            (CLIENT_SECRET_KEY.to_string(), "stale".to_string()),
+        ]);
+        let credentials = BTreeMap::from([
+            (CLIENT_SECRET_KEY.to_string(), "live".to_string()),
+            (PULSAR_TOKEN_KEY.to_string(), "t".to_string()),
+            (PULSAR_TOKEN_EXPIRES_KEY.to_string(), "100".to_string()),
+        ]);
+        let data = secret_data(&own, &credentials);
+        assert_eq!(data[CLIENT_SECRET_KEY], "live");
+        assert_eq!(data["db-password"], "p");
+        let hash = secrets_hash(&data);
+        assert_eq!(hash.len(), 64);
+        assert_eq!(hash, secrets_hash(&data.clone()));
+        assert_ne!(hash, secrets_hash(&own));
+        // Moving a byte between key and value changes the hash.
+        let a = BTreeMap::from([("ab".to_string(), "c".to_string())]);
+        let b = BTreeMap::from([("a".to_string(), "bc".to_string())]);
+        assert_ne!(secrets_hash(&a), secrets_hash(&b));
+        assert_eq!(token_expiry(&credentials), Some(100));
+        assert_eq!(token_expiry(&own), None);
+        let names = ServiceNames::new("tn-acme--prod", "orders").unwrap();
+        assert_eq!(names.credentials_key(), "prod/services/orders/credentials");
     }
 }

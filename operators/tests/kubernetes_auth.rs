@@ -10,7 +10,6 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use ossature_operator::adapters::openbao::OpenBao;
@@ -52,25 +51,6 @@ impl Stack {
             (status, _) => Err(status),
         }
     }
-}
-
-/// A ServiceAccount's own token, as a pod would have it mounted.
-async fn account_token(accounts: &Api<ServiceAccount>, name: &str) -> String {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            // The shortest the apiserver grants.
-            expiration_seconds: Some(600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    accounts
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .expect("the apiserver issues a token")
-        .status
-        .and_then(|status| status.token)
-        .expect("a TokenRequest answers with a token")
 }
 
 fn unique_suffix() -> String {
@@ -141,7 +121,7 @@ async fn a_service_account_reads_its_own_secret_only() {
                 .await
                 .unwrap();
             assert_eq!(change, Change::Created);
-            tokens.insert(s, account_token(&accounts, &account(s)).await);
+            tokens.insert(s, common::account_token(&accounts, &account(s)).await);
         }
 
         for (own, other) in [("a", "b"), ("b", "a")] {

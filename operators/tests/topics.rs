@@ -14,7 +14,7 @@ use common::*;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use ossature_crds::{Environment, Tenant, Topic};
+use ossature_crds::{Environment, Topic};
 use serde_json::{Value, json};
 
 const V1: &str = r#"{"type": "record", "name": "Order", "namespace": "acme",
@@ -119,39 +119,6 @@ async fn patch_spec(topics: &Api<Topic>, name: &str, spec: Value) {
         )
         .await
         .unwrap();
-}
-
-/// A tenant of this test with Environment `prod` Ready; its namespace.
-async fn tenant_with_environment(client: &Client, sel: &str, prefix: &str) -> (String, String) {
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let name = format!("{prefix}{}", suffix());
-    tenants
-        .create(&PostParams::default(), &labelled(bare_tenant(&name), sel))
-        .await
-        .unwrap();
-    wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
-    let environments: Api<Environment> = Api::namespaced(client.clone(), &format!("tn-{name}"));
-    let prod: Environment = serde_json::from_value(json!({
-        "apiVersion": "ossature.dev/v1alpha1", "kind": "Environment",
-        "metadata": {"name": "prod"},
-        "spec": {"kind": "Production"},
-    }))
-    .unwrap();
-    environments
-        .create(&PostParams::default(), &prod)
-        .await
-        .unwrap();
-    wait_for("environment prod Ready", Duration::from_secs(90), || {
-        let environments = environments.clone();
-        async move {
-            let e = environments.get("prod").await.ok()?;
-            let conditions = &e.status.as_ref()?.conditions;
-            (condition(conditions, "Ready")?.0 == "True").then_some(())
-        }
-    })
-    .await;
-    let namespace = format!("tn-{name}--prod");
-    (name, namespace)
 }
 
 async fn events_of(client: &Client, namespace: &str, name: &str) -> Vec<Event> {

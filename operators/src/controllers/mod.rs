@@ -32,6 +32,7 @@ kinds! {
     certificate => ossature_crds::Certificate,
     acme_issuer => ossature_crds::AcmeIssuer,
     topic => ossature_crds::Topic,
+    service_identity => ossature_crds::ServiceIdentity,
 }
 
 /// Which of a tenant's namespaces a kind's objects live in.

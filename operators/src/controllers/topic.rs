@@ -19,10 +19,14 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
-use ossature_crds::{Conditioned, DeletionPolicy, Environment, Tenant, Topic, TopicStatus};
-use ossature_model::conditions::{
-    self, MESSAGING_READY, Outcome, READY, SCHEMA_READY, STALLED, reasons,
+use ossature_crds::{
+    Conditioned, DeletionPolicy, Environment, ServiceIdentity, Tenant, Topic, TopicStatus,
+    TopicUser,
 };
+use ossature_model::conditions::{
+    self, GRANTS_READY, MESSAGING_READY, Outcome, READY, SCHEMA_READY, STALLED, reasons,
+};
+use ossature_model::services::{GrantCall, Permissions, ServiceNames, desired_grants, grant_calls};
 use ossature_model::names::{FIELD_MANAGER, environment_of, tenant_namespace};
 use ossature_model::tenants::retained;
 use ossature_model::topics::{
@@ -32,7 +36,7 @@ use ossature_model::topics::{
 };
 
 use crate::adapters::pulsar::{SchemaVerdict, TopicShape};
-use crate::adapters::{Backend, Change, Failure, Verb};
+use crate::adapters::{Backend, BackendError, Change, Failure, Verb};
 use crate::context::Context;
 use crate::reconcile::{Error, Plan, Reconciled, Report, Step, WatchContext, event};
 
@@ -41,6 +45,8 @@ pub const FINALIZER: &str = "ossature.dev/topic-cleanup";
 impl Reconciled for Topic {
     const CONTROLLER: &'static str = "topic";
     const FINALIZER: &'static str = FINALIZER;
+    /// ServiceIdentities and Workloads follow it.
+    const FOLLOWED: bool = true;
 
     async fn plan<'a>(&'a self, ctx: &'a Context) -> Result<Plan<'a, TopicStatus>, Error> {
         let namespace = self.namespace().unwrap_or_default();
@@ -95,6 +101,24 @@ impl Reconciled for Topic {
             None => None,
         };
 
+        let tenant_quotas = ctx.find::<Tenant>(tenant).await?.map(|t| t.spec.quotas.clone());
+        let limit = owner
+            .as_ref()
+            .and_then(|e| e.spec.quotas.partitions)
+            .or(tenant_quotas.and_then(|q| q.partitions));
+        if let (Some(wanted), Some(limit)) = (self.spec.partitions, limit)
+            && wanted > limit
+        {
+            plan.outcome(Outcome::failed(
+                MESSAGING_READY,
+                reasons::QUOTA_EXCEEDED,
+                format!(
+                    "Pulsar topic {topic} asks for {wanted} partitions; the quota of tenant {tenant} (quotas.partitions) allows {limit} per topic. Lower spec.partitions or raise the quota"
+                ),
+            ));
+            return Ok(plan);
+        }
+
         let policies = desired_policies(&self.spec);
         let partitions = self.spec.partitions;
         let messaging = topic.clone();
@@ -113,6 +137,33 @@ impl Reconciled for Topic {
                 }
             },
         ));
+
+        let identities: Vec<ServiceIdentity> = ctx
+            .stores
+            .in_namespace::<ServiceIdentity>(&namespace)
+            .iter()
+            .map(|s| (**s).clone())
+            .collect();
+        let permissions = desired_grants(tenant, &identities).on(&namespace, &self.name_any());
+        let users = topic_users(&permissions, &identities, &self.name_any());
+        let granted = topic.clone();
+        let tenant_name = tenant.to_string();
+        plan.step(
+            Step::reporting(GRANTS_READY, format!("grants on topic {topic}"), async move {
+                match ensure_grants(ctx, &tenant_name, &granted, &permissions).await {
+                    Ok(changes) => Report::of(Ok(changes)).found(move |s: &mut TopicStatus| {
+                        s.granted_to = users;
+                        None
+                    }),
+                    Err(e) => Report::of(Err(e.into())),
+                }
+            })
+            .after(
+                &[MESSAGING_READY],
+                reasons::PROGRESSING,
+                "grants are applied once the topic exists",
+            ),
+        );
 
         if let Some(desired) = desired {
             let what = format!("schema of topic {topic}");
@@ -179,6 +230,31 @@ impl Reconciled for Topic {
 
     fn watches(controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         let stores = watch.stores.clone();
+        let topics = watch.stores.clone();
+        // A grant added, changed or dropped, or a service deleted: the
+        // complete grants of every topic of its namespace.
+        let controller = controller.watches_shared_stream(
+            watch.changes::<ServiceIdentity>(),
+            move |identity: Arc<ServiceIdentity>| {
+                let service = identity.name_any();
+                identity
+                    .namespace()
+                    .map(|ns| topics.in_namespace::<Topic>(&ns))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|topic| {
+                        let name = topic.name_any();
+                        let granted = identity.spec.grants.iter().any(|g| g.topic == name);
+                        let was = topic
+                            .status
+                            .as_ref()
+                            .is_some_and(|s| s.granted_to.iter().any(|u| u.service == service));
+                        granted || was
+                    })
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        );
         // Its Environment's Pulsar namespace becoming ready, or its deletion.
         controller.watches_shared_stream(
             watch.changes::<Environment>(),
@@ -204,7 +280,7 @@ impl Reconciled for Topic {
 }
 
 /// Why the Environment cannot hold the topic now, if it cannot.
-fn not_ready(owner: Option<&Environment>, tenant: &str, environment: &str) -> Option<String> {
+pub(super) fn not_ready(owner: Option<&Environment>, tenant: &str, environment: &str) -> Option<String> {
     let Some(owner) = owner else {
         return Some(format!(
             "waits for Environment {environment} of tenant {tenant}; create it"
@@ -351,6 +427,56 @@ async fn ensure_schema(
         ),
         Err(e) => Report::of(Err(e.into())),
     }
+}
+
+/// Each role's actions on the topic as every ServiceIdentity declares
+/// them; only the difference with what the broker holds is written, one
+/// role at a time.
+async fn ensure_grants(
+    ctx: &Context,
+    tenant: &str,
+    topic: &PulsarTopic,
+    desired: &Permissions,
+) -> Result<Vec<Change>, BackendError> {
+    let live = ctx.pulsar.topic_permissions(topic).await?;
+    let mut changes = Vec::new();
+    for call in grant_calls(tenant, desired, &live) {
+        changes.push(match call {
+            GrantCall::Grant { role, actions } => ctx.pulsar.grant(topic, &role, &actions).await?,
+            GrantCall::Revoke { role } => ctx.pulsar.revoke(topic, &role).await?,
+        });
+    }
+    Ok(changes)
+}
+
+/// The services granted the topic, for its status.
+fn topic_users(
+    permissions: &Permissions,
+    identities: &[ServiceIdentity],
+    topic: &str,
+) -> Vec<TopicUser> {
+    let mut users: Vec<TopicUser> = identities
+        .iter()
+        .filter_map(|identity| {
+            let names = ServiceNames::of(identity)?;
+            let actions = permissions.get(&names.pulsar_role)?;
+            let subscriptions = identity
+                .spec
+                .grants
+                .iter()
+                .filter(|g| g.topic == topic)
+                .flat_map(|g| g.subscriptions.iter().cloned())
+                .collect();
+            Some(TopicUser {
+                service: names.service,
+                actions: actions.iter().copied().collect(),
+                subscriptions,
+            })
+        })
+        .collect();
+    // In a stable order: the store's would rewrite the status for nothing.
+    users.sort_by(|a, b| a.service.cmp(&b.service));
+    users
 }
 
 /// Who is deleting the Topic: the Topic alone, or its Environment or

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use ossature_crds::Tenant;
+use ossature_crds::{Environment, Tenant};
 use serde_json::{Value, json};
 
 pub struct Operator {
@@ -684,4 +686,56 @@ pub async fn platform(prefix: &str, extra: Value) -> (Platform, Operator) {
     )
     .await;
     (platform, operator)
+}
+
+/// A tenant of this test with Environment `prod` Ready; its namespace.
+pub async fn tenant_with_environment(client: &Client, sel: &str, prefix: &str) -> (String, String) {
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let name = format!("{prefix}{}", suffix());
+    tenants
+        .create(&PostParams::default(), &labelled(bare_tenant(&name), sel))
+        .await
+        .unwrap();
+    wait_tenant_ready(&tenants, &name, Duration::from_secs(120)).await;
+    let environments: Api<Environment> = Api::namespaced(client.clone(), &format!("tn-{name}"));
+    let prod: Environment = serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Environment",
+        "metadata": {"name": "prod"},
+        "spec": {"kind": "Production"},
+    }))
+    .unwrap();
+    environments
+        .create(&PostParams::default(), &prod)
+        .await
+        .unwrap();
+    wait_for("environment prod Ready", Duration::from_secs(90), || {
+        let environments = environments.clone();
+        async move {
+            let e = environments.get("prod").await.ok()?;
+            let conditions = &e.status.as_ref()?.conditions;
+            (condition(conditions, "Ready")?.0 == "True").then_some(())
+        }
+    })
+    .await;
+    let namespace = format!("tn-{name}--prod");
+    (name, namespace)
+}
+
+/// A ServiceAccount's own token, as a pod would have it mounted.
+pub async fn account_token(accounts: &Api<ServiceAccount>, name: &str) -> String {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            // The shortest the apiserver grants.
+            expiration_seconds: Some(600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("the apiserver issues a token")
+        .status
+        .and_then(|status| status.token)
+        .expect("a TokenRequest answers with a token")
 }

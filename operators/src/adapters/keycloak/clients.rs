@@ -27,7 +27,7 @@ impl Keycloak {
     }
 
     /// The client with this clientId (a lookup by its unique key).
-    async fn client(
+    pub(super) async fn client(
         &self,
         realm: &str,
         client_id: &str,
@@ -75,37 +75,9 @@ impl Keycloak {
             .await?;
             wrote = true;
         }
-        let mappers = current.protocol_mappers.as_deref().unwrap_or_default();
-        for wanted in typed::<ProtocolMapperRepresentation>(&desired.mappers, &action)? {
-            match mappers.iter().find(|m| m.name == wanted.name) {
-                None => {
-                    let call = admin.realm_clients_with_client_uuid_protocol_mappers_models_post(
-                        realm, id, wanted,
-                    );
-                    self.write(&action, call).await?;
-                }
-                Some(existing)
-                    if existing.protocol_mapper != wanted.protocol_mapper
-                        || !has_config(
-                            existing.config.as_ref(),
-                            wanted.config.iter().flatten(),
-                        ) =>
-                {
-                    let mapper_id = id_of(&existing.id, &action)?;
-                    let body = ProtocolMapperRepresentation {
-                        id: Some(mapper_id.to_owned()),
-                        ..wanted
-                    };
-                    let call = admin
-                        .realm_clients_with_client_uuid_protocol_mappers_models_with_id_put(
-                            realm, id, mapper_id, body,
-                        );
-                    self.write(&action, call).await?;
-                }
-                Some(_) => continue,
-            }
-            wrote = true;
-        }
+        wrote |= self
+            .ensure_mappers(realm, id, &current, &desired.mappers, &action)
+            .await?;
         let defaults: BTreeSet<&str> = current
             .default_client_scopes
             .iter()
@@ -136,6 +108,52 @@ impl Keycloak {
             }
         }
         Ok(changed(wrote))
+    }
+
+    /// Puts back the client's protocol mappers that are missing or differ;
+    /// whether it wrote.
+    pub(super) async fn ensure_mappers(
+        &self,
+        realm: &str,
+        id: &str,
+        current: &ClientRepresentation,
+        desired: &[serde_json::Value],
+        action: &str,
+    ) -> Result<bool, BackendError> {
+        let admin = &self.admin;
+        let mut wrote = false;
+        let mappers = current.protocol_mappers.as_deref().unwrap_or_default();
+        for wanted in typed::<ProtocolMapperRepresentation>(desired, action)? {
+            match mappers.iter().find(|m| m.name == wanted.name) {
+                None => {
+                    let call = admin.realm_clients_with_client_uuid_protocol_mappers_models_post(
+                        realm, id, wanted,
+                    );
+                    self.write(action, call).await?;
+                }
+                Some(existing)
+                    if existing.protocol_mapper != wanted.protocol_mapper
+                        || !has_config(
+                            existing.config.as_ref(),
+                            wanted.config.iter().flatten(),
+                        ) =>
+                {
+                    let mapper_id = id_of(&existing.id, action)?;
+                    let body = ProtocolMapperRepresentation {
+                        id: Some(mapper_id.to_owned()),
+                        ..wanted
+                    };
+                    let call = admin
+                        .realm_clients_with_client_uuid_protocol_mappers_models_with_id_put(
+                            realm, id, mapper_id, body,
+                        );
+                    self.write(action, call).await?;
+                }
+                Some(_) => continue,
+            }
+            wrote = true;
+        }
+        Ok(wrote)
     }
 
     pub async fn delete_client(

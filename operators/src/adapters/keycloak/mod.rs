@@ -14,6 +14,7 @@ mod groups;
 mod identity_providers;
 mod organizations;
 mod realms;
+mod service_clients;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,6 +38,7 @@ pub use ossature_model::identity::{
     OrganizationSettings, RealmSettings, SCOPE_CLAIM, SCOPE_NAME,
 };
 pub use realms::{LOGIN_EVENTS, has_active_eddsa_key, realm_patch, totp_patch};
+pub use service_clients::LiveServiceClient;
 
 const PROTOCOL: &str = "openid-connect";
 /// Refresh the admin token this long before it expires, so a call never

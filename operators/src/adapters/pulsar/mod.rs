@@ -2,9 +2,11 @@
 //! retention and schema policies, and (in the modules below) topics with
 //! their policies and schemas.
 
+mod permissions;
 mod schemas;
 mod topics;
 
+pub use permissions::LivePermissions;
 pub use schemas::{LiveSchema, SchemaVerdict, broker_words};
 pub use topics::TopicShape;
 

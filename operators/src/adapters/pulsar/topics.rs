@@ -137,7 +137,7 @@ fn policy_body(kind: PolicyKind, value: &PolicyValue) -> Value {
 }
 
 impl Pulsar {
-    fn topic_url(&self, topic: &PulsarTopic, tail: &[&str]) -> Url {
+    pub(super) fn topic_url(&self, topic: &PulsarTopic, tail: &[&str]) -> Url {
         let mut segments = vec![
             "admin",
             "v2",
