@@ -4,6 +4,8 @@
 //! this crate only turns its `env` contract into typed values and offers the
 //! small helpers (unique names, bounded polling, HTTP clients) the tests share.
 
+pub mod pulsar_client;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

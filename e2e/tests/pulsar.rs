@@ -5,7 +5,6 @@
 //! stack's superuser, as the operator does.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -16,21 +15,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt;
 use k8s_openapi::jiff::Timestamp;
+use ossature_e2e::pulsar_client::{self, OPERATION_TIMEOUT, expect_refused, within};
 use ossature_e2e::{Check, Stack, eventually, expect_success, http_client, unique, with_cleanup};
 use ossature_model::services::{token_claims, token_from_signature, token_signing_input};
 use pulsar::consumer::Message as Received;
-use pulsar::proto::{self, schema::Type as SchemaType};
-use pulsar::{
-    Authentication, ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions,
-    Producer, ProducerOptions, Pulsar, SubType, TokioExecutor, producer,
-};
+use pulsar::proto;
+use pulsar::{Consumer, Producer, Pulsar, TokioExecutor, producer};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// Ceiling of one client operation (connect, create a producer, receive), so
-/// a broker that never answers fails the test instead of hanging CI.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Ceiling for a grant or revocation to reach the broker's policy cache.
 const POLICY_TIMEOUT: Duration = Duration::from_secs(30);
 const SUBSCRIPTION: &str = "e2e-sub";
@@ -289,88 +283,30 @@ async fn close(
         .context("closing the consumer")
 }
 
-/// Bounds a client operation by `OPERATION_TIMEOUT`. Boxed: the `pulsar`
-/// crate's futures are large enough to overflow a test thread's stack.
-async fn within<T>(what: &str, operation: impl Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(OPERATION_TIMEOUT, Box::pin(operation))
-        .await
-        .with_context(|| format!("{what}: no answer within {OPERATION_TIMEOUT:?}"))
-}
-
-/// A client of the binary protocol that presents `token`. Retries are few:
-/// a refusal must come back as an error, not as a wait.
-async fn connect(stack: &Stack, token: &str) -> Result<Pulsar<TokioExecutor>> {
-    let builder = Pulsar::builder(stack.pulsar.service_url.clone(), TokioExecutor)
-        .with_auth(Authentication {
-            name: "token".into(),
-            data: token.as_bytes().to_vec(),
-        })
-        .with_connection_retry_options(ConnectionRetryOptions {
-            max_retries: 3,
-            connection_timeout: OPERATION_TIMEOUT,
-            ..ConnectionRetryOptions::default()
-        })
-        .with_operation_retry_options(OperationRetryOptions {
-            operation_timeout: OPERATION_TIMEOUT,
-            retry_delay: Duration::from_millis(500),
-            max_retries: Some(3),
-        });
-    within("connecting to Pulsar", builder.build())
-        .await?
-        .context("connecting to Pulsar")
-}
-
 fn avro_schema(definition: &str) -> proto::Schema {
-    proto::Schema {
-        name: "OrderPlaced".into(),
-        schema_data: definition.as_bytes().to_vec(),
-        r#type: SchemaType::Avro as i32,
-        properties: vec![],
-    }
+    pulsar_client::avro_schema("OrderPlaced", definition)
 }
 
-/// Asks for a producer; the inner result is the broker's answer.
+async fn connect(stack: &Stack, token: &str) -> Result<Pulsar<TokioExecutor>> {
+    pulsar_client::connect(&stack.pulsar.service_url, token).await
+}
+
 async fn new_producer(
     client: &Pulsar<TokioExecutor>,
     names: &Names,
     schema: Option<&str>,
 ) -> Result<Result<Producer<TokioExecutor>, pulsar::Error>> {
-    let options = ProducerOptions {
-        schema: schema.map(avro_schema),
-        ..ProducerOptions::default()
-    };
-    let build = client
-        .producer()
-        .with_topic(names.full_topic())
-        .with_name(unique("producer"))
-        .with_options(options)
-        .build();
-    within("creating a producer", build).await
+    let schema = schema.map(avro_schema);
+    pulsar_client::new_producer(client, &names.full_topic(), &unique("producer"), schema).await
 }
 
-/// Subscribes with the registered schema; the inner result is the broker's answer.
 async fn subscribe(
     client: &Pulsar<TokioExecutor>,
     names: &Names,
 ) -> Result<Result<Consumer<Vec<u8>, TokioExecutor>, pulsar::Error>> {
-    let build = client
-        .consumer()
-        .with_topic(names.full_topic())
-        .with_subscription(SUBSCRIPTION)
-        .with_subscription_type(SubType::Exclusive)
-        .with_consumer_name(unique("consumer"))
-        .with_options(ConsumerOptions::default().with_schema(avro_schema(ORDER_SCHEMA)))
-        .build::<Vec<u8>>();
-    within("subscribing", build).await
-}
-
-/// Fails unless `answer` is a refusal whose text names `reason`.
-fn expect_refused<T>(answer: Result<T, pulsar::Error>, reason: &str, what: &str) -> Result<()> {
-    match answer {
-        Ok(_) => bail!("{what} was let in"),
-        Err(e) if e.to_string().contains(reason) => Ok(()),
-        Err(e) => bail!("{what} failed, but not with {reason}: {e}"),
-    }
+    let schema = avro_schema(ORDER_SCHEMA);
+    let (topic, name) = (names.full_topic(), unique("consumer"));
+    pulsar_client::subscribe(client, &topic, SUBSCRIPTION, &name, schema).await
 }
 
 /// Pulsar carries an Avro message as one bare datum (no container, no header).
@@ -401,14 +337,7 @@ async fn publish(
         properties: HashMap::from([("origin".to_string(), "ossature-e2e".to_string())]),
         ..producer::Message::default()
     };
-    let receipt = within("publishing", async {
-        producer.send_non_blocking(message).await?.await
-    })
-    .await?
-    .context("publishing")?;
-    receipt
-        .message_id
-        .context("the send receipt has no message id")
+    pulsar_client::send(producer, message).await
 }
 
 async fn receive(consumer: &mut Consumer<Vec<u8>, TokioExecutor>) -> Result<Received<Vec<u8>>> {

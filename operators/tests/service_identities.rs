@@ -158,6 +158,70 @@ async fn openbao_login(
     }
 }
 
+/// The producer's token publishes and cannot consume; the consumer's
+/// token reads the message on its subscription and cannot produce.
+async fn use_tokens(env: &BTreeMap<String, String>, topic: &str, producer: &str, consumer: &str) {
+    use ossature_e2e::pulsar_client::{
+        avro_schema, connect, expect_refused, new_producer, send, subscribe, within,
+    };
+    let url = &env["OSSATURE_PULSAR_SERVICE_URL"];
+    let schema = || avro_schema("Order", ORDER);
+    let reader = Box::pin(connect(url, consumer)).await.unwrap();
+    let mut subscribed = Box::pin(subscribe(&reader, topic, "billing", "billing-1", schema()))
+        .await
+        .unwrap()
+        .expect("billing consumes on its subscription");
+    let writer = Box::pin(connect(url, producer)).await.unwrap();
+    let mut producing = Box::pin(new_producer(&writer, topic, "orders-1", Some(schema())))
+        .await
+        .unwrap()
+        .expect("orders produces with the registered schema");
+    // `{"id": "o-1"}` as one Avro datum: the string's zigzag length, then its bytes.
+    let payload = [&[6u8][..], b"o-1"].concat();
+    let message = pulsar::producer::Message {
+        payload: payload.clone(),
+        ..Default::default()
+    };
+    Box::pin(send(&mut producing, message)).await.unwrap();
+    let received = Box::pin(within(
+        "receiving",
+        futures::StreamExt::next(&mut subscribed),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(received.payload.data, payload);
+    Box::pin(within("acknowledging", subscribed.ack(&received)))
+        .await
+        .unwrap()
+        .unwrap();
+    expect_refused(
+        Box::pin(subscribe(
+            &writer,
+            topic,
+            "orders-sub",
+            "orders-2",
+            schema(),
+        ))
+        .await
+        .unwrap(),
+        "AuthorizationError",
+        "orders consuming",
+    )
+    .unwrap();
+    expect_refused(
+        Box::pin(new_producer(&reader, topic, "billing-2", Some(schema())))
+            .await
+            .unwrap(),
+        "AuthorizationError",
+        "billing producing",
+    )
+    .unwrap();
+    let _ = Box::pin(within("closing", producing.close())).await;
+    let _ = Box::pin(within("closing", subscribed.close())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_gets_credentials_certificate_and_exactly_its_grants() {
     let env = ossature_bootstrap::ensure_up().await.unwrap();
@@ -285,6 +349,17 @@ async fn a_service_gets_credentials_certificate_and_exactly_its_grants() {
         .map(|u| u.service.clone())
         .collect();
     assert_eq!(users, ["billing", "orders"]);
+
+    // The tokens in the Secrets work on the broker as granted: orders
+    // produces, billing consumes on its subscription, neither more.
+    let billing_data = secret_data(&client, &namespace, "billing-secrets").await;
+    use_tokens(
+        &env,
+        &format!("persistent://{tenant}/prod/orders"),
+        &data["pulsar-token"],
+        &billing_data["pulsar-token"],
+    )
+    .await;
 
     // A real ServiceAccount token logs in to OpenBao through its role and
     // reads its own path only.

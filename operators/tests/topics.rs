@@ -563,3 +563,59 @@ async fn admission_refuses_what_pulsar_cannot_do() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_beyond_the_quota_are_refused_until_it_allows_them() {
+    let env = ossature_bootstrap::ensure_up().await.unwrap();
+    let client = kube_client(&env).await;
+    install_crds(&client).await;
+    let sel = suffix();
+    let _operator = start_operator(&env, &sel);
+    let (tenant, namespace) = tenant_with_environment(&client, &sel, "tq").await;
+    let environments: Api<Environment> = Api::namespaced(client.clone(), &format!("tn-{tenant}"));
+    environments
+        .patch(
+            "prod",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"partitions": 2}}})),
+        )
+        .await
+        .unwrap();
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &namespace);
+    topics
+        .create(
+            &PostParams::default(),
+            &topic("wide", json!({"partitions": 3})),
+        )
+        .await
+        .unwrap();
+    let refused = wait_topic(&topics, "wide", "QuotaExceeded", |t| {
+        reason(t, "MessagingReady").is_some_and(|(s, r, _)| s == "False" && r == "QuotaExceeded")
+    })
+    .await;
+    let (_, _, message) = reason(&refused, "MessagingReady").unwrap();
+    assert!(message.contains("allows 2"), "{message}");
+    let (code, _) = pulsar_get(
+        &env,
+        &format!("/admin/v2/persistent/{tenant}/prod/wide/partitions"),
+    )
+    .await;
+    assert_eq!(code, 404, "nothing is created beyond the quota");
+    environments
+        .patch(
+            "prod",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"partitions": 3}}})),
+        )
+        .await
+        .unwrap();
+    wait_topic(
+        &topics,
+        "wide",
+        "Ready once the quota allows it",
+        topic_ready,
+    )
+    .await;
+    let tenants: Api<ossature_crds::Tenant> = Api::all(client.clone());
+    delete_tenants(&tenants, &[&tenant]).await;
+}
