@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
-use ossature_crds::{Environment, Scope, Tenant, Topic};
+use ossature_crds::{Environment, Scope, ServiceIdentity, Tenant, Topic, Workload};
 use serde::Deserialize;
 
 fn documents() -> Vec<DynamicObject> {
@@ -56,6 +56,8 @@ fn api(client: &kube::Client, object: &DynamicObject) -> Api<DynamicObject> {
         "Scope" => ApiResource::erase::<Scope>(&()),
         "Environment" => ApiResource::erase::<Environment>(&()),
         "Topic" => ApiResource::erase::<Topic>(&()),
+        "ServiceIdentity" => ApiResource::erase::<ServiceIdentity>(&()),
+        "Workload" => ApiResource::erase::<Workload>(&()),
         other => panic!("unexpected kind {other} in examples"),
     };
     match &object.metadata.namespace {
@@ -181,6 +183,33 @@ async fn examples_become_ready_and_leave_nothing_behind() {
         assert_eq!(schema["type"], topic.data["spec"]["schema"]["type"]);
     }
 
+    // Each service holds exactly its grants on each topic it names.
+    for service in objects.iter().filter(|o| kind(o) == "ServiceIdentity") {
+        let namespace = service.metadata.namespace.as_deref().unwrap();
+        let (tenant, environment) = namespace
+            .strip_prefix("tn-")
+            .and_then(|n| n.split_once("--"))
+            .unwrap();
+        let name = service.metadata.name.as_deref().unwrap();
+        let role = format!("{tenant}.{environment}.{name}");
+        for grant in service.data["spec"]["grants"].as_array().unwrap() {
+            let topic = grant["topic"].as_str().unwrap();
+            let path = format!("/admin/v2/persistent/{tenant}/{environment}/{topic}/permissions");
+            let (_, granted) = pulsar_get(&env, &path).await;
+            let mut actions: Vec<String> = grant["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_lowercase())
+                .collect();
+            let mut live: Vec<String> = serde_json::from_value(granted[&role].clone())
+                .unwrap_or_else(|_| panic!("{role} has no grant on {topic}: {granted}"));
+            actions.sort();
+            live.sort();
+            assert_eq!(live, actions, "{role} on {topic}");
+        }
+    }
+
     for tenant in &tenants {
         tenant_api
             .delete(
@@ -211,6 +240,26 @@ async fn examples_become_ready_and_leave_nothing_behind() {
             pulsar_tenant(&env, &name).await.0,
             404,
             "Pulsar tenant {name} left behind"
+        );
+        // Its services' clients go even from the shared realm.
+        let home = if tenant.data["spec"]["identity"]["isolation"] == "Realm" {
+            continue;
+        } else {
+            let kind = tenant.data["spec"]["type"].as_str().unwrap().to_lowercase();
+            format!(
+                "ossature-{kind}-{}",
+                tenant.data["spec"]["residency"].as_str().unwrap()
+            )
+        };
+        let (_, clients) = get(
+            format!("{kc}/admin/realms/{home}/clients?clientId={name}.&search=true"),
+            Some(("Authorization", &format!("Bearer {token}"))),
+        )
+        .await;
+        assert_eq!(
+            clients,
+            serde_json::json!([]),
+            "service clients of {name} left behind"
         );
     }
     let mounts = openbao_mounts(&env).await;
