@@ -433,6 +433,76 @@ async fn a_service_gets_credentials_certificate_and_exactly_its_grants() {
     let after = services.get("orders").await.unwrap();
     assert_ne!(after.status.unwrap().secrets_hash, hash_before);
 
+    // Drift: the client deleted in Keycloak, the role in OpenBao and the
+    // credentials in KV come back, and the Secret follows the new client.
+    let admin = keycloak_token(&env).await;
+    let kc = &env["OSSATURE_KEYCLOAK_URL"];
+    let (_, found) = get(
+        format!("{kc}/admin/realms/{realm}/clients?clientId={role}"),
+        Some(("Authorization", &format!("Bearer {admin}"))),
+    )
+    .await;
+    let uuid = found[0]["id"].as_str().unwrap().to_string();
+    let gone = http()
+        .delete(format!("{kc}/admin/realms/{realm}/clients/{uuid}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(gone.is_success(), "{gone}");
+    let root_token = env["OSSATURE_OPENBAO_ROOT_TOKEN"].clone();
+    let auth = env["OSSATURE_OPENBAO_KUBERNETES_AUTH_PATH"].clone();
+    let bao_role_path = format!(
+        "{}/v1/auth/{auth}/role/{bao_role}",
+        env["OSSATURE_OPENBAO_ADDR"]
+    );
+    let metadata = format!("tenants/{tenant}/kv/metadata/prod/services/orders/credentials");
+    for path in [
+        bao_role_path,
+        format!("{}/v1/{metadata}", env["OSSATURE_OPENBAO_ADDR"]),
+    ] {
+        let code = http()
+            .delete(path)
+            .header("X-Vault-Token", &root_token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(code.is_success(), "{code}");
+    }
+    let restored = wait_for(
+        "the client, role and credentials back",
+        Duration::from_secs(90),
+        || {
+            let (client, namespace, env, realm, role) = (
+                client.clone(),
+                namespace.clone(),
+                env.clone(),
+                realm.clone(),
+                role.clone(),
+            );
+            let rotated = rotated["client-secret"].clone();
+            async move {
+                let data = secret_data(&client, &namespace, "orders-secrets").await;
+                if data["client-secret"] == rotated {
+                    return None;
+                }
+                client_token(&env, &realm, &role, &data["client-secret"])
+                    .await
+                    .ok()?;
+                Some(data)
+            }
+        },
+    )
+    .await;
+    let jwt = account_token(&accounts, "orders").await;
+    openbao_login(&env, &bao_role, &jwt)
+        .await
+        .expect("the OpenBao role is back");
+    assert_ne!(restored["pulsar-token"], "", "a token was minted again");
+    let rotated = restored;
+
     // Revoking billing's grant leaves orders' as it was.
     services
         .patch(
@@ -497,13 +567,10 @@ async fn a_service_gets_credentials_certificate_and_exactly_its_grants() {
         (live == json!({})).then_some(())
     })
     .await;
-    let root_token = env["OSSATURE_OPENBAO_ROOT_TOKEN"].clone();
-    let auth = env["OSSATURE_OPENBAO_KUBERNETES_AUTH_PATH"].clone();
     let (code, _) = openbao(&env, &root_token, &format!("auth/{auth}/role/{bao_role}")).await;
     assert_eq!(code, 404, "the OpenBao role is gone");
     let (code, _) = openbao(&env, &root_token, &format!("sys/policies/acl/{bao_role}")).await;
     assert_eq!(code, 404, "its policy is gone");
-    let metadata = format!("tenants/{tenant}/kv/metadata/prod/services/orders/credentials");
     assert_eq!(openbao(&env, &root_token, &metadata).await.0, 404);
     let refused = client_token(&env, &realm, &role, &rotated["client-secret"])
         .await
