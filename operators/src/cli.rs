@@ -15,8 +15,11 @@ use ossature_model::platform::{
 /// paths and its own CA, and (with an edge) a host served with its
 /// certificate; each Scope a nested Keycloak group and RBAC that cascades
 /// down the tree; each Environment a namespace and a Pulsar namespace; each
-/// Certificate a key and certificate from the tenant's CA or an ACME CA.
-/// Each reports one Ready condition naming what blocks.
+/// Certificate a key and certificate from the tenant's CA or an ACME CA;
+/// each Topic a Pulsar topic with its schema, policies and grants; each
+/// ServiceIdentity a ServiceAccount, a Keycloak client, an OpenBao role, a
+/// Pulsar token and a SPIFFE certificate. Each reports one Ready condition
+/// naming what blocks.
 ///
 /// With `--local-stack` it brings up the embedded local stack first and takes
 /// everything from it. Otherwise backend addresses and credentials come from
@@ -80,6 +83,11 @@ pub struct Args {
     /// named `ossature-domain.<domain>`, its holder the tenant).
     #[arg(long, default_value = "kube-system")]
     pub lease_namespace: String,
+    /// OpenBao transit key that signs services' Pulsar tokens (ES256, as the
+    /// broker's `tokenPublicKey` expects), as MOUNT/KEY. The operator's
+    /// OpenBao policy must allow `MOUNT/sign/KEY`.
+    #[arg(long, default_value = "pulsar-tokens/pulsar", value_parser = parse_token_key)]
+    pub pulsar_token_key: crate::adapters::openbao::tokens::TokenKey,
     /// Namespace of the Secrets of AcmeIssuers: the account credentials the
     /// operator writes, and the External Account Binding keys it reads.
     #[arg(long, default_value = "kube-system")]
@@ -157,6 +165,21 @@ pub fn init_logs(format: LogFormat) {
                 .with_env_filter(filter)
                 .init()
         }
+    }
+}
+
+/// `MOUNT/KEY` of an OpenBao transit key.
+fn parse_token_key(value: &str) -> Result<crate::adapters::openbao::tokens::TokenKey, String> {
+    match value.rsplit_once('/') {
+        Some((mount, name)) if !mount.trim_matches('/').is_empty() && !name.is_empty() => {
+            Ok(crate::adapters::openbao::tokens::TokenKey {
+                mount: mount.trim_matches('/').to_string(),
+                name: name.to_string(),
+            })
+        }
+        _ => Err(format!(
+            "{value} is not MOUNT/KEY, such as pulsar-tokens/pulsar"
+        )),
     }
 }
 
@@ -263,6 +286,14 @@ mod tests {
             ("eu".to_string(), vec!["c1".to_string(), "c2".to_string()])
         );
         assert!(parse_residency("eu").is_err());
+        let key = parse_token_key("transit/services/pulsar").unwrap();
+        assert_eq!(
+            (key.mount.as_str(), key.name.as_str()),
+            ("transit/services", "pulsar")
+        );
+        assert!(parse_token_key("pulsar").is_err());
+        assert!(parse_token_key("/pulsar").is_err());
+        assert!(parse_token_key("pulsar-tokens/").is_err());
         assert!(parse_residency("eu=").is_err());
         let args = Args::try_parse_from(["ossature-operator", "--residency", "mars=red"]).unwrap();
         assert_eq!(args.residency()["mars"], ["red"]);

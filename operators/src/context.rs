@@ -41,6 +41,8 @@ pub struct Settings {
     /// Where the Leases live that elect the shared-realm manager and hold
     /// tenants' custom domains.
     pub lease_namespace: String,
+    /// The OpenBao transit key that signs services' Pulsar tokens.
+    pub token_key: crate::adapters::openbao::tokens::TokenKey,
 }
 
 /// The clients of every backend.

@@ -101,6 +101,7 @@ fn settings(args: &Args) -> Result<Settings> {
         selector: args.selector.clone(),
         acme_namespace: args.acme_namespace.clone(),
         lease_namespace: args.lease_namespace.clone(),
+        token_key: args.pulsar_token_key.clone(),
     })
 }
 

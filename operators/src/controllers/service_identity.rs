@@ -39,7 +39,6 @@ use ossature_model::tenants::backend_ready;
 use ossature_model::topics::PulsarTopic;
 
 use super::topic::not_ready;
-use crate::adapters::openbao::tokens::TokenKey;
 use crate::adapters::{BackendError, Change, Failure};
 use crate::context::Context;
 use crate::kubernetes;
@@ -441,7 +440,7 @@ async fn ensure_secrets(
         let now = Timestamp::now();
         if token_due(token_expiry(&stored), now) {
             let claims = token_claims(&names.pulsar_role, now);
-            let token = openbao.sign_token(&TokenKey::default(), &claims).await?;
+            let token = openbao.sign_token(&ctx.settings.token_key, &claims).await?;
             credentials.insert(PULSAR_TOKEN_KEY.into(), token);
             credentials.insert(PULSAR_TOKEN_EXPIRES_KEY.into(), claims.exp.to_string());
         }
