@@ -98,7 +98,11 @@ fn tenant_file(name: &str, sel: &str) -> String {
     std::fs::read_to_string(path)
         .unwrap()
         .split("\n---\n")
-        .filter(|document| !document.contains("\nkind: Topic\n"))
+        .filter(|document| {
+            ["Topic", "ServiceIdentity", "Workload"]
+                .iter()
+                .all(|kind| !document.contains(&format!("\nkind: {kind}\n")))
+        })
         .collect::<Vec<_>>()
         .join("\n---\n")
         .replace("acme", name)
