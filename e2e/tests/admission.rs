@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use ossature_crds::{Environment, Scope, Tenant, Topic};
+use ossature_crds::{Environment, Scope, ServiceIdentity, Tenant, Topic, Workload};
 use ossature_e2e::{Check, Stack, eventually, unique, with_cleanup};
 use serde_json::{Value, json};
 
@@ -397,6 +397,8 @@ async fn examples_pass_admission() -> Result<()> {
                     "Scope" => raw::<Scope>(&client, Some(&ns)),
                     "Environment" => raw::<Environment>(&client, Some(&ns)),
                     "Topic" => raw::<Topic>(&client, Some(&ns)),
+                    "ServiceIdentity" => raw::<ServiceIdentity>(&client, Some(&ns)),
+                    "Workload" => raw::<Workload>(&client, Some(&ns)),
                     other => bail!("{}: unexpected kind {other}", path.display()),
                 };
                 if kind != "Tenant" && kind != "Namespace" {
@@ -409,11 +411,12 @@ async fn examples_pass_admission() -> Result<()> {
             }
         }
         // Two tenants of each type, each with its namespace, two scope
-        // branches and two environments; acme's prod environment with its
-        // namespace and two topics.
+        // branches and two environments; the prod environments of acme and
+        // globex with their namespaces, two topics and two services each.
         assert_eq!(kinds.get("Tenant"), Some(&4), "{kinds:?}");
-        assert_eq!(kinds.get("Namespace"), Some(&5), "{kinds:?}");
-        assert_eq!(kinds.get("Topic"), Some(&2), "{kinds:?}");
+        assert_eq!(kinds.get("Namespace"), Some(&6), "{kinds:?}");
+        assert_eq!(kinds.get("Topic"), Some(&4), "{kinds:?}");
+        assert_eq!(kinds.get("ServiceIdentity"), Some(&4), "{kinds:?}");
         assert_eq!(kinds.get("Scope"), Some(&16), "{kinds:?}");
         assert_eq!(kinds.get("Environment"), Some(&8), "{kinds:?}");
         Ok(())
