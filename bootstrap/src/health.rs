@@ -1,6 +1,6 @@
 //! Readiness of each component, asked through its own API, and the one-time
 //! steps some need before they serve (OpenBao init, unseal and Kubernetes
-//! auth, kwok's node).
+//! auth, KEDA's CRDs in the apiserver, kwok's node).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,10 +88,11 @@ impl Probes {
                     Err(format!("etcd reports {body}"))
                 }
             }
-            Component::KubeApiserver => self
-                .get_ok(&format!("{}/readyz", https_url(APISERVER_PORT)))
-                .await
-                .map(drop),
+            Component::KubeApiserver => {
+                self.get_ok(&format!("{}/readyz", https_url(APISERVER_PORT)))
+                    .await?;
+                self.keda_crds_ready().await
+            }
             Component::KubeControllerManager => self
                 .get_ok(&format!("{}/healthz", https_url(CONTROLLER_MANAGER_PORT)))
                 .await
@@ -178,6 +179,7 @@ impl Probes {
                 }
                 _ => Ok(()),
             },
+            Component::KubeApiserver => self.ensure_keda_crds().await,
             Component::Kwok => self.ensure_node().await,
             _ => Ok(()),
         }

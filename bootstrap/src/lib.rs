@@ -4,6 +4,7 @@
 pub mod components;
 mod files;
 pub mod health;
+pub mod keda;
 pub mod kubernetes_auth;
 pub mod layout;
 mod obtain;

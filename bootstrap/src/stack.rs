@@ -100,10 +100,12 @@ pub async fn up(layout: &Layout) -> Result<Vec<Row>> {
     }
 
     // Obtain everything first, so a missing tool or a failed build starts nothing.
+    // KEDA's CRDs are applied to a running apiserver too.
     let mut seen = BTreeSet::new();
     let artifacts: Vec<_> = to_start
         .iter()
         .map(|c| c.artifact(&versions))
+        .chain([crate::keda::artifact(&versions)])
         .filter(|a| seen.insert(a.name))
         .collect();
     for artifact in artifacts.iter().filter(|a| a.missing(layout).is_some()) {

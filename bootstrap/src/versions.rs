@@ -27,6 +27,8 @@ pub struct Versions {
     pub pulsar: Pinned,
     pub openbao: Pinned,
     pub caddy: Pinned,
+    /// KEDA's CRDs, without KEDA itself.
+    pub keda: Pinned,
 }
 
 const PINNED: &str = include_str!("../versions.toml");
@@ -63,5 +65,6 @@ mod tests {
         );
         assert!(v.etcd.version.starts_with("v3.5.") || v.etcd.version.starts_with("v3.6."));
         assert!(v.keycloak.version.starts_with("26."));
+        assert!(v.keda.version.starts_with("v2."));
     }
 }
