@@ -606,3 +606,96 @@ async fn a_token_minted_through_openbao_is_a_role_the_broker_authorizes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_subscription_is_made_before_its_consumers_and_made_again_when_removed() {
+    use ossature_model::topics::PulsarTopic;
+    let (url, token) = admin_url().await;
+    let calls = Calls::default();
+    let pulsar = Pulsar::new(&url, superuser(&token), calls.clone()).unwrap();
+    let rest = Rest::new(&url, &token);
+    let tenant = unique("it-ps");
+    let namespace = "prod";
+    let policy = NamespacePolicy {
+        retention_minutes: 60,
+        retention_size_mb: 16,
+        schema_compatibility: "FULL".into(),
+        limits: Default::default(),
+    };
+    let topic = |local: &str| PulsarTopic {
+        persistent: true,
+        tenant: tenant.clone(),
+        namespace: namespace.into(),
+        local: local.into(),
+    };
+
+    with_cleanup(&pulsar, &tenant, namespace, async {
+        pulsar
+            .ensure_tenant(&tenant, &[CLUSTER.to_string()])
+            .await
+            .unwrap();
+        pulsar
+            .ensure_namespace(&tenant, namespace, &policy)
+            .await
+            .unwrap();
+        let (orders, events) = (topic("orders"), topic("events"));
+        pulsar.create_topic(&orders, Some(3)).await.unwrap();
+        pulsar.create_topic(&events, None).await.unwrap();
+
+        for (topic, partitioned) in [(&orders, true), (&events, false)] {
+            assert_eq!(
+                pulsar.ensure_subscription(topic, "billing").await.unwrap(),
+                Change::Created
+            );
+            let before = writes(&calls);
+            assert_eq!(
+                pulsar.ensure_subscription(topic, "billing").await.unwrap(),
+                Change::Unchanged
+            );
+            assert_eq!(
+                writes(&calls),
+                before,
+                "a subscription that exists is not written"
+            );
+
+            let path = format!("/admin/v2/persistent/{tenant}/{namespace}/{}", topic.local);
+            let (status, subscriptions) = rest.get(&format!("{path}/subscriptions")).await;
+            assert_eq!((status, subscriptions), (200, json!(["billing"])));
+            if partitioned {
+                // Every partition has it, durable, before any consumer came.
+                for partition in 0..3 {
+                    let (_, stats) = rest
+                        .get(&format!("{path}-partition-{partition}/stats"))
+                        .await;
+                    let billing = &stats["subscriptions"]["billing"];
+                    assert_eq!(billing["isDurable"], true, "{stats}");
+                    assert_eq!(billing["consumers"], json!([]));
+                }
+            }
+
+            // Removed by hand: made again.
+            rest.send(
+                reqwest::Method::DELETE,
+                &format!("{path}/subscription/billing"),
+                None,
+            )
+            .await;
+            assert_eq!(
+                pulsar.ensure_subscription(topic, "billing").await.unwrap(),
+                Change::Created
+            );
+        }
+
+        // A topic that does not exist has no subscription to make.
+        let err = pulsar
+            .ensure_subscription(&topic("nothing"), "billing")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BackendError::Refused { status: 404, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    })
+    .await;
+}

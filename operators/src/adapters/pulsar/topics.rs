@@ -1,6 +1,7 @@
 //! Topics: created explicitly (the broker creates none by itself), their
 //! partitions grown, their runtime state read, their topic-level policies
-//! read and written one by one, and their deletion.
+//! read and written one by one, their subscriptions made ahead of their
+//! consumers, and their deletion.
 
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -11,7 +12,7 @@ use ossature_model::topics::{
 };
 
 use super::{Pulsar, refused};
-use crate::adapters::{BackendError, Change};
+use crate::adapters::{Backend, BackendError, Change};
 
 /// A topic as the broker has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +201,51 @@ impl Pulsar {
         )
         .await?;
         Ok(Change::Updated)
+    }
+
+    /// The durable subscription `name` of a persistent topic (of each of
+    /// its partitions), created when missing. It starts at the latest
+    /// message, as a consumer's would: from then on, what is published
+    /// waits for its consumers, however late they come. Read first, so a
+    /// subscription that exists costs no write.
+    pub async fn ensure_subscription(
+        &self,
+        topic: &PulsarTopic,
+        name: &str,
+    ) -> Result<Change, BackendError> {
+        let action = format!("create subscription {name} of topic {topic}");
+        let subscriptions: Option<Vec<String>> = self
+            .read_optional(
+                self.topic_url(topic, &["subscriptions"]),
+                &format!("list subscriptions of topic {topic}"),
+            )
+            .await?;
+        match subscriptions {
+            Some(subscriptions) if subscriptions.iter().any(|s| s == name) => {
+                return Ok(Change::Unchanged);
+            }
+            Some(_) => {}
+            None => {
+                return Err(Backend::Pulsar.refused(
+                    &action,
+                    StatusCode::NOT_FOUND.as_u16(),
+                    "the topic does not exist",
+                ));
+            }
+        }
+        let reply = self
+            .send(
+                Method::PUT,
+                self.topic_url(topic, &["subscription", name]),
+                None,
+            )
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(Change::Created),
+            // Made in between by a consumer or another reconcile.
+            StatusCode::CONFLICT => Ok(Change::Unchanged),
+            _ => Err(refused(&action, &reply)),
+        }
     }
 
     /// Deletes the topic (all its partitions); `force` disconnects its
