@@ -15,6 +15,7 @@ pub mod messaging;
 pub mod names;
 pub mod objects;
 pub mod platform;
+pub mod quantities;
 pub mod scopes;
 pub mod secrets;
 pub mod services;

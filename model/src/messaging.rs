@@ -44,27 +44,10 @@ impl MessagingLimits {
 /// A quantity of bytes (`512Mi`, `10G`, `1.5Gi`, `1000`), as admission
 /// lets through; `None` for anything else.
 pub fn bytes(quantity: &Quantity) -> Option<i64> {
-    let text = quantity.0.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let multiplier: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    let value = number.parse::<f64>().ok()? * multiplier;
-    (value >= 1.0 && value < i64::MAX as f64).then(|| value.ceil() as i64)
+    const NANO: i128 = 1_000_000_000;
+    let nanos = crate::quantities::billionths(&quantity.0)?;
+    let whole = (nanos + NANO - 1).div_euclid(NANO);
+    (nanos >= NANO).then(|| i64::try_from(whole).ok()).flatten()
 }
 
 /// Pulsar clusters allowed to hold a tenant's data: those of its region.
