@@ -88,6 +88,10 @@ pub mod reasons {
     pub const SCOPE_NOT_FOUND: &str = "ScopeNotFound";
     /// A Topic asks for more partitions than its tenant's quota allows.
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// A Workload waits for its ServiceIdentity's ServiceAccount and Secret.
+    pub const WAITING_FOR_SERVICE_IDENTITY: &str = "WaitingForServiceIdentity";
+    /// A Workload's subscription waits for its Topic to be Ready.
+    pub const WAITING_FOR_TOPIC: &str = "WaitingForTopic";
 }
 
 /// One backend's outcome in this reconcile.

@@ -9,9 +9,13 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use ossature_crds::{Scaling, SubscriptionType, Workload};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use ossature_crds::{
+    Conditioned, CpuMemory, Scaling, ServiceIdentity, SubscriptionType, Topic, Workload,
+};
 use serde_json::{Value, json};
 
+use crate::conditions::{self, READY, reasons};
 use crate::names::{MANAGED_BY, labels};
 use crate::objects::from;
 use crate::services::ServiceNames;
@@ -75,6 +79,7 @@ pub struct WorkloadObjects {
     pub network_policy: NetworkPolicy,
     pub disruption_budget: Option<PodDisruptionBudget>,
     pub scaler: Option<Scaler>,
+    pub replicas: Replicas,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +115,184 @@ pub fn scaling_bounds(
     let max = replica_cap(subscription_type, partitions)
         .map_or(scaling.max_replicas, |cap| scaling.max_replicas.min(cap));
     (scaling.min_replicas.min(max), max)
+}
+
+/// What a Workload takes of its ServiceIdentity, once the identity made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The ServiceIdentity's ULID.
+    pub id: String,
+    pub service_account: String,
+    /// The Secret of its secrets, which the pods mount.
+    pub secret_name: String,
+    pub secrets_hash: String,
+}
+
+impl Identity {
+    /// The names of the service, with the ServiceAccount and Secret its
+    /// identity reports (they are what exists).
+    pub fn names(&self, namespace: &str, service: &str) -> Option<ServiceNames> {
+        let mut names = ServiceNames::new(namespace, service)?;
+        names.service_account.clone_from(&self.service_account);
+        names.secret_name.clone_from(&self.secret_name);
+        Some(names)
+    }
+}
+
+/// What the Workload needs of ServiceIdentity `name`, or why it waits: it
+/// does not exist, is being deleted, or has not made its ServiceAccount
+/// and Secret yet (its controller reports them in its status).
+pub fn identity_of(identity: Option<&ServiceIdentity>, name: &str) -> Result<Identity, String> {
+    let Some(identity) = identity else {
+        return Err(format!(
+            "waits for ServiceIdentity {name}, which does not exist: create it in this namespace (the workload runs as its ServiceAccount and mounts its secrets)"
+        ));
+    };
+    if identity.metadata.deletion_timestamp.is_some() {
+        return Err(format!(
+            "ServiceIdentity {name} is being deleted: its ServiceAccount and secrets are going; re-create it, or delete this workload"
+        ));
+    }
+    let status = identity.status.clone().unwrap_or_default();
+    match (
+        status.service_account,
+        status.secret_name,
+        status.secrets_hash,
+    ) {
+        (Some(service_account), Some(secret_name), Some(secrets_hash)) => Ok(Identity {
+            id: identity.spec.id.clone(),
+            service_account,
+            secret_name,
+            secrets_hash,
+        }),
+        (account, secret, hash) => {
+            let missing: Vec<&str> = [
+                ("serviceAccount", account.is_none()),
+                ("secretName", secret.is_none()),
+                ("secretsHash", hash.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(field, missing)| missing.then_some(field))
+            .collect();
+            Err(format!(
+                "waits for ServiceIdentity {name} to make its ServiceAccount and the Secret of its secrets (its status has no {} yet); see its conditions",
+                missing.join(", ")
+            ))
+        }
+    }
+}
+
+/// The Topic a processor or sink subscribes to, once it is Ready for its
+/// current spec (its partitions are then the broker's); otherwise the
+/// reason and message of the wait.
+pub fn subscribed_topic(
+    topic: Option<&Topic>,
+    name: &str,
+) -> Result<SubscribedTopic, (&'static str, String)> {
+    let Some(topic) = topic else {
+        return Err((
+            reasons::TOPIC_NOT_FOUND,
+            format!(
+                "Topic {name} does not exist in this namespace: create it, or name another in spec.subscription.topic"
+            ),
+        ));
+    };
+    let status = topic.status.clone().unwrap_or_default();
+    let ready = conditions::ready_for(
+        status.conditions(),
+        status.observed_generation,
+        topic.metadata.generation,
+    );
+    let pulsar = PulsarTopic::of_topic(topic);
+    match pulsar {
+        Some(pulsar) if ready && topic.metadata.deletion_timestamp.is_none() => {
+            Ok(SubscribedTopic {
+                topic: pulsar,
+                partitions: topic.spec.partitions,
+            })
+        }
+        _ => {
+            let why = status
+                .conditions()
+                .iter()
+                .find(|c| c.type_ == READY && c.status != "True")
+                .map(|c| format!(" ({}: {})", c.reason, c.message))
+                .unwrap_or_default();
+            Err((
+                reasons::WAITING_FOR_TOPIC,
+                format!("waits for Topic {name} to be Ready{why}"),
+            ))
+        }
+    }
+}
+
+/// How many replicas run, and who decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicas {
+    /// The spec's number.
+    Fixed(i32),
+    /// An autoscaler's, within these bounds.
+    Scaled { min: i32, max: i32 },
+}
+
+impl Replicas {
+    /// The replicas that must be available for the workload to be Ready.
+    pub fn needed(self) -> i32 {
+        match self {
+            Replicas::Fixed(n) => n,
+            Replicas::Scaled { min, .. } => min,
+        }
+    }
+
+    /// The replicas to set through the Deployment's scale when the live
+    /// number is outside the bounds: before an autoscaler acts (a new
+    /// Deployment starts at one), or with none running. Inside them the
+    /// autoscaler decides, and nothing is written.
+    pub fn correction(self, live: Option<i32>) -> Option<i32> {
+        let Replicas::Scaled { min, max } = self else {
+            return None;
+        };
+        // A Deployment without replicas has one.
+        let live = live.unwrap_or(1);
+        let wanted = live.clamp(min, max);
+        (wanted != live).then_some(wanted)
+    }
+}
+
+/// Whether a Deployment is available enough: its controller has seen its
+/// current spec, has rolled it out to every replica (no pod of an older
+/// template remains), and `needed` replicas are available. The message
+/// says where it stands.
+pub fn availability(deployment: &Deployment, needed: i32) -> (bool, String) {
+    let name = deployment.metadata.name.as_deref().unwrap_or_default();
+    let status = deployment.status.clone().unwrap_or_default();
+    let wanted = deployment.spec.replicas.unwrap_or(1);
+    let available = status.available_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let old = status.replicas.unwrap_or(0) - updated;
+    let seen = status.observed_generation >= deployment.metadata.generation;
+    if !seen {
+        return (
+            false,
+            format!("Deployment {name} has a new spec its controller has not acted on yet"),
+        );
+    }
+    if updated < wanted || old > 0 {
+        return (
+            false,
+            format!(
+                "Deployment {name} is rolling out: {updated} of {wanted} replicas updated, {} of the previous template remaining",
+                old.max(0)
+            ),
+        );
+    }
+    let ok = available >= needed;
+    let message = format!("Deployment {name}: {available} of {wanted} replicas available");
+    if ok {
+        (true, message)
+    } else {
+        (false, format!("{message}, {needed} needed"))
+    }
 }
 
 /// The standard labels plus the tenant's; the first two select the pods.
@@ -182,12 +365,23 @@ pub fn desired(input: &WorkloadInput) -> Result<WorkloadObjects, WorkloadError> 
         .collect();
     env.push(json!({"name": "OSSATURE_SECRETS_DIR", "value": SECRETS_DIR}));
     env.push(json!({"name": "OSSATURE_SERVICE_ID", "value": input.service_id}));
+    // As the apiserver keeps them, so that an unchanged spec compares equal.
+    let amounts = |amounts: &CpuMemory| {
+        let mut all = serde_json::Map::new();
+        for (name, amount) in [("cpu", &amounts.cpu), ("memory", &amounts.memory)] {
+            if let Some(Quantity(amount)) = amount {
+                let kept = crate::quantities::canonical(amount).unwrap_or_else(|| amount.clone());
+                all.insert(name.into(), json!(kept));
+            }
+        }
+        Value::Object(all)
+    };
     let mut resources = serde_json::Map::new();
     if let Some(requests) = &spec.resources.requests {
-        resources.insert("requests".into(), json!(requests));
+        resources.insert("requests".into(), amounts(requests));
     }
     if let Some(limits) = &spec.resources.limits {
-        resources.insert("limits".into(), json!(limits));
+        resources.insert("limits".into(), amounts(limits));
     }
     let probe =
         |path: &str| json!({"httpGet": {"path": path, "port": "management"}, "periodSeconds": 10});
@@ -280,7 +474,7 @@ pub fn desired(input: &WorkloadInput) -> Result<WorkloadObjects, WorkloadError> 
         let target = scaling.backlog_target;
         match input.autoscaler {
             Autoscaler::Keda => {
-                let auth_name = format!("{name}-pulsar");
+                let auth_name = trigger_authentication_name(name);
                 Scaler::Keda {
                     scaled_object: json!({
                         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
@@ -334,7 +528,8 @@ pub fn desired(input: &WorkloadInput) -> Result<WorkloadObjects, WorkloadError> 
                                     "subscription": subscription.name,
                                 }},
                             },
-                            "target": {"type": "AverageValue", "averageValue": target.to_string()},
+                            // As the apiserver keeps it: 1000 is `1k`.
+                            "target": {"type": "AverageValue", "averageValue": crate::quantities::canonical(&target.to_string())},
                         },
                     }],
                 },
@@ -348,7 +543,16 @@ pub fn desired(input: &WorkloadInput) -> Result<WorkloadObjects, WorkloadError> 
         network_policy,
         disruption_budget,
         scaler,
+        replicas: match scaling {
+            Some((_, _, _, (min, max))) => Replicas::Scaled { min, max },
+            None => Replicas::Fixed(replicas),
+        },
     })
+}
+
+/// The TriggerAuthentication that hands KEDA a workload's Pulsar token.
+pub fn trigger_authentication_name(workload: &str) -> String {
+    format!("{workload}-pulsar")
 }
 
 /// Namespaces whose pods may scrape workloads' management ports.
@@ -409,7 +613,7 @@ mod tests {
         let w = workload(json!({
             "template": "CommandEndpoint", "serviceIdentity": "orders", "image": "orders:1",
             "env": [{"name": "LOG_LEVEL", "value": "info"}],
-            "resources": {"requests": {"cpu": "100m"}},
+            "resources": {"requests": {"cpu": "0.1"}, "limits": {"memory": "1024Mi"}},
         }));
         let o = objects(&w, None, Autoscaler::Keda);
         let d = serde_json::to_value(&o.deployment).unwrap();
@@ -435,7 +639,9 @@ mod tests {
         assert_eq!(c["volumeMounts"][0]["readOnly"], true);
         assert_eq!(c["livenessProbe"]["httpGet"]["port"], "management");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        // As the apiserver keeps them: compared equal when nothing changed.
         assert_eq!(c["resources"]["requests"]["cpu"], "100m");
+        assert_eq!(c["resources"]["limits"], json!({"memory": "1Gi"}));
         // No environment variable comes from a Secret.
         let env = c["env"].as_array().unwrap();
         assert!(env.iter().all(|e| e.get("valueFrom").is_none()));
@@ -579,6 +785,20 @@ mod tests {
             "billing"
         );
         assert_eq!(metric["target"]["averageValue"], "500");
+        // The default target, as the apiserver keeps it.
+        let w = workload(json!({
+            "template": "EventSink", "serviceIdentity": "orders", "image": "orders:1",
+            "subscription": {"topic": "orders", "name": "billing"},
+            "scaling": {"maxReplicas": 4},
+        }));
+        let Some(Scaler::Hpa(hpa)) = objects(&w, Some(&topic), Autoscaler::Hpa).scaler else {
+            panic!("an HPA");
+        };
+        let hpa = serde_json::to_value(hpa).unwrap();
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"],
+            "1k"
+        );
     }
 
     #[test]
@@ -602,5 +822,150 @@ mod tests {
         assert_eq!(refused(&w), WorkloadError::ServiceElsewhere);
         w.metadata.namespace = Some("tn-acme".into());
         assert_eq!(refused(&w), WorkloadError::NotInEnvironment);
+    }
+
+    fn identity(status: Value) -> ServiceIdentity {
+        serde_json::from_value(json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "ServiceIdentity",
+            "metadata": {"name": "orders", "namespace": "tn-acme--prod"},
+            "spec": {"id": "01JQ3X5T0RYB9Q8K1W7ZC4M2NP", "owner": "global"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_workload_waits_for_what_its_service_identity_makes() {
+        let why = identity_of(None, "orders").unwrap_err();
+        assert!(
+            why.contains("ServiceIdentity orders, which does not exist"),
+            "{why}"
+        );
+        let why = identity_of(
+            Some(&identity(json!({"serviceAccount": "orders"}))),
+            "orders",
+        )
+        .unwrap_err();
+        assert!(why.contains("no secretName, secretsHash yet"), "{why}");
+        let made = identity(json!({
+            "serviceAccount": "orders-sa", "secretName": "orders-files", "secretsHash": "h1",
+        }));
+        let found = identity_of(Some(&made), "orders").unwrap();
+        assert_eq!(found.id, "01JQ3X5T0RYB9Q8K1W7ZC4M2NP");
+        assert_eq!(found.secrets_hash, "h1");
+        // The names it reports are the ones the pods use.
+        let names = found.names("tn-acme--prod", "orders").unwrap();
+        assert_eq!(
+            (names.service_account.as_str(), names.secret_name.as_str()),
+            ("orders-sa", "orders-files")
+        );
+        assert_eq!(names.tenant, "acme");
+        let mut going = made;
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(
+            identity_of(Some(&going), "orders")
+                .unwrap_err()
+                .contains("being deleted")
+        );
+    }
+
+    fn topic(generation: i64, status: Value) -> Topic {
+        serde_json::from_value(json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Topic",
+            "metadata": {"name": "orders", "namespace": "tn-acme--prod", "generation": generation},
+            "spec": {"partitions": 3},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn ready(generation: i64, ok: bool) -> Value {
+        json!({"observedGeneration": generation, "conditions": [{
+            "type": "Ready", "status": if ok { "True" } else { "False" },
+            "reason": if ok { "Provisioned" } else { "SchemaIncompatible" },
+            "message": "the broker says no", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]})
+    }
+
+    #[test]
+    fn a_subscription_waits_for_its_topic_ready_for_its_current_spec() {
+        let (reason, why) = subscribed_topic(None, "orders").unwrap_err();
+        assert_eq!(reason, reasons::TOPIC_NOT_FOUND);
+        assert!(why.contains("Topic orders does not exist"), "{why}");
+        let (reason, why) =
+            subscribed_topic(Some(&topic(2, ready(2, false))), "orders").unwrap_err();
+        assert_eq!(reason, reasons::WAITING_FOR_TOPIC);
+        assert!(
+            why.contains("SchemaIncompatible: the broker says no"),
+            "{why}"
+        );
+        // Ready for an older spec (fewer partitions, maybe): not yet.
+        assert!(subscribed_topic(Some(&topic(3, ready(2, true))), "orders").is_err());
+        let found = subscribed_topic(Some(&topic(2, ready(2, true))), "orders").unwrap();
+        assert_eq!(found.partitions, Some(3));
+        assert_eq!(found.topic.to_string(), "persistent://acme/prod/orders");
+    }
+
+    #[test]
+    fn replicas_outside_the_bounds_are_brought_back_inside_and_others_left_to_the_autoscaler() {
+        let scaled = Replicas::Scaled { min: 2, max: 4 };
+        assert_eq!(scaled.correction(None), Some(2), "a new Deployment has one");
+        assert_eq!(scaled.correction(Some(1)), Some(2));
+        assert_eq!(scaled.correction(Some(3)), None);
+        assert_eq!(scaled.correction(Some(9)), Some(4));
+        assert_eq!(
+            Replicas::Fixed(3).correction(Some(1)),
+            None,
+            "the spec sets them"
+        );
+        assert_eq!(scaled.needed(), 2);
+        assert_eq!(Replicas::Fixed(3).needed(), 3);
+    }
+
+    fn deployment(generation: i64, replicas: i32, status: Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "orders-api", "generation": generation},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deployment_is_available_once_rolled_out_with_the_replicas_needed() {
+        let status = |observed: i64, updated: i32, available: i32| {
+            json!({"observedGeneration": observed, "replicas": updated,
+                   "updatedReplicas": updated, "availableReplicas": available})
+        };
+        let (ok, message) = availability(&deployment(2, 3, status(2, 3, 3)), 3);
+        assert!(ok, "{message}");
+        assert_eq!(message, "Deployment orders-api: 3 of 3 replicas available");
+        let (ok, message) = availability(&deployment(2, 3, status(2, 3, 1)), 3);
+        assert!(!ok);
+        assert!(
+            message.ends_with("1 of 3 replicas available, 3 needed"),
+            "{message}"
+        );
+        let (ok, message) = availability(&deployment(2, 3, status(1, 3, 3)), 3);
+        assert!(!ok && message.contains("has not acted on yet"), "{message}");
+        let (ok, message) = availability(&deployment(2, 3, status(2, 1, 3)), 3);
+        assert!(!ok && message.contains("rolling out: 1 of 3"), "{message}");
+        // A new pod that cannot start keeps the old one serving: still
+        // rolling out, however many are available.
+        let stuck = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1,
+                           "availableReplicas": 1});
+        let (ok, message) = availability(&deployment(2, 1, stuck), 1);
+        assert!(!ok, "{message}");
+        assert!(
+            message.ends_with("1 of the previous template remaining"),
+            "{message}"
+        );
+        // Scaled: the autoscaler's minimum is enough.
+        assert!(availability(&deployment(1, 3, status(1, 3, 2)), 2).0);
+        // Nothing is needed of a Deployment scaled to zero.
+        assert!(availability(&deployment(1, 0, json!({"observedGeneration": 1})), 0).0);
     }
 }
