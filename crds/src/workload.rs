@@ -232,7 +232,9 @@ pub struct WorkloadStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` (following the Deployment's available replicas),
-    /// `DeploymentReady`, `SecretsReady`, `ScalingReady`.
+    /// `SecretsReady` (its ServiceIdentity's ServiceAccount and Secret),
+    /// `MessagingReady` (the subscription of a processor or sink),
+    /// `DeploymentReady`, `ScalingReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Conditions,
     /// Replicas wanted now (the spec's, or the autoscaler's).

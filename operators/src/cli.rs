@@ -119,6 +119,11 @@ pub struct Args {
     /// Run without an edge: tenants get no host, host certificate or route.
     #[arg(long)]
     pub no_edge: bool,
+    /// What scales event processors and sinks on their backlog: `auto`, a
+    /// KEDA ScaledObject when KEDA's CRDs are installed and an HPA on an
+    /// external metric otherwise; or always one of `keda`, `hpa`.
+    #[arg(long, value_enum, default_value_t = AutoscalerChoice::Auto)]
+    pub autoscaler: AutoscalerChoice,
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
@@ -139,6 +144,13 @@ impl Args {
     pub fn residency(&self) -> BTreeMap<String, Vec<String>> {
         self.residency.iter().cloned().collect()
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AutoscalerChoice {
+    Auto,
+    Keda,
+    Hpa,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -43,6 +43,9 @@ pub struct Settings {
     pub lease_namespace: String,
     /// The OpenBao transit key that signs services' Pulsar tokens.
     pub token_key: crate::adapters::openbao::tokens::TokenKey,
+    /// What scales Workloads; `None`: KEDA when its CRDs are installed,
+    /// else an HPA.
+    pub autoscaler: Option<ossature_model::workloads::Autoscaler>,
 }
 
 /// The clients of every backend.

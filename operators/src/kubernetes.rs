@@ -28,20 +28,29 @@ pub async fn ensure<K>(api: &Api<K>, desired: &K, calls: &Calls) -> Result<Chang
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
+    Ok(ensure_live(api, desired, calls).await?.0)
+}
+
+/// Like [`ensure`], with the object as the apiserver has it afterwards.
+pub async fn ensure_live<K>(
+    api: &Api<K>,
+    desired: &K,
+    calls: &Calls,
+) -> Result<(Change, K), kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
     let name = desired.meta().name.clone().unwrap_or_default();
     calls.record(Backend::Kubernetes, Verb::Read);
     let live = api.get_opt(&name).await?;
-    if let Some(live) = &live
-        && !differs(desired, live).map_err(unreadable)?
-    {
-        return Ok(Change::Unchanged);
-    }
-    apply(api, desired, calls).await?;
-    Ok(if live.is_some() {
-        Change::Updated
-    } else {
-        Change::Created
-    })
+    let change = match live {
+        Some(live) if !differs(desired, &live).map_err(unreadable)? => {
+            return Ok((Change::Unchanged, live));
+        }
+        Some(_) => Change::Updated,
+        None => Change::Created,
+    };
+    Ok((change, apply(api, desired, calls).await?))
 }
 
 /// Server-side apply under the operator's field manager, without a read.
@@ -184,6 +193,34 @@ where
         }
     }
     Ok(changes)
+}
+
+/// Deletes object `name` when it exists and the object of uid `owner`
+/// owns it: what left the desired set, never an object of the same name
+/// that someone else made.
+pub async fn remove_owned<K>(
+    api: &Api<K>,
+    name: &str,
+    owner: &str,
+    calls: &Calls,
+) -> Result<Change, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    calls.record(Backend::Kubernetes, Verb::Read);
+    let Some(live) = api.get_metadata_opt(name).await? else {
+        return Ok(Change::Absent);
+    };
+    let owned = live
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner);
+    if !owned {
+        return Ok(Change::Absent);
+    }
+    delete(api, name, calls).await
 }
 
 /// Deletes an object if it exists.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use kube::Client;
 use ossature_model::Platform;
+use ossature_model::workloads::Autoscaler;
 use tracing::{error, info};
 
 use crate::adapters::Calls;
@@ -15,7 +16,7 @@ use crate::adapters::edge::caddy::CaddyEdge;
 use crate::adapters::keycloak::Keycloak;
 use crate::adapters::openbao::OpenBao;
 use crate::adapters::pulsar::{Pulsar, TokenFile};
-use crate::cli::Args;
+use crate::cli::{Args, AutoscalerChoice};
 use crate::context::{Backends, Context, Settings};
 use crate::metrics::Metrics;
 
@@ -102,6 +103,11 @@ fn settings(args: &Args) -> Result<Settings> {
         acme_namespace: args.acme_namespace.clone(),
         lease_namespace: args.lease_namespace.clone(),
         token_key: args.pulsar_token_key.clone(),
+        autoscaler: match args.autoscaler {
+            AutoscalerChoice::Auto => None,
+            AutoscalerChoice::Keda => Some(Autoscaler::Keda),
+            AutoscalerChoice::Hpa => Some(Autoscaler::Hpa),
+        },
     })
 }
 

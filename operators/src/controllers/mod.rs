@@ -33,6 +33,7 @@ kinds! {
     acme_issuer => ossature_crds::AcmeIssuer,
     topic => ossature_crds::Topic,
     service_identity => ossature_crds::ServiceIdentity,
+    workload => ossature_crds::Workload,
 }
 
 /// Which of a tenant's namespaces a kind's objects live in.

@@ -215,6 +215,11 @@ impl Pulsar {
         })
     }
 
+    /// The admin URL, without a trailing slash.
+    pub fn admin_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
     /// Names of the clusters this Pulsar instance knows.
     pub async fn clusters(&self) -> Result<Vec<String>, BackendError> {
         self.read(self.url(&["admin", "v2", "clusters"]), "list clusters")
