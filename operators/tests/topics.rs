@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{Event, Namespace};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use ossature_crds::{Environment, Topic};
 use serde_json::{Value, json};
 
@@ -70,12 +70,7 @@ impl Admin {
 }
 
 fn topic(name: &str, spec: Value) -> Topic {
-    serde_json::from_value(json!({
-        "apiVersion": "ossature.dev/v1alpha1", "kind": "Topic",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
+    ossature("Topic", name, spec)
 }
 
 fn reason(topic: &Topic, type_: &str) -> Option<(String, String, String)> {
@@ -94,39 +89,6 @@ fn topic_ready(topic: &Topic) -> bool {
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
     })
-}
-
-async fn wait_topic(
-    topics: &Api<Topic>,
-    name: &str,
-    what: &str,
-    ok: impl Fn(&Topic) -> bool,
-) -> Topic {
-    wait_for(
-        &format!("topic {name}: {what}"),
-        Duration::from_secs(90),
-        || async { topics.get(name).await.ok().filter(|t| ok(t)) },
-    )
-    .await
-}
-
-async fn patch_spec(topics: &Api<Topic>, name: &str, spec: Value) {
-    topics
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": spec})),
-        )
-        .await
-        .unwrap();
-}
-
-async fn events_of(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .unwrap()
-        .items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +122,7 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
         )
         .await
         .unwrap();
-    let ready = wait_topic(&topics, "orders", "Ready", topic_ready).await;
+    let ready = wait_object(&topics, "orders", "Ready", topic_ready).await;
     let status = ready.status.unwrap();
     assert_eq!(
         status.pulsar_topic.as_deref(),
@@ -216,16 +178,7 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
     );
 
     // Unchanged, it is reconciled again and again without a write anywhere.
-    let (written, runs) = (writes(&operator).await, reconciles(&operator).await);
-    wait_for("more reconciles", Duration::from_secs(60), || async {
-        (reconciles(&operator).await >= runs + 6).then_some(())
-    })
-    .await;
-    assert_eq!(
-        writes(&operator).await,
-        written,
-        "a steady topic writes nothing"
-    );
+    assert_steady(&operator, 6, "a steady topic").await;
 
     // A compatible change is registered as the next version.
     patch_spec(
@@ -234,7 +187,7 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
         json!({"schema": {"type": "AVRO", "definition": V2}}),
     )
     .await;
-    let v2 = wait_topic(&topics, "orders", "schema version 1", |t| {
+    let v2 = wait_object(&topics, "orders", "schema version 1", |t| {
         topic_ready(t) && t.status.as_ref().and_then(|s| s.schema_version) == Some(1)
     })
     .await;
@@ -253,7 +206,7 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
         json!({"schema": {"type": "AVRO", "definition": BROKEN}}),
     )
     .await;
-    let refused = wait_topic(&topics, "orders", "SchemaIncompatible", |t| {
+    let refused = wait_object(&topics, "orders", "SchemaIncompatible", |t| {
         t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
             && reason(t, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "SchemaIncompatible")
     })
@@ -284,7 +237,7 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
         }),
     )
     .await;
-    wait_topic(&topics, "orders", "Ready again", topic_ready).await;
+    wait_object(&topics, "orders", "Ready again", topic_ready).await;
     assert_eq!(
         admin.get(&format!("{base}/partitions")).await.1["partitions"],
         3
@@ -330,7 +283,7 @@ async fn a_topic_keeps_its_schema_policies_and_partitions() {
         },
     )
     .await;
-    let back = wait_topic(&topics, "orders", "Ready", topic_ready).await;
+    let back = wait_object(&topics, "orders", "Ready", topic_ready).await;
     let live = admin.get(&schema).await.1;
     assert_eq!(
         back.status.unwrap().schema_version,
@@ -369,7 +322,7 @@ async fn deletion_waits_for_a_backlog_unless_forced_and_the_environment_takes_it
             .unwrap();
     }
     for name in ["held", "events", "ticks"] {
-        wait_topic(&topics, name, "Ready", topic_ready).await;
+        wait_object(&topics, name, "Ready", topic_ready).await;
     }
     let held = format!("/admin/v2/persistent/{tenant}/prod/held");
     assert_eq!(
@@ -410,7 +363,7 @@ async fn deletion_waits_for_a_backlog_unless_forced_and_the_environment_takes_it
         .delete("held", &DeleteParams::default())
         .await
         .unwrap();
-    let blocked = wait_topic(&topics, "held", "DeletionBlocked", |t| {
+    let blocked = wait_object(&topics, "held", "DeletionBlocked", |t| {
         reason(t, "Ready").is_some_and(|(_, r, _)| r == "DeletionBlocked")
     })
     .await;
@@ -589,7 +542,7 @@ async fn partitions_beyond_the_quota_are_refused_until_it_allows_them() {
         )
         .await
         .unwrap();
-    let refused = wait_topic(&topics, "wide", "QuotaExceeded", |t| {
+    let refused = wait_object(&topics, "wide", "QuotaExceeded", |t| {
         reason(t, "MessagingReady").is_some_and(|(s, r, _)| s == "False" && r == "QuotaExceeded")
     })
     .await;
@@ -609,7 +562,7 @@ async fn partitions_beyond_the_quota_are_refused_until_it_allows_them() {
         )
         .await
         .unwrap();
-    wait_topic(
+    wait_object(
         &topics,
         "wide",
         "Ready once the quota allows it",

@@ -207,6 +207,57 @@ where
     }
 }
 
+/// The Events about object `name` of `namespace`.
+pub async fn events_of(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    Api::namespaced(client.clone(), namespace)
+        .list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap()
+        .items
+}
+
+/// An object of kind `kind` of Ossature's API group.
+pub fn ossature<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
+    serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Waits until the object `name` of `api` is as `ok` says, and returns it.
+pub async fn wait_object<K>(api: &Api<K>, name: &str, what: &str, ok: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&()).to_lowercase();
+    wait_for(
+        &format!("{kind} {name}: {what}"),
+        Duration::from_secs(90),
+        || async { api.get(name).await.ok().filter(|o| ok(o)) },
+    )
+    .await
+}
+
+/// Merges `spec` into the object's spec.
+pub async fn patch_spec<K>(api: &Api<K>, name: &str, spec: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await
+    .unwrap();
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -306,6 +357,17 @@ pub async fn openbao_mounts(env: &BTreeMap<String, String>) -> Value {
 
 pub async fn writes(operator: &Operator) -> u64 {
     calls(operator, "write").await
+}
+
+/// Waits until the operator has run `more` reconciles, and checks that it
+/// wrote nothing anywhere meanwhile: what `what` names is steady.
+pub async fn assert_steady(operator: &Operator, more: u64, what: &str) {
+    let (written, runs) = (writes(operator).await, reconciles(operator).await);
+    wait_for("more reconciles", Duration::from_secs(60), || async {
+        (reconciles(operator).await >= runs + more).then_some(())
+    })
+    .await;
+    assert_eq!(writes(operator).await, written, "{what} writes nothing");
 }
 
 /// Reconciles the operator has run, of every kind.
