@@ -15,7 +15,7 @@ use ossature_crds::{
 };
 use serde_json::{Value, json};
 
-use crate::conditions::{self, READY, reasons};
+use crate::conditions::{self, ACCOUNT_READY, READY, reasons};
 use crate::names::{MANAGED_BY, labels};
 use crate::objects::from;
 use crate::services::ServiceNames;
@@ -27,7 +27,7 @@ pub const SECRETS_DIR: &str = "/var/run/secrets/ossature";
 /// of the secrets changes the template, so the Deployment rolls out.
 pub const SECRETS_HASH_ANNOTATION: &str = "ossature.dev/secrets-hash";
 /// Key of the service's Secret holding its Pulsar token.
-pub const PULSAR_TOKEN_KEY: &str = "pulsar-token";
+pub use crate::services::PULSAR_TOKEN_KEY;
 
 /// What scales event processors and sinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +151,22 @@ pub fn identity_of(identity: Option<&ServiceIdentity>, name: &str) -> Result<Ide
     if identity.metadata.deletion_timestamp.is_some() {
         return Err(format!(
             "ServiceIdentity {name} is being deleted: its ServiceAccount and secrets are going; re-create it, or delete this workload"
+        ));
+    }
+    // Its status names the ServiceAccount before it is made.
+    let conditions = identity
+        .status
+        .as_ref()
+        .map(|s| s.conditions())
+        .unwrap_or_default();
+    if !conditions::is_true(conditions, ACCOUNT_READY) {
+        let why = conditions
+            .iter()
+            .find(|c| c.type_ == ACCOUNT_READY)
+            .map(|c| format!(" ({}: {})", c.reason, c.message))
+            .unwrap_or_default();
+        return Err(format!(
+            "waits for ServiceIdentity {name} to make its ServiceAccount{why}; see its conditions"
         ));
     }
     let status = identity.status.clone().unwrap_or_default();
@@ -841,14 +857,34 @@ mod tests {
             why.contains("ServiceIdentity orders, which does not exist"),
             "{why}"
         );
+        let account = |ok: &str| {
+            json!([{"type": "AccountReady", "status": ok, "reason": "Provisioned",
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+        };
+        // Named in its status before it is made: not yet.
         let why = identity_of(
-            Some(&identity(json!({"serviceAccount": "orders"}))),
+            Some(&identity(
+                json!({"serviceAccount": "orders", "secretName": "orders-secrets",
+                                  "secretsHash": "h1", "conditions": account("False")}),
+            )),
+            "orders",
+        )
+        .unwrap_err();
+        assert!(
+            why.contains("to make its ServiceAccount (Provisioned"),
+            "{why}"
+        );
+        let why = identity_of(
+            Some(&identity(
+                json!({"serviceAccount": "orders", "conditions": account("True")}),
+            )),
             "orders",
         )
         .unwrap_err();
         assert!(why.contains("no secretName, secretsHash yet"), "{why}");
         let made = identity(json!({
             "serviceAccount": "orders-sa", "secretName": "orders-files", "secretsHash": "h1",
+            "conditions": account("True"),
         }));
         let found = identity_of(Some(&made), "orders").unwrap();
         assert_eq!(found.id, "01JQ3X5T0RYB9Q8K1W7ZC4M2NP");

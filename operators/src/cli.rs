@@ -18,7 +18,10 @@ use ossature_model::platform::{
 /// Certificate a key and certificate from the tenant's CA or an ACME CA;
 /// each Topic a Pulsar topic with its schema, policies and grants; each
 /// ServiceIdentity a ServiceAccount, a Keycloak client, an OpenBao role, a
-/// Pulsar token and a SPIFFE certificate. Each reports one Ready condition
+/// Pulsar token and a SPIFFE certificate; each Workload a Deployment with
+/// its service's secrets as files, a Service, a NetworkPolicy, a
+/// PodDisruptionBudget and, for event processors and sinks, a subscription
+/// and an autoscaler on its backlog. Each reports one Ready condition
 /// naming what blocks.
 ///
 /// With `--local-stack` it brings up the embedded local stack first and takes

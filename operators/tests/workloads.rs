@@ -8,9 +8,9 @@
 //! waits for a ServiceIdentity and a Topic, and deletion removing
 //! everything.
 //!
-//! The ServiceIdentity controller makes the ServiceAccount and the Secret
-//! a Workload mounts and reports them in its status; here a test stands in
-//! for it, writing that status itself.
+//! Each workload runs as a ServiceIdentity that the ServiceIdentity
+//! controller provisions (its ServiceAccount, and the Secret of its
+//! credentials the pods mount); new credentials give a new secrets hash.
 
 mod common;
 
@@ -20,12 +20,12 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, Resource};
-use ossature_crds::{ServiceIdentity, Topic, Workload};
+use ossature_crds::{Scope, ServiceIdentity, Topic, Workload};
 use serde_json::{Value, json};
 
 const ULID: &str = "01JQ3X5T0RYB9Q8K1W7ZC4M2NP";
@@ -52,54 +52,49 @@ fn topic(name: &str, partitions: Option<i32>) -> Topic {
     ossature("Topic", name, spec)
 }
 
-/// Creates the ServiceIdentity `name` and, standing for its controller, its
-/// ServiceAccount, its Secret and the status that names them.
-async fn stand_in_identity(client: &Client, namespace: &str, name: &str, hash: &str) {
-    let identities: Api<ServiceIdentity> = Api::namespaced(client.clone(), namespace);
-    let identity: ServiceIdentity = serde_json::from_value(json!({
-        "apiVersion": "ossature.dev/v1alpha1", "kind": "ServiceIdentity",
-        "metadata": {"name": name},
-        "spec": {"id": ULID, "owner": "global"},
-    }))
-    .unwrap();
-    identities
+/// The Scope `global` of the tenant, which owns its services.
+async fn owner_scope(client: &Client, tenant: &str) {
+    let global: Scope = ossature("Scope", "global", json!({"displayName": "Global"}));
+    Api::<Scope>::namespaced(client.clone(), &format!("tn-{tenant}"))
+        .create(&PostParams::default(), &global)
+        .await
+        .unwrap();
+}
+
+/// Creates ServiceIdentity `name`, consuming each (topic, subscription).
+async fn identity(client: &Client, namespace: &str, name: &str, consumes: &[(&str, &str)]) {
+    let grants: Vec<Value> = consumes
+        .iter()
+        .map(|(topic, subscription)| {
+            json!({"topic": topic, "actions": ["Consume"], "subscriptions": [subscription]})
+        })
+        .collect();
+    let identity: ServiceIdentity = ossature(
+        "ServiceIdentity",
+        name,
+        json!({"id": ULID, "owner": "global", "grants": grants}),
+    );
+    Api::<ServiceIdentity>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &identity)
         .await
         .unwrap();
-    let account: ServiceAccount = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name},
-    }))
-    .unwrap();
-    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &account)
-        .await
-        .unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("{name}-secrets")},
-        "stringData": {"pulsar-token": "not-a-real-token"},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    set_secrets_hash(client, namespace, name, hash).await;
 }
 
-async fn set_secrets_hash(client: &Client, namespace: &str, name: &str, hash: &str) {
-    Api::<ServiceIdentity>::namespaced(client.clone(), namespace)
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-                "serviceAccount": name,
-                "secretName": format!("{name}-secrets"),
-                "secretsHash": hash,
-            }})),
-        )
-        .await
-        .unwrap();
+/// Waits until ServiceIdentity `name` is Ready with a secrets hash other
+/// than `not`; that hash.
+async fn secrets_hash(client: &Client, namespace: &str, name: &str, not: Option<&str>) -> String {
+    let identities = Api::<ServiceIdentity>::namespaced(client.clone(), namespace);
+    let ready = wait_object(&identities, name, "Ready with its secrets", |i| {
+        let status = i.status.as_ref();
+        let hash = status.and_then(|s| s.secrets_hash.as_deref());
+        status.is_some_and(|s| {
+            s.observed_generation == i.metadata.generation
+                && condition(&s.conditions, "Ready").is_some_and(|(ok, _)| ok == "True")
+        }) && hash.is_some()
+            && hash != not
+    })
+    .await;
+    ready.status.unwrap().secrets_hash.unwrap()
 }
 
 /// (status, reason, message) of a condition.
@@ -263,7 +258,15 @@ async fn every_template_runs_with_its_secrets_as_files_and_bounded_replicas() {
         topics.create(&PostParams::default(), &t).await.unwrap();
     }
     wait_topics_ready(&topics, &["orders", "audit"]).await;
-    stand_in_identity(&client, &namespace, "orders", "h1").await;
+    owner_scope(&client, &tenant).await;
+    identity(
+        &client,
+        &namespace,
+        "orders",
+        &[("orders", "billing"), ("audit", "archive")],
+    )
+    .await;
+    let hash = secrets_hash(&client, &namespace, "orders", None).await;
 
     let specs = [
         (
@@ -305,7 +308,7 @@ async fn every_template_runs_with_its_secrets_as_files_and_bounded_replicas() {
 
     for (name, _) in &specs {
         let deployment = written.deployments.get(name).await.unwrap();
-        assert_secrets_as_files(&deployment, "h1");
+        assert_secrets_as_files(&deployment, &hash);
         let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str()),
@@ -461,7 +464,9 @@ async fn secrets_replicas_and_autoscalers_change_what_is_written() {
         .await
         .unwrap();
     wait_topics_ready(&topics, &["orders"]).await;
-    stand_in_identity(&client, &namespace, "orders", "h1").await;
+    owner_scope(&client, &tenant).await;
+    identity(&client, &namespace, "orders", &[("orders", "billing")]).await;
+    let hash = secrets_hash(&client, &namespace, "orders", None).await;
 
     let name = "orders-billing";
     workloads
@@ -527,24 +532,21 @@ async fn secrets_replicas_and_autoscalers_change_what_is_written() {
         )
         .await;
 
-    // New secrets roll the pods out.
+    // New credentials, asked for: new secrets roll the pods out.
     let before = written.deployments.get(name).await.unwrap();
-    set_secrets_hash(&client, &namespace, "orders", "h2").await;
+    assert_secrets_as_files(&before, &hash);
+    let identities = Api::<ServiceIdentity>::namespaced(client.clone(), &namespace);
+    let rotation = json!({"credentials": {"rotationRequest": "now"}});
+    patch_spec(&identities, "orders", rotation).await;
+    let rotated = secrets_hash(&client, &namespace, "orders", Some(&hash)).await;
     let rolled = wait_for("the new secrets' hash", WAIT, || async {
         let d = written.deployments.get(name).await.ok()?;
-        let hash = d
-            .spec
-            .template
-            .metadata
-            .as_ref()?
-            .annotations
-            .as_ref()?
-            .get(HASH_ANNOTATION)?;
-        (hash == "h2").then_some(d)
+        let annotations = d.spec.template.metadata.as_ref()?.annotations.as_ref()?;
+        (annotations.get(HASH_ANNOTATION)? == &rotated).then_some(d)
     })
     .await;
     assert!(rolled.metadata.generation > before.metadata.generation);
-    assert_secrets_as_files(&rolled, "h2");
+    assert_secrets_as_files(&rolled, &rotated);
     wait_object(&workloads, name, "Ready after the rollout", ready).await;
 
     // Fixed at one replica: no autoscaler, no budget.
@@ -619,8 +621,10 @@ async fn a_workload_waits_for_its_identity_its_topic_and_its_pods() {
     assert!(!ready(&waiting));
     written.wait_exactly(name, &[]).await;
 
-    // The identity comes (its watch brings the workload back): now the Topic.
-    stand_in_identity(&client, &namespace, "orders", "h1").await;
+    // The identity comes (its watch brings the workload back), granted a
+    // Topic that does not exist yet: the workload now waits for the Topic.
+    owner_scope(&client, &tenant).await;
+    identity(&client, &namespace, "orders", &[("late", "sink")]).await;
     let waiting = wait_object(&workloads, name, "waiting for its topic", |w| {
         condition_of(w, "SecretsReady").is_some_and(|(s, _, _)| s == "True")
     })

@@ -93,7 +93,7 @@ impl Reconciled for Workload {
         let mut plan = Plan::new(previous.clone());
 
         let service = &self.spec.service_identity;
-        let found = service_identity(ctx, &namespace, service).await?;
+        let found = ctx.stores.get_in::<ServiceIdentity>(&namespace, service);
         let identity = match identity_of(found.as_deref(), service) {
             Ok(identity) => identity,
             Err(why) => {
@@ -298,10 +298,9 @@ impl Reconciled for Workload {
                 })
             })
             // Its ServiceIdentity's ServiceAccount, Secret and secrets hash.
-            .watches(
-                Api::<ServiceIdentity>::all(watch.client.clone()),
-                watcher::Config::default(),
-                move |identity: ServiceIdentity| {
+            .watches_shared_stream(
+                watch.changes::<ServiceIdentity>(),
+                move |identity: Arc<ServiceIdentity>| {
                     let namespace = identity.namespace().unwrap_or_default();
                     let name = identity.name_any();
                     workloads_where(&by_identity, &namespace, |w| w.spec.service_identity == name)
@@ -322,19 +321,6 @@ fn workloads_where(
         .filter(|w| pick(w))
         .map(|w| ObjectRef::from_obj(&*w))
         .collect()
-}
-
-/// The ServiceIdentity a Workload runs as.
-async fn service_identity(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Arc<ServiceIdentity>>, kube::Error> {
-    ctx.calls.record(Backend::Kubernetes, Verb::Read);
-    Ok(Api::<ServiceIdentity>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await?
-        .map(Arc::new))
 }
 
 /// Whether KEDA's ScaledObject CRD is installed and served.
