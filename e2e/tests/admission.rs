@@ -412,11 +412,13 @@ async fn examples_pass_admission() -> Result<()> {
         }
         // Two tenants of each type, each with its namespace, two scope
         // branches and two environments; the prod environments of acme and
-        // globex with their namespaces, two topics and two services each.
+        // globex with their namespaces, two topics, two services and a
+        // workload of each template each.
         assert_eq!(kinds.get("Tenant"), Some(&4), "{kinds:?}");
         assert_eq!(kinds.get("Namespace"), Some(&6), "{kinds:?}");
         assert_eq!(kinds.get("Topic"), Some(&4), "{kinds:?}");
         assert_eq!(kinds.get("ServiceIdentity"), Some(&4), "{kinds:?}");
+        assert_eq!(kinds.get("Workload"), Some(&8), "{kinds:?}");
         assert_eq!(kinds.get("Scope"), Some(&16), "{kinds:?}");
         assert_eq!(kinds.get("Environment"), Some(&8), "{kinds:?}");
         Ok(())
