@@ -34,9 +34,9 @@ use serde_json::{Value, json};
 
 use super::certificates::{Changes, Watched};
 use super::{
-    Backends, Isolation, Operator, OperatorFlags, RUN_LABEL, Usage, by_backend, calls,
-    create_tenants, delete_all, delta, latencies, leftovers, line, mib, object_key, percentile,
-    reconciles, run_id, samples_f64, secs, tenants_ready, usage, wait_ready,
+    Backends, Isolation, Operator, OperatorFlags, PROGRESS_EVERY, RUN_LABEL, Usage, by_backend,
+    calls, create_tenants, delete_all, delta, latencies, leftovers, line, mib, object_key,
+    percentile, reconciles, run_id, samples_f64, secs, tenants_ready, usage, wait_ready,
 };
 
 /// The Scope every service names as its owner.
@@ -336,18 +336,15 @@ pub async fn run(
     // Deleted even when measuring failed: only this operator can release their finalizers.
     let deleted = delete_all(&client, &run, &names, args.concurrency(), args.timeout()).await;
     drop(operator);
+    let figures = measured?;
+    deleted.context("deleting the tenants")?;
     let tenants_left = leftovers(
         &client,
         &backends,
         (Isolation::Organization, args.concurrency()),
         &names,
     )
-    .await;
-    let figures = measured?;
-    deleted?;
-    let tenants_left = tenants_left?;
-
-    figures.print(&args);
+    .await?;
     line("tenants left behind", &tenants_left);
     println!("{}", figures.summary(&args));
 
@@ -356,6 +353,12 @@ pub async fn run(
     if steady > 0 {
         failures.push(format!(
             "Topics and services all Ready caused {steady} writes"
+        ));
+    }
+    if figures.deletion.remaining > 0 {
+        failures.push(format!(
+            "{} Topics and services were not deleted within {}s",
+            figures.deletion.remaining, args.timeout_seconds
         ));
     }
     if figures.left.total() > 0 {
@@ -423,21 +426,24 @@ async fn measure(
     };
 
     let operator_figures = run_operator(args, client, operator, run, shares).await?;
-    let deleting = Instant::now();
-    delete_objects(client, run, args.timeout()).await?;
-    let deleted_in = deleting.elapsed();
+    let objects = shares.iter().map(|s| s.topics + s.services).sum();
+    operator_figures.print(args, objects, baseline.as_ref());
+
+    let deletion = delete_objects(client, run, args.timeout()).await?;
     let peak_kib = usage(operator.pid())?.peak_kib;
     let placed = placed(shares, &tenants, ENVIRONMENT);
     let left = left::left(client, backends, &placed, args.concurrency()).await?;
-    Ok(Figures {
-        objects: shares.iter().map(|s| s.topics + s.services).sum(),
+    let figures = Figures {
+        objects,
         tenants_ready_in,
         baseline,
         operator: operator_figures,
-        deleted_in,
+        deletion,
         peak_kib,
         left,
-    })
+    };
+    figures.print_deletion();
+    Ok(figures)
 }
 
 /// The tenants, Ready, each with its Scope and environments Ready; returns
@@ -713,24 +719,40 @@ fn keep_run(run: &str) -> super::certificates::Keep {
     })
 }
 
+/// How the deletion of the Topics and services went.
+struct Deletion {
+    /// From the first deletion until all were gone, or until the bench
+    /// stopped waiting.
+    took: Duration,
+    /// How many were still there then.
+    remaining: usize,
+}
+
 /// Deletes the run's Topics and ServiceIdentities at once and waits until
-/// the operator has let every one go.
-async fn delete_objects(client: &kube::Client, run: &str, timeout: Duration) -> Result<()> {
+/// the operator has let every one go, or `timeout` has passed.
+async fn delete_objects(client: &kube::Client, run: &str, timeout: Duration) -> Result<Deletion> {
     let by_run = ListParams::default().labels(&format!("{RUN_LABEL}={run}"));
-    let topics = Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<Topic>(&()));
-    let services =
-        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<ServiceIdentity>(&()));
     let kinds = [
-        (ApiResource::erase::<Topic>(&()), &topics),
-        (ApiResource::erase::<ServiceIdentity>(&()), &services),
-    ];
-    let mut targets = Vec::new();
-    for (resource, api) in &kinds {
-        for object in api.list_metadata(&by_run).await?.items {
-            let namespace = object.metadata.namespace.clone().unwrap_or_default();
-            targets.push((resource.clone(), namespace, object.name_any()));
+        ApiResource::erase::<Topic>(&()),
+        ApiResource::erase::<ServiceIdentity>(&()),
+    ]
+    .map(|resource| {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        (resource, api)
+    });
+    let remaining = || async {
+        let mut present = Vec::new();
+        for (resource, api) in &kinds {
+            for object in api.list_metadata(&by_run).await?.items {
+                let namespace = object.metadata.namespace.clone().unwrap_or_default();
+                present.push((resource.clone(), namespace, object.name_any()));
+            }
         }
-    }
+        anyhow::Ok(present)
+    };
+    let began = Instant::now();
+    let targets = remaining().await?;
+    let total = targets.len();
     stream::iter(targets)
         .map(|(resource, namespace, name)| async move {
             let api: Api<DynamicObject> =
@@ -744,20 +766,21 @@ async fn delete_objects(client: &kube::Client, run: &str, timeout: Duration) -> 
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    let began = Instant::now();
+    let mut next_progress = PROGRESS_EVERY;
     loop {
-        let mut remaining = 0;
-        for (_, api) in &kinds {
-            remaining += api.list_metadata(&by_run).await?.items.len();
+        let left = remaining().await?.len();
+        if left == 0 || began.elapsed() > timeout {
+            return Ok(Deletion {
+                took: began.elapsed(),
+                remaining: left,
+            });
         }
-        if remaining == 0 {
-            return Ok(());
-        }
-        if began.elapsed() > timeout {
-            bail!(
-                "{remaining} Topics and services still present after {}s",
-                timeout.as_secs()
+        if began.elapsed() > next_progress {
+            eprintln!(
+                "{left} of {total} Topics and services still present after {:.0}s",
+                began.elapsed().as_secs_f64()
             );
+            next_progress += PROGRESS_EVERY;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -844,7 +867,7 @@ struct Figures {
     tenants_ready_in: Duration,
     baseline: Option<direct::Baseline>,
     operator: OperatorFigures,
-    deleted_in: Duration,
+    deletion: Deletion,
     /// The operator's peak memory, read once the deletion was done.
     peak_kib: u64,
     left: left::Left,
@@ -859,121 +882,139 @@ fn per_object(counts: &BTreeMap<String, u64>, n: usize) -> String {
     by_backend(&values)
 }
 
-impl Figures {
-    /// The operator's throughput as a share of the baseline's.
-    fn ratio(&self) -> Option<f64> {
-        let baseline = self.baseline.as_ref()?;
-        Some(baseline.elapsed.as_secs_f64() / self.operator.all_ready().as_secs_f64().max(1e-3))
+impl OperatorFigures {
+    /// The operator's pace as a share of the baseline's: the baseline's
+    /// time over the operator's, for the same objects.
+    fn ratio(&self, baseline: Option<&direct::Baseline>) -> Option<f64> {
+        let baseline = baseline?;
+        Some(baseline.elapsed.as_secs_f64() / self.all_ready().as_secs_f64().max(1e-3))
     }
 
-    fn print(&self, args: &MessagingArgs) {
-        let op = &self.operator;
-        line("created in", secs(op.created_in));
-        line("topics Ready", latencies(&op.topics));
-        line("services Ready", latencies(&op.services));
+    /// What the operator did until all were Ready, then in the steady period.
+    fn print(&self, args: &MessagingArgs, objects: usize, baseline: Option<&direct::Baseline>) {
+        line("created in", secs(self.created_in));
+        line("topics Ready", latencies(&self.topics));
+        line("services Ready", latencies(&self.services));
+        let all = self.all_ready();
+        let pace = objects as f64 / all.as_secs_f64().max(1e-3);
         line(
             "all Ready in",
-            format!(
-                "{} ({} objects, {:.1}/s)",
-                secs(op.all_ready()),
-                self.objects,
-                self.objects as f64 / op.all_ready().as_secs_f64().max(1e-3)
-            ),
+            format!("{} ({objects} objects, {pace:.1}/s)", secs(all)),
         );
-        if let (Some(ratio), Some(baseline)) = (self.ratio(), &self.baseline) {
+        if let (Some(ratio), Some(baseline)) = (self.ratio(baseline), baseline) {
             line(
                 "operator / baseline",
                 format!(
                     "{ratio:.2} of the baseline's pace (all Ready in {} against {})",
-                    secs(op.all_ready()),
+                    secs(all),
                     secs(baseline.elapsed)
                 ),
             );
         }
-        line("writes per object", per_object(&op.writes, self.objects));
-        if let Some(baseline) = &self.baseline {
+        line("writes per object", per_object(&self.writes, objects));
+        if let Some(baseline) = baseline {
             line(
                 "baseline writes per object",
-                per_object(&baseline.writes(), self.objects),
+                per_object(&baseline.writes(), objects),
             );
         }
-        line("reads per object", per_object(&op.reads, self.objects));
-        line("reconciles", by_backend(&op.reconciles));
-        let slowest: Vec<String> = op
+        line("reads per object", per_object(&self.reads, objects));
+        line("reconciles", by_backend(&self.reconciles));
+        let slowest: Vec<String> = self
             .steps
             .iter()
             .take(6)
             .map(|(step, mean, n)| format!("{step} {mean:.2}s x{n}"))
             .collect();
         line("mean step time", slowest.join("  "));
-        if !op.failures.is_empty() {
-            line("failed steps", by_backend(&op.failures));
+        if !self.failures.is_empty() {
+            line("failed steps", by_backend(&self.failures));
         }
         let steady = format!("steady ({}s)", args.steady_seconds);
         line(
             &format!("{steady} writes"),
             format!(
                 "{}  ({})",
-                op.steady_writes(),
-                by_backend(&op.steady_writes)
+                self.steady_writes(),
+                by_backend(&self.steady_writes)
             ),
         );
         line(
             &format!("{steady} reads"),
             format!(
                 "{}  (resync every {}s; reconciles {})",
-                by_backend(&op.steady_reads),
+                by_backend(&self.steady_reads),
                 args.resync_seconds,
-                by_backend(&op.steady_reconciles)
+                by_backend(&self.steady_reconciles)
             ),
         );
-        if op.steady_writes() > 0 || !op.steady_changes.is_empty() {
+        if self.steady_writes() > 0 || !self.steady_changes.is_empty() {
             line(
                 &format!("{steady} changes"),
                 format!(
                     "{} objects changed in the apiserver:",
-                    op.steady_changes.len()
+                    self.steady_changes.len()
                 ),
             );
-            for (what, n) in op.steady_changes.iter().take(20) {
+            for (what, n) in self.steady_changes.iter().take(20) {
                 line("", format!("{n} x {what}"));
             }
         }
         line(
             "operator RSS",
             format!(
-                "peak {}, steady {} ({} when all were Ready)",
-                mib(self.peak_kib),
-                mib(op.after_steady.rss_kib),
-                mib(op.at_ready.rss_kib)
+                "steady {}, {} when all were Ready (peak so far {})",
+                mib(self.after_steady.rss_kib),
+                mib(self.at_ready.rss_kib),
+                mib(self.after_steady.peak_kib)
             ),
         );
         line(
             "operator CPU",
             format!(
                 "{} until all Ready, {} in the steady period",
-                secs(op.at_ready.cpu),
-                secs(op.after_steady.cpu.saturating_sub(op.at_ready.cpu))
+                secs(self.at_ready.cpu),
+                secs(self.after_steady.cpu.saturating_sub(self.at_ready.cpu))
             ),
         );
-        line("all deleted in", secs(self.deleted_in));
+    }
+}
+
+impl Figures {
+    fn print_deletion(&self) {
+        let deletion = &self.deletion;
+        match deletion.remaining {
+            0 => line("all deleted in", secs(deletion.took)),
+            n => line(
+                "not all deleted",
+                format!(
+                    "{n} Topics and services still there after {}",
+                    secs(deletion.took)
+                ),
+            ),
+        }
+        line("operator peak RSS", mib(self.peak_kib));
         line("left behind", &self.left);
     }
 
     fn summary(&self, args: &MessagingArgs) -> String {
         let op = &self.operator;
-        let ratio = self
-            .ratio()
+        let ratio = op
+            .ratio(self.baseline.as_ref())
             .map_or("n/a".to_string(), |r| format!("{r:.2}"));
         let baseline = self
             .baseline
             .as_ref()
             .map_or("n/a".to_string(), |b| secs(b.elapsed));
         let writes: u64 = op.writes.values().sum();
+        let deleted = match self.deletion.remaining {
+            0 => secs(self.deletion.took),
+            n => format!("incomplete({n}_left)"),
+        };
         format!(
             "summary: tenants={} topics={} services={} tenants_ready={} topics_p50={} topics_p99={} \
              services_p50={} services_p99={} all_ready={} baseline={baseline} ratio={ratio} \
-             writes_per_object={:.1} steady_writes={} rss_peak={} rss_steady={} deleted_in={} left={}",
+             writes_per_object={:.1} steady_writes={} rss_peak={} rss_steady={} deleted_in={deleted} left={}",
             args.tenants,
             op.topics.len(),
             op.services.len(),
@@ -987,7 +1028,6 @@ impl Figures {
             op.steady_writes(),
             mib(self.peak_kib).replace(' ', ""),
             mib(op.after_steady.rss_kib).replace(' ', ""),
-            secs(self.deleted_in),
             self.left.total(),
         )
     }

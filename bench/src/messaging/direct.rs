@@ -15,6 +15,7 @@
 //! Removal does what the cleanups do, then the garbage collector.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -50,6 +51,9 @@ use ossature_operator::stores::{Nudges, Stores};
 use super::left::Left;
 use crate::{latencies, line, secs};
 
+/// Tries of one object's provisioning or removal before the baseline fails.
+const TRIES: u32 = 6;
+
 /// What the baseline measured.
 pub(in crate::messaging) struct Baseline {
     /// From the first call to the last object's.
@@ -60,6 +64,8 @@ pub(in crate::messaging) struct Baseline {
     /// Writes and reads by backend, of the topics and of the services.
     topic_calls: (BTreeMap<String, u64>, BTreeMap<String, u64>),
     service_calls: (BTreeMap<String, u64>, BTreeMap<String, u64>),
+    /// Objects tried again: while provisioning, while removing.
+    retries: (usize, usize),
     pub removed_in: Duration,
 }
 
@@ -83,6 +89,12 @@ impl Baseline {
                 secs(self.elapsed)
             ),
         );
+        if self.retries.0 > 0 {
+            line(
+                "baseline retries",
+                format!("{} objects tried again", self.retries.0),
+            );
+        }
         line("baseline topics", latencies(&self.topics));
         line("baseline services", latencies(&self.services));
         for (kind, n, (writes, reads)) in [
@@ -100,7 +112,11 @@ impl Baseline {
         }
         line(
             "baseline removed in",
-            format!("{} (left behind: {left})", secs(self.removed_in)),
+            format!(
+                "{} ({} objects tried again; left behind: {left})",
+                secs(self.removed_in),
+                self.retries.1
+            ),
         );
     }
 }
@@ -138,18 +154,22 @@ pub(in crate::messaging) async fn run(
         })
         .collect();
 
+    let retries = AtomicUsize::new(0);
     let began = Instant::now();
     let done = |result: Result<()>| result.map(|()| began.elapsed());
     let (topic_times, service_times) = tokio::join!(
         stream::iter(&topics)
             .map(|(tenant, topic, grants)| async {
-                done(provision_topic(&for_topics, &tenant.name_any(), topic, grants).await)
+                let tenant = tenant.name_any();
+                let provision = || provision_topic(&for_topics, &tenant, topic, grants);
+                done(retried(provision, &retries).await)
             })
             .buffer_unordered(concurrency)
             .collect::<Vec<_>>(),
         stream::iter(&services)
             .map(|(tenant, service, all)| async {
-                done(provision_service(&for_services, tenant, service, all).await)
+                let provision = || provision_service(&for_services, tenant, service, all);
+                done(retried(provision, &retries).await)
             })
             .buffer_unordered(concurrency)
             .collect::<Vec<_>>(),
@@ -157,16 +177,19 @@ pub(in crate::messaging) async fn run(
     let elapsed = began.elapsed();
     let topic_calls = counted(&for_topics.calls);
     let service_calls = counted(&for_services.calls);
+    let provision_retries = retries.swap(0, Ordering::Relaxed);
 
     // Services first: their grants are revoked on topics still there.
     let removing = Instant::now();
     let services_removed: Vec<Result<()>> = stream::iter(&services)
-        .map(|(tenant, service, _)| remove_service(&for_services, tenant, service))
+        .map(|(tenant, service, _)| {
+            retried(|| remove_service(&for_services, tenant, service), &retries)
+        })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let topics_removed: Vec<Result<()>> = stream::iter(&topics)
-        .map(|(_, topic, _)| remove_topic(&for_topics, topic))
+        .map(|(_, topic, _)| retried(|| remove_topic(&for_topics, topic), &retries))
         .buffer_unordered(concurrency)
         .collect()
         .await;
@@ -190,8 +213,30 @@ pub(in crate::messaging) async fn run(
         services,
         topic_calls,
         service_calls,
+        retries: (provision_retries, retries.into_inner()),
         removed_in,
     })
+}
+
+/// Tries to provision or remove an object again after a failure, as the
+/// operator does (a call times out after 15 s when a backend is loaded),
+/// after 1, 2, 4 ... s, [`TRIES`] times at most; `retries` counts the
+/// tries again.
+async fn retried<F, Fut>(attempt: F, retries: &AtomicUsize) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut pause = Duration::from_secs(1);
+    for _ in 1..TRIES {
+        if attempt().await.is_ok() {
+            return Ok(());
+        }
+        retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+    attempt().await
 }
 
 /// The operator's adapters with counters of their own, in a context the
