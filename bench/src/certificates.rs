@@ -22,6 +22,7 @@ use clap::ValueEnum;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -29,8 +30,8 @@ use tokio::task::JoinHandle;
 
 use super::{
     FIELD_MANAGER, Isolation, Operator, OperatorFlags, RUN_LABEL, calls, delete_all, delta,
-    free_port, line, mib, per_tenant, percentile, reconciles, run_id, secs, stop, usage,
-    wait_ready,
+    free_port, line, mib, object_key, per_tenant, percentile, reconciles, run_id, secs, stop,
+    usage, wait_ready,
 };
 use ossature_crds::{AcmeIssuer, Certificate, Tenant};
 
@@ -448,9 +449,13 @@ async fn delete_issuer(client: &kube::Client, name: &str) {
 }
 
 /// A watched kind: its label, its namespaced API and the watch's selection.
-type Watched = (String, Api<DynamicObject>, watcher::Config);
+pub(super) type Watched = (String, Api<DynamicObject>, watcher::Config);
 
-fn in_namespace(client: &kube::Client, resource: &ApiResource, namespace: &str) -> Watched {
+pub(super) fn in_namespace(
+    client: &kube::Client,
+    resource: &ApiResource,
+    namespace: &str,
+) -> Watched {
     let label = match resource.group.as_str() {
         "" => resource.plural.clone(),
         group => format!("{}.{group}", resource.plural),
@@ -484,12 +489,12 @@ async fn measure(
         .map(|object| {
             let api = &api;
             async move {
-                let name = object.metadata.name.clone().unwrap_or_default();
+                let key = object_key(&object);
                 let at = Instant::now();
                 api.create(&PostParams::default(), &object)
                     .await
-                    .with_context(|| format!("creating {name}"))?;
-                anyhow::Ok((name, at))
+                    .with_context(|| format!("creating {key}"))?;
+                anyhow::Ok((key, at))
             }
         })
         .buffer_unordered(CREATE_CONCURRENCY)
@@ -512,7 +517,7 @@ async fn measure(
 
     let mut times: Vec<Duration> = ready
         .iter()
-        .filter_map(|(name, at)| Some(at.saturating_duration_since(*created.get(name)?)))
+        .filter_map(|(key, at)| Some(at.saturating_duration_since(*created.get(key)?)))
         .collect();
     times.sort();
     // The bench's own creations are not the controller's writes.
@@ -548,27 +553,45 @@ async fn measure(
     })
 }
 
+/// Which watched objects count: all, or those a filter keeps (a watch of
+/// every namespace, narrowed to the run's).
+pub(super) type Keep = Arc<dyn Fn(&DynamicObject) -> bool + Send + Sync>;
+
+/// What the watches saw change: by label, and by object (an Event by its
+/// reason, object and words), each with how often.
+#[derive(Default)]
+struct Seen {
+    counts: BTreeMap<String, u64>,
+    objects: BTreeMap<String, u64>,
+}
+
 /// Counts the changes (added, modified, deleted) that watches of some kinds see.
-struct Changes {
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+pub(super) struct Changes {
+    seen: Arc<Mutex<Seen>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Changes {
     /// Starts a watch per kind and returns once each has listed what exists,
     /// so only later changes count.
-    async fn start(watched: Vec<Watched>) -> Result<Self> {
-        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    pub(super) async fn start(watched: Vec<Watched>) -> Result<Self> {
+        Self::start_kept(watched, Arc::new(|_| true)).await
+    }
+
+    /// Like [`Changes::start`], counting only the objects `keep` keeps.
+    pub(super) async fn start_kept(watched: Vec<Watched>, keep: Keep) -> Result<Self> {
+        let seen: Arc<Mutex<Seen>> = Arc::default();
         let mut tasks = Vec::new();
         let mut listed = Vec::new();
         for (label, api, config) in watched {
-            counts
-                .lock()
+            seen.lock()
                 .expect("never poisoned")
+                .counts
                 .insert(label.clone(), 0);
             let (done, synced) = tokio::sync::oneshot::channel();
             listed.push(synced);
-            let counts = counts.clone();
+            let seen = seen.clone();
+            let keep = keep.clone();
             tasks.push(tokio::spawn(async move {
                 let mut done = Some(done);
                 let mut initial = true;
@@ -582,12 +605,12 @@ impl Changes {
                                 let _ = done.send(());
                             }
                         }
-                        Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if !initial => {
-                            *counts
-                                .lock()
-                                .expect("never poisoned")
-                                .entry(label.clone())
-                                .or_default() += 1;
+                        Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o))
+                            if !initial && keep(&o) =>
+                        {
+                            let mut seen = seen.lock().expect("never poisoned");
+                            *seen.counts.entry(label.clone()).or_default() += 1;
+                            *seen.objects.entry(describe(&label, &o)).or_default() += 1;
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -604,14 +627,49 @@ impl Changes {
                 .context("a watch that counts writes did not start")?
                 .context("a watch that counts writes ended")?;
         }
-        Ok(Self { counts, tasks })
+        Ok(Self { seen, tasks })
     }
 
-    fn stop(self) -> BTreeMap<String, u64> {
+    /// The changes by label.
+    pub(super) fn stop(self) -> BTreeMap<String, u64> {
+        self.stop_by_object().0
+    }
+
+    /// The changes by label, and by object.
+    pub(super) fn stop_by_object(self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
         for task in &self.tasks {
             task.abort();
         }
-        self.counts.lock().expect("never poisoned").clone()
+        let seen = std::mem::take(&mut *self.seen.lock().expect("never poisoned"));
+        (seen.counts, seen.objects)
+    }
+}
+
+/// One changed object in words: an Event by its reason, the object it is
+/// about and (the start of) its message; anything else by kind and name.
+fn describe(label: &str, object: &DynamicObject) -> String {
+    let data = &object.data;
+    let involved = &data["involvedObject"];
+    match data["reason"].as_str() {
+        Some(reason) if involved.is_object() => {
+            let message: String = data["message"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            format!(
+                "Event {reason} of {} {}/{}: {message}",
+                involved["kind"].as_str().unwrap_or("?"),
+                involved["namespace"].as_str().unwrap_or_default(),
+                involved["name"].as_str().unwrap_or("?"),
+            )
+        }
+        _ => format!(
+            "{label} {}/{}",
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        ),
     }
 }
 

@@ -10,13 +10,16 @@
 //! `certificates`: N Certificates of one tenant, from its CA or an ACME
 //! issuer, optionally beside cert-manager issuing the same from a CA
 //! (see [`certificates`]). `edge`: N tenant hosts at the edge, and how long
-//! one tenant's change takes to reach Caddy (see [`edge`]).
+//! one tenant's change takes to reach Caddy (see [`edge`]). `messaging`:
+//! Topics with schemas and services with grants across tenants, against a
+//! baseline of the same calls made directly (see [`messaging`]).
 //!
 //! Build both binaries first: `cargo build --release -p ossature-operator -p ossature-bench`,
 //! then `target/release/ossature-bench --tenants 50 --baseline`.
 
 mod certificates;
 mod edge;
+mod messaging;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Debug, Display};
@@ -91,6 +94,13 @@ enum Bench {
     /// N tenants served at the edge (Caddy): how long one tenant's change
     /// takes to reach Caddy, and Caddy's memory.
     Edge(edge::EdgeArgs),
+    /// Topics with Avro schemas and ServiceIdentities with grants, across
+    /// tenants made Ready first: time until all are Ready (p50/p99 per
+    /// kind, and in all) against the same backend calls made directly,
+    /// writes per object, writes in a steady period (0, each one named),
+    /// the operator's memory; then the time to delete them all and what is
+    /// left of them in any backend (nothing).
+    Messaging(messaging::MessagingArgs),
 }
 
 /// The tenancy benchmark (no subcommand).
@@ -269,7 +279,12 @@ impl Backends {
     }
 
     fn pulsar_tenant(&self, method: Method, tenant: &str) -> RequestBuilder {
-        let url = format!("{}/admin/v2/tenants/{tenant}", self.pulsar);
+        self.pulsar(method, &format!("tenants/{tenant}"))
+    }
+
+    /// A request to Pulsar's `/admin/v2/{path}`, as its superuser.
+    fn pulsar(&self, method: Method, path: &str) -> RequestBuilder {
+        let url = format!("{}/admin/v2/{path}", self.pulsar);
         self.http
             .request(method, url)
             .bearer_auth(&self.pulsar_token)
@@ -299,6 +314,22 @@ async fn send(request: RequestBuilder, action: &str, also: &[StatusCode]) -> Res
         "{action}: HTTP {status}: {}",
         body.chars().take(300).collect::<String>()
     );
+}
+
+/// The JSON answer of a GET, or `None` when it finds nothing (404).
+async fn found_json<T: serde::de::DeserializeOwned>(
+    request: RequestBuilder,
+    action: &str,
+) -> Result<Option<T>> {
+    let response = send(request, action, &[StatusCode::NOT_FOUND]).await?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let answer = response
+        .json()
+        .await
+        .with_context(|| format!("{action}: unreadable answer"))?;
+    Ok(Some(answer))
 }
 
 /// Whether a GET finds its object: 2xx yes, 404 no, anything else an error.
@@ -879,6 +910,15 @@ async fn reconciles(url: &str) -> Result<BTreeMap<String, u64>> {
 
 /// The samples of one metric family at `url`: each line with its value.
 async fn samples(url: &str, family: &str) -> Result<Vec<(String, u64)>> {
+    Ok(samples_f64(url, family)
+        .await?
+        .into_iter()
+        .map(|(line, value)| (line, value as u64))
+        .collect())
+}
+
+/// Like [`samples`], for values that are not whole (a histogram's sum).
+async fn samples_f64(url: &str, family: &str) -> Result<Vec<(String, f64)>> {
     let text = reqwest::get(url)
         .await
         .and_then(Response::error_for_status)
@@ -886,15 +926,24 @@ async fn samples(url: &str, family: &str) -> Result<Vec<(String, u64)>> {
         .text()
         .await
         .with_context(|| format!("reading {url}"))?;
+    Ok(family_samples(&text, family))
+}
+
+/// The samples of one metric family in an exposition text.
+fn family_samples(text: &str, family: &str) -> Vec<(String, f64)> {
     let prefix = format!("{family}{{");
-    Ok(text
-        .lines()
+    text.lines()
         .filter(|l| l.starts_with(&prefix))
         .map(|line| {
-            let value = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0);
+            let value = line
+                .rsplit(' ')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0.0);
             (line.to_string(), value)
         })
-        .collect())
+        .collect()
 }
 
 /// The value of label `name` in a sample line.
@@ -1103,8 +1152,15 @@ fn is_ready(object: &DynamicObject) -> bool {
         })
 }
 
-/// Watches the objects of `api` that `config` selects until `expected` of
-/// them are Ready; returns when each first was, by name.
+/// An object's key in the bench's maps: `namespace/name`, or the name of
+/// a cluster-scoped one.
+fn object_key(object: &DynamicObject) -> String {
+    match object.namespace() {
+        Some(namespace) => format!("{namespace}/{}", object.name_any()),
+        None => object.name_any(),
+    }
+}
+
 /// Time from `began` until each of the run's `expected` tenants was Ready,
 /// shortest first.
 async fn tenants_ready(
@@ -1130,6 +1186,8 @@ async fn tenants_ready(
     Ok(times)
 }
 
+/// Watches the objects of `api` that `config` selects until `expected` of
+/// them are Ready; returns when each first was, by [`object_key`].
 async fn wait_ready(
     api: &Api<DynamicObject>,
     config: watcher::Config,
@@ -1176,7 +1234,7 @@ async fn wait_ready(
         };
         if is_ready(&object) {
             ready_at
-                .entry(object.name_any())
+                .entry(object_key(&object))
                 .or_insert_with(Instant::now);
         }
     }
@@ -1252,10 +1310,13 @@ impl Display for Leftovers {
     }
 }
 
+/// What is left of the tenants `names` (created by [`create_tenants`] in
+/// this order, with `isolation`) in every backend, `concurrency` tenants
+/// looked at at once.
 async fn leftovers(
     client: &kube::Client,
     backends: &Backends,
-    args: &Args,
+    (isolation, concurrency): (Isolation, usize),
     names: &[String],
 ) -> Result<Leftovers> {
     let namespaces = names
@@ -1273,11 +1334,11 @@ async fn leftovers(
         .map(|(i, name)| async move {
             let action = format!("read Pulsar tenant {name}");
             tokio::try_join!(
-                identity_left(backends, args.isolation, i, name),
+                identity_left(backends, isolation, i, name),
                 found(backends.pulsar_tenant(Method::GET, name), &action),
             )
         })
-        .buffer_unordered(args.concurrency())
+        .buffer_unordered(concurrency)
         .try_collect()
         .await?;
     let (left, terminating) = namespaces_remaining(client, &namespaces, NAMESPACE_GRACE).await?;
@@ -1314,15 +1375,8 @@ async fn identity_left(
             let path = format!("/{realm}/organizations?q=alias:{name}&exact=true");
             let request = backends.keycloak(Method::GET, &path).await?;
             let action = format!("search organization {name} in realm {realm}");
-            let response = send(request, &action, &[StatusCode::NOT_FOUND]).await?;
             // No realm, no organization.
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(0);
-            }
-            let found: Vec<Value> = response
-                .json()
-                .await
-                .with_context(|| format!("{action}: unreadable answer"))?;
+            let found: Vec<Value> = found_json(request, &action).await?.unwrap_or_default();
             Ok(found.iter().filter(|o| o["alias"] == name).count())
         }
     }
@@ -1540,6 +1594,7 @@ async fn main() -> Result<()> {
         None => tenancy(cli.tenancy, env, client).await,
         Some(Bench::Certificates(args)) => certificates::run(args, env, client).await,
         Some(Bench::Edge(args)) => edge::run(args, env, client).await,
+        Some(Bench::Messaging(args)) => messaging::run(args, env, client).await,
     }
 }
 
@@ -1578,7 +1633,13 @@ async fn tenancy(args: Args, env: BTreeMap<String, String>, client: kube::Client
     drop(operator);
     let fleet = measured?;
     let deleted_in = deleted?;
-    let left = leftovers(&client, &backends, &args, &names).await?;
+    let left = leftovers(
+        &client,
+        &backends,
+        (args.isolation, args.concurrency()),
+        &names,
+    )
+    .await?;
 
     let report = Report {
         args: &args,
