@@ -284,6 +284,9 @@ fn context(env: &BTreeMap<String, String>, client: &kube::Client) -> Result<Cont
         selector: None,
         acme_namespace: "default".into(),
         lease_namespace: "default".into(),
+        token_key: Default::default(),
+        // The baseline makes no workloads.
+        autoscaler: None,
     };
     let metrics = Metrics::new(&calls);
     Ok(Context::new(

@@ -274,7 +274,11 @@ impl Reconciled for ServiceIdentity {
         let tenants = watch.stores.clone();
         controller
             // A Topic's grants applied, or the Topic created or deleted.
-            .watches_shared_stream(watch.changes::<Topic>(), move |t: Arc<Topic>| {
+            // Only what a service reads of a Topic (who it has granted), not
+            // its backlog, producers and consumers, which change all the time.
+            .watches_shared_stream(
+                watch.changes_of(|t: &Topic| t.status.as_ref().map(|s| s.granted_to.clone())),
+                move |t: Arc<Topic>| {
                 let topic = t.name_any();
                 t.namespace()
                     .map(|ns| granting.in_namespace::<ServiceIdentity>(&ns))
@@ -283,7 +287,8 @@ impl Reconciled for ServiceIdentity {
                     .filter(|s| s.spec.grants.iter().any(|g| g.topic == topic))
                     .map(|s| ObjectRef::from_obj(&*s))
                     .collect::<Vec<_>>()
-            })
+                },
+            )
             .watches_shared_stream(
                 watch.changes::<Certificate>(),
                 move |c: Arc<Certificate>| {

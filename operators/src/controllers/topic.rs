@@ -232,9 +232,10 @@ impl Reconciled for Topic {
         let stores = watch.stores.clone();
         let topics = watch.stores.clone();
         // A grant added, changed or dropped, or a service deleted: the
-        // complete grants of every topic of its namespace.
+        // complete grants of every topic of its namespace. Grants are in
+        // the spec: a service's status changes are not the topics' business.
         let controller = controller.watches_shared_stream(
-            watch.changes::<ServiceIdentity>(),
+            watch.changes_of(|identity: &ServiceIdentity| identity.metadata.generation),
             move |identity: Arc<ServiceIdentity>| {
                 let service = identity.name_any();
                 identity

@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::Api;
@@ -138,6 +139,38 @@ impl WatchContext {
             .and_then(|h| h.downcast_ref::<ReflectHandle<K>>())
             .unwrap_or_else(|| panic!("kind {} is not followed", K::CONTROLLER))
             .clone()
+    }
+
+    /// The changes of followed kind `K` that alter what `reads` takes of
+    /// it, and every deletion: a dependent reconciled for a field it never
+    /// reads (a status another controller keeps rewriting) is a reconcile
+    /// for nothing, and with many dependents a flood of them.
+    pub fn changes_of<K, T>(
+        &self,
+        reads: impl Fn(&K) -> T + Send + 'static,
+    ) -> impl futures::Stream<Item = Arc<K>> + Send + 'static
+    where
+        K: Reconciled,
+        T: PartialEq + Send + 'static,
+    {
+        let mut seen = HashMap::<String, T>::new();
+        self.changes::<K>().filter(move |object| {
+            futures::future::ready(match object.uid() {
+                None => true,
+                Some(uid) if object.meta().deletion_timestamp.is_some() => {
+                    seen.remove(&uid);
+                    true
+                }
+                Some(uid) => {
+                    let now = reads(object);
+                    let changed = seen.get(&uid) != Some(&now);
+                    if changed {
+                        seen.insert(uid, now);
+                    }
+                    changed
+                }
+            })
+        })
     }
 }
 

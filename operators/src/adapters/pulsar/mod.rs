@@ -490,10 +490,10 @@ impl Pulsar {
                     &format!("list {domain} partitioned topics of {name}"),
                 )
                 .await?;
-            let Some(partitioned) = partitioned else {
-                return Ok(Change::Absent);
-            };
-            for topic in &partitioned {
+            // None: gone, or marked deleted by a deletion that failed half
+            // way (its topics can no longer be listed); the namespace's own
+            // DELETE below tells which, and finishes the second.
+            for topic in partitioned.iter().flatten() {
                 deleted |= self
                     .delete_listed_topic(tenant, namespace, topic, true)
                     .await?;
@@ -505,10 +505,7 @@ impl Pulsar {
         let topics: Option<Vec<String>> = self
             .read_optional(url, &format!("list topics of {name}"))
             .await?;
-        let Some(topics) = topics else {
-            return Ok(Change::Absent);
-        };
-        for topic in &topics {
+        for topic in topics.iter().flatten() {
             deleted |= self
                 .delete_listed_topic(tenant, namespace, topic, false)
                 .await?;
