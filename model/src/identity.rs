@@ -22,7 +22,8 @@ pub const SCOPE_CLAIM: &str = "scopes";
 pub const ORGANIZATION_SCOPE: &str = "organization";
 
 /// Managed settings of one realm.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RealmSettings {
     pub name: String,
     pub display_name: String,
@@ -38,7 +39,8 @@ pub struct RealmSettings {
 }
 
 /// An organization: one tenant in a shared realm.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrganizationSettings {
     /// Unique in the realm, immutable in Keycloak: the tenant's name.
     pub alias: String,
@@ -46,7 +48,8 @@ pub struct OrganizationSettings {
 }
 
 /// The client a tenant's people and services get tokens from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClientSettings {
     pub client_id: String,
     pub name: String,
