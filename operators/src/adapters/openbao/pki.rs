@@ -434,7 +434,8 @@ impl OpenBao {
         })
     }
 
-    async fn read_role(
+    /// Role `name` of PKI mount `mount`, if there is one.
+    pub async fn read_role(
         &self,
         mount: &str,
         name: &str,
