@@ -169,6 +169,15 @@ pub fn shared_realm(tenant_type: TenantType, residency: &str) -> String {
     format!("ossature-{kind}-{residency}")
 }
 
+/// The realm a tenant's people log in to: the shared realm of its type
+/// and residency, or its own.
+pub fn realm_of(names: &TenantNames, spec: &TenantSpec, isolation: Isolation) -> String {
+    match isolation {
+        Isolation::Organization => shared_realm(spec.tenant_type, &spec.residency),
+        Isolation::Realm => names.realm.clone(),
+    }
+}
+
 /// The shared realm's settings: the type's defaults, with organizations on
 /// and no self-registration (people join a tenant by invitation or through
 /// its identity provider).

@@ -16,7 +16,9 @@ use crate::services::{
     desired_grants, service_client, service_objects, subscriptions_in,
 };
 use crate::topics::{PulsarTopic, desired_schema};
-use crate::workloads::{Identity, Scaler, SubscribedTopic, WorkloadInput, desired};
+use crate::workloads::{
+    Identity, Scaler, SubscribedTopic, WorkloadInput, WorkloadObjects, desired,
+};
 
 /// The Pulsar topic, its schema, and each service's grant on it.
 pub(super) fn topic(owned: &Owned, topic: &Topic) -> Vec<Object> {
@@ -211,51 +213,31 @@ fn subscriptions(
 /// ServiceIdentity (or subscribed Topic) is missing: it waits for them.
 pub(super) fn workload(owned: &Owned, workload: &Workload, settings: &Settings) -> Vec<Object> {
     let owner = Key::of(Kind::Workload, workload);
-    let namespace = workload.namespace().unwrap_or_default();
-    let service = &workload.spec.service_identity;
-    let Some(found) = owned.identity(&namespace, service) else {
+    let Some((objects, subscribed)) = workload_objects(owned, workload, settings) else {
         return Vec::new();
     };
-    let Some(names) = ServiceNames::of(found) else {
-        return Vec::new();
-    };
-    let status = found.status.clone().unwrap_or_default();
-    let identity = Identity {
-        id: found.spec.id.clone(),
-        service_account: names.service_account.clone(),
-        secret_name: names.secret_name.clone(),
-        secrets_hash: status.secrets_hash.unwrap_or_default(),
-    };
-    let subscribed = match &workload.spec.subscription {
-        None => None,
-        Some(subscription) => {
-            let Some(topic) = owned.topic(&namespace, &subscription.topic) else {
-                return Vec::new();
-            };
-            let Some(pulsar) = PulsarTopic::of_topic(topic) else {
-                return Vec::new();
-            };
-            Some(SubscribedTopic {
-                topic: pulsar,
-                partitions: topic.spec.partitions,
-            })
-        }
-    };
-    let Some(service_names) = identity.names(&namespace, service) else {
-        return Vec::new();
-    };
-    let Ok(objects) = desired(&WorkloadInput {
-        workload,
-        service: &service_names,
-        service_id: &identity.id,
-        secrets_hash: &identity.secrets_hash,
-        subscribed: subscribed.as_ref(),
-        autoscaler: settings.autoscaler,
-        pulsar_admin_url: settings.pulsar_admin_url,
-    }) else {
-        return Vec::new();
-    };
-    let mut all = Vec::new();
+    let running = DEPLOYMENT_READY;
+    let mut all = vec![
+        kubernetes(Kind::Deployment, &objects.deployment, None, &owner, running),
+        kubernetes(Kind::Service, &objects.service, None, &owner, running),
+        kubernetes(
+            Kind::NetworkPolicy,
+            &objects.network_policy,
+            None,
+            &owner,
+            running,
+        ),
+    ];
+    if let Some(budget) = &objects.disruption_budget {
+        all.push(kubernetes(
+            Kind::PodDisruptionBudget,
+            budget,
+            None,
+            &owner,
+            running,
+        ));
+    }
+    all.extend(scaler(objects.scaler.as_ref(), &owner));
     if let (Some(subscription), Some(subscribed)) = (&workload.spec.subscription, &subscribed)
         && subscribed.topic.persistent
     {
@@ -271,67 +253,87 @@ pub(super) fn workload(owned: &Owned, workload: &Workload, settings: &Settings) 
             json!({"type": subscription.subscription_type}),
         ));
     }
-    let deployment = kubernetes(
-        Kind::Deployment,
-        &objects.deployment,
-        None,
-        &owner,
-        DEPLOYMENT_READY,
-    );
-    all.push(kubernetes(
-        Kind::Service,
-        &objects.service,
-        None,
-        &owner,
-        DEPLOYMENT_READY,
-    ));
-    all.push(kubernetes(
-        Kind::NetworkPolicy,
-        &objects.network_policy,
-        None,
-        &owner,
-        DEPLOYMENT_READY,
-    ));
-    if let Some(budget) = &objects.disruption_budget {
-        all.push(kubernetes(
-            Kind::PodDisruptionBudget,
-            budget,
-            None,
-            &owner,
-            DEPLOYMENT_READY,
-        ));
-    }
-    match &objects.scaler {
+    all
+}
+
+/// The Workload's objects as its controller builds them, from its
+/// ServiceIdentity's names (and, for a consumer, its Topic).
+fn workload_objects(
+    owned: &Owned,
+    workload: &Workload,
+    settings: &Settings,
+) -> Option<(WorkloadObjects, Option<SubscribedTopic>)> {
+    let namespace = workload.namespace()?;
+    let service = &workload.spec.service_identity;
+    let found = owned.identity(&namespace, service)?;
+    let names = ServiceNames::of(found)?;
+    let identity = Identity {
+        id: found.spec.id.clone(),
+        service_account: names.service_account.clone(),
+        secret_name: names.secret_name.clone(),
+        secrets_hash: found
+            .status
+            .as_ref()
+            .and_then(|s| s.secrets_hash.clone())
+            .unwrap_or_default(),
+    };
+    let subscribed = match &workload.spec.subscription {
+        None => None,
+        Some(subscription) => {
+            let topic = owned.topic(&namespace, &subscription.topic)?;
+            Some(SubscribedTopic {
+                topic: PulsarTopic::of_topic(topic)?,
+                partitions: topic.spec.partitions,
+            })
+        }
+    };
+    let objects = desired(&WorkloadInput {
+        workload,
+        service: &identity.names(&namespace, service)?,
+        service_id: &identity.id,
+        secrets_hash: &identity.secrets_hash,
+        subscribed: subscribed.as_ref(),
+        autoscaler: settings.autoscaler,
+        pulsar_admin_url: settings.pulsar_admin_url,
+    })
+    .ok()?;
+    Some((objects, subscribed))
+}
+
+/// Its autoscaler: KEDA's ScaledObject and TriggerAuthentication, or an HPA.
+fn scaler(scaler: Option<&Scaler>, owner: &Key) -> Vec<Object> {
+    match scaler {
         Some(Scaler::Keda {
             scaled_object,
             trigger_authentication,
-        }) => {
-            for (kind, value) in [
-                (Kind::ScaledObject, scaled_object),
-                (Kind::TriggerAuthentication, trigger_authentication),
-            ] {
-                let name = format!(
-                    "{namespace}/{}",
-                    value["metadata"]["name"].as_str().unwrap_or_default()
-                );
-                all.push(object(
-                    Key::new(Backend::Kubernetes, kind, name),
-                    None,
-                    &owner,
-                    SCALING_READY,
-                    value.clone(),
-                ));
-            }
-        }
-        Some(Scaler::Hpa(hpa)) => all.push(kubernetes(
+        }) => [
+            (Kind::ScaledObject, scaled_object),
+            (Kind::TriggerAuthentication, trigger_authentication),
+        ]
+        .into_iter()
+        .map(|(kind, value)| {
+            let meta = &value["metadata"];
+            let name = format!(
+                "{}/{}",
+                meta["namespace"].as_str().unwrap_or_default(),
+                meta["name"].as_str().unwrap_or_default()
+            );
+            object(
+                Key::new(Backend::Kubernetes, kind, name),
+                None,
+                owner,
+                SCALING_READY,
+                value.clone(),
+            )
+        })
+        .collect(),
+        Some(Scaler::Hpa(hpa)) => vec![kubernetes(
             Kind::HorizontalPodAutoscaler,
             hpa.as_ref(),
             None,
-            &owner,
+            owner,
             SCALING_READY,
-        )),
-        None => {}
+        )],
+        None => Vec::new(),
     }
-    all.insert(0, deployment);
-    all
 }

@@ -91,13 +91,12 @@ pub(super) fn pulsar_tenant(names: &TenantNames) -> Key {
 /// Where the tenant's people live: `(realm, organization alias)`.
 pub(super) fn identity_home(owned: &Owned) -> (String, Option<String>) {
     let spec = &owned.tenant.spec;
-    match owned.isolation {
-        Isolation::Realm => (owned.names.realm.clone(), None),
-        Isolation::Organization => (
-            identity::shared_realm(spec.tenant_type, &spec.residency),
-            Some(identity::organization_settings(&owned.names, spec).alias),
-        ),
-    }
+    let realm = identity::realm_of(&owned.names, spec, owned.isolation);
+    let organization = match owned.isolation {
+        Isolation::Realm => None,
+        Isolation::Organization => Some(identity::organization_settings(&owned.names, spec).alias),
+    };
+    (realm, organization)
 }
 
 /// Its realm (or organization in the shared realm), client, scope claim

@@ -446,3 +446,96 @@ fn a_scope_out_of_the_tree_has_no_objects_and_sits_under_the_tenant() {
     assert_eq!(scopes.len(), 2, "a cycle of parents hangs under the tenant");
     assert!(scopes.iter().all(|s| s.children.is_empty()));
 }
+
+fn workload(name: &str, spec: Value) -> Workload {
+    from(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Workload",
+        "metadata": {"name": name, "namespace": "tn-acme--prod", "uid": format!("w-{name}")},
+        "spec": spec,
+    }))
+}
+
+#[test]
+fn a_workload_owns_its_kubernetes_objects_and_its_subscription() {
+    let platform = platform();
+    let mut objects = with_messaging();
+    objects.workloads = vec![
+        workload(
+            "billing-worker",
+            json!({"template": "EventProcessor", "serviceIdentity": "billing", "image": "billing:1",
+                   "subscription": {"topic": "orders", "name": "billing"},
+                   "scaling": {"minReplicas": 2, "maxReplicas": 4}}),
+        ),
+        // Its ServiceIdentity does not exist: it waits, and makes nothing.
+        workload(
+            "orphan",
+            json!({"template": "QueryEndpoint", "serviceIdentity": "nobody", "image": "x:1"}),
+        ),
+    ];
+    let found = keys(&desired(&objects, &settings(&platform, false)));
+    let worker: Vec<&String> = found
+        .iter()
+        .filter(|k| k.contains("billing-worker") || k.contains("Subscription "))
+        .collect();
+    assert_eq!(
+        worker,
+        [
+            "Kubernetes Deployment tn-acme--prod/billing-worker",
+            "Kubernetes Service tn-acme--prod/billing-worker",
+            "Kubernetes NetworkPolicy tn-acme--prod/billing-worker",
+            "Kubernetes PodDisruptionBudget tn-acme--prod/billing-worker",
+            "Kubernetes HorizontalPodAutoscaler tn-acme--prod/billing-worker",
+            "Pulsar Subscription persistent://acme/prod/orders/billing",
+        ]
+    );
+    assert!(found.iter().all(|k| !k.contains("orphan")));
+    let root = tree(&objects, &settings(&platform, false));
+    let prod = root
+        .children
+        .iter()
+        .find(|c| c.key.name == "tn-acme/prod")
+        .unwrap();
+    let kinds: Vec<Kind> = prod.children.iter().map(|c| c.key.kind).collect();
+    assert!(kinds.contains(&Kind::Topic) && kinds.contains(&Kind::Workload));
+}
+
+#[test]
+fn a_realm_of_its_own_with_identity_providers_and_a_certificate_of_its_own() {
+    let platform = platform();
+    let mut objects = acme();
+    objects.tenant = tenant(
+        json!({"identity": {"isolation": "Realm", "identityProviders": [{
+            "alias": "corp", "saml": {"metadataUrl": "https://idp.test/metadata"},
+            "scopes": [{"claim": "groups", "value": "eu", "scope": "eu"}],
+        }]}, "domains": ["shop.acme.test"]}),
+        Value::Null,
+    );
+    objects.certificates = vec![from(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "Certificate",
+        "metadata": {"name": "api", "namespace": "tn-acme--prod"},
+        "spec": {"dnsNames": ["api.acme.ossature.test"], "secretName": "api-tls",
+                 "issuer": {"tenantCA": {}}},
+    }))];
+    let found = keys(&desired(&objects, &settings(&platform, true)));
+    for key in [
+        "Keycloak Realm acme",
+        "Keycloak ClientScope acme/ossature-scopes",
+        "Keycloak Client acme/acme",
+        "Keycloak IdentityProvider acme/corp",
+        "Keycloak Group acme/global/eu",
+        "OpenBao KvSecret tenants/acme/kv/certificates/tn-acme--prod/api",
+        "Kubernetes Secret tn-acme--prod/api-tls",
+        "Edge Domain shop.acme.test",
+    ] {
+        assert!(found.contains(&key.to_string()), "{key} in {found:?}");
+    }
+    assert!(!found.iter().any(|k| k.contains("Organization")));
+    let root = tree(&objects, &settings(&platform, true));
+    let certificate = root
+        .walk()
+        .into_iter()
+        .find(|n| n.key.name == "tn-acme--prod/api")
+        .unwrap()
+        .clone();
+    assert_eq!(certificate.children.len(), 2, "its record and its Secret");
+}
