@@ -438,6 +438,55 @@ async fn the_tree_is_what_the_operator_makes_and_the_plan_names_it() {
     let in_backends = |key: &Key| key.backend != Backend::Kubernetes;
     assert!(made.iter().filter(|o| in_backends(&o.key)).count() >= 20);
 
+    // A change, planned then made: a third environment, and the topic gone.
+    let mut dev: Environment = object("Environment", "dev", json!({"kind": "Development"}));
+    dev.metadata.namespace = Some(names.namespace.clone());
+    let mut changed = objects.clone();
+    changed.environments.push(dev.clone());
+    changed.topics.clear();
+    let changes = plan_of(Some(&objects), Some(&changed), &settings);
+    let dev_namespace = names.environment("dev").namespace;
+    let mut expected = vec![
+        (Kind::Namespace, dev_namespace.clone()),
+        (
+            Kind::ResourceQuota,
+            format!("{dev_namespace}/ossature-quota"),
+        ),
+        (Kind::LimitRange, format!("{dev_namespace}/ossature-limits")),
+        (
+            Kind::NetworkPolicy,
+            format!("{dev_namespace}/ossature-default-deny"),
+        ),
+        (
+            Kind::NetworkPolicy,
+            format!("{dev_namespace}/ossature-same-tenant"),
+        ),
+        (Kind::PulsarNamespace, format!("{name}/dev")),
+    ];
+    let topic = format!("persistent://{name}/prod/orders");
+    expected.extend([
+        (Kind::TopicGrant, format!("{topic}/{name}.prod.billing")),
+        (Kind::PulsarTopic, topic),
+    ]);
+    let planned: Vec<(Kind, String)> = changes
+        .iter()
+        .map(|c| (c.key.kind, c.key.name.clone()))
+        .collect();
+    assert_eq!(planned, expected);
+    create_ready(&environments, dev).await;
+    delete_and_wait(&topics, "orders", std::time::Duration::from_secs(60)).await;
+    for change in &changes {
+        let wanted = change.action != Action::Delete;
+        assert_eq!(
+            backends.exists(&change.key).await,
+            wanted,
+            "{:?} {}",
+            change.action,
+            change.key
+        );
+    }
+    let made: Vec<_> = desired(&changed, &settings);
+
     // Deleted: nothing of the tree is left anywhere.
     delete_tenants(&tenants, &[&name]).await;
     let mut left = Vec::new();

@@ -324,6 +324,11 @@ pub fn tree(objects: &TenantObjects, settings: &Settings) -> Node {
     let mut owners = owned.owners();
     let mut entries = vec![owners.remove(0)];
     let desired = desired(objects, settings);
+    let conditions: BTreeMap<Key, &[Condition]> = owned
+        .owner_list()
+        .into_iter()
+        .map(|(kind, meta, c)| (meta_key(kind, meta), c.unwrap_or(&[])))
+        .collect();
     let owners_of: BTreeMap<Key, Key> = desired
         .iter()
         .map(|o| (o.key.clone(), o.owner.clone()))
@@ -334,7 +339,7 @@ pub fn tree(objects: &TenantObjects, settings: &Settings) -> Node {
             .parent
             .filter(|p| owners_of.get(p) == Some(&object.owner))
             .unwrap_or(object.owner.clone());
-        let conditions = owned.conditions_of(&object.owner);
+        let conditions = conditions.get(&object.owner).copied();
         let (id, expires) = owned.found(&object.key);
         entries.push(Entry {
             state: State::of(conditions, &object.condition),
@@ -427,6 +432,8 @@ struct Owned<'a> {
     topics: Vec<&'a Topic>,
     identities: Vec<&'a ServiceIdentity>,
     workloads: Vec<&'a Workload>,
+    /// Every grant of the tenant's services, complete.
+    grants: crate::services::Grants,
 }
 
 impl<'a> Owned<'a> {
@@ -442,7 +449,13 @@ impl<'a> Owned<'a> {
             recorded,
             own_realm,
         );
+        let identities: Vec<ServiceIdentity> =
+            of_tenant(&objects.service_identities, &names.tenant, false)
+                .into_iter()
+                .cloned()
+                .collect();
         Owned {
+            grants: crate::services::desired_grants(&names.tenant, &identities),
             isolation,
             scopes: of_tenant(&objects.scopes, &names.tenant, true),
             environments: of_tenant(&objects.environments, &names.tenant, true),
@@ -517,15 +530,6 @@ impl<'a> Owned<'a> {
             .spec
             .parent
             .as_deref()
-    }
-
-    /// The conditions of an owner, if it exists (a derived Certificate may
-    /// not yet).
-    fn conditions_of(&self, owner: &Key) -> Option<&'a [Condition]> {
-        self.owner_list()
-            .into_iter()
-            .find(|(kind, meta, _)| meta_key(*kind, meta) == *owner)
-            .map(|(_, _, conditions)| conditions.unwrap_or(&[]))
     }
 
     /// What status records of an object: the id a backend gave it, and a

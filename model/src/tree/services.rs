@@ -13,7 +13,7 @@ use crate::conditions::{
 };
 use crate::services::{
     CLIENT_ID_KEY, CLIENT_SECRET_KEY, PULSAR_TOKEN_EXPIRES_KEY, PULSAR_TOKEN_KEY, ServiceNames,
-    desired_grants, service_client, service_objects, subscriptions_in,
+    service_client, service_objects, subscriptions_in,
 };
 use crate::topics::{PulsarTopic, desired_schema};
 use crate::workloads::{
@@ -46,8 +46,7 @@ pub(super) fn topic(owned: &Owned, topic: &Topic) -> Vec<Object> {
             json!({"fingerprint": fingerprint, "compatibility": schema.compatibility.as_str()}),
         ));
     }
-    let identities: Vec<ServiceIdentity> = owned.identities.iter().map(|s| (*s).clone()).collect();
-    let grants = desired_grants(&owned.names.tenant, &identities).on(&namespace, &topic.name_any());
+    let grants = owned.grants.on(&namespace, &topic.name_any());
     for (role, actions) in grants {
         let actions: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
         all.push(object(
@@ -178,10 +177,8 @@ fn subscriptions(
     names: &ServiceNames,
     owner: &Key,
 ) -> Vec<Object> {
-    let identities: Vec<ServiceIdentity> = owned.identities.iter().map(|s| (*s).clone()).collect();
-    let grants = desired_grants(&names.tenant, &identities);
     let namespace = pulsar_namespace(&owned.names, &names.environment);
-    subscriptions_in(&grants, &names.namespace)
+    subscriptions_in(&owned.grants, &names.namespace)
         .into_iter()
         .filter(|(subscription, roles)| {
             let first = roles.iter().next();
