@@ -74,6 +74,8 @@ pub enum Kind {
     Organization,
     Client,
     ClientScope,
+    ClientProfile,
+    ClientPolicy,
     Group,
     IdentityProvider,
     // Pulsar.

@@ -12,8 +12,9 @@ use crate::conditions::{
     SCALING_READY, SCHEMA_READY, SECRETS_READY,
 };
 use crate::services::{
-    CLIENT_ID_KEY, CLIENT_SECRET_KEY, PULSAR_TOKEN_EXPIRES_KEY, PULSAR_TOKEN_KEY, ServiceNames,
-    service_client, service_objects, subscriptions_in,
+    CLIENT_ID_KEY, CLIENT_SECRET_KEY, PULSAR_TOKEN_EXPIRES_KEY, PULSAR_TOKEN_KEY, ROTATION_POLICY,
+    ROTATION_PROFILE, ServiceNames, rotation_policy, rotation_profile, service_client,
+    service_objects, subscriptions_in,
 };
 use crate::topics::{PulsarTopic, desired_schema};
 use crate::workloads::{
@@ -105,6 +106,13 @@ pub(super) fn identity(
     let (realm, _) = identity_home(owned);
     let isolation = owned.isolation;
     all.push(client(&names, &realm, isolation, &owner));
+    let first = owned
+        .identities
+        .first()
+        .is_some_and(|f| std::ptr::eq(*f, identity));
+    if isolation == Isolation::Realm && first {
+        all.extend(rotation(&realm, &owner));
+    }
     all.extend(secrets(&names, &owner));
     all.extend(subscriptions(owned, identity, &names, &owner));
     all
@@ -123,6 +131,20 @@ fn client(names: &ServiceNames, realm: &str, isolation: Isolation, owner: &Key) 
         REALM_READY,
         to_json(&client),
     )
+}
+
+/// The client profile and policy that rotate service secrets in a realm
+/// of the tenant's own (a shared realm's are the platform's), shown under
+/// its first service.
+fn rotation(realm: &str, owner: &Key) -> Vec<Object> {
+    let entry = |kind, name: &str, fields| {
+        let key = Key::new(Backend::Keycloak, kind, format!("{realm}/{name}"));
+        object(key, None, owner, REALM_READY, fields)
+    };
+    vec![
+        entry(Kind::ClientProfile, ROTATION_PROFILE, rotation_profile()),
+        entry(Kind::ClientPolicy, ROTATION_POLICY, rotation_policy()),
+    ]
 }
 
 fn secrets(names: &ServiceNames, owner: &Key) -> Vec<Object> {

@@ -530,6 +530,16 @@ fn a_realm_of_its_own_with_identity_providers_and_a_certificate_of_its_own() {
         assert!(found.contains(&key.to_string()), "{key} in {found:?}");
     }
     assert!(!found.iter().any(|k| k.contains("Organization")));
+    // A service in a realm of its own: the realm's rotation policy is the tenant's.
+    objects.service_identities = vec![service("billing", json!([]))];
+    let found = keys(&desired(&objects, &settings(&platform, true)));
+    assert!(found.contains(&"Keycloak ClientPolicy acme/ossature-services".to_string()));
+    assert!(found.contains(&"Keycloak ClientProfile acme/ossature-secret-rotation".to_string()));
+    let shared = keys(&desired(&with_messaging(), &settings(&platform, true)));
+    assert!(
+        !shared.iter().any(|k| k.contains("ClientPolicy")),
+        "the shared realm's is not"
+    );
     let root = tree(&objects, &settings(&platform, true));
     let certificate = root
         .walk()
