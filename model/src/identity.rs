@@ -22,7 +22,8 @@ pub const SCOPE_CLAIM: &str = "scopes";
 pub const ORGANIZATION_SCOPE: &str = "organization";
 
 /// Managed settings of one realm.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RealmSettings {
     pub name: String,
     pub display_name: String,
@@ -38,7 +39,8 @@ pub struct RealmSettings {
 }
 
 /// An organization: one tenant in a shared realm.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrganizationSettings {
     /// Unique in the realm, immutable in Keycloak: the tenant's name.
     pub alias: String,
@@ -46,7 +48,8 @@ pub struct OrganizationSettings {
 }
 
 /// The client a tenant's people and services get tokens from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClientSettings {
     pub client_id: String,
     pub name: String,
@@ -164,6 +167,15 @@ pub fn shared_realm(tenant_type: TenantType, residency: &str) -> String {
         TenantType::Consumer => "consumer",
     };
     format!("ossature-{kind}-{residency}")
+}
+
+/// The realm a tenant's people log in to: the shared realm of its type
+/// and residency, or its own.
+pub fn realm_of(names: &TenantNames, spec: &TenantSpec, isolation: Isolation) -> String {
+    match isolation {
+        Isolation::Organization => shared_realm(spec.tenant_type, &spec.residency),
+        Isolation::Realm => names.realm.clone(),
+    }
 }
 
 /// The shared realm's settings: the type's defaults, with organizations on

@@ -14,6 +14,7 @@ pub mod issuers;
 pub mod messaging;
 pub mod names;
 pub mod objects;
+pub mod plan;
 pub mod platform;
 pub mod quantities;
 pub mod scopes;
@@ -22,6 +23,7 @@ pub mod services;
 pub mod tenants;
 pub mod time;
 pub mod topics;
+pub mod tree;
 pub mod workloads;
 
 pub use names::{TenantNames, tenant_namespace};

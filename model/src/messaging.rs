@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use ossature_crds::{EnvironmentKind, EnvironmentSpec, Quotas};
 
 /// Rules of one Pulsar namespace.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NamespacePolicy {
     pub retention_minutes: i32,
     pub retention_size_mb: i64,
@@ -17,7 +18,8 @@ pub struct NamespacePolicy {
 }
 
 /// Limits of one Pulsar namespace; `None` leaves (or makes) it unset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MessagingLimits {
     pub max_topics: Option<i32>,
     /// Backlog of one topic, in bytes.

@@ -110,8 +110,14 @@ impl TenantNames {
         EnvironmentNames {
             namespace: format!("{}{ENVIRONMENT_SEPARATOR}{environment}", self.namespace),
             pulsar_namespace: environment.to_string(),
+            pulsar_path: format!("{}/{environment}", self.pulsar_tenant),
             secrets_prefix: format!("{}/data/{environment}/", self.kv_mount),
         }
+    }
+
+    /// What the tenant's KV mount says it is.
+    pub fn kv_description(&self) -> String {
+        format!("secrets of tenant {}", self.tenant)
     }
 
     /// The tenant's host at the edge: `<tenant>.<root-domain>`.
@@ -125,6 +131,8 @@ pub struct EnvironmentNames {
     pub namespace: String,
     /// Within the tenant's Pulsar tenant: `<tenant>/<this>`.
     pub pulsar_namespace: String,
+    /// `<tenant>/<environment>`, as Pulsar's namespace admin API names it.
+    pub pulsar_path: String,
     /// Prefix of the environment's secrets inside the tenant's KV mount.
     pub secrets_prefix: String,
 }

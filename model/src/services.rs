@@ -148,7 +148,8 @@ path "{kv}/metadata/{key}/*" {{
 /// The Keycloak client of a service: confidential, client credentials
 /// only, EdDSA tokens naming the tenant (its audience and claim) so the
 /// platform's APIs take them as the tenant's.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServiceClient {
     pub client_id: String,
     pub name: String,

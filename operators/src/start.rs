@@ -169,6 +169,18 @@ fn backends(args: &Args, client: Client, calls: Calls) -> Result<Backends> {
     })
 }
 
+/// The name of an operator's configuration at the edge: instances with
+/// disjoint selectors keep apart at a shared edge too.
+pub fn edge_instance(selector: Option<&str>) -> String {
+    match selector {
+        Some(selector) => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, selector.as_bytes());
+            format!("s-{}", ossature_model::names::hex(&digest.as_ref()[..5]))
+        }
+        None => "ossature".to_string(),
+    }
+}
+
 /// The edge's adapter, unless the operator runs without one.
 fn edge(args: &Args, calls: &Calls) -> Result<Option<CaddyEdge>> {
     let Some(url) = args.edge_admin_url.as_deref().filter(|_| !args.no_edge) else {
@@ -178,14 +190,7 @@ fn edge(args: &Args, calls: &Calls) -> Result<Option<CaddyEdge>> {
         .edge_cert_dir
         .clone()
         .context("--edge-cert-dir (or OSSATURE_EDGE_CERT_DIR) is required with --edge-admin-url")?;
-    // Instances with disjoint selectors keep apart at a shared edge too.
-    let instance = match &args.selector {
-        Some(selector) => {
-            let digest = ring::digest::digest(&ring::digest::SHA256, selector.as_bytes());
-            format!("s-{}", ossature_model::names::hex(&digest.as_ref()[..5]))
-        }
-        None => "ossature".to_string(),
-    };
+    let instance = edge_instance(args.selector.as_deref());
     // Each instance its own files: one never removes what another's
     // configuration still loads.
     let dir = dir.join(&instance);

@@ -39,16 +39,6 @@ fn service(name: &str, grants: Value) -> ServiceIdentity {
     .unwrap()
 }
 
-fn ready<S: serde::Serialize>(object: &S) -> bool {
-    let value = serde_json::to_value(object).unwrap();
-    value["status"]["observedGeneration"] == value["metadata"]["generation"]
-        && value["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 async fn wait_service(
     services: &Api<ServiceIdentity>,
     name: &str,
@@ -274,8 +264,8 @@ async fn a_service_gets_credentials_certificate_and_exactly_its_grants() {
         )
         .await
         .unwrap();
-    let orders = wait_service(&services, "orders", "Ready", ready).await;
-    let billing = wait_service(&services, "billing", "Ready", ready).await;
+    let orders = wait_service(&services, "orders", "Ready", object_ready).await;
+    let billing = wait_service(&services, "billing", "Ready", object_ready).await;
 
     // Status names it in every backend.
     let status = orders.status.clone().unwrap();
@@ -406,7 +396,8 @@ async fn a_service_gets_credentials_certificate_and_exactly_its_grants() {
         .await
         .unwrap();
     wait_service(&services, "orders", "rotated", |s| {
-        ready(s) && s.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("now")
+        object_ready(s)
+            && s.status.as_ref().unwrap().last_rotation_request.as_deref() == Some("now")
     })
     .await;
     let rotated = wait_for(

@@ -26,6 +26,28 @@ impl CaState {
     }
 }
 
+/// The PKI role leaves are signed with.
+pub const LEAF_ROLE: &str = "leaf";
+/// The PKI role of leaves that name workloads by URI (SPIFFE IDs): made
+/// when a first such certificate is signed.
+pub const SERVICE_ROLE: &str = "service";
+const GENERATION_PREFIX: &str = "gen-";
+
+/// The name of a CA generation's issuer in the PKI mount: `gen-<n>`.
+pub fn issuer_name(generation: i64) -> String {
+    format!("{GENERATION_PREFIX}{generation}")
+}
+
+/// The generation an issuer's name carries; `None` for another's issuer.
+pub fn issuer_generation(name: &str) -> Option<u32> {
+    name.strip_prefix(GENERATION_PREFIX)?.parse().ok()
+}
+
+/// Subject common name of a tenant's CA generations: it names the tenant.
+pub fn common_name(tenant: &str) -> String {
+    format!("{tenant} CA")
+}
+
 /// Certificates of one tenant issued anew at once during a CA rotation.
 pub const ROTATION_WAVE: usize = 5;
 

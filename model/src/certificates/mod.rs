@@ -8,10 +8,14 @@ pub mod keys;
 pub mod record;
 pub mod secret;
 
-pub use authority::{CaState, ROTATION_WAVE, Rotation, rotation};
+pub use authority::{
+    CaState, LEAF_ROLE, ROTATION_WAVE, Rotation, SERVICE_ROLE, issuer_generation, issuer_name,
+    rotation,
+};
 pub use keys::{Leaf, new_key, read_leaf, request, request_for, trust_bundle};
 pub use record::{
-    Record, TENANT_CA, Wanted, issued_for, record_path, reissue_reason, replace_reason,
+    Record, TENANT_CA, Wanted, issued_for, record_path, record_secret_path, reissue_reason,
+    replace_reason,
 };
 pub use secret::{CERTIFICATE_LABEL, DATA_HASH_ANNOTATION, data_hash, secret, secret_tampered};
 

@@ -140,6 +140,12 @@ pub fn record_path(namespace: &str, name: &str) -> String {
     format!("certificates/{namespace}/{name}")
 }
 
+/// Where a certificate's record is read, as its status shows it:
+/// `<kv mount>/data/<record path>`.
+pub fn record_secret_path(kv_mount: &str, namespace: &str, name: &str) -> String {
+    format!("{kv_mount}/data/{}", record_path(namespace, name))
+}
+
 /// Why the held certificate must be replaced, if it must; `renews` is when
 /// the held one is due (`None`: it cannot be read).
 pub fn reissue_reason(

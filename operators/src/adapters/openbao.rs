@@ -164,7 +164,8 @@ impl OpenBao {
         Ok(Change::Deleted)
     }
 
-    async fn read_kubernetes_role(
+    /// The Kubernetes-auth role `name`, if there is one.
+    pub async fn read_kubernetes_role(
         &self,
         name: &str,
     ) -> Result<Option<ReadKubernetesRoleResponse>, BackendError> {
@@ -352,7 +353,7 @@ impl OpenBao {
 
     // vaultrs's `sys::policy` uses the older route `sys/policy/<name>` to the
     // same ACL policies; the operator's own policy grants both routes.
-    async fn read_policy(&self, name: &str) -> Result<Option<String>, BackendError> {
+    pub async fn read_policy(&self, name: &str) -> Result<Option<String>, BackendError> {
         let read = sys::policy::read(&self.client, name);
         let found = absent_as_none(
             self.call(Verb::Read, &format!("read policy {name}"), read)
@@ -497,6 +498,19 @@ impl OpenBao {
         )
         .await?;
         Ok(Change::Deleted)
+    }
+
+    /// The type of the mount at exactly `path` (`kv`, `transit`, `pki`), if any.
+    pub async fn mount_type(&self, path: &str) -> Result<Option<String>, BackendError> {
+        let action = format!("describe mount {path}");
+        Ok(self.mount(path, &action).await?.map(|m| m.mount_type))
+    }
+
+    /// Whether transit mount `path` holds key `key`.
+    pub async fn transit_key_exists(&self, path: &str, key: &str) -> Result<bool, BackendError> {
+        let action = format!("read transit key {key} at {path}");
+        let read = transit::key::read(&self.client, path, key);
+        Ok(absent_as_none(self.call(Verb::Read, &action, read).await)?.is_some())
     }
 
     /// The mount at exactly `path`, if any: one mount's configuration, never

@@ -50,7 +50,7 @@ impl Reconciled for Environment {
         let expires = expiry(self);
         let status = EnvironmentStatus {
             namespace: Some(names.namespace.clone()),
-            pulsar_namespace: Some(format!("{tenant}/{}", names.pulsar_namespace)),
+            pulsar_namespace: Some(names.pulsar_path.clone()),
             secrets_path: Some(names.secrets_prefix.clone()),
             expires_at: expires.map(Time),
             ..Default::default()
@@ -77,7 +77,7 @@ impl Reconciled for Environment {
             return Ok(plan);
         }
 
-        let what = format!("Pulsar namespace {tenant}/{}", names.pulsar_namespace);
+        let what = format!("Pulsar namespace {}", names.pulsar_path);
         if backend_ready(&owner, conditions::MESSAGING_READY) {
             let policy = namespace_policy(&self.spec, &owner.spec.quotas);
             let pulsar_namespace = names.pulsar_namespace.clone();
@@ -112,7 +112,7 @@ impl Reconciled for Environment {
         let owner_of_namespace = Owner::environment(tenant, &name);
         let removal = namespaces::removal(ctx, &objects, owner_of_namespace, retain).await?;
         if retain {
-            let rest = format!(" and Pulsar namespace {tenant}/{}", names.pulsar_namespace);
+            let rest = format!(" and Pulsar namespace {}", names.pulsar_path);
             return Ok(vec![namespaces::retained(&names.namespace, &rest)]);
         }
         ctx.pulsar
@@ -127,8 +127,8 @@ impl Reconciled for Environment {
             "Deprovisioned",
             "Delete",
             format!(
-                "Pulsar namespace {tenant}/{} and namespace {} removed",
-                names.pulsar_namespace, names.namespace
+                "Pulsar namespace {} and namespace {} removed",
+                names.pulsar_path, names.namespace
             ),
         )])
     }

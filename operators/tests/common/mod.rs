@@ -402,6 +402,17 @@ async fn metric_sum(operator: &Operator, prefix: &str, label: &str) -> u64 {
         .sum()
 }
 
+/// Any of Ossature's objects Ready for its current generation.
+pub fn object_ready<S: serde::Serialize>(object: &S) -> bool {
+    let value = serde_json::to_value(object).unwrap();
+    value["status"]["observedGeneration"] == value["metadata"]["generation"]
+        && value["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
 pub fn ready(tenant: &Tenant) -> bool {
     tenant.status.as_ref().is_some_and(|s| {
         s.observed_generation == tenant.metadata.generation

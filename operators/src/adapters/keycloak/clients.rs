@@ -27,7 +27,7 @@ impl Keycloak {
     }
 
     /// The client with this clientId (a lookup by its unique key).
-    pub(super) async fn client(
+    pub async fn client(
         &self,
         realm: &str,
         client_id: &str,

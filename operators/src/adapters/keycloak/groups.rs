@@ -114,7 +114,7 @@ impl Keycloak {
     }
 
     /// The group at `path`, with its attributes.
-    async fn group(
+    pub async fn group(
         &self,
         home: GroupHome<'_>,
         path: &[String],

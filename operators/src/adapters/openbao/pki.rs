@@ -20,19 +20,17 @@ use super::{BackendError, CONFLICT, Change, OpenBao, Raw, Verb, conflict};
 use crate::adapters::Backend;
 use crate::adapters::http::absent_as_none;
 
-/// The role leaves are signed with.
-pub const LEAF_ROLE: &str = "leaf";
-/// The role of leaves that name workloads by URI (SPIFFE IDs): the leaf
-/// role's names plus the tenant's URIs, and no common name required. Made
-/// when a first such certificate is signed.
-pub const SERVICE_ROLE: &str = "service";
+/// The roles leaves are signed with, named by the model: `leaf`, and
+/// `service` for leaves that name workloads by URI (SPIFFE IDs), with the
+/// leaf role's names plus the tenant's URIs and no common name required.
+pub use ossature_model::certificates::{LEAF_ROLE, SERVICE_ROLE};
+use ossature_model::certificates::{issuer_generation, issuer_name};
 /// Ceiling of the mount and lifetime of each CA generation: ten years.
 const CA_TTL: &str = "87600h";
 const CA_TTL_SECS: u64 = 87_600 * 3600;
 /// Longest lifetime of a leaf: 90 days.
 const LEAF_MAX_TTL: &str = "2160h";
 const LEAF_MAX_TTL_SECS: u64 = 2160 * 3600;
-const GENERATION_PREFIX: &str = "gen-";
 
 /// A tenant's CA: where it is mounted and which names it may certify.
 #[derive(Debug, Clone)]
@@ -357,7 +355,7 @@ impl OpenBao {
 
     /// A new root issuer `gen-<generation>` with an EC P-256 key made inside OpenBao.
     async fn generate(&self, ca: &TenantCa<'_>, generation: u32) -> Result<Issuer, BackendError> {
-        let name = format!("{GENERATION_PREFIX}{generation}");
+        let name = issuer_name(generation.into());
         let action = format!("generate CA {name} in {}", ca.mount);
         // vaultrs's GenerateRootRequest has no `issuer_name` nor `key_name`:
         // naming the generation in the same call keeps an unnamed issuer
@@ -409,11 +407,7 @@ impl OpenBao {
             .key_info
             .into_iter()
             .filter_map(|(id, info)| {
-                let generation = info
-                    .issuer_name
-                    .strip_prefix(GENERATION_PREFIX)?
-                    .parse()
-                    .ok()?;
+                let generation = issuer_generation(&info.issuer_name)?;
                 Some(Listed {
                     id,
                     name: info.issuer_name,
@@ -440,7 +434,8 @@ impl OpenBao {
         })
     }
 
-    async fn read_role(
+    /// Role `name` of PKI mount `mount`, if there is one.
+    pub async fn read_role(
         &self,
         mount: &str,
         name: &str,
@@ -576,9 +571,9 @@ mod tests {
 
     #[test]
     fn generations_count_up_from_the_highest() {
-        let listed = |generation| Listed {
+        let listed = |generation: u32| Listed {
             id: String::new(),
-            name: format!("gen-{generation}"),
+            name: issuer_name(generation.into()),
             generation,
             is_default: false,
             key_id: String::new(),

@@ -226,6 +226,24 @@ impl Pulsar {
             .await
     }
 
+    /// Tenant `tenant` as Pulsar holds it, if it exists.
+    pub async fn tenant(&self, tenant: &str) -> Result<Option<TenantInfo>, BackendError> {
+        let url = self.url(&["admin", "v2", "tenants", tenant]);
+        self.read_optional(url, &format!("read tenant {tenant}"))
+            .await
+    }
+
+    /// Whether namespace `<tenant>/<namespace>` exists.
+    pub async fn namespace_exists(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<bool, BackendError> {
+        let url = self.url(&["admin", "v2", "namespaces", tenant, namespace]);
+        let action = format!("read namespace {tenant}/{namespace}");
+        Ok(self.read_optional::<Value>(url, &action).await?.is_some())
+    }
+
     /// Tenant with exactly these allowed clusters and no admin roles; created,
     /// or updated only if different.
     pub async fn ensure_tenant(
@@ -235,9 +253,7 @@ impl Pulsar {
     ) -> Result<Change, BackendError> {
         let url = self.url(&["admin", "v2", "tenants", tenant]);
         let desired = TenantInfo::desired(allowed_clusters);
-        let current: Option<TenantInfo> = self
-            .read_optional(url.clone(), &format!("read tenant {tenant}"))
-            .await?;
+        let current = self.tenant(tenant).await?;
         let (method, action, change) = match current {
             None => (Method::PUT, "create", Change::Created),
             Some(current) if tenant_differs(&current, &desired) => {

@@ -23,7 +23,8 @@ use ossature_crds::{
 };
 use ossature_model::certificates::host::signed_by_its_tenant;
 use ossature_model::certificates::{
-    CERTIFICATE_LABEL, CaState, Wanted, names_not_owned, record_path, secret_tampered,
+    CERTIFICATE_LABEL, CaState, Wanted, names_not_owned, record_path, record_secret_path,
+    secret_tampered,
 };
 use ossature_model::conditions::{self, Outcome, reasons};
 use ossature_model::domains::covered;
@@ -104,7 +105,7 @@ impl Reconciled for Certificate {
         let path = record_path(namespace, &name);
         let mut status = CertificateStatus {
             issuer: Some(Wanted::of(&self.spec).issuer),
-            secret_path: Some(format!("{}/data/{path}", names.kv_mount)),
+            secret_path: Some(record_secret_path(&names.kv_mount, namespace, &name)),
             failed_attempts: previous.failed_attempts,
             ..Default::default()
         };

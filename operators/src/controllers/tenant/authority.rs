@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use kube::runtime::reflector::ObjectRef;
 use ossature_crds::{CaGeneration, Certificate, CertificateAuthorityStatus, Tenant, TenantStatus};
 use ossature_model::certificates::host::signed_by_its_tenant;
-use ossature_model::certificates::rotation;
+use ossature_model::certificates::authority::common_name as ca_common_name;
+use ossature_model::certificates::{issuer_name, rotation};
 use ossature_model::conditions;
 use ossature_model::names::tenant_of_any;
 
@@ -98,7 +99,7 @@ impl<'a> Provisioning<'a> {
             .and_then(|s| s.certificate_authority.clone());
         let mount = self.names.pki_mount.clone();
         let domains = [self.host()];
-        let common_name = format!("{} CA", self.names.tenant);
+        let common_name = ca_common_name(&self.names.tenant);
         plan.step(Step::reporting(
             conditions::CERTIFICATE_AUTHORITY_READY,
             format!("certificate authority {mount}"),
@@ -178,14 +179,14 @@ async fn rotate(
     if todo.make_default {
         changes.push(
             ctx.openbao
-                .set_default_issuer(mount, &format!("gen-{wanted}"))
+                .set_default_issuer(mount, &issuer_name(wanted))
                 .await?,
         );
     }
     for generation in &todo.retire {
         changes.push(
             ctx.openbao
-                .retire_issuer(mount, &format!("gen-{generation}"))
+                .retire_issuer(mount, &issuer_name(*generation))
                 .await?,
         );
     }

@@ -44,10 +44,7 @@ impl<'a> Provisioning<'a> {
             }
         };
         let spec = &self.tenant.spec;
-        let realm_for_status = match isolation {
-            Isolation::Organization => identity::shared_realm(spec.tenant_type, &spec.residency),
-            Isolation::Realm => self.names.realm.clone(),
-        };
+        let realm_for_status = identity::realm_of(&self.names, spec, isolation);
         plan.status.identity_providers = spec
             .identity
             .identity_providers

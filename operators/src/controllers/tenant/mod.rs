@@ -174,7 +174,7 @@ async fn secrets(
     ctx: &Context,
 ) -> Result<Vec<Change>, BackendError> {
     let policy = tenant_policy_of(names);
-    let description = format!("secrets of tenant {}", names.tenant);
+    let description = names.kv_description();
     if fresh {
         // A policy may name paths not mounted yet: all at once.
         let (mounts, written) = tokio::join!(
