@@ -496,6 +496,12 @@ impl Pulsar {
         namespace: &str,
     ) -> Result<Change, BackendError> {
         let name = format!("{tenant}/{namespace}");
+        // Read first: one marked deleted by a deletion that failed half way
+        // still exists (and can be deleted), though its topics can no
+        // longer be listed.
+        if !self.namespace_exists(tenant, namespace).await? {
+            return Ok(Change::Absent);
+        }
         let mut deleted = false;
 
         // Partitioned topics first: deleting one removes its partitions.
@@ -506,9 +512,6 @@ impl Pulsar {
                     &format!("list {domain} partitioned topics of {name}"),
                 )
                 .await?;
-            // None: gone, or marked deleted by a deletion that failed half
-            // way (its topics can no longer be listed); the namespace's own
-            // DELETE below tells which, and finishes the second.
             for topic in partitioned.iter().flatten() {
                 deleted |= self
                     .delete_listed_topic(tenant, namespace, topic, true)
