@@ -1,0 +1,190 @@
+# Ossature's authorization decisions: one per invocation, with a reason.
+#
+# input: {
+#   caller: {subject, kind ("user" | "serviceAccount"), tenant ("" for none),
+#            groups: [...], platformOperator: bool},
+#   resource, action,         # absent for the permissions query
+#   tenant ("" for none),
+#   scope ("" for the tenant's root),
+# }
+# data.catalog: {resource: {level ("tenant" | "scope"), actions: {action: {platformOnly}}}}
+# data.tenant, absent when the tenant has no data: {
+#   name,
+#   scopes: {scope: [the scope, its parent, ..., ""]},
+#   detached: {scope: why it has no place in the tree},
+#   bindings: {"user:<name>" | "serviceAccount:<name>" | "group:<name>":
+#              {scope: [{role, grant, via}]}},
+#   roles: {role: {resource: {action: [policy]}}},
+# }
+package ossature.authz
+
+import rego.v1
+
+caller := input.caller
+
+tenant := data.tenant
+
+catalog := data.catalog
+
+kind_words := {"user": "user", "serviceAccount": "service account"}
+
+who := sprintf("%s %s", [kind_words[caller.kind], caller.subject])
+
+what := sprintf("%s on %s", [input.action, input.resource])
+
+scope_words(s) := "the tenant's root" if s == ""
+
+else := sprintf("scope %s", [s])
+
+# Keys the caller's roles are indexed by: itself and each of its groups.
+subject_keys contains sprintf("%s:%s", [caller.kind, caller.subject])
+
+subject_keys contains sprintf("group:%s", [group]) if some group in caller.groups
+
+# Why nothing is allowed here, whatever the grants say. The tenant checks
+# read the input alone, so no data can let a caller of one tenant act on
+# another.
+refusal := "the caller belongs to no tenant" if caller.tenant == ""
+
+else := "only platform operators act outside a tenant" if input.tenant == ""
+
+else := sprintf("%s belongs to tenant %s, not to tenant %s: nothing of another tenant is ever allowed", [who, caller.tenant, input.tenant]) if {
+	caller.tenant != input.tenant
+}
+
+else := sprintf("tenant %s has no authorization data (it does not exist, or its data is not loaded yet)", [input.tenant]) if {
+	not tenant.name == input.tenant
+}
+
+else := sprintf("%s has no place in tenant %s's tree: %s", [scope_words(input.scope), input.tenant, tenant.detached[input.scope]]) if {
+	tenant.detached[input.scope]
+}
+
+else := sprintf("tenant %s has no scope %s", [input.tenant, input.scope]) if {
+	input.scope != ""
+	not tenant.scopes[input.scope]
+}
+
+ancestors(s) := [""] if s == ""
+
+else := tenant.scopes[s]
+
+# Roles the caller holds in a scope and the scopes above it, closest first:
+# [distance, role, scope, grant, via]. Lookups only: the caller's keys in
+# the scope's ancestors.
+held_in(s) := {[i, b.role, a, b.grant, b.via] |
+	some key in subject_keys
+	some i, a in ancestors(s)
+	some b in tenant.bindings[key][a]
+}
+
+roles_words(held) := "it holds no role there" if count(held) == 0
+
+else := sprintf("roles held there: %s", [concat("; ", [sprintf("%s %s %s (%s)", [h[1], in_scope(h[2]), h[4], h[3]]) | some h in held])])
+
+in_scope(s) := "at the tenant's root" if s == ""
+
+else := sprintf("in scope %s", [s])
+
+# --- decide: may the caller do input.action on input.resource? ---------------
+
+known_resource := catalog[input.resource]
+
+# Tenant-level resources are decided at the tenant's root, whatever scope
+# the request names.
+decision_scope := "" if known_resource.level == "tenant"
+
+else := input.scope
+
+held := held_in(decision_scope)
+
+# [distance, role, scope, grant, via, policies] that permit it.
+permitting contains [h[0], h[1], h[2], h[3], h[4], policies] if {
+	some h in held
+	policies := tenant.roles[h[1]][input.resource][input.action]
+}
+
+allow(reason, basis) := {"allowed": true, "reason": concat("", ["allowed: ", reason]), "basis": basis}
+
+deny(reason) := {"allowed": false, "reason": concat("", ["denied: ", reason])}
+
+below(s) := "" if s == decision_scope
+
+else := sprintf(", which contains %s", [scope_words(decision_scope)])
+
+policy_words(policies) := sprintf("policy %s", [policies[0]]) if count(policies) == 1
+
+else := sprintf("policies %s", [concat(", ", policies)])
+
+granted(p) := allow(
+	sprintf("%s holds role %s %s %s (%s)%s; its %s permits %s", [who, p[1], in_scope(p[2]), p[4], p[3], below(p[2]), policy_words(p[5]), what]),
+	{"role": p[1], "scope": p[2], "grant": p[3], "via": p[4], "policies": p[5]},
+)
+
+where_words := sprintf("at the tenant's root (%s is decided there)", [input.resource]) if {
+	known_resource.level == "tenant"
+}
+
+else := "at the tenant's root" if decision_scope == ""
+
+else := sprintf("in %s or above it (%s)", [scope_words(decision_scope), concat(", ", [scope_words(a) | some a in array.slice(ancestors(decision_scope), 1, 100)])])
+
+groups_words := "" if count(caller.groups) == 0
+
+else := sprintf(", directly or through its groups %s", [concat(", ", caller.groups)])
+
+decision := deny(sprintf("unknown resource %q; resources: %s", [input.resource, concat(", ", [r | some r, _ in catalog])])) if {
+	not known_resource
+}
+
+else := deny(sprintf("%s offers no action %q; its actions: %s", [input.resource, input.action, concat(", ", [a | some a, _ in known_resource.actions])])) if {
+	not known_resource.actions[input.action]
+}
+
+else := allow(sprintf("%s is a platform operator, and platform operators may do anything (%s)", [who, what]), {"platformOperator": true}) if {
+	caller.platformOperator == true
+}
+
+else := deny(refusal) if refusal
+
+else := deny(sprintf("only platform operators may do %s", [what])) if {
+	known_resource.actions[input.action].platformOnly
+}
+
+else := granted(sort(permitting)[0]) if count(permitting) > 0
+
+else := deny(sprintf("no role %s holds %s%s permits %s; %s", [who, where_words, groups_words, what, roles_words(held)]))
+
+# --- permissions: everything the caller may do in input.scope ---------------
+
+everything contains [r, a] if {
+	some r, resource in catalog
+	some a, action in resource.actions
+}
+
+scope_held := held_in(input.scope)
+
+# A grant below the root gives nothing on tenant-level resources.
+reaches(r, s) if catalog[r].level == "scope"
+
+reaches(_, s) if s == ""
+
+held_permissions contains [r, a] if {
+	some h in scope_held
+	some r, actions in tenant.roles[h[1]]
+	reaches(r, h[2])
+	some a, _ in actions
+	not catalog[r].actions[a].platformOnly
+}
+
+permissions := {"permissions": everything, "reason": sprintf("%s is a platform operator, and platform operators may do anything", [who])} if {
+	caller.platformOperator == true
+}
+
+else := {"permissions": set(), "reason": refusal} if refusal
+
+else := {"permissions": held_permissions, "reason": sprintf("%s %s%s: %s", [who, where_held, groups_words, roles_words(scope_held)])}
+
+where_held := "at the tenant's root" if input.scope == ""
+
+else := sprintf("in %s and above it", [scope_words(input.scope)])
