@@ -284,6 +284,9 @@ fn context(env: &BTreeMap<String, String>, client: &kube::Client) -> Result<Cont
         selector: None,
         acme_namespace: "default".into(),
         lease_namespace: "default".into(),
+        // The operator's defaults: the stack's token key, KEDA when installed.
+        token_key: TokenKey::default(),
+        autoscaler: None,
     };
     let metrics = Metrics::new(&calls);
     Ok(Context::new(
