@@ -1,14 +1,18 @@
 //! The authorizer: tenants' data in, one Rego decision per request out.
 //!
-//! Each tenant has its own prepared regorus engine holding the policy, the
-//! catalog and that tenant's index; a decision clones it (the compiled
-//! policy and the data are shared, not copied) and evaluates one rule, so
-//! decisions run in parallel without a lock held while they evaluate, and a
-//! change of one tenant's data rebuilds that tenant's engine only.
+//! The policy is compiled once into a program of regorus' virtual machine
+//! (three to four times faster than its tree interpreter on these rules).
+//! Each tenant's index is one data document, replaced when the tenant's
+//! data changes; a decision runs the program in a fresh machine over the
+//! requested tenant's document (shared, not copied), so decisions run in
+//! parallel with no lock held while they evaluate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::RegoVM;
 use regorus::{Engine, Value};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +24,9 @@ use crate::tenant::{TenantData, TenantIndex};
 const POLICY: &str = include_str!("authz.rego");
 const DECISION: &str = "data.ossature.authz.decision";
 const PERMISSIONS: &str = "data.ossature.authz.permissions";
+/// A decision takes a few thousand steps; this bounds one that data made
+/// pathological, which is then refused with a reason.
+const MAX_INSTRUCTIONS: usize = 2_000_000;
 
 /// Who is calling, as authentication established it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -168,35 +175,39 @@ fn engine_error<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error
 }
 
 struct TenantEntry {
-    engine: Engine,
-    index: TenantIndex,
+    /// The catalog and the tenant's index, as the policy reads them.
+    document: Value,
+    /// Roles resolved to permissions, for the role queries.
+    roles: Resolved,
     data: TenantData,
 }
 
 /// Decides requests of every tenant. `Send + Sync`: share one behind an
-/// `Arc`; decisions run in parallel and data changes wait only for the
-/// swap of one tenant's entry.
+/// `Arc`; decisions run in parallel and a data change only swaps one
+/// tenant's entry.
 pub struct Authorizer {
-    /// The policy and the catalog, prepared: every tenant's engine starts
-    /// from a clone, and requests of tenants without data are decided here.
-    base: Engine,
+    program: Arc<Program>,
+    /// The catalog alone: the document of requests of tenants without data.
+    catalog: Value,
     tenants: RwLock<HashMap<String, Arc<TenantEntry>>>,
 }
 
 impl Authorizer {
     pub fn new() -> Result<Self, Error> {
-        let mut base = Engine::new();
-        base.add_policy("authz.rego".to_string(), POLICY.to_string())
+        let mut engine = Engine::new();
+        engine
+            .add_policy("authz.rego".to_string(), POLICY.to_string())
             .map_err(engine_error("the policy"))?;
-        base.add_data(catalog_value())
-            .map_err(engine_error("the catalog"))?;
-        let authorizer = Self {
-            base,
+        let compiled = engine
+            .compile_with_entrypoint(&DECISION.into())
+            .map_err(engine_error("the policy"))?;
+        let program = Compiler::compile_from_policy(&compiled, &[DECISION, PERMISSIONS])
+            .map_err(engine_error("the policy"))?;
+        Ok(Self {
+            program,
+            catalog: document(catalog_value(), None),
             tenants: RwLock::default(),
-        };
-        let mut base = authorizer.base.clone();
-        prepare(&mut base)?;
-        Ok(Self { base, ..authorizer })
+        })
     }
 
     /// Replaces everything known of `tenant`. Invalid parts are left out
@@ -206,22 +217,18 @@ impl Authorizer {
             return Err(Error::TenantName(tenant.to_string()));
         }
         let (index, problems) = TenantIndex::build(tenant, &data);
-        let tenant_value = serde_json::to_value(&index).map_err(|e| Error::Engine {
-            what: "the tenant's data",
-            message: e.to_string(),
-        })?;
-        let mut engine = self.base.clone();
-        engine
-            .add_data(Value::from(serde_json::json!({ "tenant": tenant_value })))
-            .map_err(engine_error("the tenant's data"))?;
-        prepare(&mut engine)?;
+        let tenant_value =
+            serde_json::to_value(&index).map_err(engine_error("the tenant's data"))?;
         let loaded = Loaded {
             bindings: index.binding_count,
             problems,
         };
         let entry = Arc::new(TenantEntry {
-            engine,
-            index,
+            document: document(
+                self.catalog["catalog"].clone(),
+                Some(Value::from(tenant_value)),
+            ),
+            roles: index.roles,
             data,
         });
         self.tenants
@@ -260,26 +267,35 @@ impl Authorizer {
             .cloned()
     }
 
-    /// The engine holding `tenant`'s data, or the base one (no tenant data).
-    fn engine_for(&self, tenant: Option<&str>) -> Engine {
-        match tenant.and_then(|t| self.entry(t)) {
-            Some(entry) => entry.engine.clone(),
-            None => self.base.clone(),
-        }
+    /// Runs `entry_point` over `tenant`'s document (the catalog alone for
+    /// a tenant without data).
+    fn evaluate(
+        &self,
+        tenant: Option<&str>,
+        input: Value,
+        entry_point: &str,
+    ) -> Result<Value, String> {
+        let entry = tenant.and_then(|t| self.entry(t));
+        let document = entry.as_ref().map_or(&self.catalog, |e| &e.document);
+        let mut vm = RegoVM::new();
+        vm.load_program(Arc::clone(&self.program));
+        vm.set_max_instructions(MAX_INSTRUCTIONS);
+        vm.set_data(document.clone()).map_err(|e| e.to_string())?;
+        vm.set_input(input);
+        vm.execute_entry_point_by_name(entry_point)
+            .map_err(|e| e.to_string())
     }
 
     /// Decides one request. Never fails: an evaluation error is a refusal
     /// whose reason says so.
     pub fn decide(&self, request: &Request) -> Decision {
-        let mut engine = self.engine_for(request.tenant.as_deref());
         let input = input(
             &request.caller,
             request.tenant.as_deref(),
             request.scope.as_deref(),
             Some((&request.resource, &request.action)),
         );
-        engine.set_input(input);
-        match engine.eval_rule(DECISION.to_string()) {
+        match self.evaluate(request.tenant.as_deref(), input, DECISION) {
             Ok(value) => decision(&value).unwrap_or_else(|| Decision {
                 allowed: false,
                 reason: format!("denied: the policy gave no decision ({value})"),
@@ -301,9 +317,7 @@ impl Authorizer {
         tenant: Option<&str>,
         scope: Option<&str>,
     ) -> Permissions {
-        let mut engine = self.engine_for(tenant);
-        engine.set_input(input(caller, tenant, scope, None));
-        let value = match engine.eval_rule(PERMISSIONS.to_string()) {
+        let value = match self.evaluate(tenant, input(caller, tenant, scope, None), PERMISSIONS) {
             Ok(value) => value,
             Err(e) => {
                 return Permissions {
@@ -341,7 +355,7 @@ impl Authorizer {
         let entry = self.entry(tenant);
         let standard;
         let (resolved, own_policies, own_roles): (&Resolved, &[Policy], &[Role]) = match &entry {
-            Some(entry) => (&entry.index.roles, &entry.data.policies, &entry.data.roles),
+            Some(entry) => (&entry.roles, &entry.data.policies, &entry.data.roles),
             None => {
                 let mut ignored = Problems::default();
                 standard = crate::roles::resolve(&[], &[], &mut ignored);
@@ -396,17 +410,17 @@ impl Authorizer {
     }
 }
 
-/// Evaluates once so the engine's analysis is done before it is cloned:
-/// every clone then shares it.
-fn prepare(engine: &mut Engine) -> Result<(), Error> {
-    engine.set_input(Value::new_object());
-    engine
-        .eval_rule(DECISION.to_string())
-        .map(|_| ())
-        .map_err(engine_error("the policy"))
+/// The data document: the catalog, and the tenant's index when it has one.
+fn document(catalog: Value, tenant: Option<Value>) -> Value {
+    let mut fields = BTreeMap::new();
+    fields.insert(text("catalog"), catalog);
+    if let Some(tenant) = tenant {
+        fields.insert(text("tenant"), tenant);
+    }
+    Value::from(fields)
 }
 
-/// The catalog as the policy reads it.
+/// The catalog as the policy reads it: resource -> level and actions.
 fn catalog_value() -> Value {
     let catalog: serde_json::Map<String, serde_json::Value> = RESOURCES
         .iter()
@@ -431,7 +445,7 @@ fn catalog_value() -> Value {
             )
         })
         .collect();
-    Value::from(serde_json::json!({ "catalog": catalog }))
+    Value::from(serde_json::Value::Object(catalog))
 }
 
 fn text(s: &str) -> Value {

@@ -72,15 +72,23 @@ else := tenant.scopes[s]
 # Roles the caller holds in a scope and the scopes above it, closest first:
 # [distance, role, scope, grant, via]. Lookups only: the caller's keys in
 # the scope's ancestors.
-held_in(s) := {[i, b.role, a, b.grant, b.via] |
+held_in(chain) := {[i, b.role, a, b.grant, b.via] |
+	some i, a in chain
 	some key in subject_keys
-	some i, a in ancestors(s)
 	some b in tenant.bindings[key][a]
 }
 
+# The closest roles held, at most five of them, so a reason stays short.
 roles_words(held) := "it holds no role there" if count(held) == 0
 
-else := sprintf("roles held there: %s", [concat("; ", [sprintf("%s %s %s (%s)", [h[1], in_scope(h[2]), h[4], h[3]]) | some h in held])])
+else := sprintf("roles held there: %s%s", [
+	concat("; ", [sprintf("%s %s %s (%s)", [h[1], in_scope(h[2]), h[4], h[3]]) | some h in array.slice(sort(held), 0, 5)]),
+	more_words(count(held)),
+])
+
+more_words(n) := "" if n <= 5
+
+else := sprintf("; and %d more", [n - 5])
 
 in_scope(s) := "at the tenant's root" if s == ""
 
@@ -96,7 +104,9 @@ decision_scope := "" if known_resource.level == "tenant"
 
 else := input.scope
 
-held := held_in(decision_scope)
+decision_chain := ancestors(decision_scope)
+
+held := held_in(decision_chain)
 
 # [distance, role, scope, grant, via, policies] that permit it.
 permitting contains [h[0], h[1], h[2], h[3], h[4], policies] if {
@@ -121,17 +131,22 @@ granted(p) := allow(
 	{"role": p[1], "scope": p[2], "grant": p[3], "via": p[4], "policies": p[5]},
 )
 
-where_words := sprintf("at the tenant's root (%s is decided there)", [input.resource]) if {
+where_words := sprintf("at the tenant's root (%s is a tenant-level resource)", [input.resource]) if {
 	known_resource.level == "tenant"
 }
 
 else := "at the tenant's root" if decision_scope == ""
 
-else := sprintf("in %s or above it (%s)", [scope_words(decision_scope), concat(", ", [scope_words(a) | some a in array.slice(ancestors(decision_scope), 1, 100)])])
+else := sprintf("in %s or above it (%s)", [scope_words(decision_scope), concat(", ", [scope_words(a) | some a in array.slice(decision_chain, 1, 100)])])
 
 groups_words := "" if count(caller.groups) == 0
 
 else := sprintf(", directly or through its groups %s", [concat(", ", caller.groups)])
+
+# The same, closed by a comma inside a sentence.
+groups_clause := "" if count(caller.groups) == 0
+
+else := concat("", [groups_words, ","])
 
 decision := deny(sprintf("unknown resource %q; resources: %s", [input.resource, concat(", ", [r | some r, _ in catalog])])) if {
 	not known_resource
@@ -153,7 +168,7 @@ else := deny(sprintf("only platform operators may do %s", [what])) if {
 
 else := granted(sort(permitting)[0]) if count(permitting) > 0
 
-else := deny(sprintf("no role %s holds %s%s permits %s; %s", [who, where_words, groups_words, what, roles_words(held)]))
+else := deny(sprintf("no role that %s holds %s%s permits %s; %s", [who, where_words, groups_clause, what, roles_words(held)]))
 
 # --- permissions: everything the caller may do in input.scope ---------------
 
@@ -162,7 +177,7 @@ everything contains [r, a] if {
 	some a, action in resource.actions
 }
 
-scope_held := held_in(input.scope)
+scope_held := held_in(ancestors(input.scope))
 
 # A grant below the root gives nothing on tenant-level resources.
 reaches(r, s) if catalog[r].level == "scope"

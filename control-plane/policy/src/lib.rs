@@ -16,6 +16,7 @@ pub mod authorizer;
 pub mod catalog;
 pub mod problems;
 pub mod roles;
+pub mod scopes;
 pub mod tenant;
 
 pub use authorizer::{
@@ -25,4 +26,5 @@ pub use authorizer::{
 pub use catalog::{Action, Level, RESOURCES, Resource};
 pub use problems::{Invalid, Problem, Problems};
 pub use roles::{ADMIN, EDITOR, Permission, Policy, ResourceActions, Role, VIEWER};
+pub use scopes::from_scopes;
 pub use tenant::{Grant, GroupMapping, ScopeNode, TenantData};

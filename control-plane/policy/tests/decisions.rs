@@ -128,7 +128,7 @@ fn a_grant_applies_in_its_scope_and_every_scope_below() {
     );
     denied(
         &decide(&authorizer, &alice, "topic", "update", ""),
-        &["no role user alice holds at the tenant's root permits update on topic"],
+        &["no role that user alice holds at the tenant's root permits update on topic"],
     );
 }
 
@@ -145,7 +145,7 @@ fn a_grant_below_gives_nothing_above() {
     denied(
         &decide(&authorizer, &bob, "workload", "read", "eu"),
         &[
-            "no role user bob holds in scope eu or above it (scope global, the tenant's root) permits read on workload",
+            "no role that user bob holds in scope eu or above it (scope global, the tenant's root) permits read on workload",
             "it holds no role there",
         ],
     );
@@ -175,7 +175,7 @@ fn tenant_level_resources_are_decided_at_the_root() {
     let carol = user("carol", "acme", &[]);
     denied(
         &decide(&authorizer, &carol, "tenantSettings", "updateEdge", "us"),
-        &["at the tenant's root (tenantSettings is decided there)"],
+        &["at the tenant's root (tenantSettings is a tenant-level resource)"],
     );
     let dana = user("dana", "acme", &[]);
     allowed(
@@ -208,7 +208,7 @@ fn a_tenant_defined_role_carries_its_own_and_standard_policies() {
     denied(
         &decide(&authorizer, &erin, "workload", "delete", "eu"),
         &[
-            "directly or through its groups developers",
+            "directly or through its groups developers, permits delete on workload",
             "roles held there: release-manager in scope eu through group developers",
         ],
     );
@@ -541,4 +541,43 @@ fn invalid_data_is_described_and_invalid_tenant_names_refused() {
         "{text}"
     );
     assert_eq!(loaded.bindings, 0, "an invalid role grants nothing");
+}
+
+#[test]
+fn a_caller_with_many_groups_in_a_deep_tree_is_still_decided() {
+    let depth = 12;
+    let groups: Vec<String> = (0..100).map(|i| format!("team-{i}")).collect();
+    let data = TenantData {
+        scopes: (0..depth)
+            .map(|i| ossature_policy::ScopeNode {
+                name: format!("level-{i}"),
+                parent: (i > 0).then(|| format!("level-{}", i - 1)),
+            })
+            .collect(),
+        grants: (0..depth)
+            .map(|i| ossature_policy::Grant {
+                role: "Viewer".into(),
+                scope: Some(format!("level-{i}")),
+                groups: groups.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let authorizer = Authorizer::new().unwrap();
+    assert_eq!(authorizer.set_tenant("acme", data).unwrap().bindings, 1200);
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let caller = user("zoe", "acme", &groups);
+    let deepest = format!("level-{}", depth - 1);
+    allowed(
+        &decide(&authorizer, &caller, "topic", "read", &deepest),
+        &["role Viewer in scope level-11 through group team-0 (grant #1 of scope level-11)"],
+    );
+    denied(
+        &decide(&authorizer, &caller, "topic", "update", &deepest),
+        &[
+            "roles held there: Viewer in scope level-11 through group team-0",
+            "through group team-12 (grant #1 of scope level-11); and 1195 more",
+        ],
+    );
 }
