@@ -213,6 +213,37 @@ impl Authorizer {
     /// Replaces everything known of `tenant`. Invalid parts are left out
     /// (they grant nothing) and returned as problems.
     pub fn set_tenant(&self, tenant: &str, data: TenantData) -> Result<Loaded, Error> {
+        let (entry, loaded) = self.entry_of(tenant, data)?;
+        self.tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant.to_string(), entry);
+        Ok(loaded)
+    }
+
+    /// Replaces every tenant at once, as after a watch's relist: tenants
+    /// left out are forgotten. Nothing changes when a tenant name is invalid.
+    pub fn replace_all(
+        &self,
+        tenants: impl IntoIterator<Item = (String, TenantData)>,
+    ) -> Result<BTreeMap<String, Loaded>, Error> {
+        let mut entries = HashMap::new();
+        let mut report = BTreeMap::new();
+        for (tenant, data) in tenants {
+            let (entry, loaded) = self.entry_of(&tenant, data)?;
+            entries.insert(tenant.clone(), entry);
+            report.insert(tenant, loaded);
+        }
+        *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = entries;
+        Ok(report)
+    }
+
+    /// Indexes one tenant's data into the document decisions read.
+    fn entry_of(
+        &self,
+        tenant: &str,
+        data: TenantData,
+    ) -> Result<(Arc<TenantEntry>, Loaded), Error> {
         if !is_dns_label(tenant) {
             return Err(Error::TenantName(tenant.to_string()));
         }
@@ -231,11 +262,7 @@ impl Authorizer {
             roles: index.roles,
             data,
         });
-        self.tenants
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(tenant.to_string(), entry);
-        Ok(loaded)
+        Ok((entry, loaded))
     }
 
     /// Forgets `tenant`: its callers are then refused everything.

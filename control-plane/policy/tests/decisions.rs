@@ -396,6 +396,43 @@ fn a_tenant_replaced_as_a_whole_loses_what_it_no_longer_grants() {
 }
 
 #[test]
+fn all_tenants_are_replaced_at_once() {
+    let authorizer = authorizer();
+    let crafted: TenantData = serde_json::from_value(json!({
+        "grants": [{"role": "Viewer", "users": ["gina"]}],
+    }))
+    .unwrap();
+    let refused = authorizer
+        .replace_all([
+            ("globex".to_string(), crafted.clone()),
+            ("Bad".to_string(), crafted.clone()),
+        ])
+        .unwrap_err();
+    assert_eq!(refused.category(), "InvalidTenantName");
+    assert_eq!(authorizer.tenants(), 1, "nothing changed");
+    let report = authorizer
+        .replace_all([("globex".to_string(), crafted)])
+        .unwrap();
+    assert_eq!(report["globex"].bindings, 1);
+    assert_eq!(authorizer.tenants(), 1);
+    denied(
+        &decide(
+            &authorizer,
+            &user("alice", "acme", &[]),
+            "workload",
+            "read",
+            "global",
+        ),
+        &["tenant acme has no authorization data"],
+    );
+    let gina = user("gina", "globex", &[]);
+    allowed(
+        &authorizer.decide(&ask(&gina, "topic", "read", "globex", "")),
+        &["role Viewer at the tenant's root"],
+    );
+}
+
+#[test]
 fn permissions_list_exactly_what_decisions_allow() {
     let authorizer = authorizer();
     let callers = [
