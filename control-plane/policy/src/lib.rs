@@ -14,6 +14,7 @@
 
 pub mod authorizer;
 pub mod catalog;
+pub mod kubernetes;
 pub mod problems;
 pub mod roles;
 pub mod scopes;
@@ -24,6 +25,7 @@ pub use authorizer::{
     RolePermissions, RoleSummary,
 };
 pub use catalog::{Action, Level, RESOURCES, Resource};
+pub use kubernetes::{KubernetesRule, kubernetes_rules};
 pub use problems::{Invalid, Problem, Problems};
 pub use roles::{ADMIN, EDITOR, Permission, Policy, ResourceActions, Role, VIEWER};
 pub use scopes::from_scopes;
