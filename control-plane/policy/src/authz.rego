@@ -20,15 +20,9 @@ package ossature.authz
 
 import rego.v1
 
-caller := input.caller
-
-tenant := data.tenant
-
-catalog := data.catalog
-
 kind_words := {"user": "user", "serviceAccount": "service account"}
 
-who := sprintf("%s %s", [kind_words[caller.kind], caller.subject])
+who := sprintf("%s %s", [kind_words[input.caller.kind], input.caller.subject])
 
 what := sprintf("%s on %s", [input.action, input.resource])
 
@@ -37,37 +31,37 @@ scope_words(s) := "the tenant's root" if s == ""
 else := sprintf("scope %s", [s])
 
 # Keys the caller's roles are indexed by: itself and each of its groups.
-subject_keys contains sprintf("%s:%s", [caller.kind, caller.subject])
+subject_keys contains sprintf("%s:%s", [input.caller.kind, input.caller.subject])
 
-subject_keys contains sprintf("group:%s", [group]) if some group in caller.groups
+subject_keys contains sprintf("group:%s", [group]) if some group in input.caller.groups
 
 # Why nothing is allowed here, whatever the grants say. The tenant checks
 # read the input alone, so no data can let a caller of one tenant act on
 # another.
-refusal := "the caller belongs to no tenant" if caller.tenant == ""
+refusal := "the caller belongs to no tenant" if input.caller.tenant == ""
 
 else := "only platform operators act outside a tenant" if input.tenant == ""
 
-else := sprintf("%s belongs to tenant %s, not to tenant %s: nothing of another tenant is ever allowed", [who, caller.tenant, input.tenant]) if {
-	caller.tenant != input.tenant
+else := sprintf("%s belongs to tenant %s, not to tenant %s: nothing of another tenant is ever allowed", [who, input.caller.tenant, input.tenant]) if {
+	input.caller.tenant != input.tenant
 }
 
 else := sprintf("tenant %s has no authorization data (it does not exist, or its data is not loaded yet)", [input.tenant]) if {
-	not tenant.name == input.tenant
+	not data.tenant.name == input.tenant
 }
 
-else := sprintf("%s has no place in tenant %s's tree: %s", [scope_words(input.scope), input.tenant, tenant.detached[input.scope]]) if {
-	tenant.detached[input.scope]
+else := sprintf("%s has no place in tenant %s's tree: %s", [scope_words(input.scope), input.tenant, data.tenant.detached[input.scope]]) if {
+	data.tenant.detached[input.scope]
 }
 
 else := sprintf("tenant %s has no scope %s", [input.tenant, input.scope]) if {
 	input.scope != ""
-	not tenant.scopes[input.scope]
+	not data.tenant.scopes[input.scope]
 }
 
 ancestors(s) := [""] if s == ""
 
-else := tenant.scopes[s]
+else := data.tenant.scopes[s]
 
 # Roles the caller holds in a scope and the scopes above it, closest first:
 # [distance, role, scope, grant, via]. Lookups only: the caller's keys in
@@ -75,7 +69,7 @@ else := tenant.scopes[s]
 held_in(chain) := {[i, b.role, a, b.grant, b.via] |
 	some i, a in chain
 	some key in subject_keys
-	some b in tenant.bindings[key][a]
+	some b in data.tenant.bindings[key][a]
 }
 
 # The closest roles held, at most five of them, so a reason stays short.
@@ -96,7 +90,7 @@ else := sprintf("in scope %s", [s])
 
 # --- decide: may the caller do input.action on input.resource? ---------------
 
-known_resource := catalog[input.resource]
+known_resource := data.catalog[input.resource]
 
 # Tenant-level resources are decided at the tenant's root, whatever scope
 # the request names.
@@ -111,7 +105,7 @@ held := held_in(decision_chain)
 # [distance, role, scope, grant, via, policies] that permit it.
 permitting contains [h[0], h[1], h[2], h[3], h[4], policies] if {
 	some h in held
-	policies := tenant.roles[h[1]][input.resource][input.action]
+	policies := data.tenant.roles[h[1]][input.resource][input.action]
 }
 
 allow(reason, basis) := {"allowed": true, "reason": concat("", ["allowed: ", reason]), "basis": basis}
@@ -139,16 +133,16 @@ else := "at the tenant's root" if decision_scope == ""
 
 else := sprintf("in %s or above it (%s)", [scope_words(decision_scope), concat(", ", [scope_words(a) | some a in array.slice(decision_chain, 1, 100)])])
 
-groups_words := "" if count(caller.groups) == 0
+groups_words := "" if count(input.caller.groups) == 0
 
-else := sprintf(", directly or through its groups %s", [concat(", ", caller.groups)])
+else := sprintf(", directly or through its groups %s", [concat(", ", input.caller.groups)])
 
 # The same, closed by a comma inside a sentence.
-groups_clause := "" if count(caller.groups) == 0
+groups_clause := "" if count(input.caller.groups) == 0
 
 else := concat("", [groups_words, ","])
 
-decision := deny(sprintf("unknown resource %q; resources: %s", [input.resource, concat(", ", [r | some r, _ in catalog])])) if {
+decision := deny(sprintf("unknown resource %q; resources: %s", [input.resource, concat(", ", [r | some r, _ in data.catalog])])) if {
 	not known_resource
 }
 
@@ -157,7 +151,7 @@ else := deny(sprintf("%s offers no action %q; its actions: %s", [input.resource,
 }
 
 else := allow(sprintf("%s is a platform operator, and platform operators may do anything (%s)", [who, what]), {"platformOperator": true}) if {
-	caller.platformOperator == true
+	input.caller.platformOperator == true
 }
 
 else := deny(refusal) if refusal
@@ -173,27 +167,27 @@ else := deny(sprintf("no role that %s holds %s%s permits %s; %s", [who, where_wo
 # --- permissions: everything the caller may do in input.scope ---------------
 
 everything contains [r, a] if {
-	some r, resource in catalog
+	some r, resource in data.catalog
 	some a, action in resource.actions
 }
 
 scope_held := held_in(ancestors(input.scope))
 
 # A grant below the root gives nothing on tenant-level resources.
-reaches(r, s) if catalog[r].level == "scope"
+reaches(r, s) if data.catalog[r].level == "scope"
 
 reaches(_, s) if s == ""
 
 held_permissions contains [r, a] if {
 	some h in scope_held
-	some r, actions in tenant.roles[h[1]]
+	some r, actions in data.tenant.roles[h[1]]
 	reaches(r, h[2])
 	some a, _ in actions
-	not catalog[r].actions[a].platformOnly
+	not data.catalog[r].actions[a].platformOnly
 }
 
 permissions := {"permissions": everything, "reason": sprintf("%s is a platform operator, and platform operators may do anything", [who])} if {
-	caller.platformOperator == true
+	input.caller.platformOperator == true
 }
 
 else := {"permissions": set(), "reason": refusal} if refusal
