@@ -77,12 +77,13 @@ roles_words(held) := "it holds no role there" if count(held) == 0
 
 else := sprintf("roles held there: %s%s", [
 	concat("; ", [sprintf("%s %s %s (%s)", [h[1], in_scope(h[2]), h[4], h[3]]) | some h in array.slice(sort(held), 0, 5)]),
-	more_words(count(held)),
+	more_words(count(held), 5, ";"),
 ])
 
-more_words(n) := "" if n <= 5
+# `, and 3 more` after the first `shown` of `n` things.
+more_words(n, shown, separator) := "" if n <= shown
 
-else := sprintf("; and %d more", [n - 5])
+else := sprintf("%s and %d more", [separator, n - shown])
 
 in_scope(s) := "at the tenant's root" if s == ""
 
@@ -135,7 +136,10 @@ else := sprintf("in %s or above it (%s)", [scope_words(decision_scope), concat("
 
 groups_words := "" if count(input.caller.groups) == 0
 
-else := sprintf(", directly or through its groups %s", [concat(", ", input.caller.groups)])
+else := sprintf(", directly or through its groups %s%s", [
+	concat(", ", array.slice(input.caller.groups, 0, 10)),
+	more_words(count(input.caller.groups), 10, ","),
+])
 
 # The same, closed by a comma inside a sentence.
 groups_clause := "" if count(input.caller.groups) == 0

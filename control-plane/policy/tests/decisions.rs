@@ -605,6 +605,7 @@ fn a_caller_with_many_groups_in_a_deep_tree_is_still_decided() {
         &[
             "roles held there: Viewer in scope level-11 through group team-0",
             "through group team-12 (grant #1 of scope level-11); and 1195 more",
+            "through its groups team-0, team-1, team-2, team-3, team-4, team-5, team-6, team-7, team-8, team-9, and 90 more, permits",
         ],
     );
 }
