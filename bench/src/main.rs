@@ -13,11 +13,14 @@
 //! one tenant's change takes to reach Caddy (see [`edge`]). `messaging`:
 //! Topics with schemas and services with grants across tenants, against a
 //! baseline of the same calls made directly (see [`messaging`]).
+//! `decisions`: the control plane's authorization decisions, in process,
+//! with 10,000 role bindings (see [`decisions`]); it needs no stack.
 //!
 //! Build both binaries first: `cargo build --release -p ossature-operator -p ossature-bench`,
 //! then `target/release/ossature-bench --tenants 50 --baseline`.
 
 mod certificates;
+mod decisions;
 mod edge;
 mod messaging;
 
@@ -101,6 +104,11 @@ enum Bench {
     /// the operator's memory; then the time to delete them all and what is
     /// left of them in any backend (nothing).
     Messaging(messaging::MessagingArgs),
+    /// The control plane's authorization decisions, in process and without
+    /// the stack: role bindings across tenants and scope trees, the data
+    /// load time, then p50/p99/max per decision (wall and CPU time) on one
+    /// thread and on several at once.
+    Decisions(decisions::DecisionArgs),
 }
 
 /// The tenancy benchmark (no subcommand).
@@ -1587,15 +1595,35 @@ fn run_id() -> Result<String> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        // Pure computation: no stack to bring up.
+        Some(Bench::Decisions(args)) => decisions::run(args),
+        None => {
+            let (env, client) = stack().await?;
+            tenancy(cli.tenancy, env, client).await
+        }
+        Some(Bench::Certificates(args)) => {
+            let (env, client) = stack().await?;
+            certificates::run(args, env, client).await
+        }
+        Some(Bench::Edge(args)) => {
+            let (env, client) = stack().await?;
+            edge::run(args, env, client).await
+        }
+        Some(Bench::Messaging(args)) => {
+            let (env, client) = stack().await?;
+            messaging::run(args, env, client).await
+        }
+    }
+}
+
+/// The local stack, up, with the CRDs installed: what every benchmark of
+/// the operator runs on.
+async fn stack() -> Result<(BTreeMap<String, String>, kube::Client)> {
     let env = ossature_bootstrap::ensure_up().await?;
     let client = kube_client(&env).await?;
     ossature_operator::crds::install(&client).await?;
-    match cli.command {
-        None => tenancy(cli.tenancy, env, client).await,
-        Some(Bench::Certificates(args)) => certificates::run(args, env, client).await,
-        Some(Bench::Edge(args)) => edge::run(args, env, client).await,
-        Some(Bench::Messaging(args)) => messaging::run(args, env, client).await,
-    }
+    Ok((env, client))
 }
 
 /// The tenancy benchmark.

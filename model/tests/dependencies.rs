@@ -68,3 +68,9 @@ fn the_model_has_no_runtime_and_no_client() {
 fn the_crd_types_have_no_runtime_and_no_client() {
     assert_pure("ossature-crds");
 }
+
+/// The control plane's authorization, fed from its watches, is pure too.
+#[test]
+fn the_policy_crate_has_no_runtime_and_no_client() {
+    assert_pure("ossature-policy");
+}

@@ -1,0 +1,116 @@
+//! What a role's permissions become in Kubernetes RBAC on Ossature's own
+//! kinds, so the RBAC the Scope controller writes allows what decisions
+//! allow through kubectl, and nothing more.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::roles::Permission;
+
+/// Verbs on one resource of the `ossature.dev` API group.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesRule {
+    /// The plural, as RBAC names it: `scopes`.
+    pub resource: &'static str,
+    pub verbs: Vec<&'static str>,
+}
+
+/// Catalog resources that are objects of the API group.
+const KINDS: &[(&str, &str)] = &[
+    ("scope", "scopes"),
+    ("environment", "environments"),
+    ("certificate", "certificates"),
+    ("topic", "topics"),
+    ("serviceIdentity", "serviceidentities"),
+    ("workload", "workloads"),
+];
+
+/// The verbs of an action. `create` is left out: RBAC cannot limit it to
+/// the names of a subtree, so objects are created through the control
+/// plane. Actions with no verb of their own (`renew`, `rotateCredentials`)
+/// are the control plane's only.
+fn verbs(action: &str) -> &'static [&'static str] {
+    match action {
+        "read" => &["get", "list", "watch"],
+        "update" | "move" => &["update", "patch"],
+        "delete" => &["delete"],
+        _ => &[],
+    }
+}
+
+/// The RBAC rules of a set of permissions, one per kind, verbs in the order
+/// Kubernetes lists them.
+pub fn kubernetes_rules(permissions: &[Permission]) -> Vec<KubernetesRule> {
+    const ORDER: &[&str] = &["get", "list", "watch", "update", "patch", "delete"];
+    let mut by_kind: BTreeMap<&'static str, BTreeSet<&'static str>> = BTreeMap::new();
+    for permission in permissions {
+        let Some((_, plural)) = KINDS.iter().find(|(r, _)| *r == permission.resource) else {
+            continue;
+        };
+        let verbs = verbs(&permission.action);
+        if !verbs.is_empty() {
+            by_kind.entry(plural).or_default().extend(verbs);
+        }
+    }
+    by_kind
+        .into_iter()
+        .map(|(resource, verbs)| KubernetesRule {
+            resource,
+            verbs: ORDER
+                .iter()
+                .copied()
+                .filter(|v| verbs.contains(v))
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Authorizer;
+
+    fn scope_verbs(role: &str) -> Vec<&'static str> {
+        let authorizer = Authorizer::new().unwrap();
+        let answer = authorizer.role_permissions("acme", &[role.to_string()]);
+        kubernetes_rules(&answer.roles[0].permissions)
+            .into_iter()
+            .find(|r| r.resource == "scopes")
+            .map(|r| r.verbs)
+            .unwrap_or_default()
+    }
+
+    /// The verbs the Scope controller grants on scopes today, per role.
+    #[test]
+    fn standard_roles_keep_todays_verbs_on_scopes() {
+        assert_eq!(scope_verbs("Viewer"), vec!["get", "list", "watch"]);
+        assert_eq!(
+            scope_verbs("Editor"),
+            vec!["get", "list", "watch", "update", "patch"]
+        );
+        assert_eq!(
+            scope_verbs("Admin"),
+            vec!["get", "list", "watch", "update", "patch", "delete"]
+        );
+    }
+
+    #[test]
+    fn only_the_groups_own_kinds_and_mapped_actions_become_rules() {
+        let rules = kubernetes_rules(&[
+            Permission::new("workload", "update"),
+            Permission::new("workload", "create"),
+            Permission::new("serviceIdentity", "rotateCredentials"),
+            Permission::new("tenantSettings", "updateEdge"),
+            Permission::new("grant", "create"),
+        ]);
+        assert_eq!(
+            rules,
+            vec![KubernetesRule {
+                resource: "workloads",
+                verbs: vec!["update", "patch"],
+            }]
+        );
+    }
+}
