@@ -82,35 +82,13 @@ impl OperatorsRealm {
         let realm = ossature_e2e::unique("cp-ops");
         let client_id = "ops-cli".to_string();
         let secret = ossature_e2e::unique("s");
-        let representation = json!({
-            "realm": realm, "enabled": true,
-            "defaultSignatureAlgorithm": "EdDSA",
-            "accessTokenLifespan": 300,
-            "groups": [{"name": group}],
-            "clients": [{
-                "clientId": client_id, "enabled": true, "publicClient": false,
-                "secret": secret, "serviceAccountsEnabled": true,
-                "standardFlowEnabled": false, "directAccessGrantsEnabled": false,
-                "protocolMappers": [
-                    {"name": "audience", "protocol": "openid-connect",
-                     "protocolMapper": "oidc-audience-mapper",
-                     "config": {"included.custom.audience": "ossature-control-plane",
-                                "access.token.claim": "true"}},
-                    {"name": "groups", "protocol": "openid-connect",
-                     "protocolMapper": "oidc-group-membership-mapper",
-                     "config": {"claim.name": "groups", "full.path": "false",
-                                "access.token.claim": "true"}},
-                ],
-            }],
-            "users": [{
-                "username": format!("service-account-{client_id}"), "enabled": true,
-                "serviceAccountClientId": client_id, "groups": [format!("/{group}")],
-            }],
-            "components": {"org.keycloak.keys.KeyProvider": [{
-                "name": "eddsa-generated", "providerId": "eddsa-generated",
-                "config": {"priority": ["200"], "eddsaEllipticCurveKey": ["Ed25519"]},
-            }]},
-        });
+        let representation = ossature_control_plane::local_stack::operators_realm_representation(
+            &realm,
+            &client_id,
+            &secret,
+            group,
+            "ossature-control-plane",
+        );
         let token = admin_token(&keycloak, &admin.0, &admin.1).await;
         let response = http()
             .post(format!("{keycloak}/admin/realms"))
