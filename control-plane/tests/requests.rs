@@ -235,6 +235,31 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     assert_eq!(record["command"], "onboardTenant");
     assert_eq!(record["result"]["invocationId"], first["invocationId"]);
 
+    // Expired keys are swept; the key then starts afresh.
+    let actor = &annotations["control-plane.ossature.dev/actor"];
+    let name = ossature_control_plane::idempotency::object_name(&tenant, actor, "k-1");
+    let keys: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "ossature-system");
+    let stored = keys.get(&name).await.unwrap();
+    assert_eq!(stored.data.as_ref().unwrap()["state"], "Completed");
+    let expired = json!({"metadata": {"annotations": {"control-plane.ossature.dev/expires-at": "2020-01-01T00:00:00Z"}}});
+    keys.patch(
+        &name,
+        &Default::default(),
+        &kube::api::Patch::Merge(&expired),
+    )
+    .await
+    .unwrap();
+    assert!(cp.running.app.idempotency.sweep().await.unwrap() >= 1);
+    assert!(
+        keys.get_opt(&name).await.unwrap().is_none(),
+        "the expired key is still there"
+    );
+    let (status, _, fresh) = cp.command("onboardTenant", &token, "k-1", &body).await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(fresh["replay"], false);
+    assert_ne!(fresh["invocationId"], first["invocationId"]);
+
     // A repeat while the first is running: 409. The first waits (no
     // operator makes the tenant Ready) and times out.
     let change = json!({"tenant": tenant, "quotas": {"pods": 60}, "wait": {"timeoutSeconds": 4}});

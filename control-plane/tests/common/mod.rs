@@ -172,9 +172,26 @@ impl ControlPlane {
         client: &Client,
         operators_realm: &str,
     ) -> ControlPlane {
+        let unlimited = [
+            "--rate-limit-per-second",
+            "1000",
+            "--rate-limit-burst",
+            "1000",
+        ];
+        Self::start_with(env, client, operators_realm, &unlimited, "http").await
+    }
+
+    /// With `extra` flags, reached by `scheme`.
+    pub async fn start_with(
+        env: &BTreeMap<String, String>,
+        client: &Client,
+        operators_realm: &str,
+        extra: &[&str],
+        scheme: &str,
+    ) -> ControlPlane {
         let audit =
             std::env::temp_dir().join(format!("{}.audit.jsonl", ossature_e2e::unique("cp")));
-        let args = ossature_control_plane::cli::Args::try_parse_from([
+        let defaults = [
             "ossature-control-plane",
             "--listen",
             "127.0.0.1:0",
@@ -184,19 +201,18 @@ impl ControlPlane {
             operators_realm,
             "--audit-log",
             audit.to_str().unwrap(),
-            "--rate-limit-per-second",
-            "1000",
-            "--rate-limit-burst",
-            "1000",
             "--max-body-bytes",
             "65536",
-        ])
+        ];
+        let args = ossature_control_plane::cli::Args::try_parse_from(
+            defaults.iter().chain(extra).copied(),
+        )
         .unwrap();
         let running =
             ossature_control_plane::start::spawn(args, client.clone(), std::future::pending())
                 .await
                 .unwrap();
-        let base = format!("http://{}", running.addr);
+        let base = format!("{scheme}://localhost:{}", running.addr.port());
         ControlPlane {
             running,
             base,
