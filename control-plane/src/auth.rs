@@ -281,17 +281,17 @@ impl Authenticator {
         }
 
         let tenant_name = candidate_tenant(&unverified)?;
-        let tenant = watches.tenant(&tenant_name).ok_or_else(|| {
+        // Before its signature holds, a token learns nothing of which
+        // tenants exist: an unknown tenant and a wrong issuer read alike.
+        let not_its_realm = || {
             refuse(format!(
-                "the token is for tenant {tenant_name}, which this control plane does not know"
+                "the token's issuer is not the realm of tenant {tenant_name}; ask for a token from your tenant's realm"
             ))
-        })?;
+        };
+        let tenant = watches.tenant(&tenant_name).ok_or_else(not_its_realm)?;
         let (realm, isolation) = tenant_realm(&tenant);
-        let expected = self.issuer(&realm);
-        if iss != expected {
-            return Err(refuse(format!(
-                "the token's issuer is not the realm of tenant {tenant_name} ({expected})"
-            )));
+        if iss != self.issuer(&realm) {
+            return Err(not_its_realm());
         }
         let claims = self.verify(token, &kid, &realm, &tenant_name).await?;
         let names_tenant = match isolation {

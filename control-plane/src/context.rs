@@ -148,8 +148,12 @@ fn trace_of_traceparent(value: &str) -> Option<String> {
     valid_trace_id(trace).then(|| trace.to_string())
 }
 
+/// A random trace id, as W3C Trace Context asks.
 fn new_trace_id() -> String {
-    let bytes: [u8; 16] = Ulid::generate().to_bytes();
+    let mut bytes = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        bytes = Ulid::generate().to_bytes();
+    }
     ossature_model::names::hex(&bytes)
 }
 

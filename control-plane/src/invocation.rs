@@ -129,3 +129,76 @@ impl Invocation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn invocation() -> Invocation {
+        let (invocation, problem) =
+            Invocation::begin(&HeaderMap::new(), None, "/v1/queries/x", "x");
+        assert!(problem.is_none());
+        invocation
+    }
+
+    #[test]
+    fn an_invocation_allowed_to_logs_at_debug_and_every_line_names_it() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(crate::cli::log_filter())
+            .with_writer(move || writer.clone())
+            .finish();
+        let (quiet, loud) = tracing::subscriber::with_default(subscriber, || {
+            let quiet = invocation();
+            quiet.span.in_scope(|| {
+                tracing::debug!("a detail of the quiet invocation");
+                tracing::info!("a line of the quiet invocation");
+            });
+            let loud = invocation();
+            loud.enable_debug_logging();
+            loud.span
+                .in_scope(|| tracing::debug!("a detail of the loud invocation"));
+            (quiet, loud)
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("a detail of the quiet invocation"), "{text}");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(
+            lines[0]["span"]["invocation_id"],
+            quiet.context.invocation_id
+        );
+        assert_eq!(
+            lines[1]["fields"]["message"],
+            "a detail of the loud invocation"
+        );
+        assert_eq!(
+            lines[1]["span"]["invocation_id"],
+            loud.context.invocation_id
+        );
+        assert_eq!(lines[1]["span"]["trace_id"], loud.context.trace_id);
+    }
+}

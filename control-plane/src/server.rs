@@ -894,42 +894,41 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
-async fn not_found(request: Request) -> Response {
-    let path = request.uri().path().to_string();
-    let (context, _) = crate::context::fork(crate::context::Seen {
-        header: None,
-        traceparent: None,
-        client_address: client_address(&request),
-        user_agent: None,
-    });
-    let mut response = Problem::new(
-        ProblemKind::NotFound,
-        format!(
-            "nothing is served at {path}: commands are POST /v1/commands/<name> ({}), queries POST /v1/queries/<name> ({}); the API is described at /openapi.json",
-            commands::NAMES.join(", "),
-            queries::NAMES.join(", ")
-        ),
-    )
-    .with_instance(&path)
-    .with_invocation(&context.invocation_id)
-    .into_response();
-    if let Ok(value) = HeaderValue::from_str(&context.header_value()) {
-        response.headers_mut().insert(crate::context::HEADER, value);
-    }
-    response
+/// A path the API does not have.
+async fn not_found(state: State<Arc<App>>, request: Request) -> Response {
+    not_served(state, request, false).await
 }
 
-async fn method_not_allowed(request: Request) -> Response {
-    Problem::new(
-        ProblemKind::MethodNotAllowed,
-        format!(
-            "{} is not served at {}; use POST",
-            request.method(),
-            request.uri().path()
-        ),
-    )
-    .with_instance(request.uri().path())
-    .into_response()
+/// A path of the API asked with another method than POST.
+async fn method_not_allowed(state: State<Arc<App>>, request: Request) -> Response {
+    not_served(state, request, true).await
+}
+
+/// Anything else: a problem, answered and audited like every invocation.
+async fn not_served(State(app): State<Arc<App>>, request: Request, known_path: bool) -> Response {
+    let path = request.uri().path().to_string();
+    let action = path.rsplit('/').next().unwrap_or_default().to_string();
+    let (inv, _) = Invocation::begin(request.headers(), client_address(&request), &path, &action);
+    let problem = if !known_path {
+        Problem::new(
+            ProblemKind::NotFound,
+            format!(
+                "nothing is served at {path}: commands are POST /v1/commands/<name> ({}), queries POST /v1/queries/<name> ({}); the API is described at /openapi.json",
+                commands::NAMES.join(", "),
+                queries::NAMES.join(", ")
+            ),
+        )
+    } else {
+        Problem::new(
+            ProblemKind::MethodNotAllowed,
+            format!(
+                "{} is not served at {path}; the API takes POST",
+                request.method()
+            ),
+        )
+    };
+    let _entered = inv.span.clone().entered();
+    finish(&app, &inv, Err(problem))
 }
 
 /// The whole service: the API, `/openapi.json`, `/healthz`, CORS.
