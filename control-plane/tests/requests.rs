@@ -71,7 +71,23 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     assert_eq!(forked["parentInvocationId"], "01JQ3X5T0RYB9Q8K1W7ZC4M2NQ");
     assert_ne!(forked["invocationId"], "01JQ3X5T0RYB9Q8K1W7ZC4M2NQ");
     let page: Value = response.json().await.unwrap();
-    assert!(page["items"].as_array().unwrap().len() <= 1);
+    let first_page = page["items"].as_array().unwrap().clone();
+    assert!(first_page.len() <= 1);
+    if let Some(next) = page["continue"].as_str() {
+        let (status, _, second) = cp
+            .query(
+                "listTenants",
+                &token,
+                &json!({"limit": 1, "continue": next}),
+            )
+            .await;
+        assert_eq!(status, 200, "{second}");
+        let after = second["items"][0]["name"].as_str().unwrap();
+        assert!(
+            after > first_page[0]["name"].as_str().unwrap(),
+            "pages follow names"
+        );
+    }
 
     // Bad input: unknown fields, every bad field named, wrong media type,
     // too large, unknown command, wrong method.
@@ -349,6 +365,33 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     assert_eq!(
         result["items"][1]["problem"]["type"],
         "https://ossature.dev/problems/tenant-not-found"
+    );
+
+    // Grants changed at once are both kept: each write is conditional on
+    // what it read, and read again when that changed.
+    let grant = |user: &str, key: &'static str| {
+        let input = json!({"tenant": tenant, "scope": "global", "role": "Editor", "users": [user]});
+        let cp = &cp;
+        let token = &token;
+        async move { cp.command("grantRole", token, key, &input).await }
+    };
+    let (one, two) = tokio::join!(grant("alice", "g-1"), grant("bob", "g-2"));
+    assert_eq!(
+        (one.0.as_u16(), two.0.as_u16()),
+        (200, 200),
+        "{} {}",
+        one.2,
+        two.2
+    );
+    let editors = scopes.get("global").await.unwrap().spec.grants;
+    let editors = &editors
+        .iter()
+        .find(|g| g.role == ossature_crds::ScopeRole::Editor)
+        .unwrap()
+        .users;
+    assert!(
+        editors.contains(&"alice".to_string()) && editors.contains(&"bob".to_string()),
+        "{editors:?}"
     );
 
     // Offboarding of a tenant that is not there.

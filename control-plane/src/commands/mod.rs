@@ -169,10 +169,15 @@ pub async fn run(
     match command {
         Command::OnboardTenant(c) => onboard(c, writes).await,
         Command::ChangeTenant(c) => {
-            let current = require_tenant(writes, &c.tenant).await?;
-            let next = again(&current, |t| c.apply_to(&mut t.spec));
-            let written = writes.apply(next).await?;
-            Ok(tenant_awaited(&c.tenant, written.as_ref()))
+            let mut attempt = 0;
+            loop {
+                let current = require_tenant(writes, &c.tenant).await?;
+                let next = again(&current, |t| c.apply_to(&mut t.spec));
+                match writes.apply(next).await {
+                    Err(p) if changed_meanwhile(&p, &mut attempt) => continue,
+                    written => return Ok(tenant_awaited(&c.tenant, written?.as_ref())),
+                }
+            }
         }
         Command::AddScope(c) => {
             require_tenant(writes, &c.tenant).await?;
@@ -398,26 +403,39 @@ fn merge(into: &mut Vec<String>, names: &[String]) {
     }
 }
 
+/// Whether a write failed because the object changed since it was read
+/// (its resourceVersion is the write's precondition): read and write
+/// again, a few times.
+fn changed_meanwhile(problem: &Problem, attempt: &mut u32) -> bool {
+    *attempt += 1;
+    problem.kind == ProblemKind::Conflict && *attempt < 4
+}
+
 async fn change_grants(
     writes: &mut Writes,
     tenant: &str,
     scope: &str,
-    change: impl FnOnce(&mut Vec<ossature_crds::ScopeGrant>),
+    change: impl Fn(&mut Vec<ossature_crds::ScopeGrant>),
 ) -> Result<Awaited, Problem> {
-    let current = get_scope(writes, tenant, scope)
-        .await?
-        .ok_or_else(|| scope_not_found(tenant, scope))?;
-    let next = again(&current, |s| change(&mut s.spec.grants));
-    if next.spec.grants.len() > 64 {
-        return Err(invalid(
-            "role",
-            format!("scope {scope} would have more than 64 grants"),
-        ));
-    }
-    let written = if next.spec == current.spec {
-        None
-    } else {
-        writes.apply(next).await?
+    let mut attempt = 0;
+    let written = loop {
+        let current = get_scope(writes, tenant, scope)
+            .await?
+            .ok_or_else(|| scope_not_found(tenant, scope))?;
+        let next = again(&current, |s| change(&mut s.spec.grants));
+        if next.spec.grants.len() > 64 {
+            return Err(invalid(
+                "role",
+                format!("scope {scope} would have more than 64 grants"),
+            ));
+        }
+        if next.spec == current.spec {
+            break None;
+        }
+        match writes.apply(next).await {
+            Err(p) if changed_meanwhile(&p, &mut attempt) => continue,
+            written => break written?,
+        }
     };
     Ok(Awaited::Scope {
         tenant: tenant.to_string(),
