@@ -260,6 +260,9 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
             .all(|l| l["actor"]["kind"] == "TenantService")
     );
 
+    for tenant in [&a, &b] {
+        remove_keys(&client, tenant).await;
+    }
     cp.running.stop();
     operator.abort();
     ops.delete().await;

@@ -25,6 +25,7 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     let selector = ossature_e2e::unique("cp");
     let tenant = ossature_e2e::unique("cpr");
     let tenants: Api<Tenant> = Api::all(client.clone());
+    let absent = ossature_e2e::unique("cpx");
 
     // No token, a token of the wrong algorithm, a bad context header.
     let answer = cp
@@ -350,7 +351,7 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     );
     let queries = json!({"items": [
         {"query": "tenantStatus", "input": {"tenant": tenant}},
-        {"query": "tenantStatus", "input": {"tenant": "no-such-tenant-here"}},
+        {"query": "tenantStatus", "input": {"tenant": absent}},
     ]});
     let (status, _, result) = cp.post("/v1/queries", Some(&token), None, &queries).await;
     assert_eq!(status, 200);
@@ -396,12 +397,7 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
 
     // Offboarding of a tenant that is not there.
     let answer = cp
-        .command(
-            "offboardTenant",
-            &token,
-            "k-3",
-            &json!({"tenant": "no-such-tenant-here"}),
-        )
+        .command("offboardTenant", &token, "k-3", &json!({"tenant": absent}))
         .await;
     assert_problem(&answer, 404, "tenant-not-found");
 
@@ -435,6 +431,7 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     assert_eq!(children, 1);
 
     remove_tenant(&client, &tenant).await;
+    remove_keys(&client, &absent).await;
     cp.running.stop();
     ops.delete().await;
 }

@@ -351,6 +351,21 @@ pub fn onboarding(tenant: &str, selector: &str) -> Value {
     })
 }
 
+/// Removes the idempotency keys a test's commands on `tenant` left.
+pub async fn remove_keys(client: &Client, tenant: &str) {
+    use kube::api::{Api, DeleteParams, ListParams};
+    let keys: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "ossature-system");
+    let _ = keys
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!(
+                "control-plane.ossature.dev/idempotency-key=true,ossature.dev/tenant={tenant}"
+            )),
+        )
+        .await;
+}
+
 /// Removes what a test left of a tenant, without an operator (no finalizers
 /// were added, or they are removed).
 pub async fn remove_tenant(client: &Client, tenant: &str) {
@@ -373,4 +388,5 @@ pub async fn remove_tenant(client: &Client, tenant: &str) {
             &DeleteParams::default(),
         )
         .await;
+    remove_keys(client, tenant).await;
 }
