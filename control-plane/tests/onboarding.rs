@@ -265,5 +265,4 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
     }
     cp.running.stop();
     operator.abort();
-    ops.delete().await;
 }

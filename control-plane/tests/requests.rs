@@ -433,5 +433,4 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     remove_tenant(&client, &tenant).await;
     remove_keys(&client, &absent).await;
     cp.running.stop();
-    ops.delete().await;
 }

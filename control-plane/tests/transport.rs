@@ -113,6 +113,5 @@ async fn https_with_http2_cors_for_its_origin_and_a_rate_per_caller() {
     assert_eq!(statuses[4], 429, "{statuses:?}");
 
     cp.running.stop();
-    ops.delete().await;
     let _ = std::fs::remove_dir_all(dir);
 }

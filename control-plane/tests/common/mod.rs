@@ -117,14 +117,35 @@ impl OperatorsRealm {
             .await
             .unwrap()
     }
+}
 
-    pub async fn delete(&self) {
-        let token = admin_token(&self.keycloak, &self.admin.0, &self.admin.1).await;
-        let _ = http()
-            .delete(format!("{}/admin/realms/{}", self.keycloak, self.realm))
-            .bearer_auth(token)
-            .send()
-            .await;
+/// Removes a realm of the stack's Keycloak.
+async fn delete_realm(keycloak: &str, admin: &(String, String), realm: &str) {
+    let token = admin_token(keycloak, &admin.0, &admin.1).await;
+    let _ = http()
+        .delete(format!("{keycloak}/admin/realms/{realm}"))
+        .bearer_auth(token)
+        .send()
+        .await;
+}
+
+impl Drop for OperatorsRealm {
+    /// A test that fails leaves no realm behind either: removed from a
+    /// thread of its own, since the test's runtime may be gone.
+    fn drop(&mut self) {
+        let (keycloak, admin, realm) = (
+            self.keycloak.clone(),
+            self.admin.clone(),
+            self.realm.clone(),
+        );
+        let removed = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(delete_realm(&keycloak, &admin, &realm));
+        });
+        let _ = removed.join();
     }
 }
 
