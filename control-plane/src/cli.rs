@@ -1,0 +1,206 @@
+//! The control plane's flags, each with its environment variable, checked
+//! as they are read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Serves Ossature's control plane: an API in RPC style over HTTP/1.1 and
+/// HTTP/2 (`POST /v1/commands/<name>`, `POST /v1/queries/<name>`, and the
+/// bulk `POST /v1/commands` and `POST /v1/queries`) that onboards, changes
+/// and offboards tenants by writing the same custom resources a platform
+/// engineer would, with server-side apply. Callers present Keycloak tokens
+/// of their tenant (people or service accounts) or of the platform
+/// operators' group; every command takes an Idempotency-Key and a dry run;
+/// every invocation is audited as one JSON line. The API is described at
+/// `/openapi.json`.
+///
+/// With `--local-stack` it brings up the embedded local stack first and
+/// takes the apiserver and Keycloak from it. Otherwise the apiserver is the
+/// one the environment names (in-cluster, or KUBECONFIG).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ossature-control-plane", version)]
+pub struct Args {
+    /// Address the API listens on.
+    #[arg(long, env = "OSSATURE_CP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM) to serve HTTPS with; needs --tls-key.
+    /// Without both, the API is served in clear text (HTTP/1.1, and HTTP/2
+    /// with prior knowledge).
+    #[arg(long, env = "OSSATURE_CP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "OSSATURE_CP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// An origin a browser front end is served from, such as
+    /// `https://console.example.com`; repeat for several. Without it no
+    /// cross-origin request is allowed.
+    #[arg(long = "cors-origin", env = "OSSATURE_CP_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+    /// Keycloak base URL, where the realms' signing keys (JWKS) are read.
+    #[arg(long, env = "OSSATURE_KEYCLOAK_URL")]
+    pub keycloak_url: Option<String>,
+    /// Keycloak's public base URL, as it appears in tokens' `iss`
+    /// (`<url>/realms/<realm>`). Default: --keycloak-url.
+    #[arg(long, env = "OSSATURE_KEYCLOAK_ISSUER_URL")]
+    pub keycloak_issuer_url: Option<String>,
+    /// Realm of the platform operators, who may act on every tenant.
+    /// Without it nobody is a platform operator.
+    #[arg(long, env = "OSSATURE_CP_OPERATORS_REALM")]
+    pub operators_realm: Option<String>,
+    /// Group of --operators-realm whose members (in the token's `groups`
+    /// claim) are platform operators.
+    #[arg(
+        long,
+        env = "OSSATURE_CP_OPERATORS_GROUP",
+        default_value = "platform-operators"
+    )]
+    pub operators_group: String,
+    /// Audience platform operators' tokens must name.
+    #[arg(
+        long,
+        env = "OSSATURE_CP_OPERATORS_AUDIENCE",
+        default_value = "ossature-control-plane"
+    )]
+    pub operators_audience: String,
+    /// Namespace where the control plane keeps its own state: one small
+    /// ConfigMap per idempotency key.
+    #[arg(long, env = "OSSATURE_CP_STATE_NAMESPACE", default_value = "ossature-system", value_parser = parse_namespace)]
+    pub state_namespace: String,
+    /// Hours an idempotency key is remembered; a sweeper removes it after.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub idempotency_ttl_hours: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..=(8 << 20)))]
+    pub max_body_bytes: u64,
+    /// Requests per second each caller may make, on average.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate_limit_per_second: u32,
+    /// Requests a caller may make at once above the average.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate_limit_burst: u32,
+    /// Where the audit records go, one JSON line per invocation: a file
+    /// (appended to), or `-` for standard output.
+    #[arg(long, env = "OSSATURE_CP_AUDIT_LOG", default_value = "-")]
+    pub audit_log: String,
+    /// Bring up the embedded local stack (`ossature-dev up`) and take the
+    /// apiserver and Keycloak from it; the CRDs must be installed (the
+    /// operator's `--local-stack` installs them).
+    #[cfg(feature = "local-stack")]
+    #[arg(long)]
+    pub local_stack: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// Whether the local stack is asked for (never, in a build without it).
+    pub fn local_stack(&self) -> bool {
+        #[cfg(feature = "local-stack")]
+        return self.local_stack;
+        #[cfg(not(feature = "local-stack"))]
+        false
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The filter of log lines: `RUST_LOG`, or info; an invocation whose
+/// context asks for it (a permission) logs at debug.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::EnvFilter::new(format!(
+        "{base},ossature_control_plane[invocation{{debug=true}}]=debug"
+    ))
+}
+
+/// Logs as JSON lines (or plain text for a terminal), each with the fields
+/// of its invocation's span.
+pub fn init_logs(format: LogFormat) {
+    let filter = log_filter();
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_env_filter(filter)
+                .init()
+        }
+    }
+}
+
+fn parse_origin(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '*']) => {
+            Ok(value.to_string())
+        }
+        _ => Err(format!(
+            "{value:?} is not an origin such as https://console.example.com (scheme and host, optionally a port, no path)"
+        )),
+    }
+}
+
+fn parse_namespace(value: &str) -> Result<String, String> {
+    crate::api::validate::dns_label(value, 63)
+        .map(|()| value.to_string())
+        .map_err(|problem| format!("{value:?} is not a namespace name: {problem}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_checked_as_they_are_read() {
+        assert_eq!(
+            parse_origin("https://console.example.com/").unwrap(),
+            "https://console.example.com"
+        );
+        assert!(parse_origin("http://localhost:5173").is_ok());
+        assert!(parse_origin("console.example.com").is_err());
+        assert!(parse_origin("https://x.example.com/app").is_err());
+        assert!(parse_origin("https://*").is_err());
+        assert!(parse_namespace("ossature-system").is_ok());
+        assert!(parse_namespace("Ossature").is_err());
+        assert!(Args::try_parse_from(["cp", "--tls-cert", "c.pem"]).is_err());
+        assert!(Args::try_parse_from(["cp", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+        assert!(Args::try_parse_from(["cp", "--max-body-bytes", "10"]).is_err());
+        let args =
+            Args::try_parse_from(["cp", "--cors-origin", "https://a.example,https://b.example"])
+                .unwrap();
+        assert_eq!(args.cors_origins.len(), 2);
+    }
+
+    #[test]
+    fn help_names_every_flag() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        for flag in [
+            "--listen",
+            "--tls-cert",
+            "--cors-origin",
+            "--keycloak-url",
+            "--operators-realm",
+            "--audit-log",
+            "--log-format",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    }
+}

@@ -1,0 +1,666 @@
+//! The commands: each writes the custom resources a platform engineer
+//! would (never a backend itself), and may wait for the outcome the
+//! operators report.
+
+pub mod plan;
+pub mod write;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::ObjectMeta;
+use kube::{Api, ResourceExt};
+use ossature_crds::{Certificate, Environment, Scope, Tenant};
+use ossature_model::names::{TENANT_LABEL, tenant_namespace};
+use serde_json::Value;
+
+use crate::api::{
+    self, AddScope, ChangeTenant, CommandInput, ConditionView, CreateEnvironment, GrantRole,
+    MoveScope, OffboardTenant, OnboardTenant, Outcome, OutcomeState, RemoveEnvironment,
+    RemoveScope, RequestCertificate, RevokeRole,
+};
+use crate::problem::{FieldError, Problem, ProblemKind};
+use crate::watch::Watches;
+use write::{Writes, problem_of};
+
+macro_rules! commands {
+    ($($name:literal => $variant:ident),+ $(,)?) => {
+        /// A decoded command.
+        #[derive(Debug, Clone)]
+        pub enum Command {
+            $($variant($variant)),+
+        }
+
+        /// Every command's name, as its path ends.
+        pub const NAMES: &[&str] = &[$($name),+];
+
+        impl Command {
+            /// The command `name` decoded from `body`; `None` for a name
+            /// that is no command.
+            pub fn decode(name: &str, body: &Value) -> Option<Result<Command, Problem>> {
+                match name {
+                    $($name => Some(decode_as::<$variant>(body).map(Command::$variant)),)+
+                    _ => None,
+                }
+            }
+
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Command::$variant(_) => $name),+
+                }
+            }
+
+            pub fn input(&self) -> &dyn CommandInput {
+                match self {
+                    $(Command::$variant(input) => input),+
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    "onboardTenant" => OnboardTenant,
+    "changeTenant" => ChangeTenant,
+    "addScope" => AddScope,
+    "moveScope" => MoveScope,
+    "removeScope" => RemoveScope,
+    "grantRole" => GrantRole,
+    "revokeRole" => RevokeRole,
+    "createEnvironment" => CreateEnvironment,
+    "removeEnvironment" => RemoveEnvironment,
+    "requestCertificate" => RequestCertificate,
+    "offboardTenant" => OffboardTenant,
+}
+
+/// Decodes a body as `T`, naming the field that does not fit.
+pub fn decode_as<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(body.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        Problem::invalid(vec![FieldError {
+            field: if path == "." { String::new() } else { path },
+            message: e.inner().to_string(),
+        }])
+    })
+}
+
+impl Command {
+    /// Every field checked; all errors at once.
+    pub fn check(&self) -> Result<(), Problem> {
+        let mut check = api::validate::Check::default();
+        self.input().check(&mut check);
+        check.into_result().map_err(Problem::invalid)
+    }
+}
+
+/// What a command waits for, once written.
+#[derive(Debug, Clone)]
+pub enum Awaited {
+    /// The tenant Ready at this generation, or gone.
+    Tenant {
+        name: String,
+        generation: Option<i64>,
+        gone: bool,
+    },
+    Scope {
+        tenant: String,
+        name: String,
+        generation: Option<i64>,
+    },
+    Environment {
+        tenant: String,
+        name: String,
+        generation: Option<i64>,
+    },
+}
+
+fn tenant_not_found(tenant: &str) -> Problem {
+    Problem::new(
+        ProblemKind::TenantNotFound,
+        format!("there is no tenant {tenant}; onboard it first with onboardTenant"),
+    )
+}
+
+async fn require_tenant(writes: &Writes, tenant: &str) -> Result<Tenant, Problem> {
+    Api::<Tenant>::all(writes.client().clone())
+        .get_opt(tenant)
+        .await
+        .map_err(|e| problem_of(e, &format!("reading tenant {tenant}")))?
+        .ok_or_else(|| tenant_not_found(tenant))
+}
+
+async fn get_scope(writes: &Writes, tenant: &str, name: &str) -> Result<Option<Scope>, Problem> {
+    Api::<Scope>::namespaced(writes.client().clone(), &tenant_namespace(tenant))
+        .get_opt(name)
+        .await
+        .map_err(|e| problem_of(e, &format!("reading scope {name}")))
+}
+
+fn scope_not_found(tenant: &str, name: &str) -> Problem {
+    Problem::new(
+        ProblemKind::ObjectNotFound,
+        format!("tenant {tenant} has no scope {name}; add it with addScope"),
+    )
+}
+
+/// The object to apply again: name, namespace, labels and resourceVersion
+/// (a precondition) of the one read, with `spec`.
+fn again<K: kube::Resource<DynamicType = ()> + Clone>(read: &K, spec_of: impl FnOnce(&mut K)) -> K {
+    let mut next = read.clone();
+    let meta = next.meta_mut();
+    *meta = ObjectMeta {
+        name: read.meta().name.clone(),
+        namespace: read.meta().namespace.clone(),
+        labels: read.meta().labels.clone(),
+        resource_version: read.meta().resource_version.clone(),
+        ..Default::default()
+    };
+    spec_of(&mut next);
+    next
+}
+
+/// Runs a command's writes; what it then waits for.
+pub async fn run(
+    command: &Command,
+    watches: &Watches,
+    writes: &mut Writes,
+) -> Result<Awaited, Problem> {
+    match command {
+        Command::OnboardTenant(c) => onboard(c, writes).await,
+        Command::ChangeTenant(c) => {
+            let mut attempt = 0;
+            loop {
+                let current = require_tenant(writes, &c.tenant).await?;
+                let next = again(&current, |t| c.apply_to(&mut t.spec));
+                match writes.apply(next).await {
+                    Err(p) if changed_meanwhile(&p, &mut attempt) => continue,
+                    written => return Ok(tenant_awaited(&c.tenant, written?.as_ref())),
+                }
+            }
+        }
+        Command::AddScope(c) => {
+            require_tenant(writes, &c.tenant).await?;
+            if get_scope(writes, &c.tenant, &c.scope.name).await?.is_some() {
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    format!(
+                        "tenant {} already has scope {}; change it with moveScope, grantRole or revokeRole",
+                        c.tenant, c.scope.name
+                    ),
+                ));
+            }
+            if let Some(parent) = &c.scope.parent
+                && get_scope(writes, &c.tenant, parent).await?.is_none()
+            {
+                return Err(invalid(
+                    "scope.parent",
+                    format!(
+                        "tenant {} has no scope {parent}; add the parent first",
+                        c.tenant
+                    ),
+                ));
+            }
+            let mut scope = Scope::new(&c.scope.name, c.scope.to_spec());
+            scope.metadata.namespace = Some(tenant_namespace(&c.tenant));
+            scope
+                .labels_mut()
+                .insert(TENANT_LABEL.into(), c.tenant.clone());
+            let written = writes.apply(scope).await?;
+            Ok(Awaited::Scope {
+                tenant: c.tenant.clone(),
+                name: c.scope.name.clone(),
+                generation: written.and_then(|s| s.metadata.generation),
+            })
+        }
+        Command::MoveScope(c) => {
+            let current = get_scope(writes, &c.tenant, &c.scope)
+                .await?
+                .ok_or_else(|| scope_not_found(&c.tenant, &c.scope))?;
+            if let Some(parent) = &c.parent {
+                if get_scope(writes, &c.tenant, parent).await?.is_none() {
+                    return Err(invalid(
+                        "parent",
+                        format!("tenant {} has no scope {parent}", c.tenant),
+                    ));
+                }
+                let tree = ossature_model::scopes::ScopeTree::new(
+                    watches
+                        .scopes_of(&c.tenant)
+                        .iter()
+                        .map(|s| (s.name_any(), s.spec.parent.clone()))
+                        .filter(|(name, _)| name != &c.scope)
+                        .chain([(c.scope.clone(), Some(parent.clone()))]),
+                );
+                if let Err(fault) = tree.path(&c.scope) {
+                    return Err(invalid("parent", fault.message(&c.scope)));
+                }
+            }
+            let next = again(&current, |s| s.spec.parent = c.parent.clone());
+            let written = writes.apply(next).await?;
+            Ok(Awaited::Scope {
+                tenant: c.tenant.clone(),
+                name: c.scope.clone(),
+                generation: written.and_then(|s| s.metadata.generation),
+            })
+        }
+        Command::RemoveScope(c) => {
+            let children: Vec<String> = watches
+                .scopes_of(&c.tenant)
+                .iter()
+                .filter(|s| s.spec.parent.as_deref() == Some(c.scope.as_str()))
+                .map(|s| s.name_any())
+                .collect();
+            if !children.is_empty() {
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    format!(
+                        "scope {} has scopes below it ({}); move or remove them first",
+                        c.scope,
+                        children.join(", ")
+                    ),
+                ));
+            }
+            if !writes
+                .delete::<Scope>(Some(&tenant_namespace(&c.tenant)), &c.scope)
+                .await?
+            {
+                return Err(scope_not_found(&c.tenant, &c.scope));
+            }
+            Ok(Awaited::Tenant {
+                name: c.tenant.clone(),
+                generation: None,
+                gone: false,
+            })
+        }
+        Command::GrantRole(c) => {
+            change_grants(writes, &c.tenant, &c.scope, |grants| {
+                let role = api::role_to_crd(c.role);
+                match grants.iter_mut().find(|g| g.role == role) {
+                    Some(grant) => {
+                        merge(&mut grant.groups, &c.groups);
+                        merge(&mut grant.users, &c.users);
+                    }
+                    None => grants.push(ossature_crds::ScopeGrant {
+                        role,
+                        groups: dedup(&c.groups),
+                        users: dedup(&c.users),
+                    }),
+                }
+            })
+            .await
+        }
+        Command::RevokeRole(c) => {
+            change_grants(writes, &c.tenant, &c.scope, |grants| {
+                let role = api::role_to_crd(c.role);
+                for grant in grants.iter_mut().filter(|g| g.role == role) {
+                    grant.groups.retain(|g| !c.groups.contains(g));
+                    grant.users.retain(|u| !c.users.contains(u));
+                }
+                grants.retain(|g| !(g.groups.is_empty() && g.users.is_empty()));
+            })
+            .await
+        }
+        Command::CreateEnvironment(c) => {
+            require_tenant(writes, &c.tenant).await?;
+            let namespace = tenant_namespace(&c.tenant);
+            let mut environment = Environment::new(&c.environment.name, c.environment.to_spec());
+            environment.metadata.namespace = Some(namespace);
+            environment
+                .labels_mut()
+                .insert(TENANT_LABEL.into(), c.tenant.clone());
+            let written = writes.apply(environment).await?;
+            Ok(Awaited::Environment {
+                tenant: c.tenant.clone(),
+                name: c.environment.name.clone(),
+                generation: written.and_then(|e| e.metadata.generation),
+            })
+        }
+        Command::RemoveEnvironment(c) => {
+            let namespace = tenant_namespace(&c.tenant);
+            if !writes
+                .delete::<Environment>(Some(&namespace), &c.environment)
+                .await?
+            {
+                return Err(Problem::new(
+                    ProblemKind::ObjectNotFound,
+                    format!("tenant {} has no environment {}", c.tenant, c.environment),
+                ));
+            }
+            Ok(Awaited::Tenant {
+                name: c.tenant.clone(),
+                generation: None,
+                gone: false,
+            })
+        }
+        Command::RequestCertificate(c) => {
+            require_tenant(writes, &c.tenant).await?;
+            let names = ossature_model::TenantNames::new(&c.tenant);
+            let namespace = match &c.environment {
+                Some(environment) => {
+                    let exists =
+                        Api::<Environment>::namespaced(writes.client().clone(), &names.namespace)
+                            .get_opt(environment)
+                            .await
+                            .map_err(|e| problem_of(e, "reading the environment"))?
+                            .is_some();
+                    if !exists {
+                        return Err(invalid(
+                            "environment",
+                            format!(
+                                "tenant {} has no environment {environment}; create it first",
+                                c.tenant
+                            ),
+                        ));
+                    }
+                    names.environment(environment).namespace
+                }
+                None => names.namespace.clone(),
+            };
+            let mut certificate = Certificate::new(&c.name, c.to_spec());
+            certificate.metadata.namespace = Some(namespace);
+            certificate
+                .labels_mut()
+                .insert(TENANT_LABEL.into(), c.tenant.clone());
+            writes.apply(certificate).await?;
+            Ok(Awaited::Tenant {
+                name: c.tenant.clone(),
+                generation: None,
+                gone: false,
+            })
+        }
+        Command::OffboardTenant(c) => {
+            if !writes.delete::<Tenant>(None, &c.tenant).await? {
+                return Err(tenant_not_found(&c.tenant));
+            }
+            Ok(Awaited::Tenant {
+                name: c.tenant.clone(),
+                generation: None,
+                gone: true,
+            })
+        }
+    }
+}
+
+fn invalid(field: &str, message: String) -> Problem {
+    Problem::invalid(vec![FieldError {
+        field: field.into(),
+        message,
+    }])
+}
+
+fn dedup(names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    merge(&mut out, names);
+    out
+}
+
+fn merge(into: &mut Vec<String>, names: &[String]) {
+    for name in names {
+        if !into.contains(name) {
+            into.push(name.clone());
+        }
+    }
+}
+
+/// Whether a write failed because the object changed since it was read
+/// (its resourceVersion is the write's precondition): read and write
+/// again, a few times.
+fn changed_meanwhile(problem: &Problem, attempt: &mut u32) -> bool {
+    *attempt += 1;
+    problem.kind == ProblemKind::Conflict && *attempt < 4
+}
+
+async fn change_grants(
+    writes: &mut Writes,
+    tenant: &str,
+    scope: &str,
+    change: impl Fn(&mut Vec<ossature_crds::ScopeGrant>),
+) -> Result<Awaited, Problem> {
+    let mut attempt = 0;
+    let written = loop {
+        let current = get_scope(writes, tenant, scope)
+            .await?
+            .ok_or_else(|| scope_not_found(tenant, scope))?;
+        let next = again(&current, |s| change(&mut s.spec.grants));
+        if next.spec.grants.len() > 64 {
+            return Err(invalid(
+                "role",
+                format!("scope {scope} would have more than 64 grants"),
+            ));
+        }
+        if next.spec == current.spec {
+            break None;
+        }
+        match writes.apply(next).await {
+            Err(p) if changed_meanwhile(&p, &mut attempt) => continue,
+            written => break written?,
+        }
+    };
+    Ok(Awaited::Scope {
+        tenant: tenant.to_string(),
+        name: scope.to_string(),
+        generation: written.and_then(|s| s.metadata.generation),
+    })
+}
+
+fn tenant_awaited(tenant: &str, written: Option<&Tenant>) -> Awaited {
+    Awaited::Tenant {
+        name: tenant.to_string(),
+        generation: written.and_then(|t| t.metadata.generation),
+        gone: false,
+    }
+}
+
+async fn onboard(c: &OnboardTenant, writes: &mut Writes) -> Result<Awaited, Problem> {
+    let namespace_name = tenant_namespace(&c.tenant);
+    let exists = Api::<Namespace>::all(writes.client().clone())
+        .get_opt(&namespace_name)
+        .await
+        .map_err(|e| problem_of(e, "reading the tenant's namespace"))?
+        .is_some();
+    if !exists {
+        writes.creates_namespace(&namespace_name);
+    }
+    // The tenant's namespace first, labelled for it (the operator adopts
+    // it), so that its Scopes and Environments can be written at once.
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace_name.clone()),
+            labels: Some([(TENANT_LABEL.to_string(), c.tenant.clone())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    writes.apply(namespace).await?;
+    let mut tenant = Tenant::new(&c.tenant, c.tenant_spec());
+    tenant.labels_mut().extend(c.labels.clone());
+    let written = writes.apply(tenant).await?;
+    for scope in &c.scopes {
+        let mut object = Scope::new(&scope.name, scope.to_spec());
+        object.metadata.namespace = Some(namespace_name.clone());
+        object
+            .labels_mut()
+            .insert(TENANT_LABEL.into(), c.tenant.clone());
+        writes.apply(object).await?;
+    }
+    for environment in &c.environments {
+        let mut object = Environment::new(&environment.name, environment.to_spec());
+        object.metadata.namespace = Some(namespace_name.clone());
+        object
+            .labels_mut()
+            .insert(TENANT_LABEL.into(), c.tenant.clone());
+        writes.apply(object).await?;
+    }
+    Ok(tenant_awaited(&c.tenant, written.as_ref()))
+}
+
+/// A condition, in words.
+pub fn condition_view(c: &Condition) -> ConditionView {
+    ConditionView {
+        type_: c.type_.clone(),
+        status: c.status.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        last_transition_time: c.last_transition_time.0.to_string(),
+    }
+}
+
+/// Where an object stands: its outcome once decided.
+fn decided(
+    conditions: &[Condition],
+    observed: Option<i64>,
+    generation: Option<i64>,
+) -> Option<OutcomeState> {
+    let current = match (observed, generation) {
+        (Some(o), Some(g)) => o >= g,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !current {
+        return None;
+    }
+    let has = |type_: &str, status: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == status)
+    };
+    if has(ossature_model::conditions::STALLED, "True") {
+        Some(OutcomeState::Failed)
+    } else if has(ossature_model::conditions::READY, "True") {
+        Some(OutcomeState::Ready)
+    } else {
+        None
+    }
+}
+
+/// The outcome of `awaited` now: decided or not, and the conditions.
+fn observe(watches: &Watches, awaited: &Awaited) -> (Option<OutcomeState>, Vec<ConditionView>) {
+    let view = |c: &[Condition]| c.iter().map(condition_view).collect::<Vec<_>>();
+    match awaited {
+        Awaited::Tenant {
+            name,
+            generation,
+            gone,
+        } => match watches.tenant(name) {
+            None if *gone => (Some(OutcomeState::Deleted), Vec::new()),
+            None => (None, Vec::new()),
+            Some(t) => {
+                let status = t.status.clone().unwrap_or_default();
+                let state = if *gone {
+                    None
+                } else {
+                    decided(&status.conditions, status.observed_generation, *generation)
+                };
+                (state, view(&status.conditions))
+            }
+        },
+        Awaited::Scope {
+            tenant,
+            name,
+            generation,
+        } => match watches.scope(tenant, name) {
+            None => (None, Vec::new()),
+            Some(s) => {
+                let status = s.status.clone().unwrap_or_default();
+                (
+                    decided(&status.conditions, status.observed_generation, *generation),
+                    view(&status.conditions),
+                )
+            }
+        },
+        Awaited::Environment {
+            tenant,
+            name,
+            generation,
+        } => {
+            let namespace = tenant_namespace(tenant);
+            let found = watches
+                .environments
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(&namespace));
+            match found {
+                None => (None, Vec::new()),
+                Some(e) => {
+                    let status = e.status.clone().unwrap_or_default();
+                    (
+                        decided(&status.conditions, status.observed_generation, *generation),
+                        view(&status.conditions),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// Waits, on the shared watch, until `awaited` is decided or `timeout` passes.
+pub async fn wait_outcome(watches: &Watches, awaited: &Awaited, timeout: Duration) -> Outcome {
+    let mut changes = watches.changes();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (state, conditions) = observe(watches, awaited);
+        if let Some(state) = state {
+            return Outcome { state, conditions };
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                return Outcome { state: OutcomeState::TimedOut, conditions };
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Outcome { state: OutcomeState::TimedOut, conditions };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_command_is_decoded_by_its_name_with_the_bad_field_named() {
+        let ok = Command::decode("removeScope", &json!({"tenant": "acme", "scope": "eu"}));
+        assert_eq!(ok.unwrap().unwrap().name(), "removeScope");
+        assert!(Command::decode("dropDatabase", &json!({})).is_none());
+        let bad = Command::decode(
+            "addScope",
+            &json!({"tenant": "acme", "scope": {"name": "eu", "displayName": "EU", "grants": [{"role": "Owner", "groups": ["g"]}]}}),
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(bad.errors[0].field, "scope.grants[0].role");
+        assert!(
+            bad.errors[0].message.contains("unknown variant `Owner`"),
+            "{:?}",
+            bad.errors
+        );
+        let missing = Command::decode("offboardTenant", &json!({}))
+            .unwrap()
+            .unwrap_err();
+        assert!(missing.errors[0].message.contains("missing field `tenant`"));
+        assert_eq!(NAMES.len(), 11);
+    }
+
+    fn condition(type_: &str, status: &str) -> Condition {
+        serde_json::from_value(json!({
+            "type": type_, "status": status, "reason": "R", "message": "m",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_outcome_is_decided_only_at_the_generation_written() {
+        let ready = [condition("Ready", "True")];
+        assert_eq!(decided(&ready, Some(2), Some(2)), Some(OutcomeState::Ready));
+        assert_eq!(decided(&ready, Some(1), Some(2)), None);
+        let stalled = [condition("Ready", "False"), condition("Stalled", "True")];
+        assert_eq!(
+            decided(&stalled, Some(3), Some(2)),
+            Some(OutcomeState::Failed)
+        );
+        let progressing = [condition("Ready", "False")];
+        assert_eq!(decided(&progressing, Some(2), Some(2)), None);
+        assert_eq!(decided(&ready, None, None), None);
+    }
+}

@@ -1,0 +1,413 @@
+//! What the control plane's tests share: the stack, the control plane
+//! served in the test's process, a realm of platform operators in the
+//! stack's Keycloak, and calls to the API.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use ossature_control_plane::start::Running;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+pub const TEST_LABEL: &str = "ossature.dev/test";
+
+pub async fn stack() -> BTreeMap<String, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    ossature_bootstrap::ensure_up()
+        .await
+        .expect("the local stack is up")
+}
+
+pub async fn kube_client(env: &BTreeMap<String, String>) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&env["KUBECONFIG"]).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(400))
+        .tls_certs_only([])
+        .build()
+        .unwrap()
+}
+
+/// A realm of platform operators: a group, and a service account in it
+/// whose tokens name the control plane as audience.
+pub struct OperatorsRealm {
+    pub realm: String,
+    pub client_id: String,
+    secret: String,
+    keycloak: String,
+    admin: (String, String),
+}
+
+async fn admin_token(keycloak: &str, user: &str, password: &str) -> String {
+    let answer: Value = http()
+        .post(format!(
+            "{keycloak}/realms/master/protocol/openid-connect/token"
+        ))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "admin-cli"),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+impl OperatorsRealm {
+    pub async fn create(env: &BTreeMap<String, String>, group: &str) -> OperatorsRealm {
+        let keycloak = env["OSSATURE_KEYCLOAK_URL"]
+            .trim_end_matches('/')
+            .to_string();
+        let admin = (
+            env["OSSATURE_KEYCLOAK_ADMIN_USER"].clone(),
+            env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"].clone(),
+        );
+        let realm = ossature_e2e::unique("cp-ops");
+        let client_id = "ops-cli".to_string();
+        let secret = ossature_e2e::unique("s");
+        let representation = ossature_control_plane::local_stack::operators_realm_representation(
+            &realm,
+            &client_id,
+            &secret,
+            group,
+            "ossature-control-plane",
+        );
+        let token = admin_token(&keycloak, &admin.0, &admin.1).await;
+        let response = http()
+            .post(format!("{keycloak}/admin/realms"))
+            .bearer_auth(token)
+            .json(&representation)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "creating realm {realm}: {}",
+            response.text().await.unwrap()
+        );
+        OperatorsRealm {
+            realm,
+            client_id,
+            secret,
+            keycloak,
+            admin,
+        }
+    }
+
+    /// A client-credentials token of the operators' service account.
+    pub async fn token(&self) -> String {
+        client_token(&self.keycloak, &self.realm, &self.client_id, &self.secret)
+            .await
+            .unwrap()
+    }
+}
+
+/// Removes a realm of the stack's Keycloak.
+async fn delete_realm(keycloak: &str, admin: &(String, String), realm: &str) {
+    let token = admin_token(keycloak, &admin.0, &admin.1).await;
+    let _ = http()
+        .delete(format!("{keycloak}/admin/realms/{realm}"))
+        .bearer_auth(token)
+        .send()
+        .await;
+}
+
+impl Drop for OperatorsRealm {
+    /// A test that fails leaves no realm behind either: removed from a
+    /// thread of its own, since the test's runtime may be gone.
+    fn drop(&mut self) {
+        let (keycloak, admin, realm) = (
+            self.keycloak.clone(),
+            self.admin.clone(),
+            self.realm.clone(),
+        );
+        let removed = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(delete_realm(&keycloak, &admin, &realm));
+        });
+        let _ = removed.join();
+    }
+}
+
+/// A token from the client credentials grant, or Keycloak's answer.
+pub async fn client_token(
+    keycloak: &str,
+    realm: &str,
+    id: &str,
+    secret: &str,
+) -> Result<String, String> {
+    let answer: Value = http()
+        .post(format!(
+            "{keycloak}/realms/{realm}/protocol/openid-connect/token"
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    answer["access_token"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| answer.to_string())
+}
+
+/// An answer: status, headers, body.
+pub type Answer = (StatusCode, HeaderMap, Value);
+
+/// The control plane served in this process, its audit log in a file.
+pub struct ControlPlane {
+    pub running: Running,
+    pub base: String,
+    pub audit: PathBuf,
+}
+
+impl ControlPlane {
+    pub async fn start(
+        env: &BTreeMap<String, String>,
+        client: &Client,
+        operators_realm: &str,
+    ) -> ControlPlane {
+        let unlimited = [
+            "--rate-limit-per-second",
+            "1000",
+            "--rate-limit-burst",
+            "1000",
+        ];
+        Self::start_with(env, client, operators_realm, &unlimited, "http").await
+    }
+
+    /// With `extra` flags, reached by `scheme`.
+    pub async fn start_with(
+        env: &BTreeMap<String, String>,
+        client: &Client,
+        operators_realm: &str,
+        extra: &[&str],
+        scheme: &str,
+    ) -> ControlPlane {
+        let audit =
+            std::env::temp_dir().join(format!("{}.audit.jsonl", ossature_e2e::unique("cp")));
+        let defaults = [
+            "ossature-control-plane",
+            "--listen",
+            "127.0.0.1:0",
+            "--keycloak-url",
+            &env["OSSATURE_KEYCLOAK_URL"],
+            "--operators-realm",
+            operators_realm,
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--max-body-bytes",
+            "65536",
+        ];
+        let args = ossature_control_plane::cli::Args::try_parse_from(
+            defaults.iter().chain(extra).copied(),
+        )
+        .unwrap();
+        let running =
+            ossature_control_plane::start::spawn(args, client.clone(), std::future::pending())
+                .await
+                .unwrap();
+        let base = format!("{scheme}://localhost:{}", running.addr.port());
+        ControlPlane {
+            running,
+            base,
+            audit,
+        }
+    }
+
+    /// POSTs `body` to `path` with a bearer `token` and an Idempotency-Key.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Answer {
+        let mut request = http().post(format!("{}{path}", self.base)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    /// A query sent with an invocation context header (JSON, encoded here).
+    pub async fn query_in_context(
+        &self,
+        name: &str,
+        token: &str,
+        context: &Value,
+        body: &Value,
+    ) -> reqwest::Response {
+        use base64::Engine;
+        let header = base64::engine::general_purpose::STANDARD.encode(context.to_string());
+        http()
+            .post(format!("{}/v1/queries/{name}", self.base))
+            .bearer_auth(token)
+            .header("ossature-invocation", header)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A command with a token and an Idempotency-Key.
+    pub async fn command(&self, name: &str, token: &str, key: &str, body: &Value) -> Answer {
+        self.post(
+            &format!("/v1/commands/{name}"),
+            Some(token),
+            Some(key),
+            body,
+        )
+        .await
+    }
+
+    /// A query with a token.
+    pub async fn query(&self, name: &str, token: &str, body: &Value) -> Answer {
+        self.post(&format!("/v1/queries/{name}"), Some(token), None, body)
+            .await
+    }
+
+    /// The audit lines written so far.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Every audit line validates against the published schema.
+pub fn assert_audit_lines_valid(lines: &[Value]) {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/audit-record.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "audit line {line} does not validate: {errors:?}"
+        );
+    }
+}
+
+/// Asserts an answer is a problem of `slug` with an invocation id.
+pub fn assert_problem(answer: &Answer, status: u16, slug: &str) {
+    let (code, headers, body) = answer;
+    assert_eq!(code.as_u16(), status, "{body}");
+    assert_eq!(
+        headers["content-type"], "application/problem+json",
+        "{body}"
+    );
+    assert_eq!(
+        body["type"],
+        format!("https://ossature.dev/problems/{slug}"),
+        "{body}"
+    );
+    assert_eq!(body["status"], status, "{body}");
+    assert!(
+        body["invocationId"].as_str().is_some_and(|i| i.len() == 26),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    assert!(headers.contains_key("ossature-invocation"), "{headers:?}");
+}
+
+/// The onboarding of a tenant labelled for the test's operator.
+pub fn onboarding(tenant: &str, selector: &str) -> Value {
+    json!({
+        "tenant": tenant, "type": "Business", "displayName": format!("Tenant {tenant}"),
+        "residency": "eu",
+        "labels": {TEST_LABEL: selector},
+        "quotas": {"cpu": "4", "memory": "8Gi", "pods": 50},
+        "scopes": [
+            {"name": "global", "displayName": "Global",
+             "grants": [{"role": "Admin", "groups": [format!("{tenant}-admins")]}]},
+            {"name": "eu", "displayName": "Europe", "parent": "global"},
+        ],
+        "environments": [{"name": "prod", "kind": "Production"}],
+    })
+}
+
+/// Removes the idempotency keys a test's commands on `tenant` left.
+pub async fn remove_keys(client: &Client, tenant: &str) {
+    use kube::api::{Api, DeleteParams, ListParams};
+    let keys: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "ossature-system");
+    let _ = keys
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!(
+                "control-plane.ossature.dev/idempotency-key=true,ossature.dev/tenant={tenant}"
+            )),
+        )
+        .await;
+}
+
+/// Removes what a test left of a tenant, without an operator (no finalizers
+/// were added, or they are removed).
+pub async fn remove_tenant(client: &Client, tenant: &str) {
+    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+    let tenants: Api<ossature_crds::Tenant> = Api::all(client.clone());
+    if tenants.get_opt(tenant).await.ok().flatten().is_some() {
+        let _ = tenants
+            .patch(
+                tenant,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+        let _ = tenants.delete(tenant, &DeleteParams::default()).await;
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = namespaces
+        .delete(
+            &ossature_model::tenant_namespace(tenant),
+            &DeleteParams::default(),
+        )
+        .await;
+    remove_keys(client, tenant).await;
+}

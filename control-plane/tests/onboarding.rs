@@ -1,0 +1,268 @@
+//! Onboarding through the API with the operator running (in this process,
+//! limited to this test's tenants by its own selector): the tenant becomes
+//! Ready in every backend and the command waits for it; a service of the
+//! tenant gets a real Keycloak token (client credentials), which acts on
+//! its own tenant and never on another; offboarding removes everything.
+
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use ossature_crds::{ServiceIdentity, Tenant};
+use serde_json::json;
+
+/// The operator in this process, managing only tenants labelled for `selector`.
+fn start_operator(
+    env: &std::collections::BTreeMap<String, String>,
+    selector: &str,
+) -> tokio::task::JoinHandle<()> {
+    let args = ossature_operator::cli::Args::try_parse_from([
+        "ossature-operator",
+        // The stack's kubeconfig (this process has none of its own); its
+        // CRDs are this branch's, unchanged.
+        "--local-stack",
+        "--keycloak-url",
+        &env["OSSATURE_KEYCLOAK_URL"],
+        "--keycloak-admin-user",
+        &env["OSSATURE_KEYCLOAK_ADMIN_USER"],
+        "--keycloak-admin-password",
+        &env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"],
+        "--pulsar-admin-url",
+        &env["OSSATURE_PULSAR_ADMIN_URL"],
+        "--pulsar-token-file",
+        &env["OSSATURE_PULSAR_TOKEN_FILE"],
+        "--openbao-addr",
+        &env["OSSATURE_OPENBAO_ADDR"],
+        "--openbao-token",
+        &env["OSSATURE_OPENBAO_TOKEN"],
+        "--no-edge",
+        "--max-backoff-seconds",
+        "5",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        &format!("--selector={TEST_LABEL}={selector}"),
+    ])
+    .unwrap();
+    tokio::spawn(async move {
+        if let Err(e) = ossature_operator::start::run(args).await {
+            panic!("the operator stopped: {e:#}");
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own() {
+    let env = stack().await;
+    let client = kube_client(&env).await;
+    let selector = ossature_e2e::unique("cp");
+    let operator = start_operator(&env, &selector);
+    let ops = OperatorsRealm::create(&env, "platform-operators").await;
+    let cp = ControlPlane::start(&env, &client, &ops.realm).await;
+    let token = ops.token().await;
+    let (a, b) = (ossature_e2e::unique("cpa"), ossature_e2e::unique("cpb"));
+
+    // Onboarded through the API, waiting for the outcome: Ready.
+    let mut onboard_a = onboarding(&a, &selector);
+    onboard_a["wait"] = json!({"timeoutSeconds": 300});
+    let (status, _, answer) = cp
+        .command("onboardTenant", &token, "onboard-a", &onboard_a)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"]["state"], "Ready", "{answer}");
+    let conditions = answer["outcome"]["conditions"].as_array().unwrap();
+    for backend in [
+        "NamespaceReady",
+        "RealmReady",
+        "MessagingReady",
+        "SecretsReady",
+    ] {
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c["type"] == backend && c["status"] == "True"),
+            "{backend} in {conditions:?}"
+        );
+    }
+    let (status, _, answer) = cp
+        .post(
+            "/v1/commands/onboardTenant",
+            Some(&token),
+            Some("onboard-b"),
+            &onboarding(&b, &selector),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // A service of tenant A, and its client-credentials token from Keycloak.
+    let namespace = format!("tn-{a}--prod");
+    let environment = cp
+        .query("tenantStatus", &token, &json!({"tenant": a}))
+        .await;
+    assert_eq!(environment.0, 200, "{}", environment.2);
+    let services: Api<ServiceIdentity> = Api::namespaced(client.clone(), &namespace);
+    let service: ServiceIdentity = serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "ServiceIdentity",
+        "metadata": {"name": "console"},
+        "spec": {"id": "01JQ3X5T0RYB9Q8K1W7ZC4M2NP", "owner": "global",
+                 "description": "the tenant's console backend"},
+    }))
+    .unwrap();
+    let mut created = None;
+    for _ in 0..120 {
+        match services.create(&PostParams::default(), &service).await {
+            Ok(s) => {
+                created = Some(s);
+                break;
+            }
+            // Its namespace comes with the Environment.
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    assert!(
+        created.is_some(),
+        "the ServiceIdentity could not be created in {namespace}"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut credentials = None;
+    for _ in 0..180 {
+        if let Some(secret) = secrets.get_opt("console-secrets").await.unwrap()
+            && let Some(data) = secret.data
+            && data.contains_key("client-secret")
+        {
+            credentials = Some(data);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let credentials = credentials.expect("the service's credentials");
+    let text = |k: &str| String::from_utf8(credentials[k].0.clone()).unwrap();
+    let realm = Api::<Tenant>::all(client.clone())
+        .get(&a)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .realm
+        .unwrap();
+    let tenant_token = client_token(
+        &env["OSSATURE_KEYCLOAK_URL"],
+        &realm,
+        &text("client-id"),
+        &text("client-secret"),
+    )
+    .await
+    .unwrap();
+
+    // Its own tenant: read and changed.
+    let (status, _, own) = cp
+        .query("tenantStatus", &tenant_token, &json!({"tenant": a}))
+        .await;
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(own["ready"], true, "{own}");
+    assert_eq!(own["environments"][0]["name"], "prod");
+    let (status, _, granted) = cp
+        .command(
+            "grantRole",
+            &tenant_token,
+            "grant-1",
+            &json!({"tenant": a, "scope": "eu", "role": "Viewer", "users": ["alice"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{granted}");
+    assert!(
+        granted["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("tenant {a}"))
+    );
+    let (status, _, page) = cp.query("listTenants", &tenant_token, &json!({})).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [a.as_str()], "a tenant lists only itself");
+
+    // Tenant B: neither read nor changed with A's token.
+    let answer = cp
+        .query("tenantStatus", &tenant_token, &json!({"tenant": b}))
+        .await;
+    assert_problem(&answer, 403, "forbidden");
+    assert!(
+        answer.2["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("never acts on tenant {b}"))
+    );
+    for (command, input) in [
+        ("changeTenant", json!({"tenant": b, "quotas": {"pods": 1}})),
+        (
+            "addScope",
+            json!({"tenant": b, "scope": {"name": "x", "displayName": "X"}}),
+        ),
+        ("offboardTenant", json!({"tenant": b})),
+    ] {
+        let answer = cp
+            .post(
+                &format!("/v1/commands/{command}"),
+                Some(&tenant_token),
+                Some("cross-1"),
+                &input,
+            )
+            .await;
+        assert_problem(&answer, 403, "forbidden");
+    }
+    let bulk = json!({"items": [{"query": "tenantStatus", "input": {"tenant": b}}]});
+    let (_, _, result) = cp
+        .post("/v1/queries", Some(&tenant_token), None, &bulk)
+        .await;
+    assert_eq!(result["items"][0]["status"], 403);
+    let tenant_b: Tenant = Api::all(client.clone()).get(&b).await.unwrap();
+    assert_ne!(tenant_b.spec.quotas.pods, Some(1));
+    // Raising the log level is for platform operators.
+    let debug = json!({"toggles": {"logLevel": "debug"}});
+    let response = cp
+        .query_in_context("tenantStatus", &tenant_token, &debug, &json!({"tenant": a}))
+        .await;
+    assert_eq!(response.status(), 403);
+
+    // Offboarded through the API: gone from every backend.
+    for tenant in [&a, &b] {
+        let (status, _, answer) = cp
+            .command(
+                "offboardTenant",
+                &token,
+                &format!("offboard-{tenant}"),
+                &json!({"tenant": tenant, "wait": {"timeoutSeconds": 240}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["outcome"]["state"], "Deleted", "{answer}");
+    }
+
+    let lines = cp.audit_lines();
+    assert_audit_lines_valid(&lines);
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|l| l["status"] == 403 && l["decision"]["allowed"] == false)
+        .collect();
+    assert!(refused.len() >= 5, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l["actor"]["kind"] == "TenantService")
+    );
+
+    for tenant in [&a, &b] {
+        remove_keys(&client, tenant).await;
+    }
+    cp.running.stop();
+    operator.abort();
+}
