@@ -50,6 +50,11 @@ pub struct Caller {
     /// The client the token was issued to (`azp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Groups the token names: its `groups` claim, the caller's groups in
+    /// its tenant's organization (shared realm: paths of the scopes' groups
+    /// it is a member of) and its `scopes` claim (own realm: the same).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -73,6 +78,34 @@ impl Caller {
 
     pub fn is_platform_operator(&self) -> bool {
         self.kind == CallerKind::PlatformOperator
+    }
+
+    /// The caller as authorization decisions see it: a person by the
+    /// username its grants name, a service account by its client id (a
+    /// Scope grant names it `service-account-<clientId>`, as Keycloak
+    /// names its user).
+    pub fn policy_caller(&self) -> ossature_policy::Caller {
+        let (kind, subject) = match self.kind {
+            CallerKind::TenantService => (
+                ossature_policy::CallerKind::ServiceAccount,
+                self.client_id.clone().or_else(|| {
+                    self.username
+                        .as_deref()
+                        .and_then(|u| {
+                            u.strip_prefix(ossature_policy::scopes::SERVICE_ACCOUNT_USER_PREFIX)
+                        })
+                        .map(String::from)
+                }),
+            ),
+            _ => (ossature_policy::CallerKind::User, self.username.clone()),
+        };
+        ossature_policy::Caller {
+            subject: subject.unwrap_or_else(|| self.subject.clone()),
+            kind,
+            tenant: self.tenant.clone(),
+            groups: self.groups.clone(),
+            platform_operator: self.is_platform_operator(),
+        }
     }
 }
 
@@ -135,6 +168,41 @@ struct Claims {
     tenant: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// At most this many groups of a token are kept: decisions look each up.
+const MAX_GROUPS: usize = 256;
+
+/// The groups a token names for `tenant` (none: a platform operator).
+fn groups_of(claims: &Claims, tenant: Option<&str>) -> Vec<String> {
+    let organization_groups = match (&claims.organization, tenant) {
+        (Some(Value::Object(map)), Some(tenant)) => map
+            .get(tenant)
+            .and_then(|o| o.get("groups"))
+            .and_then(Value::as_array)
+            .map(|groups| {
+                groups
+                    .iter()
+                    .filter_map(|g| g.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut groups = Vec::new();
+    for group in claims
+        .groups
+        .iter()
+        .chain(&organization_groups)
+        .chain(&claims.scopes)
+    {
+        if !groups.contains(group) && groups.len() < MAX_GROUPS {
+            groups.push(group.clone());
+        }
+    }
+    groups
 }
 
 fn refuse(detail: impl Into<String>) -> Problem {
@@ -441,6 +509,7 @@ impl Authenticator {
 
 fn caller(kind: CallerKind, tenant: Option<String>, claims: Claims) -> Caller {
     Caller {
+        groups: groups_of(&claims, tenant.as_deref()),
         kind,
         tenant,
         subject: claims
@@ -509,9 +578,32 @@ mod tests {
             kind: CallerKind::TenantService,
             tenant: Some("acme".into()),
             subject: "s-1".into(),
-            username: None,
+            username: Some("service-account-acme.prod.orders".into()),
             client_id: Some("acme.prod.orders".into()),
+            groups: Vec::new(),
         };
         assert_eq!(caller.actor(), "tenant/acme/s-1");
+        let policy = caller.policy_caller();
+        assert_eq!(policy.subject, "acme.prod.orders");
+        assert_eq!(policy.kind, ossature_policy::CallerKind::ServiceAccount);
+        assert!(!policy.platform_operator);
+    }
+
+    #[test]
+    fn groups_come_from_the_groups_claim_the_tenants_organization_and_scopes() {
+        let claims: Claims = serde_json::from_value(json!({
+            "exp": 2, "groups": ["eu-team"],
+            "organization": {"acme": {"groups": ["/global/eu", "eu-team"]},
+                             "globex": {"groups": ["/global"]}},
+            "scopes": ["/global/eu/france"]
+        }))
+        .unwrap();
+        assert_eq!(
+            groups_of(&claims, Some("acme")),
+            ["eu-team", "/global/eu", "/global/eu/france"]
+        );
+        let list: Claims =
+            serde_json::from_value(json!({"exp": 2, "organization": ["acme"]})).unwrap();
+        assert!(groups_of(&list, Some("acme")).is_empty());
     }
 }

@@ -1,19 +1,47 @@
 //! The one authorization decision of an invocation, made once at its start
 //! and recorded in its audit record and on the objects it writes.
 //!
-//! The policy engine (Rego, from `ossature-policy`) replaces the body of
-//! [`authorize`]; the boundary stays. Until then it keeps the rule that
-//! holds whatever the roles: platform operators act on every tenant, a
-//! tenant's caller only on its own tenant.
+//! Each command and query asks for one or more action-resource permissions
+//! of the policy's catalog in the scope it acts in ([`command_asks`],
+//! [`Asked`]); the Rego policy of `ossature-policy` decides each, over the
+//! tenants' data that follows the shared watch of Scopes. Whatever the
+//! data, a token of one tenant never acts on another: that is checked
+//! first, from the request alone.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use ossature_crds::Scope;
+use ossature_policy::{Authorizer, Request, TenantData, from_scopes};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::Caller;
+use crate::commands::Command;
+use crate::watch::{Changed, Watches};
 
-/// What a caller asks to do: a command or query by name, or a toggle of
-/// the invocation context.
-pub type Action<'a> = &'a str;
+/// One permission an invocation needs: `action` on `resource` in `scope`
+/// (none: the tenant's root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    pub resource: &'static str,
+    pub action: &'static str,
+    pub scope: Option<String>,
+}
 
-/// Raising an invocation's log level (a toggle of its context).
-pub const RAISE_LOG_LEVEL: Action<'static> = "raiseLogLevel";
+impl Asked {
+    pub fn new(resource: &'static str, action: &'static str, scope: Option<&str>) -> Self {
+        Asked {
+            resource,
+            action,
+            scope: scope.map(String::from),
+        }
+    }
+
+    /// Raising an invocation's log level (a toggle of its context).
+    pub fn raise_log_level() -> Self {
+        Asked::new("invocation", "raiseLogLevel", None)
+    }
+}
 
 /// Allowed or not, and why in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,41 +66,211 @@ impl Decision {
     }
 }
 
-/// Whether `caller` may do `action` on `tenant` (none: every tenant the
-/// caller may see, as a listing) within `scope` (none: the whole tenant).
-pub fn authorize(
-    caller: &Caller,
-    action: Action<'_>,
-    tenant: Option<&str>,
-    scope: Option<&str>,
-) -> Decision {
-    let who = caller.username.as_deref().unwrap_or(&caller.subject);
-    if caller.is_platform_operator() {
-        return Decision::allow(format!(
-            "{who} is a platform operator, who may {action} on every tenant"
-        ));
-    }
-    let Some(own) = caller.tenant.as_deref() else {
-        return Decision::deny(format!(
-            "{who} is neither a platform operator nor of a tenant"
-        ));
+/// The permissions `command` needs, in the scopes it acts in. Environments
+/// are placed in a scope by their label (see [`crate::api::SCOPE_LABEL`]),
+/// read from the shared watch.
+pub fn command_asks(command: &Command, watches: &Watches) -> Vec<Asked> {
+    let environment_scope = |tenant: &str, name: &str| {
+        watches
+            .environment(tenant, name)
+            .and_then(|e| e.labels().get(crate::api::SCOPE_LABEL).cloned())
     };
-    if action == RAISE_LOG_LEVEL {
-        return Decision::deny(format!(
-            "raising an invocation's log level is for platform operators; {who} is a caller of tenant {own}"
-        ));
+    match command {
+        Command::OnboardTenant(_) => vec![Asked::new("tenant", "create", None)],
+        Command::ChangeTenant(c) => {
+            let mut asked = Vec::new();
+            if c.display_name.is_some() || c.identity.is_some() {
+                asked.push(Asked::new("tenantSettings", "updateIdentity", None));
+            }
+            if c.edge.is_some() {
+                asked.push(Asked::new("tenantSettings", "updateEdge", None));
+            }
+            if c.domains.is_some() {
+                asked.push(Asked::new("tenantSettings", "updateDomains", None));
+            }
+            if c.quotas.is_some() {
+                asked.push(Asked::new("tenantSettings", "updateQuotas", None));
+            }
+            asked
+        }
+        Command::AddScope(c) => vec![Asked::new("scope", "create", c.scope.parent.as_deref())],
+        // Asked where the scope is and where it goes.
+        Command::MoveScope(c) => vec![
+            Asked::new("scope", "move", Some(&c.scope)),
+            Asked::new("scope", "move", c.parent.as_deref()),
+        ],
+        Command::RemoveScope(c) => vec![Asked::new("scope", "delete", Some(&c.scope))],
+        Command::GrantRole(c) => vec![Asked::new("grant", "create", Some(&c.scope))],
+        Command::RevokeRole(c) => vec![Asked::new("grant", "delete", Some(&c.scope))],
+        Command::CreateEnvironment(c) => vec![Asked::new(
+            "environment",
+            "create",
+            c.environment.scope.as_deref(),
+        )],
+        Command::RemoveEnvironment(c) => vec![Asked {
+            resource: "environment",
+            action: "delete",
+            scope: environment_scope(&c.tenant, &c.environment),
+        }],
+        Command::RequestCertificate(c) => vec![Asked {
+            resource: "certificate",
+            action: "create",
+            scope: c
+                .environment
+                .as_deref()
+                .and_then(|e| environment_scope(&c.tenant, e)),
+        }],
+        Command::OffboardTenant(_) => vec![Asked::new("tenant", "delete", None)],
     }
-    let within = scope.map(|s| format!(" in scope {s}")).unwrap_or_default();
+}
+
+/// The authorization data of a tenant's Scopes.
+pub fn tenant_data(scopes: &[Arc<Scope>]) -> TenantData {
+    let (scopes, grants) = from_scopes(scopes.iter().map(|s| s.as_ref()));
+    TenantData {
+        scopes,
+        grants,
+        ..Default::default()
+    }
+}
+
+/// Decides, over data that follows the shared watch.
+pub struct Authorization {
+    authorizer: Authorizer,
+}
+
+impl Authorization {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Authorization {
+            authorizer: Authorizer::new()?,
+        })
+    }
+
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// Loads `tenant`'s data as the watch has it now (forgets a tenant
+    /// that is gone).
+    pub fn load(&self, watches: &Watches, tenant: &str) {
+        if watches.tenant(tenant).is_none() {
+            self.authorizer.remove_tenant(tenant);
+            return;
+        }
+        match self
+            .authorizer
+            .set_tenant(tenant, tenant_data(&watches.scopes_of(tenant)))
+        {
+            Ok(loaded) if !loaded.problems.is_empty() => tracing::info!(
+                tenant,
+                problems = %loaded.problems,
+                "parts of the tenant's grants grant nothing"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(tenant, "loading the tenant's grants failed: {e}"),
+        }
+    }
+
+    /// Loads every tenant at once, as after a relist.
+    pub fn load_all(&self, watches: &Watches) {
+        let tenants = watches.tenants.state().into_iter().map(|t| {
+            let name = t.name_any();
+            let data = tenant_data(&watches.scopes_of(&name));
+            (name, data)
+        });
+        if let Err(e) = self.authorizer.replace_all(tenants) {
+            tracing::warn!("loading every tenant's grants failed: {e}");
+        }
+    }
+
+    /// Follows the watch: a tenant's data again at each change of its
+    /// Tenant or Scopes, everything again after a relist or when the
+    /// announcements were missed. Subscribes before loading, so no change
+    /// falls in between.
+    pub async fn follow(self: Arc<Self>, watches: Watches) {
+        let mut announcements = watches.announcements();
+        self.load_all(&watches);
+        loop {
+            match announcements.recv().await {
+                Ok(Changed::Tenant { tenant, kind }) if kind == "Tenant" || kind == "Scope" => {
+                    self.load(&watches, &tenant);
+                }
+                Ok(Changed::Relisted { kind }) if kind == "Tenant" || kind == "Scope" => {
+                    self.load_all(&watches);
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => self.load_all(&watches),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Whether `caller` may do everything `asked` of `tenant` (none: of
+    /// the platform, as a listing of every tenant).
+    pub fn decide(&self, caller: &Caller, tenant: Option<&str>, asked: &[Asked]) -> Decision {
+        if let Some(refused) = other_tenant(caller, tenant) {
+            return refused;
+        }
+        if asked.is_empty() {
+            return Decision::deny("denied: the request asks for no permission".into());
+        }
+        let policy_caller = caller.policy_caller();
+        let mut reasons = Vec::new();
+        for asked in asked {
+            let decision = self.authorizer.decide(&Request {
+                caller: policy_caller.clone(),
+                resource: asked.resource.into(),
+                action: asked.action.into(),
+                tenant: tenant.map(String::from),
+                scope: asked.scope.clone(),
+            });
+            if !decision.allowed {
+                return Decision::deny(decision.reason);
+            }
+            if !reasons.contains(&decision.reason) {
+                reasons.push(decision.reason);
+            }
+        }
+        Decision::allow(reasons.join("; "))
+    }
+
+    /// For what only shows the caller itself (its own permissions): any
+    /// caller of the tenant, and platform operators.
+    pub fn own(&self, caller: &Caller, tenant: &str, what: &str) -> Decision {
+        if let Some(refused) = other_tenant(caller, Some(tenant)) {
+            return refused;
+        }
+        Decision::allow(format!(
+            "allowed: {what} shows {} only what it may do itself",
+            who(caller)
+        ))
+    }
+}
+
+fn who(caller: &Caller) -> &str {
+    caller.username.as_deref().unwrap_or(&caller.subject)
+}
+
+/// The refusal of a tenant's caller asking about another tenant, or about
+/// no tenant: decided from the request alone, whatever the data says.
+fn other_tenant(caller: &Caller, tenant: Option<&str>) -> Option<Decision> {
+    if caller.is_platform_operator() {
+        return None;
+    }
+    let who = who(caller);
+    let Some(own) = caller.tenant.as_deref() else {
+        return Some(Decision::deny(format!(
+            "denied: {who} is neither a platform operator nor of a tenant"
+        )));
+    };
     match tenant {
-        Some(target) if target == own => Decision::allow(format!(
-            "{who} is a caller of tenant {own} and may {action}{within} on its own tenant"
-        )),
-        Some(target) => Decision::deny(format!(
-            "{who} is a caller of tenant {own}; a token of tenant {own} never acts on tenant {target}"
-        )),
-        None => Decision::allow(format!(
-            "{who} is a caller of tenant {own}; {action} shows only tenant {own}"
-        )),
+        Some(target) if target == own => None,
+        Some(target) => Some(Decision::deny(format!(
+            "denied: {who} is a caller of tenant {own}; a token of tenant {own} never acts on tenant {target}"
+        ))),
+        None => Some(Decision::deny(format!(
+            "denied: {who} is a caller of tenant {own}; only platform operators act on the whole platform"
+        ))),
     }
 }
 
@@ -80,42 +278,173 @@ pub fn authorize(
 mod tests {
     use super::*;
     use crate::auth::CallerKind;
+    use serde_json::json;
 
-    fn caller(kind: CallerKind, tenant: Option<&str>) -> Caller {
+    fn caller(kind: CallerKind, tenant: Option<&str>, groups: &[&str]) -> Caller {
         Caller {
             kind,
             tenant: tenant.map(String::from),
             subject: "sub-1".into(),
             username: Some("alice".into()),
             client_id: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
         }
+    }
+
+    fn scope(name: &str, parent: Option<&str>, grants: serde_json::Value) -> Arc<Scope> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+                "metadata": {"name": name, "namespace": "tn-acme"},
+                "spec": {"displayName": name, "parent": parent, "grants": grants}
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// acme: global > eu > france, global > us; eu-team is Editor in eu.
+    fn authorization() -> Authorization {
+        let authorization = Authorization::new().unwrap();
+        let editors = json!([{"role": "Editor", "groups": ["eu-team"]}]);
+        let scopes: Vec<Arc<Scope>> = [
+            ("global", None, json!([])),
+            ("eu", Some("global"), editors),
+            ("france", Some("eu"), json!([])),
+            ("us", Some("global"), json!([])),
+        ]
+        .into_iter()
+        .map(|(name, parent, grants)| scope(name, parent, grants))
+        .collect();
+        authorization
+            .authorizer()
+            .set_tenant("acme", tenant_data(&scopes))
+            .unwrap();
+        authorization
+            .authorizer()
+            .set_tenant("globex", TenantData::default())
+            .unwrap();
+        authorization
     }
 
     #[test]
     fn a_tenants_caller_acts_only_on_its_own_tenant() {
-        let alice = caller(CallerKind::TenantUser, Some("acme"));
-        let own = authorize(&alice, "changeTenant", Some("acme"), None);
+        let authorization = authorization();
+        let alice = caller(CallerKind::TenantUser, Some("acme"), &["eu-team"]);
+        let asked = [Asked::new("environment", "create", Some("eu"))];
+        let own = authorization.decide(&alice, Some("acme"), &asked);
         assert!(own.allowed, "{}", own.reason);
-        let other = authorize(&alice, "tenantStatus", Some("globex"), None);
+        let other = authorization.decide(&alice, Some("globex"), &asked);
         assert!(!other.allowed);
         assert!(
             other.reason.contains("never acts on tenant globex"),
             "{}",
             other.reason
         );
-        let scoped = authorize(&alice, "grantRole", Some("acme"), Some("eu"));
-        assert!(scoped.reason.contains("in scope eu"));
-        assert!(!authorize(&alice, RAISE_LOG_LEVEL, Some("acme"), None).allowed);
+        let everyone = authorization.decide(&alice, None, &[Asked::new("tenant", "list", None)]);
+        assert!(!everyone.allowed, "{}", everyone.reason);
+        let own_only = authorization.own(&alice, "globex", "callerPermissions");
+        assert!(!own_only.allowed);
+        assert!(
+            authorization
+                .own(&alice, "acme", "callerPermissions")
+                .allowed
+        );
+        let toggle = authorization.decide(&alice, Some("acme"), &[Asked::raise_log_level()]);
+        assert!(!toggle.allowed, "{}", toggle.reason);
+    }
+
+    #[test]
+    fn grants_cascade_down_the_tree_not_across_it() {
+        let authorization = authorization();
+        let alice = caller(CallerKind::TenantUser, Some("acme"), &["eu-team"]);
+        let decide = |action, resource, scope| {
+            authorization.decide(&alice, Some("acme"), &[Asked::new(resource, action, scope)])
+        };
+        assert!(decide("create", "environment", Some("france")).allowed);
+        let sibling = decide("create", "environment", Some("us"));
+        assert!(!sibling.allowed);
+        assert!(
+            sibling.reason.contains("it holds no role there"),
+            "{}",
+            sibling.reason
+        );
+        assert!(!decide("create", "environment", None).allowed);
+        assert!(!decide("create", "grant", Some("eu")).allowed);
+        // Every permission must hold: one refused refuses all.
+        let both = authorization.decide(
+            &alice,
+            Some("acme"),
+            &[
+                Asked::new("scope", "read", Some("eu")),
+                Asked::new("scope", "move", Some("eu")),
+            ],
+        );
+        assert!(!both.allowed);
+        assert!(both.reason.contains("move on scope"), "{}", both.reason);
     }
 
     #[test]
     fn platform_operators_act_on_every_tenant() {
-        let ops = caller(CallerKind::PlatformOperator, None);
-        for tenant in ["acme", "globex"] {
-            let decision = authorize(&ops, "offboardTenant", Some(tenant), None);
-            assert!(decision.allowed);
+        let authorization = authorization();
+        let ops = caller(CallerKind::PlatformOperator, None, &[]);
+        for tenant in ["acme", "globex", "absent"] {
+            let decision =
+                authorization.decide(&ops, Some(tenant), &[Asked::new("tenant", "delete", None)]);
+            assert!(decision.allowed, "{}", decision.reason);
             assert!(decision.reason.contains("platform operator"));
         }
-        assert!(authorize(&ops, RAISE_LOG_LEVEL, Some("acme"), None).allowed);
+        assert!(
+            authorization
+                .decide(&ops, None, &[Asked::new("tenant", "list", None)])
+                .allowed
+        );
+    }
+
+    #[test]
+    fn every_command_asks_for_permissions_of_the_catalog() {
+        let names = crate::commands::NAMES;
+        assert_eq!(names.len(), 11);
+        let inputs = json!({
+            "onboardTenant": {"tenant": "acme", "type": "Business", "displayName": "A", "residency": "eu"},
+            "changeTenant": {"tenant": "acme", "displayName": "A", "edge": {}, "domains": [], "quotas": {}},
+            "addScope": {"tenant": "acme", "scope": {"name": "x", "displayName": "X", "parent": "eu"}},
+            "moveScope": {"tenant": "acme", "scope": "france", "parent": "us"},
+            "removeScope": {"tenant": "acme", "scope": "france"},
+            "grantRole": {"tenant": "acme", "scope": "eu", "role": "Viewer", "users": ["bob"]},
+            "revokeRole": {"tenant": "acme", "scope": "eu", "role": "Viewer", "users": ["bob"]},
+            "createEnvironment": {"tenant": "acme", "environment": {"name": "dev", "kind": "Development", "scope": "eu"}},
+            "removeEnvironment": {"tenant": "acme", "environment": "dev"},
+            "requestCertificate": {"tenant": "acme", "name": "api", "dnsNames": ["api.acme.ossature.test"]},
+            "offboardTenant": {"tenant": "acme"},
+        });
+        for name in names {
+            let command = Command::decode(name, &inputs[name]).unwrap().unwrap();
+            for asked in command_static_asks(&command) {
+                let resource = ossature_policy::catalog::resource(asked.resource)
+                    .unwrap_or_else(|| panic!("{name}: no resource {}", asked.resource));
+                assert!(
+                    resource.action(asked.action).is_some(),
+                    "{name}: {} offers no {}",
+                    asked.resource,
+                    asked.action
+                );
+            }
+        }
+        let grant = Command::decode("grantRole", &inputs["grantRole"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            command_static_asks(&grant),
+            [Asked::new("grant", "create", Some("eu"))]
+        );
+        let change = Command::decode("changeTenant", &inputs["changeTenant"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(command_static_asks(&change).len(), 4);
+    }
+
+    /// What a command asks, with no environment placed in a scope.
+    fn command_static_asks(command: &Command) -> Vec<Asked> {
+        command_asks(command, &Watches::empty())
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use ossature_model::platform::{parse_residency, parse_root_domain};
 
 /// Serves Ossature's control plane: an API in RPC style over HTTP/1.1 and
 /// HTTP/2 (`POST /v1/commands/<name>`, `POST /v1/queries/<name>`, and the
@@ -84,6 +85,31 @@ pub struct Args {
     /// (appended to), or `-` for standard output.
     #[arg(long, env = "OSSATURE_CP_AUDIT_LOG", default_value = "-")]
     pub audit_log: String,
+    /// Domain under which every tenant's names sit, as the operator has it
+    /// (its `--root-domain`): plans name the objects the operator makes.
+    #[arg(long, env = "OSSATURE_ROOT_DOMAIN", default_value = ossature_model::platform::DEFAULT_ROOT_DOMAIN, value_parser = parse_root_domain)]
+    pub root_domain: String,
+    /// Pulsar clusters of a residency region, as REGION=CLUSTER[,CLUSTER...];
+    /// repeat per region. As the operator's `--residency`.
+    #[arg(long = "residency", value_parser = parse_residency, default_values = ["eu=standalone", "us=standalone"])]
+    pub residency: Vec<(String, Vec<String>)>,
+    /// The AcmeIssuer of tenant hosts' certificates, as the operator's
+    /// `--host-issuer`.
+    #[arg(long, env = "OSSATURE_HOST_ISSUER")]
+    pub host_issuer: Option<String>,
+    /// Most dedicated realms, as the operator's `--max-dedicated-realms`.
+    #[arg(long, default_value_t = ossature_model::platform::DEFAULT_MAX_DEDICATED_REALMS as u64)]
+    pub max_dedicated_realms: u64,
+    /// The operator runs without an edge (its `--no-edge`): plans show no
+    /// host, host certificate or route.
+    #[arg(long)]
+    pub no_edge: bool,
+    /// What the operator scales event processors and sinks with.
+    #[arg(long, value_enum, default_value_t = AutoscalerChoice::Hpa)]
+    pub autoscaler: AutoscalerChoice,
+    /// Pulsar's admin URL, as KEDA's triggers of the operator's workloads read it.
+    #[arg(long, env = "OSSATURE_PULSAR_ADMIN_URL", default_value = "")]
+    pub pulsar_admin_url: String,
     /// Bring up the embedded local stack (`ossature-dev up`) and take the
     /// apiserver and Keycloak from it; the CRDs must be installed (the
     /// operator's `--local-stack` installs them).
@@ -102,6 +128,39 @@ impl Args {
         return self.local_stack;
         #[cfg(not(feature = "local-stack"))]
         false
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AutoscalerChoice {
+    /// A KEDA ScaledObject (KEDA's CRDs are installed).
+    Keda,
+    /// A HorizontalPodAutoscaler on an external backlog metric.
+    Hpa,
+}
+
+impl Args {
+    /// What of the platform shapes the desired objects, as the operator
+    /// runs with; what is wrong with it, in words.
+    pub fn platform(&self) -> Result<crate::commands::plan::PlanSettings, String> {
+        let platform = ossature_model::Platform {
+            root_domain: self.root_domain.clone(),
+            residency: self.residency.iter().cloned().collect(),
+            host_issuer: self.host_issuer.clone(),
+            max_dedicated_realms: usize::try_from(self.max_dedicated_realms).unwrap_or(usize::MAX),
+        };
+        if let Some(problem) = platform.problems().into_iter().next() {
+            return Err(problem);
+        }
+        Ok(crate::commands::plan::PlanSettings {
+            platform,
+            edge: !self.no_edge,
+            autoscaler: match self.autoscaler {
+                AutoscalerChoice::Keda => ossature_model::workloads::Autoscaler::Keda,
+                AutoscalerChoice::Hpa => ossature_model::workloads::Autoscaler::Hpa,
+            },
+            pulsar_admin_url: self.pulsar_admin_url.clone(),
+        })
     }
 }
 
@@ -185,6 +244,13 @@ mod tests {
             Args::try_parse_from(["cp", "--cors-origin", "https://a.example,https://b.example"])
                 .unwrap();
         assert_eq!(args.cors_origins.len(), 2);
+        let args =
+            Args::try_parse_from(["cp", "--residency", "mars=red,blue", "--no-edge"]).unwrap();
+        let plan = args.platform().unwrap();
+        assert_eq!(plan.platform.residency["mars"], ["red", "blue"]);
+        assert!(!plan.edge);
+        assert!(Args::try_parse_from(["cp", "--residency", "mars"]).is_err());
+        assert!(Args::try_parse_from(["cp", "--root-domain", "localhost"]).is_err());
     }
 
     #[test]

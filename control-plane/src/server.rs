@@ -25,7 +25,7 @@ use crate::api::{
 };
 use crate::audit::Audit;
 use crate::auth::Authenticator;
-use crate::authorize::{RAISE_LOG_LEVEL, authorize};
+use crate::authorize::{Asked, Authorization, Decision, command_asks};
 use crate::commands::{self, Command, plan, write::Writes};
 use crate::idempotency::{self, Claim, Idempotency};
 use crate::invocation::Invocation;
@@ -45,6 +45,9 @@ pub struct App {
     pub client: kube::Client,
     pub watches: Watches,
     pub auth: Authenticator,
+    pub authorization: Arc<Authorization>,
+    /// What shapes the backend objects a dry run's plan shows.
+    pub plan: plan::PlanSettings,
     pub idempotency: Idempotency,
     pub audit: Audit,
     pub limiter: DefaultKeyedRateLimiter<String>,
@@ -169,19 +172,42 @@ fn limit(app: &App, key: String) -> Result<(), Problem> {
 /// The one authorization decision, recorded on the invocation; and the
 /// toggles the context asks for, each needing its own permission.
 fn decide(
+    app: &App,
     inv: &mut Invocation,
-    action: &str,
     tenant: Option<&str>,
-    scope: Option<&str>,
+    asked: &[Asked],
 ) -> Result<(), Problem> {
     let Some(caller) = inv.caller.as_ref() else {
         return Err(Problem::new(ProblemKind::Unauthenticated, "no caller"));
     };
-    let mut decision = authorize(caller, action, tenant, scope);
+    let decision = app.authorization.decide(caller, tenant, asked);
+    settle(app, inv, tenant, decision)
+}
+
+/// Records `decision` (refused, unless the toggles the context asks for
+/// are allowed too) and answers with a refusal.
+fn settle(
+    app: &App,
+    inv: &mut Invocation,
+    tenant: Option<&str>,
+    mut decision: Decision,
+) -> Result<(), Problem> {
+    let Some(caller) = inv.caller.as_ref() else {
+        return Err(Problem::new(ProblemKind::Unauthenticated, "no caller"));
+    };
     if decision.allowed && inv.context.debug_logging() {
-        let toggle = authorize(caller, RAISE_LOG_LEVEL, tenant, None);
+        let tenant = tenant.or(caller.tenant.as_deref());
+        let toggle = app
+            .authorization
+            .decide(caller, tenant, &[Asked::raise_log_level()]);
         if !toggle.allowed {
-            decision = toggle;
+            decision = Decision {
+                allowed: false,
+                reason: format!(
+                    "{} (the invocation context asks for debug logs)",
+                    toggle.reason
+                ),
+            };
         }
     }
     inv.decision = Some(decision.clone());
@@ -196,7 +222,12 @@ fn decide(
 }
 
 /// Decodes, checks and authorizes a command: everything before its work.
-fn prepare_command(inv: &mut Invocation, name: &str, body: &Value) -> Result<Command, Problem> {
+fn prepare_command(
+    app: &App,
+    inv: &mut Invocation,
+    name: &str,
+    body: &Value,
+) -> Result<Command, Problem> {
     let command = Command::decode(name, body).ok_or_else(|| {
         Problem::new(
             ProblemKind::NotFound,
@@ -208,9 +239,10 @@ fn prepare_command(inv: &mut Invocation, name: &str, body: &Value) -> Result<Com
     })??;
     inv.dry_run = command.input().dry_run();
     command.check()?;
-    let input = command.input();
-    inv.tenant = Some(input.tenant().to_string());
-    decide(inv, name, Some(input.tenant()), input.scope())?;
+    let tenant = command.input().tenant().to_string();
+    inv.tenant = Some(tenant.clone());
+    let asked = command_asks(&command, &app.watches);
+    decide(app, inv, Some(&tenant), &asked)?;
     Ok(command)
 }
 
@@ -301,7 +333,7 @@ async fn run_command(
 /// The command's writes (or dry run), its plan, and the outcome it waits for.
 async fn work(app: &App, inv: &mut Invocation, command: &Command) -> Result<Answer, Problem> {
     let input = command.input();
-    let decision = inv.decision.clone().unwrap_or(crate::authorize::Decision {
+    let decision = inv.decision.clone().unwrap_or(Decision {
         allowed: false,
         reason: String::new(),
     });
@@ -310,15 +342,15 @@ async fn work(app: &App, inv: &mut Invocation, command: &Command) -> Result<Answ
     let mut writes = Writes::new(app.client.clone(), input.dry_run(), annotations);
     let current = input
         .dry_run()
-        .then(|| plan::TenantObjects::current(&app.watches, input.tenant()));
+        .then(|| plan::current(&app.watches, input.tenant()));
     let awaited = commands::run(command, &app.watches, &mut writes).await;
     if !input.dry_run() {
         inv.record_written(&writes.changes);
     }
     let awaited = awaited?;
     let plan = current.map(|current| {
-        let new = current.after(&writes.changes);
-        plan::backend_plan(&current, &new)
+        let new = plan::after(current.as_ref(), &writes.changes);
+        plan::backend_plan(current.as_ref(), new.as_ref(), &app.plan)
     });
     let outcome = match input.wait() {
         Some(wait) if !input.dry_run() => Some(
@@ -367,21 +399,29 @@ async fn run_query(
     match &query {
         Query::TenantStatus(q) => {
             inv.tenant = Some(q.tenant.clone());
-            decide(inv, name, Some(&q.tenant), None)?;
+            let asked = [Asked::new("tenant", "read", None)];
+            decide(app, inv, Some(&q.tenant), &asked)?;
             ok(queries::tenant_status(&app.watches, &q.tenant)?)
         }
         Query::ListTenants(q) => {
-            decide(inv, name, None, None)?;
             let caller = inv
                 .caller
                 .clone()
                 .ok_or_else(|| Problem::new(ProblemKind::Unauthenticated, "no caller"))?;
+            // A tenant's caller lists its own tenant, if it may read it.
+            match caller.tenant.as_deref() {
+                Some(own) if !caller.is_platform_operator() => {
+                    decide(app, inv, Some(own), &[Asked::new("tenant", "read", None)])?
+                }
+                _ => decide(app, inv, None, &[Asked::new("tenant", "list", None)])?,
+            }
             ok(queries::list_tenants(&app.watches, &caller, q))
         }
         Query::InvocationStatus(q) => {
             let (record, tenant) = queries::invocation_record(&app.idempotency, q).await?;
             inv.tenant = Some(tenant.clone());
-            decide(inv, name, Some(&tenant), None)?;
+            let asked = [Asked::new("invocation", "read", None)];
+            decide(app, inv, Some(&tenant), &asked)?;
             ok(queries::invocation_status(&record, tenant))
         }
     }
@@ -459,7 +499,7 @@ async fn endpoint(app: Arc<App>, served: Served, request: Request) -> Response {
             let body = read_json(&app, &parts.headers, body).await?;
             match served {
                 Served::Command(name) => {
-                    let command = prepare_command(&mut inv, name, &body)?;
+                    let command = prepare_command(&app, &mut inv, name, &body)?;
                     let key = parts
                         .headers
                         .get(IDEMPOTENCY_KEY)
@@ -550,7 +590,7 @@ async fn bulk_commands(app: &App, inv: &mut Invocation, body: &Value) -> Result<
             .zip(children.iter_mut())
             .map(|(item, child)| {
                 let _entered = child.span.clone().entered();
-                let command = prepare_command(child, &item.command, &item.input)?;
+                let command = prepare_command(app, child, &item.command, &item.input)?;
                 api::validate::idempotency_key(&item.idempotency_key).map_err(|message| {
                     Problem::invalid(vec![crate::problem::FieldError {
                         field: "idempotencyKey".into(),
@@ -601,7 +641,7 @@ async fn bulk_commands(app: &App, inv: &mut Invocation, body: &Value) -> Result<
         for (index, (item, child)) in bulk.items.iter().zip(children.iter_mut()).enumerate() {
             let span = child.span.clone();
             let result = async {
-                let command = prepare_command(child, &item.command, &item.input)?;
+                let command = prepare_command(app, child, &item.command, &item.input)?;
                 run_command(
                     app,
                     child,

@@ -14,6 +14,7 @@ use ossature_crds::Tenant;
 
 use crate::audit::Audit;
 use crate::auth::{Authenticator, Operators};
+use crate::authorize::Authorization;
 use crate::cli::Args;
 use crate::idempotency::Idempotency;
 use crate::server::{self, App};
@@ -121,7 +122,14 @@ pub async fn spawn(
     let watches = Watches::start(&client);
     tokio::time::timeout(Duration::from_secs(60), watches.ready())
         .await
-        .context("the watches of Tenants, Scopes and Environments did not list within 60 s")??;
+        .context("the watches of Tenants, Scopes, Environments, Certificates, Topics, ServiceIdentities and Workloads did not list within 60 s")??;
+    let plan = args.platform().map_err(|problem| {
+        anyhow::anyhow!("--root-domain, --residency or --host-issuer: {problem}")
+    })?;
+    let authorization = Arc::new(Authorization::new()?);
+    // Every tenant's grants are loaded before the first request is served.
+    authorization.load_all(&watches);
+    tokio::spawn(authorization.clone().follow(watches.clone()));
     let idempotency = Idempotency::new(
         client.clone(),
         &args.state_namespace,
@@ -132,6 +140,8 @@ pub async fn spawn(
         client,
         watches,
         auth,
+        authorization,
+        plan,
         idempotency,
         audit: Audit::open(&args.audit_log)?,
         limiter: server::rate_limiter(args.rate_limit_per_second, args.rate_limit_burst),

@@ -1,6 +1,9 @@
 //! One shared watch per kind the control plane reads (Tenants, Scopes,
-//! Environments), kept in memory by kube-runtime reflectors: requests read
-//! these stores, never the apiserver, and waiters are woken by their events.
+//! Environments, and the kinds a tenant's tree holds: Certificates, Topics,
+//! ServiceIdentities, Workloads), kept in memory by kube-runtime
+//! reflectors: requests read these stores, never the apiserver. Every
+//! event is also announced, by tenant, on one broadcast channel that the
+//! authorization data, waiters and event streams follow.
 
 use std::sync::Arc;
 
@@ -8,17 +11,46 @@ use futures::StreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use ossature_crds::{Environment, Scope, Tenant};
-use tokio::sync::watch;
+use ossature_crds::{Certificate, Environment, Scope, ServiceIdentity, Tenant, Topic, Workload};
+use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
-/// The stores, and a counter bumped at every event of any of them.
+/// How many announcements a slow follower may fall behind before it is
+/// told it lagged (it then reads the stores afresh).
+const ANNOUNCEMENTS: usize = 4096;
+
+/// What changed in a store, once the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// An object of `tenant` of this kind was applied or deleted.
+    Tenant { tenant: String, kind: &'static str },
+    /// A store listed everything again: anything may have changed.
+    Relisted { kind: &'static str },
+}
+
+/// The stores, a counter bumped at every event of any of them, and the
+/// announcements of what changed.
 #[derive(Clone)]
 pub struct Watches {
     pub tenants: Store<Tenant>,
     pub scopes: Store<Scope>,
     pub environments: Store<Environment>,
+    pub certificates: Store<Certificate>,
+    pub topics: Store<Topic>,
+    pub service_identities: Store<ServiceIdentity>,
+    pub workloads: Store<Workload>,
     changes: watch::Receiver<u64>,
+    announcements: broadcast::Sender<Changed>,
+}
+
+/// The tenant an object belongs to: a Tenant itself, or what its namespace
+/// (the tenant's, or one of its environments') names.
+fn tenant_of<K: Resource<DynamicType = ()>>(object: &K) -> Option<String> {
+    if K::kind(&()) == "Tenant" {
+        return object.meta().name.clone();
+    }
+    let namespace = object.meta().namespace.as_deref()?;
+    ossature_model::names::tenant_of_any(namespace).map(String::from)
 }
 
 impl Watches {
@@ -26,11 +58,39 @@ impl Watches {
     pub fn start(client: &Client) -> Watches {
         let (bump, changes) = watch::channel(0u64);
         let bump = Arc::new(bump);
+        let (announcements, _) = broadcast::channel(ANNOUNCEMENTS);
+        let feed = Feed {
+            bump,
+            announcements: announcements.clone(),
+        };
         Watches {
-            tenants: spawn(Api::all(client.clone()), bump.clone()),
-            scopes: spawn(Api::all(client.clone()), bump.clone()),
-            environments: spawn(Api::all(client.clone()), bump),
+            tenants: spawn(Api::all(client.clone()), feed.clone()),
+            scopes: spawn(Api::all(client.clone()), feed.clone()),
+            environments: spawn(Api::all(client.clone()), feed.clone()),
+            certificates: spawn(Api::all(client.clone()), feed.clone()),
+            topics: spawn(Api::all(client.clone()), feed.clone()),
+            service_identities: spawn(Api::all(client.clone()), feed.clone()),
+            workloads: spawn(Api::all(client.clone()), feed),
             changes,
+            announcements,
+        }
+    }
+
+    /// Stores nothing fills, for tests of what reads them.
+    #[cfg(test)]
+    pub(crate) fn empty() -> Watches {
+        let (_, changes) = watch::channel(0u64);
+        let (announcements, _) = broadcast::channel(1);
+        Watches {
+            tenants: reflector::store().0,
+            scopes: reflector::store().0,
+            environments: reflector::store().0,
+            certificates: reflector::store().0,
+            topics: reflector::store().0,
+            service_identities: reflector::store().0,
+            workloads: reflector::store().0,
+            changes,
+            announcements,
         }
     }
 
@@ -39,6 +99,10 @@ impl Watches {
         self.tenants.wait_until_ready().await?;
         self.scopes.wait_until_ready().await?;
         self.environments.wait_until_ready().await?;
+        self.certificates.wait_until_ready().await?;
+        self.topics.wait_until_ready().await?;
+        self.service_identities.wait_until_ready().await?;
+        self.workloads.wait_until_ready().await?;
         Ok(())
     }
 
@@ -67,10 +131,35 @@ impl Watches {
         )
     }
 
+    pub fn environment(&self, tenant: &str, name: &str) -> Option<Arc<Environment>> {
+        let namespace = ossature_model::tenant_namespace(tenant);
+        self.environments
+            .get(&ObjectRef::new(name).within(&namespace))
+    }
+
     /// A receiver that changes at every event of any store.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
     }
+
+    /// Announcements of what changed, from now on.
+    pub fn announcements(&self) -> broadcast::Receiver<Changed> {
+        self.announcements.subscribe()
+    }
+}
+
+/// Objects of `store` in any of the tenant's namespaces.
+pub fn of_tenant<K>(store: &Store<K>, tenant: &str) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut found: Vec<K> = store
+        .state_filter(|o| tenant_of(o).as_deref() == Some(tenant))
+        .into_iter()
+        .map(|o| (*o).clone())
+        .collect();
+    found.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
+    found
 }
 
 fn sorted<K: ResourceExt>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
@@ -78,7 +167,14 @@ fn sorted<K: ResourceExt>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
     objects
 }
 
-fn spawn<K>(api: Api<K>, bump: Arc<watch::Sender<u64>>) -> Store<K>
+/// Where a store's events go.
+#[derive(Clone)]
+struct Feed {
+    bump: Arc<watch::Sender<u64>>,
+    announcements: broadcast::Sender<Changed>,
+}
+
+fn spawn<K>(api: Api<K>, feed: Feed) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -89,7 +185,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).to_string();
+    let kind: &'static str = K::kind(&()).to_string().leak();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         // Only what the control plane reads is kept: managed fields go.
@@ -99,8 +195,20 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
-                    bump.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(event) => {
+                    // The store holds the event's object by now.
+                    let changed = match &event {
+                        watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                            tenant_of(o).map(|tenant| Changed::Tenant { tenant, kind })
+                        }
+                        watcher::Event::InitDone => Some(Changed::Relisted { kind }),
+                        watcher::Event::Init | watcher::Event::InitApply(_) => None,
+                    };
+                    feed.bump.send_modify(|n| *n = n.wrapping_add(1));
+                    if let Some(changed) = changed {
+                        // No follower yet is no error.
+                        let _ = feed.announcements.send(changed);
+                    }
                 }
                 Err(e) => warn!(kind, "watch failed, retrying: {e}"),
             }

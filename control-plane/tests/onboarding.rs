@@ -6,54 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use clap::Parser;
 use common::*;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::PostParams;
-use ossature_crds::{ServiceIdentity, Tenant};
+use ossature_crds::Tenant;
 use serde_json::json;
-
-/// The operator in this process, managing only tenants labelled for `selector`.
-fn start_operator(
-    env: &std::collections::BTreeMap<String, String>,
-    selector: &str,
-) -> tokio::task::JoinHandle<()> {
-    let args = ossature_operator::cli::Args::try_parse_from([
-        "ossature-operator",
-        // The stack's kubeconfig (this process has none of its own); its
-        // CRDs are this branch's, unchanged.
-        "--local-stack",
-        "--keycloak-url",
-        &env["OSSATURE_KEYCLOAK_URL"],
-        "--keycloak-admin-user",
-        &env["OSSATURE_KEYCLOAK_ADMIN_USER"],
-        "--keycloak-admin-password",
-        &env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"],
-        "--pulsar-admin-url",
-        &env["OSSATURE_PULSAR_ADMIN_URL"],
-        "--pulsar-token-file",
-        &env["OSSATURE_PULSAR_TOKEN_FILE"],
-        "--openbao-addr",
-        &env["OSSATURE_OPENBAO_ADDR"],
-        "--openbao-token",
-        &env["OSSATURE_OPENBAO_TOKEN"],
-        "--no-edge",
-        "--max-backoff-seconds",
-        "5",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        &format!("--selector={TEST_LABEL}={selector}"),
-    ])
-    .unwrap();
-    tokio::spawn(async move {
-        if let Err(e) = ossature_operator::start::run(args).await {
-            panic!("the operator stopped: {e:#}");
-        }
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own() {
@@ -99,66 +55,31 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
     assert_eq!(status, 200, "{answer}");
 
     // A service of tenant A, and its client-credentials token from Keycloak.
-    let namespace = format!("tn-{a}--prod");
     let environment = cp
         .query("tenantStatus", &token, &json!({"tenant": a}))
         .await;
     assert_eq!(environment.0, 200, "{}", environment.2);
-    let services: Api<ServiceIdentity> = Api::namespaced(client.clone(), &namespace);
-    let service: ServiceIdentity = serde_json::from_value(json!({
-        "apiVersion": "ossature.dev/v1alpha1", "kind": "ServiceIdentity",
-        "metadata": {"name": "console"},
-        "spec": {"id": "01JQ3X5T0RYB9Q8K1W7ZC4M2NP", "owner": "global",
-                 "description": "the tenant's console backend"},
-    }))
-    .unwrap();
-    let mut created = None;
-    for _ in 0..120 {
-        match services.create(&PostParams::default(), &service).await {
-            Ok(s) => {
-                created = Some(s);
-                break;
-            }
-            // Its namespace comes with the Environment.
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
-    }
-    assert!(
-        created.is_some(),
-        "the ServiceIdentity could not be created in {namespace}"
-    );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let mut credentials = None;
-    for _ in 0..180 {
-        if let Some(secret) = secrets.get_opt("console-secrets").await.unwrap()
-            && let Some(data) = secret.data
-            && data.contains_key("client-secret")
-        {
-            credentials = Some(data);
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let credentials = credentials.expect("the service's credentials");
-    let text = |k: &str| String::from_utf8(credentials[k].0.clone()).unwrap();
-    let realm = Api::<Tenant>::all(client.clone())
-        .get(&a)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .realm
-        .unwrap();
-    let tenant_token = client_token(
-        &env["OSSATURE_KEYCLOAK_URL"],
-        &realm,
-        &text("client-id"),
-        &text("client-secret"),
-    )
-    .await
-    .unwrap();
+    let (client_id, tenant_token) = service_token(&env, &client, &a, "prod", "console").await;
 
-    // Its own tenant: read and changed.
+    // Its own tenant: read and changed, once it holds Admin there.
+    let (status, _, answer) = cp
+        .command(
+            "grantRole",
+            &token,
+            "grant-console",
+            &json!({"tenant": a, "scope": "global", "role": "Admin",
+                    "users": [format!("service-account-{client_id}")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_status(
+        &cp,
+        &tenant_token,
+        "tenantStatus",
+        &json!({"tenant": a}),
+        200,
+    )
+    .await;
     let (status, _, own) = cp
         .query("tenantStatus", &tenant_token, &json!({"tenant": a}))
         .await;
@@ -174,11 +95,12 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
         )
         .await;
     assert_eq!(status, 200, "{granted}");
+    let reason = granted["decision"]["reason"].as_str().unwrap();
     assert!(
-        granted["decision"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("tenant {a}"))
+        reason.contains(&format!(
+            "service account {client_id} holds role Admin in scope global"
+        )),
+        "{reason}"
     );
     let (status, _, page) = cp.query("listTenants", &tenant_token, &json!({})).await;
     assert_eq!(status, 200);
@@ -226,10 +148,14 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
     assert_eq!(result["items"][0]["status"], 403);
     let tenant_b: Tenant = Api::all(client.clone()).get(&b).await.unwrap();
     assert_ne!(tenant_b.spec.quotas.pods, Some(1));
-    // Raising the log level is for platform operators.
+    // Raising the log level needs its permission, which Admin carries.
     let debug = json!({"toggles": {"logLevel": "debug"}});
     let response = cp
         .query_in_context("tenantStatus", &tenant_token, &debug, &json!({"tenant": a}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let response = cp
+        .query_in_context("tenantStatus", &tenant_token, &debug, &json!({"tenant": b}))
         .await;
     assert_eq!(response.status(), 403);
 

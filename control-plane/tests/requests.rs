@@ -179,7 +179,19 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
             .unwrap()
             .contains("created by this command")
     );
-    assert_eq!(body["plan"]["computed"], false);
+    // The plan: what the operators would create, computed by the model.
+    assert_eq!(body["plan"]["computed"], true);
+    let planned = body["plan"]["changes"].as_array().unwrap();
+    assert!(
+        planned.iter().all(|c| c["action"] == "create"),
+        "{planned:?}"
+    );
+    assert!(
+        planned
+            .iter()
+            .any(|c| c["kind"] == "PulsarNamespace" && c["name"] == format!("{tenant}/prod")),
+        "{planned:?}"
+    );
     assert!(
         tenants.get_opt(&tenant).await.unwrap().is_none(),
         "a dry run wrote the Tenant"

@@ -71,6 +71,35 @@ impl Platform {
     }
 }
 
+/// A residency flag, `REGION=CLUSTER[,CLUSTER...]`, as the operator and
+/// the control plane take it.
+pub fn parse_residency(value: &str) -> Result<(String, Vec<String>), String> {
+    let (region, clusters) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?} is not REGION=CLUSTER[,CLUSTER...]"))?;
+    let clusters: Vec<String> = clusters
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    if region.trim().is_empty() || clusters.is_empty() {
+        return Err(format!("{value:?} needs a region and at least one cluster"));
+    }
+    Ok((region.trim().to_string(), clusters))
+}
+
+/// A root domain flag, checked as [`valid_root_domain`] does.
+pub fn parse_root_domain(value: &str) -> Result<String, String> {
+    if valid_root_domain(value) {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a lowercase DNS name of at least two labels, such as apps.example.com"
+        ))
+    }
+}
+
 /// Whether `name` may be used as the root domain: a lowercase DNS name of
 /// at least two labels (it is spliced into admission expressions, so no
 /// quote may pass).

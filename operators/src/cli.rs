@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use ossature_model::platform::{
-    DEFAULT_MAX_DEDICATED_REALMS, DEFAULT_ROOT_DOMAIN, valid_root_domain,
+    DEFAULT_MAX_DEDICATED_REALMS, DEFAULT_ROOT_DOMAIN, parse_residency, parse_root_domain,
 };
 
 /// Runs Ossature's controllers: each Tenant becomes a namespace with quota
@@ -198,16 +198,6 @@ fn parse_token_key(value: &str) -> Result<crate::adapters::openbao::tokens::Toke
     }
 }
 
-fn parse_root_domain(value: &str) -> Result<String, String> {
-    if valid_root_domain(value) {
-        Ok(value.to_string())
-    } else {
-        Err(format!(
-            "{value:?} is not a lowercase DNS name of at least two labels, such as apps.example.com"
-        ))
-    }
-}
-
 fn parse_selector(value: &str) -> Result<String, String> {
     let value = value.trim();
     let name = |n: &str| {
@@ -263,22 +253,6 @@ fn parse_selector(value: &str) -> Result<String, String> {
         ));
     }
     Ok(value.to_string())
-}
-
-fn parse_residency(value: &str) -> Result<(String, Vec<String>), String> {
-    let (region, clusters) = value
-        .split_once('=')
-        .ok_or_else(|| format!("{value:?} is not REGION=CLUSTER[,CLUSTER...]"))?;
-    let clusters: Vec<String> = clusters
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(String::from)
-        .collect();
-    if region.trim().is_empty() || clusters.is_empty() {
-        return Err(format!("{value:?} needs a region and at least one cluster"));
-    }
-    Ok((region.trim().to_string(), clusters))
 }
 
 #[cfg(test)]

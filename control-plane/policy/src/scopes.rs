@@ -16,10 +16,19 @@ pub fn role_name(role: ScopeRole) -> &'static str {
     }
 }
 
+/// How Keycloak names the user of a client's service account:
+/// `service-account-<clientId>`. A Scope grant names a service account so.
+pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "service-account-";
+
 /// The scope tree and grants of one tenant's Scopes (all from its
 /// namespace, as the control plane's watch store holds them). Grants keep
 /// their order, so reasons name them as `grant #2 of scope eu`, the second
-/// entry of that Scope's `spec.grants`.
+/// entry of that Scope's `spec.grants`. A user named as Keycloak names a
+/// service account's user (`service-account-<clientId>`) is that service
+/// account: the grant goes to the client id, as service callers present it.
+/// When one scope holds all others (a single top scope, such as `global`),
+/// its grants also apply at the tenant's root: its Admin manages the
+/// tenant's settings, its Viewer reads the tenant.
 pub fn from_scopes<'a>(
     scopes: impl IntoIterator<Item = &'a Scope>,
 ) -> (Vec<ScopeNode>, Vec<Grant>) {
@@ -28,19 +37,47 @@ pub fn from_scopes<'a>(
     for scope in scopes {
         let name = scope.name_any();
         for grant in &scope.spec.grants {
+            let (service_accounts, users): (Vec<&String>, Vec<&String>) = grant
+                .users
+                .iter()
+                .partition(|u| u.starts_with(SERVICE_ACCOUNT_USER_PREFIX));
             grants.push(Grant {
                 name: None,
                 role: role_name(grant.role).to_string(),
                 scope: Some(name.clone()),
-                users: grant.users.clone(),
+                users: users.into_iter().cloned().collect(),
                 groups: grant.groups.clone(),
-                service_accounts: Vec::new(),
+                service_accounts: service_accounts
+                    .into_iter()
+                    .map(|u| u[SERVICE_ACCOUNT_USER_PREFIX.len()..].to_string())
+                    .collect(),
             });
         }
         nodes.push(ScopeNode {
             name,
             parent: scope.spec.parent.clone(),
         });
+    }
+    // One top scope holds every scope of the tenant: it stands for the
+    // tenant, so its grants also apply at the root (to the tenant's own
+    // resources). With several top scopes none does.
+    let mut tops = nodes.iter().filter(|n| n.parent.is_none());
+    if let (Some(top), None) = (tops.next(), tops.next()) {
+        let of_top: Vec<Grant> = grants
+            .iter()
+            .filter(|g| g.scope.as_deref() == Some(top.name.as_str()))
+            .enumerate()
+            .map(|(i, g)| Grant {
+                name: Some(format!(
+                    "#{} of scope {}, which holds every scope",
+                    i + 1,
+                    top.name
+                )),
+                scope: None,
+                ..g.clone()
+            })
+            .collect();
+        grants.extend(of_top);
     }
     (nodes, grants)
 }
@@ -61,7 +98,8 @@ mod tests {
                 "metadata": {"name": "global", "namespace": "tn-acme"},
                 "spec": {"displayName": "Global", "grants": [
                     {"role": "Viewer", "groups": ["everyone"]},
-                    {"role": "Editor", "users": ["alice"]}]}}"#,
+                    {"role": "Editor", "users": ["alice"]},
+                    {"role": "Viewer", "users": ["service-account-acme.prod.console"]}]}}"#,
         );
         let eu = scope(
             r#"{"apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
@@ -70,33 +108,42 @@ mod tests {
         );
         let (scopes, grants) = from_scopes([&global, &eu]);
         assert_eq!(scopes[1].parent.as_deref(), Some("global"));
-        assert_eq!(grants.len(), 2);
+        // Three grants of global, and again at the root: global holds every scope.
+        assert_eq!(grants.len(), 6);
+        assert_eq!(grants[2].service_accounts, ["acme.prod.console"]);
+        assert!(grants[2].users.is_empty());
+        assert_eq!(grants[3].scope, None);
+        assert_eq!(
+            grants[3].name.as_deref(),
+            Some("#1 of scope global, which holds every scope")
+        );
         let authorizer = Authorizer::new().unwrap();
-        let loaded = authorizer
-            .set_tenant(
-                "acme",
-                TenantData {
-                    scopes,
-                    grants,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert!(loaded.problems.is_empty(), "{}", loaded.problems);
-        let alice = Caller {
-            subject: "alice".into(),
-            kind: CallerKind::User,
-            tenant: Some("acme".into()),
-            groups: vec![],
-            platform_operator: false,
+        let load = |(scopes, grants)| {
+            let data = TenantData {
+                scopes,
+                grants,
+                ..Default::default()
+            };
+            let loaded = authorizer.set_tenant("acme", data).unwrap();
+            assert!(loaded.problems.is_empty(), "{}", loaded.problems);
         };
-        let decision = authorizer.decide(&Request {
-            caller: alice,
-            resource: "scope".into(),
-            action: "update".into(),
-            tenant: Some("acme".into()),
-            scope: Some("eu".into()),
-        });
+        load((scopes, grants));
+        let ask = |subject: &str, kind, resource: &str, action: &str, scope: Option<&str>| {
+            authorizer.decide(&Request {
+                caller: Caller {
+                    subject: subject.into(),
+                    kind,
+                    tenant: Some("acme".into()),
+                    groups: vec![],
+                    platform_operator: false,
+                },
+                resource: resource.into(),
+                action: action.into(),
+                tenant: Some("acme".into()),
+                scope: scope.map(String::from),
+            })
+        };
+        let decision = ask("alice", CallerKind::User, "scope", "update", Some("eu"));
         assert!(decision.allowed, "{}", decision.reason);
         assert!(
             decision
@@ -105,5 +152,41 @@ mod tests {
             "{}",
             decision.reason
         );
+        let console = "acme.prod.console";
+        let read = ask(
+            console,
+            CallerKind::ServiceAccount,
+            "scope",
+            "read",
+            Some("eu"),
+        );
+        assert!(read.allowed, "{}", read.reason);
+        assert!(
+            read.reason
+                .starts_with("allowed: service account acme.prod.console holds role Viewer"),
+            "{}",
+            read.reason
+        );
+        // Global holds every scope: its grants apply at the tenant's root.
+        let whole = ask(console, CallerKind::ServiceAccount, "tenant", "read", None);
+        assert!(whole.allowed, "{}", whole.reason);
+        assert!(
+            whole.reason.contains(
+                "at the tenant's root directly (grant \"#3 of scope global, which holds every scope\")"
+            ),
+            "{}",
+            whole.reason
+        );
+        // A second top scope: global no longer holds the whole tenant.
+        let us = scope(
+            r#"{"apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+                "metadata": {"name": "us", "namespace": "tn-acme"},
+                "spec": {"displayName": "US"}}"#,
+        );
+        let split_tree = from_scopes([&global, &eu, &us]);
+        assert_eq!(split_tree.1.len(), 3);
+        load(split_tree);
+        let split = ask(console, CallerKind::ServiceAccount, "tenant", "read", None);
+        assert!(!split.allowed, "{}", split.reason);
     }
 }

@@ -18,10 +18,6 @@ use validate::Check;
 pub trait CommandInput: Send + Sync {
     /// The tenant the command acts on.
     fn tenant(&self) -> &str;
-    /// The scope within the tenant, when the command acts on one.
-    fn scope(&self) -> Option<&str> {
-        None
-    }
     fn dry_run(&self) -> bool;
     fn wait(&self) -> Option<&Wait> {
         None
@@ -475,11 +471,23 @@ pub struct EnvironmentDefinition {
     pub message_retention_minutes: Option<i32>,
     #[serde(default)]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// The scope it belongs to: callers with a role there or in a scope
+    /// above act on it. Left out: the tenant's root, where only grants of
+    /// the whole tenant (and platform operators) act. Recorded in the
+    /// label `control-plane.ossature.dev/scope`.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
+
+/// The label that places an Environment in a scope, for authorization.
+pub const SCOPE_LABEL: &str = "control-plane.ossature.dev/scope";
 
 impl EnvironmentDefinition {
     fn check(&self, at: &str, check: &mut Check) {
         check.field(format!("{at}.name"), validate::environment_name(&self.name));
+        if let Some(scope) = &self.scope {
+            check.field(format!("{at}.scope"), validate::scope_name(scope));
+        }
         if let Some(ttl) = &self.ttl {
             check.field(format!("{at}.ttl"), validate::duration(ttl));
             if self.kind != EnvironmentKind::Ephemeral {
@@ -623,6 +631,14 @@ impl CommandInput for OnboardTenant {
         let mut seen = std::collections::BTreeSet::new();
         for (i, environment) in self.environments.iter().enumerate() {
             environment.check(&format!("environments[{i}]"), check);
+            if let Some(scope) = &environment.scope
+                && !names.contains(scope.as_str())
+            {
+                check.fail(
+                    format!("environments[{i}].scope"),
+                    format!("{scope} is not among the scopes onboarded; list it in scopes, or leave scope out"),
+                );
+            }
             if !seen.insert(&environment.name) {
                 check.fail(
                     format!("environments[{i}].name"),
@@ -731,9 +747,6 @@ pub struct AddScope {
 }
 
 impl CommandInput for AddScope {
-    fn scope(&self) -> Option<&str> {
-        self.scope.parent.as_deref()
-    }
     common_fields!(wait);
     fn check(&self, check: &mut Check) {
         check.field("tenant", validate::tenant_name(&self.tenant));
@@ -758,9 +771,6 @@ pub struct MoveScope {
 }
 
 impl CommandInput for MoveScope {
-    fn scope(&self) -> Option<&str> {
-        Some(&self.scope)
-    }
     common_fields!(wait);
     fn check(&self, check: &mut Check) {
         check.field("tenant", validate::tenant_name(&self.tenant));
@@ -786,9 +796,6 @@ pub struct RemoveScope {
 }
 
 impl CommandInput for RemoveScope {
-    fn scope(&self) -> Option<&str> {
-        Some(&self.scope)
-    }
     common_fields!();
     fn check(&self, check: &mut Check) {
         check.field("tenant", validate::tenant_name(&self.tenant));
@@ -830,9 +837,6 @@ macro_rules! role_change {
     ($type:ty) => {
         impl CommandInput for $type {
             common_fields!();
-            fn scope(&self) -> Option<&str> {
-                Some(&self.scope)
-            }
             fn check(&self, check: &mut Check) {
                 check.field("tenant", validate::tenant_name(&self.tenant));
                 check.field("scope", validate::scope_name(&self.scope));

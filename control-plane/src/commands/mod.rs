@@ -137,6 +137,23 @@ async fn get_scope(writes: &Writes, tenant: &str, name: &str) -> Result<Option<S
         .map_err(|e| problem_of(e, &format!("reading scope {name}")))
 }
 
+/// Refuses a `field` naming a scope the tenant does not have.
+async fn require_scope(
+    writes: &Writes,
+    tenant: &str,
+    scope: Option<&str>,
+    field: &str,
+    fix: &str,
+) -> Result<(), Problem> {
+    match scope {
+        Some(scope) if get_scope(writes, tenant, scope).await?.is_none() => Err(invalid(
+            field,
+            format!("tenant {tenant} has no scope {scope}; {fix}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn scope_not_found(tenant: &str, name: &str) -> Problem {
     Problem::new(
         ProblemKind::ObjectNotFound,
@@ -190,17 +207,14 @@ pub async fn run(
                     ),
                 ));
             }
-            if let Some(parent) = &c.scope.parent
-                && get_scope(writes, &c.tenant, parent).await?.is_none()
-            {
-                return Err(invalid(
-                    "scope.parent",
-                    format!(
-                        "tenant {} has no scope {parent}; add the parent first",
-                        c.tenant
-                    ),
-                ));
-            }
+            require_scope(
+                writes,
+                &c.tenant,
+                c.scope.parent.as_deref(),
+                "scope.parent",
+                "add the parent first",
+            )
+            .await?;
             let mut scope = Scope::new(&c.scope.name, c.scope.to_spec());
             scope.metadata.namespace = Some(tenant_namespace(&c.tenant));
             scope
@@ -303,12 +317,15 @@ pub async fn run(
         }
         Command::CreateEnvironment(c) => {
             require_tenant(writes, &c.tenant).await?;
-            let namespace = tenant_namespace(&c.tenant);
-            let mut environment = Environment::new(&c.environment.name, c.environment.to_spec());
-            environment.metadata.namespace = Some(namespace);
-            environment
-                .labels_mut()
-                .insert(TENANT_LABEL.into(), c.tenant.clone());
+            require_scope(
+                writes,
+                &c.tenant,
+                c.environment.scope.as_deref(),
+                "environment.scope",
+                "add it first, or leave scope out",
+            )
+            .await?;
+            let environment = environment_object(&c.tenant, &c.environment);
             let written = writes.apply(environment).await?;
             Ok(Awaited::Environment {
                 tenant: c.tenant.clone(),
@@ -444,6 +461,18 @@ async fn change_grants(
     })
 }
 
+/// The Environment of `definition`, labelled for its tenant and scope.
+fn environment_object(tenant: &str, definition: &api::EnvironmentDefinition) -> Environment {
+    let mut object = Environment::new(&definition.name, definition.to_spec());
+    object.metadata.namespace = Some(tenant_namespace(tenant));
+    let labels = object.labels_mut();
+    labels.insert(TENANT_LABEL.into(), tenant.to_string());
+    if let Some(scope) = &definition.scope {
+        labels.insert(api::SCOPE_LABEL.into(), scope.clone());
+    }
+    object
+}
+
 fn tenant_awaited(tenant: &str, written: Option<&Tenant>) -> Awaited {
     Awaited::Tenant {
         name: tenant.to_string(),
@@ -485,12 +514,9 @@ async fn onboard(c: &OnboardTenant, writes: &mut Writes) -> Result<Awaited, Prob
         writes.apply(object).await?;
     }
     for environment in &c.environments {
-        let mut object = Environment::new(&environment.name, environment.to_spec());
-        object.metadata.namespace = Some(namespace_name.clone());
-        object
-            .labels_mut()
-            .insert(TENANT_LABEL.into(), c.tenant.clone());
-        writes.apply(object).await?;
+        writes
+            .apply(environment_object(&c.tenant, environment))
+            .await?;
     }
     Ok(tenant_awaited(&c.tenant, written.as_ref()))
 }

@@ -411,3 +411,133 @@ pub async fn remove_tenant(client: &Client, tenant: &str) {
         .await;
     remove_keys(client, tenant).await;
 }
+
+/// The operator in this process, managing only tenants labelled for `selector`.
+pub fn start_operator(
+    env: &std::collections::BTreeMap<String, String>,
+    selector: &str,
+) -> tokio::task::JoinHandle<()> {
+    let args = ossature_operator::cli::Args::try_parse_from([
+        "ossature-operator",
+        // The stack's kubeconfig (this process has none of its own); its
+        // CRDs are this branch's, unchanged.
+        "--local-stack",
+        "--keycloak-url",
+        &env["OSSATURE_KEYCLOAK_URL"],
+        "--keycloak-admin-user",
+        &env["OSSATURE_KEYCLOAK_ADMIN_USER"],
+        "--keycloak-admin-password",
+        &env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"],
+        "--pulsar-admin-url",
+        &env["OSSATURE_PULSAR_ADMIN_URL"],
+        "--pulsar-token-file",
+        &env["OSSATURE_PULSAR_TOKEN_FILE"],
+        "--openbao-addr",
+        &env["OSSATURE_OPENBAO_ADDR"],
+        "--openbao-token",
+        &env["OSSATURE_OPENBAO_TOKEN"],
+        "--no-edge",
+        "--max-backoff-seconds",
+        "5",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        &format!("--selector={TEST_LABEL}={selector}"),
+    ])
+    .unwrap();
+    tokio::spawn(async move {
+        if let Err(e) = ossature_operator::start::run(args).await {
+            panic!("the operator stopped: {e:#}");
+        }
+    })
+}
+
+/// Waits until `token` asking `query` is answered with `status` (the
+/// grants follow a watch); the answer.
+pub async fn wait_status(
+    cp: &ControlPlane,
+    token: &str,
+    query: &str,
+    body: &Value,
+    status: u16,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (code, _, answer) = cp.query(query, token, body).await;
+        if code == status {
+            return answer;
+        }
+        last = answer;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{query} {body} was not answered {status} within 10 s: {last}");
+}
+
+/// A ServiceIdentity `name` in `environment` of `tenant` (its namespace
+/// comes with the Environment), and a client-credentials token of the
+/// Keycloak client the operator makes for it: its client id and token.
+pub async fn service_token(
+    env: &BTreeMap<String, String>,
+    client: &Client,
+    tenant: &str,
+    environment: &str,
+    name: &str,
+) -> (String, String) {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+    use kube::api::PostParams;
+    use ossature_crds::{ServiceIdentity, Tenant};
+    let namespace = format!("tn-{tenant}--{environment}");
+    let services: Api<ServiceIdentity> = Api::namespaced(client.clone(), &namespace);
+    let service: ServiceIdentity = serde_json::from_value(json!({
+        "apiVersion": "ossature.dev/v1alpha1", "kind": "ServiceIdentity",
+        "metadata": {"name": name},
+        "spec": {"id": "01JQ3X5T0RYB9Q8K1W7ZC4M2NP", "owner": "global",
+                 "description": "a service of the tenant that calls the control plane"},
+    }))
+    .unwrap();
+    let mut created = None;
+    for _ in 0..120 {
+        match services.create(&PostParams::default(), &service).await {
+            Ok(s) => {
+                created = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    assert!(
+        created.is_some(),
+        "the ServiceIdentity could not be created in {namespace}"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut credentials = None;
+    for _ in 0..180 {
+        if let Some(secret) = secrets.get_opt(&format!("{name}-secrets")).await.unwrap()
+            && let Some(data) = secret.data
+            && data.contains_key("client-secret")
+        {
+            credentials = Some(data);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let credentials = credentials.expect("the service's credentials");
+    let text = |k: &str| String::from_utf8(credentials[k].0.clone()).unwrap();
+    let tenant_object = Api::<Tenant>::all(client.clone())
+        .get(tenant)
+        .await
+        .unwrap();
+    let realm = tenant_object
+        .status
+        .and_then(|s| s.realm)
+        .expect("the tenant's realm");
+    let token = client_token(
+        &env["OSSATURE_KEYCLOAK_URL"],
+        &realm,
+        &text("client-id"),
+        &text("client-secret"),
+    )
+    .await
+    .unwrap();
+    (text("client-id"), token)
+}
