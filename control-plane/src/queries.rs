@@ -10,16 +10,29 @@ use serde_json::Value;
 
 use crate::api::validate::{self, Check};
 use crate::api::{
-    ChildStatus, InvocationState, InvocationStatus, InvocationStatusQuery, ListTenantsQuery,
-    TenantList, TenantStatus, TenantStatusQuery, TenantSummary, TenantType,
+    CallerPermissions, CallerPermissionsQuery, ChildStatus, InvocationState, InvocationStatus,
+    InvocationStatusQuery, ListTenantsQuery, PermissionView, PolicyView, RolePermissions,
+    RolePermissionsQuery, RoleView, TenantList, TenantStatus, TenantStatusQuery, TenantSummary,
+    TenantTree, TenantTreeQuery, TenantType,
 };
 use crate::auth::Caller;
+use crate::authorize::Authorization;
+use crate::commands::plan::PlanSettings;
 use crate::commands::{condition_view, decode_as};
 use crate::idempotency::Idempotency;
 use crate::problem::{Problem, ProblemKind};
 use crate::watch::Watches;
 
-pub const NAMES: &[&str] = &["tenantStatus", "listTenants", "invocationStatus"];
+pub const NAMES: &[&str] = &[
+    "tenantStatus",
+    "listTenants",
+    "invocationStatus",
+    "tenantTree",
+    "callerPermissions",
+    "rolePermissions",
+];
+/// Most roles one rolePermissions query asks about.
+const MAX_ROLES: usize = 50;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 500;
 
@@ -28,6 +41,9 @@ pub enum Query {
     TenantStatus(TenantStatusQuery),
     ListTenants(ListTenantsQuery),
     InvocationStatus(InvocationStatusQuery),
+    TenantTree(TenantTreeQuery),
+    CallerPermissions(CallerPermissionsQuery),
+    RolePermissions(RolePermissionsQuery),
 }
 
 impl Query {
@@ -36,6 +52,9 @@ impl Query {
             "tenantStatus" => decode_as(body).map(Query::TenantStatus),
             "listTenants" => decode_as(body).map(Query::ListTenants),
             "invocationStatus" => decode_as(body).map(Query::InvocationStatus),
+            "tenantTree" => decode_as(body).map(Query::TenantTree),
+            "callerPermissions" => decode_as(body).map(Query::CallerPermissions),
+            "rolePermissions" => decode_as(body).map(Query::RolePermissions),
             _ => return None,
         })
     }
@@ -56,6 +75,27 @@ impl Query {
             }
             Query::InvocationStatus(q) => {
                 check.field("invocationId", validate::ulid(&q.invocation_id))
+            }
+            Query::TenantTree(TenantTreeQuery { tenant, scope })
+            | Query::CallerPermissions(CallerPermissionsQuery { tenant, scope }) => {
+                check.field("tenant", validate::tenant_name(tenant));
+                if let Some(scope) = scope {
+                    check.field("scope", validate::scope_name(scope));
+                }
+            }
+            Query::RolePermissions(q) => {
+                check.field("tenant", validate::tenant_name(&q.tenant));
+                if q.roles.is_empty() || q.roles.len() > MAX_ROLES {
+                    check.fail(
+                        "roles",
+                        format!(
+                            "name 1 to {MAX_ROLES} roles, such as Viewer or one of the tenant's own"
+                        ),
+                    );
+                }
+                for (i, role) in q.roles.iter().enumerate() {
+                    check.field(format!("roles[{i}]"), validate::text(role, 63));
+                }
             }
         }
         check.into_result().map_err(Problem::invalid)
@@ -173,6 +213,119 @@ pub fn list_tenants(watches: &Watches, caller: &Caller, query: &ListTenantsQuery
             .then(|| tenants.last().map(|t| URL_SAFE_NO_PAD.encode(t.name_any())))
             .flatten(),
         items: tenants.iter().map(|t| summary(t)).collect(),
+    }
+}
+
+/// The tree of a tenant (or of one of its scopes) from the watch.
+pub fn tenant_tree(
+    watches: &Watches,
+    settings: &PlanSettings,
+    query: &TenantTreeQuery,
+) -> Result<TenantTree, Problem> {
+    let tenant = &query.tenant;
+    let objects = crate::commands::plan::current(watches, tenant).ok_or_else(|| {
+        Problem::new(
+            ProblemKind::TenantNotFound,
+            format!("there is no tenant {tenant}"),
+        )
+    })?;
+    let root = ossature_model::tree::tree(&objects, &settings.settings());
+    let root = match &query.scope {
+        None => root,
+        Some(scope) => {
+            let key = ossature_model::tree::Key::new(
+                ossature_model::tree::Backend::Kubernetes,
+                ossature_model::tree::Kind::Scope,
+                format!("{}/{scope}", ossature_model::tenant_namespace(tenant)),
+            );
+            root.walk()
+                .into_iter()
+                .find(|node| node.key == key)
+                .cloned()
+                .ok_or_else(|| {
+                    Problem::new(
+                        ProblemKind::ObjectNotFound,
+                        format!("tenant {tenant} has no scope {scope}"),
+                    )
+                })?
+        }
+    };
+    Ok(TenantTree {
+        tenant: tenant.clone(),
+        scope: query.scope.clone(),
+        root: serde_json::to_value(&root)
+            .map_err(|e| Problem::new(ProblemKind::Internal, format!("encoding the tree: {e}")))?,
+    })
+}
+
+fn permission_views(permissions: &[ossature_policy::Permission]) -> Vec<PermissionView> {
+    permissions
+        .iter()
+        .map(|p| PermissionView {
+            resource: p.resource.clone(),
+            action: p.action.clone(),
+        })
+        .collect()
+}
+
+/// What `caller` may do in the scope asked.
+pub fn caller_permissions(
+    authorization: &Authorization,
+    caller: &Caller,
+    query: &CallerPermissionsQuery,
+) -> CallerPermissions {
+    let found = authorization.authorizer().permissions(
+        &caller.policy_caller(),
+        Some(&query.tenant),
+        query.scope.as_deref(),
+    );
+    CallerPermissions {
+        tenant: query.tenant.clone(),
+        scope: query.scope.clone(),
+        permissions: permission_views(&found.permissions),
+        reason: found.reason,
+    }
+}
+
+/// The policies and permissions of the roles asked.
+pub fn role_permissions(
+    authorization: &Authorization,
+    query: &RolePermissionsQuery,
+) -> RolePermissions {
+    let found = authorization
+        .authorizer()
+        .role_permissions(&query.tenant, &query.roles);
+    RolePermissions {
+        tenant: query.tenant.clone(),
+        roles: found
+            .roles
+            .into_iter()
+            .map(|role| RoleView {
+                name: role.name,
+                standard: role.standard,
+                description: role.description,
+                policies: role
+                    .policies
+                    .into_iter()
+                    .map(|policy| PolicyView {
+                        name: policy.name,
+                        description: policy.description,
+                        permissions: policy
+                            .permissions
+                            .iter()
+                            .flat_map(|p| {
+                                p.actions.iter().map(|a| PermissionView {
+                                    resource: p.resource.clone(),
+                                    action: a.clone(),
+                                })
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                permissions: permission_views(&role.permissions),
+            })
+            .collect(),
+        unknown: found.unknown,
     }
 }
 

@@ -424,6 +424,31 @@ async fn run_query(
             decide(app, inv, Some(&tenant), &asked)?;
             ok(queries::invocation_status(&record, tenant))
         }
+        Query::TenantTree(q) => {
+            inv.tenant = Some(q.tenant.clone());
+            let asked = match &q.scope {
+                None => Asked::new("tenant", "read", None),
+                Some(scope) => Asked::new("scope", "read", Some(scope)),
+            };
+            decide(app, inv, Some(&q.tenant), &[asked])?;
+            ok(queries::tenant_tree(&app.watches, &app.plan, q)?)
+        }
+        Query::CallerPermissions(q) => {
+            inv.tenant = Some(q.tenant.clone());
+            let caller = inv
+                .caller
+                .clone()
+                .ok_or_else(|| Problem::new(ProblemKind::Unauthenticated, "no caller"))?;
+            let decision = app.authorization.own(&caller, &q.tenant, name);
+            settle(app, inv, Some(&q.tenant), decision)?;
+            ok(queries::caller_permissions(&app.authorization, &caller, q))
+        }
+        Query::RolePermissions(q) => {
+            inv.tenant = Some(q.tenant.clone());
+            let asked = [Asked::new("role", "read", None)];
+            decide(app, inv, Some(&q.tenant), &asked)?;
+            ok(queries::role_permissions(&app.authorization, q))
+        }
     }
 }
 
@@ -845,6 +870,34 @@ endpoint!(
     query_endpoint
 );
 
+endpoint!(
+    tenant_tree,
+    "/v1/queries/tenantTree",
+    "tenantTree",
+    "queries",
+    api::TenantTreeQuery,
+    api::TenantTree,
+    query_endpoint
+);
+endpoint!(
+    caller_permissions,
+    "/v1/queries/callerPermissions",
+    "callerPermissions",
+    "queries",
+    api::CallerPermissionsQuery,
+    api::CallerPermissions,
+    query_endpoint
+);
+endpoint!(
+    role_permissions,
+    "/v1/queries/rolePermissions",
+    "rolePermissions",
+    "queries",
+    api::RolePermissionsQuery,
+    api::RolePermissions,
+    query_endpoint
+);
+
 async fn commands_bulk_run(app: Arc<App>, _name: &'static str, request: Request) -> Response {
     endpoint(app, Served::BulkCommands, request).await
 }
@@ -924,6 +977,9 @@ pub fn routes() -> (axum::Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(tenant_status))
         .routes(routes!(list_tenants))
         .routes(routes!(invocation_status))
+        .routes(routes!(tenant_tree))
+        .routes(routes!(caller_permissions))
+        .routes(routes!(role_permissions))
         .routes(routes!(bulk_commands_endpoint))
         .routes(routes!(bulk_queries_endpoint))
         .split_for_parts()

@@ -13,13 +13,15 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own() {
-    let env = stack().await;
-    let client = kube_client(&env).await;
-    let selector = ossature_e2e::unique("cp");
-    let operator = start_operator(&env, &selector);
-    let ops = OperatorsRealm::create(&env, "platform-operators").await;
-    let cp = ControlPlane::start(&env, &client, &ops.realm).await;
-    let token = ops.token().await;
+    let WithOperator {
+        env,
+        client,
+        selector,
+        operator,
+        ops: _ops,
+        cp,
+        token,
+    } = WithOperator::start(&[]).await;
     let (a, b) = (ossature_e2e::unique("cpa"), ossature_e2e::unique("cpb"));
 
     // Onboarded through the API, waiting for the outcome: Ready.
@@ -75,7 +77,7 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
     wait_status(
         &cp,
         &tenant_token,
-        "tenantStatus",
+        "/v1/queries/tenantStatus",
         &json!({"tenant": a}),
         200,
     )
@@ -161,16 +163,7 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
 
     // Offboarded through the API: gone from every backend.
     for tenant in [&a, &b] {
-        let (status, _, answer) = cp
-            .command(
-                "offboardTenant",
-                &token,
-                &format!("offboard-{tenant}"),
-                &json!({"tenant": tenant, "wait": {"timeoutSeconds": 240}}),
-            )
-            .await;
-        assert_eq!(status, 200, "{answer}");
-        assert_eq!(answer["outcome"]["state"], "Deleted", "{answer}");
+        cp.offboard(&token, tenant).await;
     }
 
     let lines = cp.audit_lines();

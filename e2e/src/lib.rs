@@ -173,6 +173,23 @@ fn trim_slash(url: String) -> String {
     url.trim_end_matches('/').to_owned()
 }
 
+/// Every object of kind `K` in these namespaces.
+pub async fn list_in<K>(client: &kube::Client, namespaces: &[&str]) -> kube::Result<Vec<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let mut all = Vec::new();
+    for namespace in namespaces {
+        let api: kube::Api<K> = kube::Api::namespaced(client.clone(), namespace);
+        all.extend(api.list(&Default::default()).await?.items);
+    }
+    Ok(all)
+}
+
 /// Installs ring as rustls' process-wide provider; reqwest is built without one.
 pub fn install_crypto_provider() {
     // Losing the race to another test is fine: the provider is the same.

@@ -55,12 +55,7 @@ async fn tenant_objects(client: &Client, tenant: &Tenant) -> TenantObjects {
         K: Resource<Scope = NamespaceResourceScope> + Clone + std::fmt::Debug + DeserializeOwned,
         K::DynamicType: Default,
     {
-        let mut all = Vec::new();
-        for namespace in namespaces {
-            let api: Api<K> = Api::namespaced(client.clone(), namespace);
-            all.extend(api.list(&Default::default()).await.unwrap().items);
-        }
-        all
+        ossature_e2e::list_in(client, namespaces).await.unwrap()
     }
     let prod = names.environment("prod").namespace;
     let staging = names.environment("staging").namespace;

@@ -1072,6 +1072,37 @@ pub struct InvocationStatusQuery {
     pub invocation_id: String,
 }
 
+/// Everything a tenant owns, in Kubernetes and in each backend, as the
+/// operators make it, with each object's state from its owner's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantTreeQuery {
+    pub tenant: String,
+    /// Only this scope's subtree: its objects and the scopes below it.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// What the caller may do in a scope of its tenant, for a front end to
+/// hide the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallerPermissionsQuery {
+    pub tenant: String,
+    /// Left out: the tenant's root.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// The policies and permissions of a set of roles of a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolePermissionsQuery {
+    pub tenant: String,
+    /// 1 to 50 role names, such as `Viewer` or one of the tenant's own.
+    pub roles: Vec<String>,
+}
+
 // ---- answers ----
 
 /// The authorization decision, made once at the start of the invocation.
@@ -1254,6 +1285,73 @@ pub struct InvocationStatus {
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub started_at: String,
+}
+
+/// A tenant's tree: `root` is the Tenant (or the scope asked for), each
+/// node with its `backend`, `kind`, `name`, the `id` its backend gave it,
+/// its `state` (the owner's condition that reports it) and `children`.
+/// Built from the custom resources and their status only: no backend is
+/// read and no secret is ever in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantTree {
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[schema(value_type = Object)]
+    pub root: serde_json::Value,
+}
+
+/// One action on one resource of the policy catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionView {
+    pub resource: String,
+    pub action: String,
+}
+
+/// What the caller may do where it asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallerPermissions {
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    pub permissions: Vec<PermissionView>,
+    /// The roles they come from, or why there are none.
+    pub reason: String,
+}
+
+/// A policy: a named set of permissions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub permissions: Vec<PermissionView>,
+}
+
+/// A role: its policies, and every permission they give, each once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleView {
+    pub name: String,
+    /// `Viewer`, `Editor` and `Admin` are every tenant's.
+    pub standard: bool,
+    pub description: String,
+    pub policies: Vec<PolicyView>,
+    pub permissions: Vec<PermissionView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolePermissions {
+    pub tenant: String,
+    pub roles: Vec<RoleView>,
+    /// Roles asked for that the tenant does not have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
 }
 
 // ---- bulk ----

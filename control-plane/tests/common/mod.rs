@@ -300,6 +300,20 @@ impl ControlPlane {
             .await
     }
 
+    /// Offboards `tenant`, waiting until it is gone from every backend.
+    pub async fn offboard(&self, token: &str, tenant: &str) {
+        let (status, _, answer) = self
+            .command(
+                "offboardTenant",
+                token,
+                &format!("offboard-{tenant}"),
+                &json!({"tenant": tenant, "wait": {"timeoutSeconds": 240}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["outcome"]["state"], "Deleted", "{answer}");
+    }
+
     /// The audit lines written so far.
     pub fn audit_lines(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit)
@@ -451,25 +465,25 @@ pub fn start_operator(
     })
 }
 
-/// Waits until `token` asking `query` is answered with `status` (the
-/// grants follow a watch); the answer.
+/// Waits until `token` POSTing `body` to `path` (a query, or a dry-run
+/// command) is answered with `status` (the grants follow a watch); the answer.
 pub async fn wait_status(
     cp: &ControlPlane,
     token: &str,
-    query: &str,
+    path: &str,
     body: &Value,
     status: u16,
 ) -> Value {
     let mut last = Value::Null;
     for _ in 0..100 {
-        let (code, _, answer) = cp.query(query, token, body).await;
+        let (code, _, answer) = cp.post(path, Some(token), Some("probe"), body).await;
         if code == status {
             return answer;
         }
         last = answer;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{query} {body} was not answered {status} within 10 s: {last}");
+    panic!("{path} {body} was not answered {status} within 10 s: {last}");
 }
 
 /// A ServiceIdentity `name` in `environment` of `tenant` (its namespace
@@ -540,4 +554,45 @@ pub async fn service_token(
     .await
     .unwrap();
     (text("client-id"), token)
+}
+
+/// The stack, the operator in this process under a selector of its own, a
+/// realm of platform operators, the control plane (with `flags`, unlimited
+/// rates) and a platform operator's token.
+pub struct WithOperator {
+    pub env: BTreeMap<String, String>,
+    pub client: Client,
+    pub selector: String,
+    pub operator: tokio::task::JoinHandle<()>,
+    pub ops: OperatorsRealm,
+    pub cp: ControlPlane,
+    pub token: String,
+}
+
+impl WithOperator {
+    pub async fn start(flags: &[&str]) -> WithOperator {
+        let env = stack().await;
+        let client = kube_client(&env).await;
+        let selector = ossature_e2e::unique("cp");
+        let operator = start_operator(&env, &selector);
+        let ops = OperatorsRealm::create(&env, "platform-operators").await;
+        let unlimited = [
+            "--rate-limit-per-second",
+            "1000",
+            "--rate-limit-burst",
+            "1000",
+        ];
+        let all: Vec<&str> = unlimited.iter().chain(flags).copied().collect();
+        let cp = ControlPlane::start_with(&env, &client, &ops.realm, &all, "http").await;
+        let token = ops.token().await;
+        WithOperator {
+            env,
+            client,
+            selector,
+            operator,
+            ops,
+            cp,
+            token,
+        }
+    }
 }
