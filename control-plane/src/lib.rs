@@ -12,6 +12,7 @@ pub mod authorize;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod events;
 pub mod idempotency;
 pub mod invocation;
 #[cfg(feature = "local-stack")]

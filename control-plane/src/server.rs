@@ -27,6 +27,7 @@ use crate::audit::Audit;
 use crate::auth::Authenticator;
 use crate::authorize::{Asked, Authorization, Decision, command_asks};
 use crate::commands::{self, Command, plan, write::Writes};
+use crate::events::{Sequenced, StreamEvent, Streams};
 use crate::idempotency::{self, Claim, Idempotency};
 use crate::invocation::Invocation;
 use crate::problem::{Problem, ProblemDocument, ProblemKind};
@@ -49,6 +50,8 @@ pub struct App {
     /// What shapes the backend objects a dry run's plan shows.
     pub plan: plan::PlanSettings,
     pub idempotency: Idempotency,
+    /// Tenants' progress as server-sent events.
+    pub streams: Arc<Streams>,
     pub audit: Audit,
     pub limiter: DefaultKeyedRateLimiter<String>,
     pub max_body_bytes: usize,
@@ -925,6 +928,179 @@ endpoint!(
     queries_bulk_run
 );
 
+/// Interval of the comments that keep an idle stream's connection open.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a stream waits for a tenant its watch does not hold yet.
+const NEW_TENANT_GRACE: Duration = Duration::from_secs(2);
+/// Header of the last event a reconnecting stream saw.
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// A tenant's progress: a snapshot, then each change of its conditions, until
+/// it is Ready, failed or gone.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/tenants/{tenant}",
+    operation_id = "tenantEvents",
+    tag = "streams",
+    params(
+        ("tenant" = String, Path, description = "The tenant to follow"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event seen: the stream resumes after it, or starts with a snapshot when this server no longer has what came since"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events; each one's data is the JSON of one of these, its `event` field the event's name: `snapshot` (first, and after any gap), `condition`, `progress`, `removed`, `end` (last)", body = StreamEvent, content_type = "text/event-stream"),
+        (status = 400, description = "Bad input", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = ProblemDocument, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+async fn tenant_events(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    let route = format!("/v1/streams/tenants/{tenant}");
+    let client = client_address(&request);
+    let (parts, _) = request.into_parts();
+    let (mut inv, bad_context) = Invocation::begin(&parts.headers, client, &route, "tenantEvents");
+    let span = inv.span.clone();
+    async move {
+        let allowed = async {
+            if let Some(problem) = bad_context {
+                return Err(problem);
+            }
+            authenticate(&app, &parts.headers, &mut inv).await?;
+            let mut check = crate::api::validate::Check::default();
+            check.field("tenant", crate::api::validate::tenant_name(&tenant));
+            check.into_result().map_err(Problem::invalid)?;
+            inv.tenant = Some(tenant.clone());
+            decide(
+                &app,
+                &mut inv,
+                Some(&tenant),
+                &[Asked::new("tenant", "read", None)],
+            )?;
+            // A tenant onboarded a moment ago may not have reached the watch yet.
+            let mut changes = app.watches.changes();
+            let deadline = tokio::time::Instant::now() + NEW_TENANT_GRACE;
+            while app.watches.tenant(&tenant).is_none() {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            queries::tenant_status(&app.watches, &tenant).map(|_| ())
+        }
+        .await;
+        if let Err(problem) = allowed {
+            return finish(&app, &inv, Err(problem));
+        }
+        let last_event_id = parts
+            .headers
+            .get(LAST_EVENT_ID)
+            .and_then(|v| v.to_str().ok());
+        let start = app.streams.subscribe(&tenant, last_event_id);
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(
+            pump_events(app.streams.clone(), tenant, start, sender).instrument(inv.span.clone()),
+        );
+        let events = futures::stream::unfold(receiver, |mut receiver| async move {
+            let event = receiver.recv().await?;
+            Some((Ok::<_, std::convert::Infallible>(event), receiver))
+        });
+        let mut response = axum::response::sse::Sse::new(events)
+            .keep_alive(axum::response::sse::KeepAlive::new().interval(STREAM_KEEP_ALIVE))
+            .into_response();
+        inv.stamp(&mut response);
+        app.audit.record(&inv.audit_record(200, None));
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sends one stream's events until the outcome, the client leaving or the
+/// server stopping; a stream that falls behind gets a snapshot.
+async fn pump_events(
+    streams: Arc<Streams>,
+    tenant: String,
+    start: crate::events::Start,
+    sender: tokio::sync::mpsc::Sender<axum::response::sse::Event>,
+) {
+    use axum::response::sse::Event;
+    use tokio::sync::broadcast::error::RecvError;
+    let send = |sequenced: &Sequenced| {
+        let event = Event::default()
+            .event(sequenced.event.name())
+            .json_data(&sequenced.event)
+            .unwrap_or_default();
+        let event = match sequenced.event {
+            StreamEvent::End { .. } => event,
+            _ => event.id(streams.event_id(sequenced.seq)),
+        };
+        sender.send(event)
+    };
+    let end = |state| {
+        let event = StreamEvent::End { state };
+        let data = Event::default().event(event.name()).json_data(&event);
+        sender.send(data.unwrap_or_default())
+    };
+    let crate::events::Start {
+        first,
+        mut receiver,
+        outcome,
+    } = start;
+    let mut seen = 0;
+    for sequenced in &first {
+        if send(sequenced).await.is_err() {
+            return;
+        }
+        seen = sequenced.seq;
+        if matches!(sequenced.event, StreamEvent::End { .. }) {
+            return;
+        }
+        if let Some(state) = sequenced.outcome {
+            let _ = end(state).await;
+            return;
+        }
+    }
+    if first.is_empty()
+        && let Some(state) = outcome
+    {
+        let _ = end(state).await;
+        return;
+    }
+    loop {
+        let sequenced = tokio::select! {
+            received = receiver.recv() => match received {
+                Ok(sequenced) => sequenced,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "stream fell behind; sending a snapshot");
+                    streams.snapshot(&tenant)
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = sender.closed() => return,
+        };
+        if sequenced.seq <= seen && !matches!(sequenced.event, StreamEvent::Snapshot { .. }) {
+            continue;
+        }
+        if send(&sequenced).await.is_err() {
+            return;
+        }
+        seen = seen.max(sequenced.seq);
+        if matches!(sequenced.event, StreamEvent::End { .. }) {
+            return;
+        }
+        if let Some(state) = sequenced.outcome {
+            let _ = end(state).await;
+            return;
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -937,6 +1113,7 @@ endpoint!(
         (name = "commands", description = "Change something; need an Idempotency-Key; take dryRun."),
         (name = "queries", description = "Read from the shared watch."),
         (name = "bulk", description = "Several commands or queries, in order, each with its own result; never atomic."),
+        (name = "streams", description = "Progress pushed as server-sent events."),
     ),
 )]
 struct ApiDoc;
@@ -982,6 +1159,7 @@ pub fn routes() -> (axum::Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(role_permissions))
         .routes(routes!(bulk_commands_endpoint))
         .routes(routes!(bulk_queries_endpoint))
+        .routes(routes!(tenant_events))
         .split_for_parts()
 }
 
@@ -1009,7 +1187,7 @@ async fn not_served(State(app): State<Arc<App>>, request: Request, known_path: b
         Problem::new(
             ProblemKind::NotFound,
             format!(
-                "nothing is served at {path}: commands are POST /v1/commands/<name> ({}), queries POST /v1/queries/<name> ({}); the API is described at /openapi.json",
+                "nothing is served at {path}: commands are POST /v1/commands/<name> ({}), queries POST /v1/queries/<name> ({}), a tenant's events GET /v1/streams/tenants/<tenant>; the API is described at /openapi.json",
                 commands::NAMES.join(", "),
                 queries::NAMES.join(", ")
             ),
@@ -1018,7 +1196,7 @@ async fn not_served(State(app): State<Arc<App>>, request: Request, known_path: b
         Problem::new(
             ProblemKind::MethodNotAllowed,
             format!(
-                "{} is not served at {path}; the API takes POST",
+                "{} is not served at {path}; commands and queries take POST, streams GET",
                 request.method()
             ),
         )

@@ -136,6 +136,7 @@ pub async fn spawn(
         Duration::from_secs(args.idempotency_ttl_hours * 3600),
     );
     tokio::spawn(idempotency.clone().sweep_forever());
+    let streams = crate::events::Streams::start(watches.clone());
     let app = Arc::new(App {
         client,
         watches,
@@ -143,6 +144,7 @@ pub async fn spawn(
         authorization,
         plan,
         idempotency,
+        streams,
         audit: Audit::open(&args.audit_log)?,
         limiter: server::rate_limiter(args.rate_limit_per_second, args.rate_limit_burst),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),

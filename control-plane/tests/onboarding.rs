@@ -10,6 +10,7 @@ use common::*;
 use kube::Api;
 use ossature_crds::Tenant;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own() {
@@ -150,6 +151,17 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
     assert_eq!(result["items"][0]["status"], 403);
     let tenant_b: Tenant = Api::all(client.clone()).get(&b).await.unwrap();
     assert_ne!(tenant_b.spec.quotas.pods, Some(1));
+    // Event streams likewise: B's refused, A's own served (it is Ready:
+    // a snapshot, then the end).
+    let (status, stream, problem) = cp.events(&b, &tenant_token, None).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(stream.is_none());
+    let (status, stream, _) = cp.events(&a, &tenant_token, None).await;
+    assert_eq!(status, 200);
+    let events = stream.unwrap().until_end(Duration::from_secs(30)).await;
+    assert_eq!(events[0].event, "snapshot");
+    assert_eq!(events[0].data["status"]["tenant"], a.as_str());
+    assert_eq!(events[1].data["state"], "Ready", "{events:?}");
     // Raising the log level needs its permission, which Admin carries.
     let debug = json!({"toggles": {"logLevel": "debug"}});
     let response = cp
@@ -182,6 +194,163 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
     for tenant in [&a, &b] {
         remove_keys(&client, tenant).await;
     }
+    cp.running.stop();
+    operator.abort();
+}
+
+/// The sequence number of an event id (`<server run>.<number>`).
+fn seq(id: &Option<String>) -> u64 {
+    let id = id.as_deref().expect("an id");
+    id.rsplit_once('.').unwrap().1.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_progress_is_pushed_until_ready_and_resumes_after_a_reconnect() {
+    let WithOperator {
+        client,
+        selector,
+        operator,
+        ops: _ops,
+        cp,
+        token,
+        ..
+    } = WithOperator::start(&[]).await;
+    let tenant = ossature_e2e::unique("cps");
+    let (status, _, answer) = cp
+        .command(
+            "onboardTenant",
+            &token,
+            "onboard-streamed",
+            &onboarding(&tenant, &selector),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Two streams of the tenant, opened right after the command (the watch
+    // may not hold the tenant yet), share one journal.
+    let (status, first, problem) = cp.events(&tenant, &token, None).await;
+    assert_eq!(status, 200, "{problem}");
+    let mut first = first.unwrap();
+    let (_, second, _) = cp.events(&tenant, &token, None).await;
+    let mut second = second.unwrap();
+    assert_eq!(cp.running.app.streams.journaled(), 1);
+    let snapshot = second.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(snapshot.data["status"]["ready"], json!(null));
+    // The second client goes away after its snapshot.
+    drop(second);
+
+    // The first follows every change until Ready: a snapshot, then
+    // conditions turning True one backend after another, in order.
+    let events = first.until_end(Duration::from_secs(240)).await;
+    assert_eq!(events[0].event, "snapshot", "{events:?}");
+    let end = events.last().unwrap();
+    assert_eq!(end.data["state"], "Ready", "{events:?}");
+    let changes = &events[1..events.len() - 1];
+    for backend in [
+        "NamespaceReady",
+        "RealmReady",
+        "MessagingReady",
+        "SecretsReady",
+    ] {
+        assert!(
+            changes.iter().any(|e| e.event == "condition"
+                && e.data["kind"] == "Tenant"
+                && e.data["condition"]["type"] == backend
+                && e.data["condition"]["status"] == "True"),
+            "{backend} turning True in {changes:?}"
+        );
+    }
+    assert!(
+        changes
+            .iter()
+            .any(|e| e.data["kind"] == "Environment" && e.data["name"] == "prod"),
+        "the environment's conditions in {changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|e| e.event == "progress" && e.data["ready"] == true),
+        "{changes:?}"
+    );
+    let ids: Vec<u64> = events[..events.len() - 1]
+        .iter()
+        .map(|e| seq(&e.id))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids rise: {ids:?}");
+
+    // The second client comes back with the id of its snapshot: it gets
+    // exactly what the first got after that point, not a new snapshot.
+    let (_, resumed, _) = cp.events(&tenant, &token, snapshot.id.as_deref()).await;
+    let resumed = resumed.unwrap().until_end(Duration::from_secs(30)).await;
+    let missed: Vec<&Sse> = events
+        .iter()
+        .filter(|e| e.id.is_some() && seq(&e.id) > seq(&snapshot.id))
+        .collect();
+    assert!(!missed.is_empty());
+    let replayed: Vec<&Sse> = resumed.iter().filter(|e| e.event != "end").collect();
+    assert_eq!(replayed, missed);
+    assert_eq!(resumed.last().unwrap().data["state"], "Ready");
+
+    // An id this server never gave: a snapshot, Ready, and the end.
+    let (_, fresh, _) = cp
+        .events(&tenant, &token, Some("01J0000000000000000000000.3"))
+        .await;
+    let fresh = fresh.unwrap().until_end(Duration::from_secs(30)).await;
+    assert_eq!(fresh.len(), 2, "{fresh:?}");
+    assert_eq!(fresh[0].event, "snapshot");
+    assert_eq!(fresh[0].data["status"]["ready"], true);
+
+    // A tenant that does not exist, and no token.
+    let (status, _, problem) = cp.events("nosuchtenant", &token, None).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(
+        problem["type"]
+            .as_str()
+            .map(|t| t.ends_with("/tenant-not-found")),
+        Some(true),
+        "{problem}"
+    );
+    let response = http()
+        .get(format!("{}/v1/streams/tenants/{tenant}", cp.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // Offboarding is followed to its end too (a stream of a Ready tenant
+    // ends at once, so it is opened once the offboarding is under way).
+    let (status, _, answer) = cp
+        .command(
+            "offboardTenant",
+            &token,
+            "offboard-streamed",
+            &json!({"tenant": tenant}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, leaving, problem) = cp.events(&tenant, &token, None).await;
+    assert_eq!(status, 200, "{problem}");
+    let rest = leaving.unwrap().until_end(Duration::from_secs(240)).await;
+    assert_eq!(rest[0].event, "snapshot");
+    assert_eq!(rest[0].data["status"]["deleting"], true, "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|e| e.event == "removed" && e.data["kind"] == "Tenant"),
+        "{rest:?}"
+    );
+    assert_eq!(rest.last().unwrap().data["state"], "Deleted", "{rest:?}");
+
+    let lines = cp.audit_lines();
+    assert_audit_lines_valid(&lines);
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["action"] == "tenantEvents" && l["status"] == 200)
+            .count()
+            >= 5
+    );
+    remove_keys(&client, &tenant).await;
     cp.running.stop();
     operator.abort();
 }

@@ -40,7 +40,11 @@ fn the_document_is_openapi_3_1_and_covers_every_route() {
                 .iter()
                 .map(|n| format!("/v1/queries/{n}")),
         )
-        .chain(["/v1/commands".to_string(), "/v1/queries".to_string()])
+        .chain([
+            "/v1/commands".to_string(),
+            "/v1/queries".to_string(),
+            "/v1/streams/tenants/{tenant}".to_string(),
+        ])
         .collect();
     wanted.sort();
     let mut documented: Vec<String> = paths.keys().cloned().collect();
@@ -51,6 +55,21 @@ fn the_document_is_openapi_3_1_and_covers_every_route() {
     );
 
     for (path, item) in paths {
+        if path.starts_with("/v1/streams/") {
+            let operation = &item["get"];
+            assert!(operation.is_object(), "{path} is served by GET");
+            let events = &operation["responses"]["200"]["content"]["text/event-stream"]["schema"];
+            assert_eq!(events["$ref"], "#/components/schemas/StreamEvent", "{path}");
+            for status in ["400", "401", "403", "404", "429"] {
+                let problem = &operation["responses"][status]["content"]["application/problem+json"]
+                    ["schema"];
+                assert_eq!(
+                    problem["$ref"], "#/components/schemas/ProblemDocument",
+                    "{path} {status}"
+                );
+            }
+            continue;
+        }
         let operation = &item["post"];
         assert!(operation.is_object(), "{path} is served by POST");
         let body = &operation["requestBody"]["content"]["application/json"]["schema"];

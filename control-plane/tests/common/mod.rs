@@ -596,3 +596,99 @@ impl WithOperator {
         }
     }
 }
+
+/// One server-sent event: its id, name and JSON data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// A tenant's event stream, read event by event.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl ControlPlane {
+    /// Opens `tenant`'s event stream; the status and, on 200, the stream.
+    pub async fn events(
+        &self,
+        tenant: &str,
+        token: &str,
+        last_event_id: Option<&str>,
+    ) -> (StatusCode, Option<EventStream>, Value) {
+        let mut request = http()
+            .get(format!("{}/v1/streams/tenants/{tenant}", self.base))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        if status != 200 {
+            return (status, None, response.json().await.unwrap_or(Value::Null));
+        }
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "a stream's content type"
+        );
+        let stream = EventStream {
+            response,
+            buffer: String::new(),
+        };
+        (status, Some(stream), Value::Null)
+    }
+}
+
+impl EventStream {
+    /// The next event within `timeout`; `None` when the stream ended.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                // Comments (keep-alives) carry no event.
+                if event.is_empty() && data.is_empty() {
+                    continue;
+                }
+                let data = serde_json::from_str(&data).expect("an event's data is JSON");
+                return Some(Sse { id, event, data });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event within the timeout")
+                .expect("the stream reads");
+            match chunk {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => return None,
+            }
+        }
+    }
+
+    /// Every event until the stream ends, the last being `end`.
+    pub async fn until_end(&mut self, timeout: Duration) -> Vec<Sse> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next(timeout).await {
+            events.push(event);
+        }
+        assert_eq!(
+            events.last().map(|e| e.event.as_str()),
+            Some("end"),
+            "a stream ends with `end`: {events:?}"
+        );
+        events
+    }
+}
