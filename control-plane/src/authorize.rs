@@ -11,8 +11,10 @@
 use std::sync::Arc;
 
 use kube::ResourceExt;
-use ossature_crds::Scope;
-use ossature_policy::{Authorizer, Request, TenantData, from_scopes};
+use ossature_crds::{Scope, TenantRole};
+use ossature_policy::{
+    Authorizer, Request, TenantData, from_scopes, from_tenant_roles, group_mappings_of,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::Caller;
@@ -121,17 +123,40 @@ pub fn command_asks(command: &Command, watches: &Watches) -> Vec<Asked> {
                 .and_then(|e| environment_scope(&c.tenant, e)),
         }],
         Command::OffboardTenant(_) => vec![Asked::new("tenant", "delete", None)],
+        Command::DefineRole(c) => {
+            let action = if watches.tenant_role(&c.tenant, &c.role.name).is_some() {
+                "update"
+            } else {
+                "create"
+            };
+            vec![Asked::new("role", action, None)]
+        }
+        Command::RemoveRole(_) => vec![Asked::new("role", "delete", None)],
+        Command::MapGroup(c) => vec![Asked::new("groupMapping", "create", Some(&c.scope))],
+        Command::UnmapGroup(c) => vec![Asked::new("groupMapping", "delete", Some(&c.scope))],
     }
 }
 
-/// The authorization data of a tenant's Scopes.
-pub fn tenant_data(scopes: &[Arc<Scope>]) -> TenantData {
-    let (scopes, grants) = from_scopes(scopes.iter().map(|s| s.as_ref()));
+/// The authorization data of a tenant's Scopes and TenantRoles.
+pub fn tenant_data(scopes: &[Arc<Scope>], roles: &[Arc<TenantRole>]) -> TenantData {
+    let (nodes, grants) = from_scopes(scopes.iter().map(|s| s.as_ref()));
+    let (policies, roles) = from_tenant_roles(roles.iter().map(|r| r.as_ref()));
     TenantData {
-        scopes,
+        scopes: nodes,
         grants,
-        ..Default::default()
+        group_mappings: group_mappings_of(scopes.iter().map(|s| s.as_ref())),
+        policies,
+        roles,
     }
+}
+
+fn data_of(watches: &Watches, tenant: &str) -> TenantData {
+    tenant_data(&watches.scopes_of(tenant), &watches.tenant_roles_of(tenant))
+}
+
+/// Kinds whose objects are authorization data.
+fn feeds_decisions(kind: &str) -> bool {
+    matches!(kind, "Tenant" | "Scope" | "TenantRole")
 }
 
 /// Decides, over data that follows the shared watch.
@@ -157,10 +182,7 @@ impl Authorization {
             self.authorizer.remove_tenant(tenant);
             return;
         }
-        match self
-            .authorizer
-            .set_tenant(tenant, tenant_data(&watches.scopes_of(tenant)))
-        {
+        match self.authorizer.set_tenant(tenant, data_of(watches, tenant)) {
             Ok(loaded) if !loaded.problems.is_empty() => tracing::info!(
                 tenant,
                 problems = %loaded.problems,
@@ -175,7 +197,7 @@ impl Authorization {
     pub fn load_all(&self, watches: &Watches) {
         let tenants = watches.tenants.state().into_iter().map(|t| {
             let name = t.name_any();
-            let data = tenant_data(&watches.scopes_of(&name));
+            let data = data_of(watches, &name);
             (name, data)
         });
         if let Err(e) = self.authorizer.replace_all(tenants) {
@@ -192,10 +214,10 @@ impl Authorization {
         self.load_all(&watches);
         loop {
             match announcements.recv().await {
-                Ok(Changed::Tenant { tenant, kind }) if kind == "Tenant" || kind == "Scope" => {
+                Ok(Changed::Tenant { tenant, kind }) if feeds_decisions(kind) => {
                     self.load(&watches, &tenant);
                 }
-                Ok(Changed::Relisted { kind }) if kind == "Tenant" || kind == "Scope" => {
+                Ok(Changed::Relisted { kind }) if feeds_decisions(kind) => {
                     self.load_all(&watches);
                 }
                 Ok(_) => {}
@@ -317,7 +339,7 @@ mod tests {
         .collect();
         authorization
             .authorizer()
-            .set_tenant("acme", tenant_data(&scopes))
+            .set_tenant("acme", tenant_data(&scopes, &[]))
             .unwrap();
         authorization
             .authorizer()
@@ -403,7 +425,7 @@ mod tests {
     #[test]
     fn every_command_asks_for_permissions_of_the_catalog() {
         let names = crate::commands::NAMES;
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 15);
         let inputs = json!({
             "onboardTenant": {"tenant": "acme", "type": "Business", "displayName": "A", "residency": "eu"},
             "changeTenant": {"tenant": "acme", "displayName": "A", "edge": {}, "domains": [], "quotas": {}},
@@ -416,6 +438,10 @@ mod tests {
             "removeEnvironment": {"tenant": "acme", "environment": "dev"},
             "requestCertificate": {"tenant": "acme", "name": "api", "dnsNames": ["api.acme.ossature.test"]},
             "offboardTenant": {"tenant": "acme"},
+            "defineRole": {"tenant": "acme", "role": {"name": "deployer", "policies": ["workload-manager"]}},
+            "removeRole": {"tenant": "acme", "role": "deployer"},
+            "mapGroup": {"tenant": "acme", "scope": "eu", "group": "ops", "role": "deployer"},
+            "unmapGroup": {"tenant": "acme", "scope": "eu", "group": "ops", "role": "deployer"},
         });
         for name in names {
             let command = Command::decode(name, &inputs[name]).unwrap().unwrap();

@@ -901,6 +901,43 @@ endpoint!(
     query_endpoint
 );
 
+endpoint!(
+    define_role,
+    "/v1/commands/defineRole",
+    "defineRole",
+    "commands",
+    api::DefineRole,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    remove_role,
+    "/v1/commands/removeRole",
+    "removeRole",
+    "commands",
+    api::RemoveRole,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    map_group,
+    "/v1/commands/mapGroup",
+    "mapGroup",
+    "commands",
+    api::MapGroup,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    unmap_group,
+    "/v1/commands/unmapGroup",
+    "unmapGroup",
+    "commands",
+    api::UnmapGroup,
+    CommandResult,
+    command_endpoint
+);
+
 async fn commands_bulk_run(app: Arc<App>, _name: &'static str, request: Request) -> Response {
     endpoint(app, Served::BulkCommands, request).await
 }
@@ -1151,6 +1188,10 @@ pub fn routes() -> (axum::Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(remove_environment))
         .routes(routes!(request_certificate))
         .routes(routes!(offboard_tenant))
+        .routes(routes!(define_role))
+        .routes(routes!(remove_role))
+        .routes(routes!(map_group))
+        .routes(routes!(unmap_group))
         .routes(routes!(tenant_status))
         .routes(routes!(list_tenants))
         .routes(routes!(invocation_status))

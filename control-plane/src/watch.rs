@@ -1,6 +1,6 @@
 //! One shared watch per kind the control plane reads (Tenants, Scopes,
-//! Environments, and the kinds a tenant's tree holds: Certificates, Topics,
-//! ServiceIdentities, Workloads), kept in memory by kube-runtime
+//! Environments, the tenants' own roles, and the kinds a tenant's tree
+//! holds: Certificates, Topics, ServiceIdentities, Workloads), kept in memory by kube-runtime
 //! reflectors: requests read these stores, never the apiserver. Every
 //! event is also announced, by tenant, on one broadcast channel that the
 //! authorization data, waiters and event streams follow.
@@ -11,7 +11,9 @@ use futures::StreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use ossature_crds::{Certificate, Environment, Scope, ServiceIdentity, Tenant, Topic, Workload};
+use ossature_crds::{
+    Certificate, Environment, Scope, ServiceIdentity, Tenant, TenantRole, Topic, Workload,
+};
 use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
@@ -39,6 +41,7 @@ pub struct Watches {
     pub topics: Store<Topic>,
     pub service_identities: Store<ServiceIdentity>,
     pub workloads: Store<Workload>,
+    pub tenant_roles: Store<TenantRole>,
     changes: watch::Receiver<u64>,
     announcements: broadcast::Sender<Changed>,
 }
@@ -70,7 +73,8 @@ impl Watches {
             certificates: spawn(Api::all(client.clone()), feed.clone()),
             topics: spawn(Api::all(client.clone()), feed.clone()),
             service_identities: spawn(Api::all(client.clone()), feed.clone()),
-            workloads: spawn(Api::all(client.clone()), feed),
+            workloads: spawn(Api::all(client.clone()), feed.clone()),
+            tenant_roles: spawn(Api::all(client.clone()), feed),
             changes,
             announcements,
         }
@@ -89,6 +93,7 @@ impl Watches {
             topics: reflector::store().0,
             service_identities: reflector::store().0,
             workloads: reflector::store().0,
+            tenant_roles: reflector::store().0,
             changes,
             announcements,
         }
@@ -103,6 +108,7 @@ impl Watches {
         self.topics.wait_until_ready().await?;
         self.service_identities.wait_until_ready().await?;
         self.workloads.wait_until_ready().await?;
+        self.tenant_roles.wait_until_ready().await?;
         Ok(())
     }
 
@@ -134,6 +140,21 @@ impl Watches {
     pub fn environment(&self, tenant: &str, name: &str) -> Option<Arc<Environment>> {
         let namespace = ossature_model::tenant_namespace(tenant);
         self.environments
+            .get(&ObjectRef::new(name).within(&namespace))
+    }
+
+    /// The tenant's own roles.
+    pub fn tenant_roles_of(&self, tenant: &str) -> Vec<Arc<TenantRole>> {
+        let namespace = ossature_model::tenant_namespace(tenant);
+        sorted(
+            self.tenant_roles
+                .state_filter(|r| r.namespace().as_deref() == Some(&namespace)),
+        )
+    }
+
+    pub fn tenant_role(&self, tenant: &str, name: &str) -> Option<Arc<TenantRole>> {
+        let namespace = ossature_model::tenant_namespace(tenant);
+        self.tenant_roles
             .get(&ObjectRef::new(name).within(&namespace))
     }
 

@@ -399,7 +399,7 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     let editors = scopes.get("global").await.unwrap().spec.grants;
     let editors = &editors
         .iter()
-        .find(|g| g.role == ossature_crds::ScopeRole::Editor)
+        .find(|g| g.role.as_str() == "Editor")
         .unwrap()
         .users;
     assert!(

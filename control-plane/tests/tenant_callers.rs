@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use common::*;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Client, Resource};
-use ossature_crds::{Environment, Tenant};
+use ossature_crds::{Environment, Tenant, TenantRole};
 use ossature_model::names::TenantNames;
 use ossature_model::tree::{Settings, TenantObjects, desired};
 use serde::de::DeserializeOwned;
@@ -42,6 +42,7 @@ async fn provisioned(client: &Client, tenant: &str) -> TenantObjects {
         topics: list(client, &all).await,
         service_identities: list(client, &all).await,
         workloads: list(client, &all).await,
+        role_rules: Default::default(),
     }
 }
 
@@ -290,8 +291,124 @@ async fn grants_in_scopes_decide_what_a_tenants_service_may_do() {
         "france"
     );
 
-    // Offboarded, with an operator again.
+    // With an operator again: a role of the tenant's own, checked against
+    // the catalog when defined, granted like a standard one.
     let operator = start_operator(&env, &selector);
+    for (role, mention) in [
+        (
+            json!({"name": "deployer", "policies": ["nothing-reader"]}),
+            "nothing-reader",
+        ),
+        (
+            json!({"name": "deployer", "permissions": [{"resource": "environment", "actions": ["fly"]}]}),
+            "fly",
+        ),
+        (
+            json!({"name": "admin", "policies": ["scope-reader"]}),
+            "standard role Admin",
+        ),
+    ] {
+        let answer = cp
+            .command(
+                "defineRole",
+                &token,
+                &format!("role-bad-{}", mention.len()),
+                &json!({"tenant": tenant, "role": role}),
+            )
+            .await;
+        assert_problem(&answer, 400, "invalid-input");
+        assert!(answer.2.to_string().contains(mention), "{}", answer.2);
+    }
+    let deployer = json!({"tenant": tenant, "role": {
+        "name": "deployer", "description": "makes environments",
+        "policies": ["environment-reader"],
+        "permissions": [{"resource": "environment", "actions": ["create"]}]}});
+    let (status, _, answer) = cp.command("defineRole", &token, "role-1", &deployer).await;
+    assert_eq!(status, 200, "{answer}");
+    let roles: Api<TenantRole> = Api::namespaced(client.clone(), &format!("tn-{tenant}"));
+    let ready = |r: &TenantRole| {
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    };
+    wait_for_object(&roles, "deployer", Some(&ready)).await;
+    let answer = cp
+        .command("grantRole", &token, "grant-ghost", &grant("ghost"))
+        .await;
+    assert_problem(&answer, 400, "invalid-input");
+    let (status, _, answer) = cp
+        .command("grantRole", &token, "grant-deployer", &grant("deployer"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let allowed = wait_status(
+        &cp,
+        &service,
+        create_path,
+        &environment("stage", "france", true),
+        200,
+    )
+    .await;
+    assert!(
+        allowed["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("holds role deployer in scope eu"),
+        "{allowed}"
+    );
+    let answer = cp
+        .command(
+            "addScope",
+            &service,
+            "scope-by-deployer",
+            &json!({"tenant": tenant, "dryRun": true,
+                    "scope": {"name": "berlin", "displayName": "Berlin", "parent": "eu"}}),
+        )
+        .await;
+    assert_problem(&answer, 403, "forbidden");
+    // Still granted: not removed.
+    let remove = json!({"tenant": tenant, "role": "deployer"});
+    let answer = cp
+        .command("removeRole", &token, "remove-role-1", &remove)
+        .await;
+    assert_problem(&answer, 409, "conflict");
+    // An identity provider's group mapped to it in a scope, and unmapped.
+    let mapping =
+        json!({"tenant": tenant, "scope": "france", "group": "idp-ops", "role": "deployer"});
+    let (status, _, answer) = cp.command("mapGroup", &token, "map-1", &mapping).await;
+    assert_eq!(status, 200, "{answer}");
+    let scopes: Api<ossature_crds::Scope> =
+        Api::namespaced(client.clone(), &format!("tn-{tenant}"));
+    let france = scopes.get("france").await.unwrap();
+    assert_eq!(france.spec.group_mappings.len(), 1);
+    assert_eq!(france.spec.group_mappings[0].group, "idp-ops");
+    let answer = cp
+        .command("removeRole", &token, "remove-role-2", &remove)
+        .await;
+    assert_problem(&answer, 409, "conflict");
+    let (status, _, answer) = cp.command("unmapGroup", &token, "unmap-1", &mapping).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        scopes
+            .get("france")
+            .await
+            .unwrap()
+            .spec
+            .group_mappings
+            .is_empty()
+    );
+    let (status, _, answer) = cp
+        .command("revokeRole", &token, "revoke-deployer", &grant("deployer"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _, answer) = cp
+        .command("removeRole", &token, "remove-role-3", &remove)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_for_object::<TenantRole>(&roles, "deployer", None).await;
+
+    // Offboarded.
     cp.offboard(&token, &tenant).await;
     let lines = cp.audit_lines();
     assert_audit_lines_valid(&lines);
@@ -303,4 +420,19 @@ async fn grants_in_scopes_decide_what_a_tenants_service_may_do() {
     remove_keys(&client, &tenant).await;
     cp.running.stop();
     operator.abort();
+}
+
+/// Waits until `name` is as `ok` says; `None` waits until it is gone.
+async fn wait_for_object<K>(api: &Api<K>, name: &str, ok: Option<&dyn Fn(&K) -> bool>)
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned,
+{
+    for _ in 0..600 {
+        match (api.get_opt(name).await.unwrap(), ok) {
+            (Some(object), Some(ok)) if ok(&object) => return,
+            (None, None) => return,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    panic!("{name} did not become as awaited within 60 s");
 }

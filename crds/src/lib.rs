@@ -34,6 +34,7 @@ kinds! {
     topic => Topic,
     service_identity => ServiceIdentity,
     workload => Workload,
+    tenant_role => TenantRole,
 }
 
 pub use common::{Conditioned, Conditions, DeletionPolicy, Quotas};

@@ -44,6 +44,12 @@ pub struct ScopeSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub grants: Vec<ScopeGrant>,
+
+    /// Groups of the tenant's identity provider (as its people's tokens
+    /// carry them) given a role in this scope and every scope below it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub group_mappings: Vec<GroupMapping>,
 }
 
 /// A role given to groups and users within a scope.
@@ -51,8 +57,9 @@ pub struct ScopeSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("size(self.groups) + size(self.users) > 0").message("a grant names at least one group or user"))]
 pub struct ScopeGrant {
-    /// The role: `Viewer` reads, `Editor` also changes, `Admin` also manages grants.
-    pub role: ScopeRole,
+    /// The role: `Viewer` reads, `Editor` also changes, `Admin` also manages
+    /// grants; or a TenantRole of the tenant, by name.
+    pub role: RoleName,
     /// Groups (as in tokens and `--as-group`) that receive the role.
     #[serde(default)]
     #[schemars(length(max = 64))]
@@ -63,13 +70,39 @@ pub struct ScopeGrant {
     pub users: Vec<String>,
 }
 
+/// An identity provider's group given a role.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMapping {
+    /// The group, as the identity provider's tokens carry it.
+    #[schemars(length(min = 1, max = 256))]
+    pub group: String,
+    pub role: RoleName,
+}
+
+/// `Viewer`, `Editor`, `Admin`, or a TenantRole's name.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
 )]
-pub enum ScopeRole {
-    Viewer,
-    Editor,
-    Admin,
+#[serde(transparent)]
+pub struct RoleName(
+    #[schemars(regex(pattern = r"^(Viewer|Editor|Admin|[a-z]([-a-z0-9]{0,61}[a-z0-9])?)$"))]
+    pub String,
+);
+
+impl RoleName {
+    pub fn new(name: impl Into<String>) -> Self {
+        RoleName(name.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for RoleName {
+    fn from(name: &str) -> Self {
+        RoleName(name.to_string())
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -25,6 +25,8 @@ pub const ACCOUNT_READY: &str = "AccountReady";
 pub const GROUP_READY: &str = "GroupReady";
 /// A scope's Roles and RoleBindings.
 pub const RBAC_READY: &str = "RbacReady";
+/// A TenantRole's policies and permissions, checked against the catalog.
+pub const PERMISSIONS_READY: &str = "PermissionsReady";
 /// A Topic's registered schema.
 pub const SCHEMA_READY: &str = "SchemaReady";
 /// A Topic's grants are those every ServiceIdentity declares.
@@ -78,6 +80,8 @@ pub mod reasons {
     pub const WAITING_FOR_ENVIRONMENT: &str = "WaitingForEnvironment";
     /// A Topic's deletion waits for its clients and backlog.
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+    pub const INVALID_ROLE: &str = "InvalidRole";
+    pub const ROLE_NOT_FOUND: &str = "RoleNotFound";
     /// Topics, ServiceIdentities and Workloads live in environment namespaces.
     pub const NOT_IN_ENVIRONMENT_NAMESPACE: &str = "NotInEnvironmentNamespace";
     /// A Workload names a ServiceIdentity that does not exist (yet).

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Resource, ResourceExt};
-use ossature_crds::{Scope, ScopeRole};
+use ossature_crds::Scope;
 use serde_json::json;
 
 use crate::names::{MANAGED_BY, SCOPE_LABEL};
@@ -102,70 +102,116 @@ pub fn split_path(path: &str) -> Vec<String> {
         .collect()
 }
 
-fn role_name(scope: &str, role: ScopeRole) -> String {
-    format!(
-        "ossature-scope-{scope}-{}",
-        format!("{role:?}").to_lowercase()
-    )
+fn role_name(scope: &str, role: &str) -> String {
+    format!("ossature-scope-{scope}-{}", role.to_lowercase())
 }
 
-fn verbs(role: ScopeRole) -> Vec<&'static str> {
-    match role {
-        ScopeRole::Viewer => vec!["get", "list", "watch"],
-        ScopeRole::Editor => vec!["get", "list", "watch", "update", "patch"],
-        ScopeRole::Admin => vec!["get", "list", "watch", "update", "patch", "delete"],
+/// Verbs a role gives on one resource of the `ossature.dev` group in a
+/// scope's subtree: `scopes`, or a Scope's `scopes/grants` and
+/// `scopes/groupmappings`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScopeRule {
+    pub resource: String,
+    pub verbs: Vec<String>,
+}
+
+impl ScopeRule {
+    pub fn new(resource: &str, verbs: &[&str]) -> Self {
+        ScopeRule {
+            resource: resource.to_string(),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        }
     }
 }
 
-/// Roles and bindings of one scope: one pair per granted role, naming the
-/// scope and every descendant, so a grant cascades down the tree.
+/// The rules of a standard role (the policy crate derives the same from its
+/// catalog; a test there keeps them equal): `Viewer` reads, `Editor` also
+/// changes, `Admin` also deletes and changes grants and group mappings.
+pub fn standard_scope_rules(role: &str) -> Option<Vec<ScopeRule>> {
+    const READ: &[&str] = &["get", "list", "watch"];
+    const EDIT: &[&str] = &["get", "list", "watch", "update", "patch"];
+    const ADMIN: &[&str] = &["get", "list", "watch", "update", "patch", "delete"];
+    const CHANGE: &[&str] = &["update", "patch"];
+    Some(match role {
+        "Viewer" => vec![ScopeRule::new("scopes", READ)],
+        "Editor" => vec![ScopeRule::new("scopes", EDIT)],
+        "Admin" => vec![
+            ScopeRule::new("scopes", ADMIN),
+            ScopeRule::new("scopes/grants", CHANGE),
+            ScopeRule::new("scopes/groupmappings", CHANGE),
+        ],
+        _ => return None,
+    })
+}
+
+/// Roles and bindings of one scope: one pair per granted role (by grants
+/// or group mappings), naming the scope and every descendant, so a grant
+/// cascades down the tree. `rules_of` gives a role's rules, or why it has
+/// none (an unknown or invalid role): its grants then give nothing, and the
+/// reasons come back.
 pub fn rbac_objects(
     namespace: &str,
     scope: &Scope,
     subtree: &[String],
-) -> Vec<(Role, RoleBinding)> {
+    rules_of: &dyn Fn(&str) -> Result<Vec<ScopeRule>, String>,
+) -> (Vec<(Role, RoleBinding)>, Vec<String>) {
     let name = scope.name_any();
-    let mut subjects: BTreeMap<ScopeRole, Vec<serde_json::Value>> = BTreeMap::new();
+    let group = |name: &str| json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": name});
+    let mut subjects: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
     for grant in &scope.spec.grants {
-        let entry = subjects.entry(grant.role).or_default();
-        for group in &grant.groups {
-            entry.push(
-                json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": group}),
-            );
-        }
+        let entry = subjects.entry(grant.role.as_str()).or_default();
+        entry.extend(grant.groups.iter().map(|g| group(g)));
         for user in &grant.users {
             entry.push(
                 json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}),
             );
         }
     }
+    for mapping in &scope.spec.group_mappings {
+        subjects
+            .entry(mapping.role.as_str())
+            .or_default()
+            .push(group(&mapping.group));
+    }
     let owner = scope.controller_owner_ref(&());
-    subjects
-        .into_iter()
-        .map(|(role, subjects)| {
-            let object_name = role_name(&name, role);
-            let metadata = json!({
-                "name": object_name,
-                "namespace": namespace,
-                "labels": {MANAGED_BY.0: MANAGED_BY.1, SCOPE_LABEL: name},
-                "ownerReferences": owner.iter().collect::<Vec<_>>(),
-            });
-            let role_object: Role = serde_json::from_value(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": metadata,
-                "rules": [{"apiGroups": ["ossature.dev"], "resources": ["scopes"], "resourceNames": subtree, "verbs": verbs(role)}],
-            }))
-            .expect("literal Role is valid");
-            let binding: RoleBinding = serde_json::from_value(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": metadata,
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": object_name},
-                "subjects": subjects,
-            }))
-            .expect("literal RoleBinding is valid");
-            (role_object, binding)
-        })
-        .collect()
+    let mut problems = Vec::new();
+    let mut objects = Vec::new();
+    for (role, subjects) in subjects {
+        let rules = match rules_of(role) {
+            Ok(rules) if !rules.is_empty() => rules,
+            Ok(_) => continue,
+            Err(why) => {
+                problems.push(why);
+                continue;
+            }
+        };
+        let object_name = role_name(&name, role);
+        let metadata = json!({
+            "name": object_name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY.0: MANAGED_BY.1, SCOPE_LABEL: name},
+            "ownerReferences": owner.iter().collect::<Vec<_>>(),
+        });
+        let rules: Vec<serde_json::Value> = rules
+            .iter()
+            .map(|r| json!({"apiGroups": ["ossature.dev"], "resources": [r.resource], "resourceNames": subtree, "verbs": r.verbs}))
+            .collect();
+        let role_object: Role = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": metadata,
+            "rules": rules,
+        }))
+        .expect("literal Role is valid");
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": object_name},
+            "subjects": subjects,
+        }))
+        .expect("literal RoleBinding is valid");
+        objects.push((role_object, binding));
+    }
+    (objects, problems)
 }
 
 #[cfg(test)]
@@ -235,9 +281,16 @@ mod tests {
             ]},
         }))
         .unwrap();
-        let objects = rbac_objects("tn-acme", &scope, &["eu".into(), "france".into()]);
+        let standard = |role: &str| standard_scope_rules(role).ok_or(format!("no role {role}"));
+        let (objects, problems) = rbac_objects(
+            "tn-acme",
+            &scope,
+            &["eu".into(), "france".into()],
+            &standard,
+        );
+        assert!(problems.is_empty());
         assert_eq!(objects.len(), 2);
-        let (role, binding) = &objects[1];
+        let (role, binding) = &objects[0];
         assert_eq!(
             role.metadata.name.as_deref(),
             Some("ossature-scope-eu-editor")
@@ -258,12 +311,51 @@ mod tests {
             "both Editor grants merge into one binding"
         );
         assert_eq!(
-            objects[0].0.metadata.name.as_deref(),
+            objects[1].0.metadata.name.as_deref(),
             Some("ossature-scope-eu-viewer")
         );
         assert_eq!(
             role.metadata.owner_references.as_ref().unwrap()[0].uid,
             "u-1"
+        );
+    }
+
+    #[test]
+    fn group_mappings_bind_groups_and_unknown_roles_give_nothing_with_a_reason() {
+        let scope: Scope = serde_json::from_value(json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "eu", "namespace": "tn-acme"},
+            "spec": {"displayName": "EU",
+                "grants": [{"role": "deployer", "users": ["bob"]}, {"role": "nobody", "users": ["eve"]}],
+                "groupMappings": [{"group": "idp-admins", "role": "Admin"}, {"group": "idp-ops", "role": "deployer"}]},
+        }))
+        .unwrap();
+        let rules_of = |role: &str| match role {
+            "deployer" => Ok(vec![ScopeRule::new("scopes", &["get"])]),
+            other => standard_scope_rules(other).ok_or(format!("no role {other}")),
+        };
+        let (objects, problems) = rbac_objects("tn-acme", &scope, &["eu".into()], &rules_of);
+        assert_eq!(problems, ["no role nobody"]);
+        let names: Vec<_> = objects
+            .iter()
+            .map(|(r, _)| r.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["ossature-scope-eu-admin", "ossature-scope-eu-deployer"]
+        );
+        let admin_rules = objects[0].0.rules.as_ref().unwrap();
+        assert_eq!(
+            admin_rules.len(),
+            3,
+            "scopes, their grants and group mappings"
+        );
+        let deployer = objects[1].1.subjects.as_ref().unwrap();
+        assert_eq!(deployer.len(), 2, "bob, and the group idp-ops");
+        assert!(
+            deployer
+                .iter()
+                .any(|s| s.kind == "Group" && s.name == "idp-ops")
         );
     }
 }

@@ -3,7 +3,8 @@
 //! root domain in its expressions. A Certificate asking for a name under the
 //! root domain that is not its tenant's, or for a URI that is not one of its
 //! tenant's workloads, or a Tenant listing such a name as a custom domain,
-//! is refused before it is stored.
+//! is refused before it is stored. So is a change to a Scope's grants by
+//! someone who may update the Scope but not grant in it.
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -83,6 +84,44 @@ pub fn tenant_domains_policy(root_domain: &str) -> Value {
     )
 }
 
+pub const SCOPE_GRANTS: &str = "ossature-scope-grants";
+
+/// The policy: changing a Scope's grants or group mappings takes the right
+/// to grant there, as RBAC names it (`update` on `scopes/grants` or
+/// `scopes/groupmappings` for that scope, which the Scope controller gives
+/// Admins of it and of scopes above it). Without it an Editor, who may
+/// update a Scope (to rename it), could grant itself Admin.
+pub fn scope_grants_policy() -> Value {
+    let check = |subresource: &str| {
+        format!(
+            "authorizer.group('{}').resource('scopes').subresource('{subresource}').namespace(object.metadata.namespace).name(object.metadata.name).check('update').allowed()",
+            ossature_crds::GROUP
+        )
+    };
+    policy(
+        SCOPE_GRANTS,
+        "scopes",
+        json!([
+            {"name": "grantsChanged", "expression":
+                "request.operation == 'UPDATE' && (has(object.spec.grants) ? object.spec.grants : []) != (has(oldObject.spec.grants) ? oldObject.spec.grants : [])"},
+            {"name": "mappingsChanged", "expression":
+                "request.operation == 'UPDATE' && (has(object.spec.groupMappings) ? object.spec.groupMappings : []) != (has(oldObject.spec.groupMappings) ? oldObject.spec.groupMappings : [])"},
+        ]),
+        json!([
+            {
+                "expression": format!("!variables.grantsChanged || {}", check("grants")),
+                "messageExpression": "'changing the grants of scope ' + object.metadata.name + ' takes the right to grant in it (role Admin there or above it, or a role with the grant-manager policy); ask such an Admin'",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": format!("!variables.mappingsChanged || {}", check("groupmappings")),
+                "messageExpression": "'changing the group mappings of scope ' + object.metadata.name + ' takes the right to map groups in it (role Admin there or above it, or a role with the group-mapping-manager policy); ask such an Admin'",
+                "reason": "Forbidden",
+            },
+        ]),
+    )
+}
+
 /// A policy on our `resource`, refusing what fails its validations.
 fn policy(name: &str, resource: &str, variables: Value, validations: Value) -> Value {
     json!({
@@ -122,6 +161,7 @@ pub async fn ensure(client: &kube::Client, root_domain: &str) -> Result<(), kube
     for (name, policy) in [
         (CERTIFICATE_NAMES, certificate_names_policy(root_domain)),
         (TENANT_DOMAINS, tenant_domains_policy(root_domain)),
+        (SCOPE_GRANTS, scope_grants_policy()),
     ] {
         Api::<ValidatingAdmissionPolicy>::all(client.clone())
             .patch(name, &params, &Patch::Apply(policy))

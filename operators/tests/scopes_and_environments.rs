@@ -60,16 +60,7 @@ async fn scope_tree_and_environments_of_a_tenant() {
     // As a tenant's file is applied: its namespace, then children before
     // parents, and the Tenant last. Only watches can make this converge at
     // the default resync.
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": ns, "labels": {"ossature.dev/tenant": name}}}),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    labelled_namespace(&client, &name).await;
     let scopes: Api<Scope> = Api::namespaced(client.clone(), &ns);
     let eu_team = format!("{name}-eu-team");
     let us_team = format!("{name}-us-team");

@@ -68,6 +68,7 @@ async fn tenant_objects(client: &Client, tenant: &Tenant) -> TenantObjects {
         topics: list(client, &all).await,
         service_identities: list(client, &all).await,
         workloads: list::<Workload>(client, &all).await,
+        role_rules: Default::default(),
     }
 }
 
@@ -95,6 +96,7 @@ fn as_applied(objects: &TenantObjects) -> TenantObjects {
         topics: objects.topics.iter().map(bare).collect(),
         service_identities: objects.service_identities.iter().map(bare).collect(),
         workloads: objects.workloads.iter().map(bare).collect(),
+        role_rules: objects.role_rules.clone(),
     }
 }
 

@@ -17,9 +17,14 @@ pub struct KubernetesRule {
     pub verbs: Vec<&'static str>,
 }
 
-/// Catalog resources that are objects of the API group.
+/// Catalog resources that are objects of the API group, or parts of them:
+/// a Scope's grants and group mappings are `scopes/grants` and
+/// `scopes/groupmappings`, subresources no one serves but RBAC names, so
+/// that the admission policy of Scopes can ask who may change them.
 const KINDS: &[(&str, &str)] = &[
     ("scope", "scopes"),
+    ("grant", GRANTS),
+    ("groupMapping", GROUP_MAPPINGS),
     ("environment", "environments"),
     ("certificate", "certificates"),
     ("topic", "topics"),
@@ -27,12 +32,22 @@ const KINDS: &[(&str, &str)] = &[
     ("workload", "workloads"),
 ];
 
+/// What RBAC calls a Scope's grants.
+pub const GRANTS: &str = "scopes/grants";
+/// What RBAC calls a Scope's group mappings.
+pub const GROUP_MAPPINGS: &str = "scopes/groupmappings";
+
 /// The verbs of an action. `create` is left out: RBAC cannot limit it to
 /// the names of a subtree, so objects are created through the control
 /// plane. Actions with no verb of their own (`renew`, `rotateCredentials`)
 /// are the control plane's only.
-fn verbs(action: &str) -> &'static [&'static str] {
+fn verbs(resource: &str, action: &str) -> &'static [&'static str] {
     match action {
+        // Granting and revoking change the Scope's lists.
+        "create" | "delete" if resource == GRANTS || resource == GROUP_MAPPINGS => {
+            &["update", "patch"]
+        }
+        "read" if resource == GRANTS || resource == GROUP_MAPPINGS => &[],
         "read" => &["get", "list", "watch"],
         "update" | "move" => &["update", "patch"],
         "delete" => &["delete"],
@@ -49,7 +64,7 @@ pub fn kubernetes_rules(permissions: &[Permission]) -> Vec<KubernetesRule> {
         let Some((_, plural)) = KINDS.iter().find(|(r, _)| *r == permission.resource) else {
             continue;
         };
-        let verbs = verbs(&permission.action);
+        let verbs = verbs(plural, &permission.action);
         if !verbs.is_empty() {
             by_kind.entry(plural).or_default().extend(verbs);
         }
@@ -65,6 +80,25 @@ pub fn kubernetes_rules(permissions: &[Permission]) -> Vec<KubernetesRule> {
                 .collect(),
         })
         .collect()
+}
+
+/// The rules on a tenant's Scopes of `role` (standard, or one of
+/// `roles`, whose own policies are among `policies`): what the Scope
+/// controller grants in a scope's subtree; for a role that is unknown or
+/// invalid, why.
+pub fn scope_rules(
+    policies: &[crate::Policy],
+    roles: &[crate::Role],
+    role: &str,
+) -> Result<Vec<KubernetesRule>, String> {
+    let permissions: Vec<Permission> = crate::roles::permissions_of(policies, roles, role)?
+        .iter()
+        .flat_map(|r| r.actions.iter().map(|a| Permission::new(&r.resource, a)))
+        .collect();
+    Ok(kubernetes_rules(&permissions)
+        .into_iter()
+        .filter(|r| r.resource.starts_with("scopes"))
+        .collect())
 }
 
 #[cfg(test)]
@@ -104,13 +138,50 @@ mod tests {
             Permission::new("serviceIdentity", "rotateCredentials"),
             Permission::new("tenantSettings", "updateEdge"),
             Permission::new("grant", "create"),
+            Permission::new("grant", "read"),
         ]);
         assert_eq!(
             rules,
-            vec![KubernetesRule {
-                resource: "workloads",
-                verbs: vec!["update", "patch"],
-            }]
+            vec![
+                KubernetesRule {
+                    resource: GRANTS,
+                    verbs: vec!["update", "patch"],
+                },
+                KubernetesRule {
+                    resource: "workloads",
+                    verbs: vec!["update", "patch"],
+                },
+            ]
         );
+    }
+
+    #[test]
+    fn only_an_admin_may_change_a_scopes_grants() {
+        let rules = |role: &str| scope_rules(&[], &[], role).unwrap();
+        let has = |role: &str, resource: &str| rules(role).iter().any(|r| r.resource == resource);
+        assert!(has("Admin", GRANTS) && has("Admin", GROUP_MAPPINGS));
+        assert!(!has("Editor", GRANTS) && !has("Editor", GROUP_MAPPINGS));
+        assert!(!has("Viewer", GRANTS));
+        let tenant_role = crate::Role {
+            name: "granter".into(),
+            description: String::new(),
+            policies: vec!["grant-manager".into(), "scope-reader".into()],
+        };
+        let granter = scope_rules(&[], std::slice::from_ref(&tenant_role), "granter").unwrap();
+        assert_eq!(
+            granter,
+            vec![
+                KubernetesRule {
+                    resource: "scopes",
+                    verbs: vec!["get", "list", "watch"],
+                },
+                KubernetesRule {
+                    resource: GRANTS,
+                    verbs: vec!["update", "patch"],
+                },
+            ]
+        );
+        let unknown = scope_rules(&[], &[tenant_role], "nobody").unwrap_err();
+        assert!(unknown.contains("neither Viewer, Editor, Admin nor a TenantRole"));
     }
 }

@@ -25,8 +25,8 @@ pub use authorizer::{
     RolePermissions, RoleSummary,
 };
 pub use catalog::{Action, Level, RESOURCES, Resource};
-pub use kubernetes::{KubernetesRule, kubernetes_rules};
+pub use kubernetes::{KubernetesRule, kubernetes_rules, scope_rules};
 pub use problems::{Invalid, Problem, Problems};
 pub use roles::{ADMIN, EDITOR, Permission, Policy, ResourceActions, Role, VIEWER};
-pub use scopes::from_scopes;
+pub use scopes::{from_scopes, from_tenant_roles, group_mappings_of, own_policy};
 pub use tenant::{Grant, GroupMapping, ScopeNode, TenantData};

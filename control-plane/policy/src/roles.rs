@@ -284,6 +284,53 @@ pub(crate) fn resolve(policies: &[Policy], roles: &[Role], problems: &mut Proble
     resolved
 }
 
+/// What `role` (standard, or one of `roles`, bundling standard policies and
+/// `policies`) gives, resource by resource, when it and all it bundles are
+/// valid; else what is wrong with it, in words.
+pub fn permissions_of(
+    policies: &[Policy],
+    roles: &[Role],
+    role: &str,
+) -> Result<Vec<ResourceActions>, String> {
+    let mut problems = Problems::default();
+    let resolved = resolve(policies, roles, &mut problems);
+    if let Some(by_resource) = resolved.get(role) {
+        return Ok(by_resource
+            .iter()
+            .map(|(resource, actions)| ResourceActions {
+                resource: resource.clone(),
+                actions: actions.keys().cloned().collect(),
+            })
+            .collect());
+    }
+    let Some(index) = roles.iter().position(|r| r.name == role) else {
+        return Err(format!(
+            "role {role} is neither Viewer, Editor, Admin nor a TenantRole of the tenant"
+        ));
+    };
+    // Its own problems, and those of the policies it bundles.
+    let mut places = vec![format!("roles[{index}]")];
+    for name in &roles[index].policies {
+        if let Some(j) = policies.iter().position(|p| &p.name == name) {
+            places.push(format!("policies[{j}]"));
+        }
+    }
+    let messages: Vec<String> = problems
+        .iter()
+        .filter(|p| {
+            places
+                .iter()
+                .any(|place| p.path == *place || p.path.starts_with(&format!("{place}.")))
+        })
+        .map(|p| p.message.clone())
+        .collect();
+    Err(if messages.is_empty() {
+        format!("role {role} is invalid: {problems}")
+    } else {
+        messages.join("; ")
+    })
+}
+
 /// The permissions of one role, through its policies; `None` when one of
 /// them is unknown or invalid.
 fn bundle(

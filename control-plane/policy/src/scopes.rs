@@ -1,19 +1,68 @@
-//! A tenant's Scope objects as authorization data: the tree, and each
-//! scope's grants with the meaning `ScopeRole` has always had.
+//! A tenant's Scope and TenantRole objects as authorization data: the
+//! tree, each scope's grants and group mappings (the standard roles keep
+//! the meaning Scope grants always had), and the tenant's own roles.
 
 use kube::ResourceExt;
-use ossature_crds::{Scope, ScopeRole};
+use ossature_crds::{Scope, TenantRole};
 
-use crate::roles::{ADMIN, EDITOR, VIEWER};
-use crate::tenant::{Grant, ScopeNode};
+use crate::roles::{Policy, ResourceActions, Role};
+use crate::tenant::{Grant, GroupMapping, ScopeNode};
 
-/// The standard role a Scope grant names.
-pub fn role_name(role: ScopeRole) -> &'static str {
-    match role {
-        ScopeRole::Viewer => VIEWER,
-        ScopeRole::Editor => EDITOR,
-        ScopeRole::Admin => ADMIN,
+/// The tenant's roles and the policies of their own permissions: a
+/// TenantRole's `permissions` are the policy `<role>-own`.
+pub fn from_tenant_roles<'a>(
+    roles: impl IntoIterator<Item = &'a TenantRole>,
+) -> (Vec<Policy>, Vec<Role>) {
+    let mut policies = Vec::new();
+    let mut bundles = Vec::new();
+    for role in roles {
+        let name = role.name_any();
+        let mut bundled: Vec<String> = role.spec.policies.iter().map(|p| p.0.clone()).collect();
+        if !role.spec.permissions.is_empty() {
+            let own = own_policy(&name);
+            policies.push(Policy {
+                name: own.clone(),
+                description: format!("the permissions role {name} gives besides its policies"),
+                permissions: role
+                    .spec
+                    .permissions
+                    .iter()
+                    .map(|p| ResourceActions {
+                        resource: p.resource.clone(),
+                        actions: p.actions.iter().map(|a| a.0.clone()).collect(),
+                    })
+                    .collect(),
+            });
+            bundled.push(own);
+        }
+        bundles.push(Role {
+            name,
+            description: role.spec.description.clone(),
+            policies: bundled,
+        });
     }
+    (policies, bundles)
+}
+
+/// The policy of a TenantRole's own permissions.
+pub fn own_policy(role: &str) -> String {
+    format!("{role}-own")
+}
+
+/// The group mappings of a tenant's Scopes.
+pub fn group_mappings_of<'a>(scopes: impl IntoIterator<Item = &'a Scope>) -> Vec<GroupMapping> {
+    scopes
+        .into_iter()
+        .flat_map(|scope| {
+            let name = scope.name_any();
+            scope.spec.group_mappings.iter().map(move |m| GroupMapping {
+                name: None,
+                group: m.group.clone(),
+                role: m.role.0.clone(),
+                scope: Some(name.clone()),
+            })
+        })
+        .collect()
 }
 
 /// How Keycloak names the user of a client's service account:
@@ -43,7 +92,7 @@ pub fn from_scopes<'a>(
                 .partition(|u| u.starts_with(SERVICE_ACCOUNT_USER_PREFIX));
             grants.push(Grant {
                 name: None,
-                role: role_name(grant.role).to_string(),
+                role: grant.role.0.clone(),
                 scope: Some(name.clone()),
                 users: users.into_iter().cloned().collect(),
                 groups: grant.groups.clone(),

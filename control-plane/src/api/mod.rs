@@ -85,15 +85,10 @@ pub enum DeletionPolicy {
     Retain,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum Role {
-    /// Reads.
-    Viewer,
-    /// Also changes.
-    Editor,
-    /// Also manages grants.
-    Admin,
-}
+/// A role's name: `Viewer` (reads), `Editor` (also changes), `Admin` (also
+/// manages scopes, grants, roles and settings), or one of the tenant's own
+/// (defined with `defineRole`).
+pub type Role = String;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum EnvironmentKind {
@@ -352,6 +347,7 @@ fn check_domains(domains: &[String], at: &str, check: &mut Check) {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Grant {
+    /// `Viewer`, `Editor`, `Admin`, or one of the tenant's own roles.
     pub role: Role,
     /// Groups (as tokens name them) that receive the role.
     #[serde(default)]
@@ -411,6 +407,10 @@ impl ScopeDefinition {
             check.fail(format!("{at}.grants"), "at most 64 grants");
         }
         for (i, grant) in self.grants.iter().enumerate() {
+            check.field(
+                format!("{at}.grants[{i}].role"),
+                validate::role_name(&grant.role),
+            );
             check_principals(
                 &grant.groups,
                 &grant.users,
@@ -425,6 +425,7 @@ impl ScopeDefinition {
             display_name: self.display_name.clone(),
             parent: self.parent.clone(),
             grants: self.grants.iter().map(Grant::to_crd).collect(),
+            group_mappings: Vec::new(),
         }
     }
 }
@@ -432,18 +433,10 @@ impl ScopeDefinition {
 impl Grant {
     fn to_crd(&self) -> ossature_crds::ScopeGrant {
         ossature_crds::ScopeGrant {
-            role: role_to_crd(self.role),
+            role: ossature_crds::RoleName(self.role.clone()),
             groups: self.groups.clone(),
             users: self.users.clone(),
         }
-    }
-}
-
-pub fn role_to_crd(role: Role) -> ossature_crds::ScopeRole {
-    match role {
-        Role::Viewer => ossature_crds::ScopeRole::Viewer,
-        Role::Editor => ossature_crds::ScopeRole::Editor,
-        Role::Admin => ossature_crds::ScopeRole::Admin,
     }
 }
 
@@ -840,6 +833,7 @@ macro_rules! role_change {
             fn check(&self, check: &mut Check) {
                 check.field("tenant", validate::tenant_name(&self.tenant));
                 check.field("scope", validate::scope_name(&self.scope));
+                check.field("role", validate::role_name(&self.role));
                 check_principals(&self.groups, &self.users, "groups", check);
             }
         }
@@ -847,6 +841,183 @@ macro_rules! role_change {
 }
 role_change!(GrantRole);
 role_change!(RevokeRole);
+
+/// Define (or redefine) one of the tenant's own roles: standard policies it
+/// bundles and permissions of its own. It becomes a TenantRole, granted in
+/// scopes by name like `Viewer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DefineRole {
+    pub tenant: String,
+    pub role: RoleDefinition,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A tenant's own role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleDefinition {
+    /// A DNS label other than viewer, editor and admin, e.g. `deployer`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Standard policies: `<resource>-reader`, `<resource>-manager` (every
+    /// other change), `scope-editor`; see `rolePermissions` of `Admin`.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Actions on resources of the catalog it gives besides.
+    #[serde(default)]
+    pub permissions: Vec<RolePermissionInput>,
+}
+
+/// Actions on one resource of the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolePermissionInput {
+    /// For example `workload`, `serviceIdentity`.
+    pub resource: String,
+    /// For example `read`, `update`.
+    pub actions: Vec<String>,
+}
+
+/// Most policies and permissions of one role.
+const MAX_ROLE_PARTS: usize = 64;
+
+impl CommandInput for DefineRole {
+    common_fields!();
+    fn check(&self, check: &mut Check) {
+        check.field("tenant", validate::tenant_name(&self.tenant));
+        let role = &self.role;
+        check.field("role.name", validate::own_role_name(&role.name));
+        if !role.description.is_empty() {
+            check.field("role.description", validate::text(&role.description, 1024));
+        }
+        if role.policies.is_empty() && role.permissions.is_empty() {
+            check.fail(
+                "role",
+                "a role gives something: name standard policies (such as workload-reader) or list permissions",
+            );
+        }
+        if role.policies.len() > MAX_ROLE_PARTS {
+            check.fail(
+                "role.policies",
+                format!("at most {MAX_ROLE_PARTS} policies"),
+            );
+        }
+        for (i, policy) in role.policies.iter().enumerate() {
+            check.field(
+                format!("role.policies[{i}]"),
+                validate::dns_label(policy, 63),
+            );
+        }
+        if role.permissions.len() > MAX_ROLE_PARTS {
+            check.fail(
+                "role.permissions",
+                format!("at most {MAX_ROLE_PARTS} permissions"),
+            );
+        }
+        for (i, permission) in role.permissions.iter().enumerate() {
+            let at = format!("role.permissions[{i}]");
+            check.field(
+                format!("{at}.resource"),
+                validate::identifier(&permission.resource),
+            );
+            if permission.actions.is_empty() || permission.actions.len() > 32 {
+                check.fail(format!("{at}.actions"), "1 to 32 actions");
+            }
+            for (j, action) in permission.actions.iter().enumerate() {
+                check.field(format!("{at}.actions[{j}]"), validate::identifier(action));
+            }
+        }
+    }
+}
+
+impl RoleDefinition {
+    pub fn to_spec(&self) -> ossature_crds::TenantRoleSpec {
+        ossature_crds::TenantRoleSpec {
+            description: self.description.clone(),
+            policies: self
+                .policies
+                .iter()
+                .cloned()
+                .map(ossature_crds::PolicyName)
+                .collect(),
+            permissions: self
+                .permissions
+                .iter()
+                .map(|p| ossature_crds::RolePermission {
+                    resource: p.resource.clone(),
+                    actions: p
+                        .actions
+                        .iter()
+                        .cloned()
+                        .map(ossature_crds::ActionName)
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Remove one of the tenant's own roles; refused while a scope grants it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoveRole {
+    pub tenant: String,
+    pub role: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl CommandInput for RemoveRole {
+    common_fields!();
+    fn check(&self, check: &mut Check) {
+        check.field("tenant", validate::tenant_name(&self.tenant));
+        check.field("role", validate::own_role_name(&self.role));
+    }
+}
+
+/// Map a group of the tenant's identity provider (as its people's tokens
+/// carry it) to a role in a scope and every scope below it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MapGroup {
+    pub tenant: String,
+    pub scope: String,
+    pub group: String,
+    pub role: Role,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Remove a group's mapping to a role in a scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnmapGroup {
+    pub tenant: String,
+    pub scope: String,
+    pub group: String,
+    pub role: Role,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+macro_rules! mapping_change {
+    ($type:ty) => {
+        impl CommandInput for $type {
+            common_fields!();
+            fn check(&self, check: &mut Check) {
+                check.field("tenant", validate::tenant_name(&self.tenant));
+                check.field("scope", validate::scope_name(&self.scope));
+                check.field("group", validate::principal(&self.group));
+                check.field("role", validate::role_name(&self.role));
+            }
+        }
+    };
+}
+mapping_change!(MapGroup);
+mapping_change!(UnmapGroup);
 
 /// Create an environment of the tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -1494,7 +1665,7 @@ mod tests {
         assert_eq!(spec.tenant_type, ossature_crds::TenantType::Business);
         assert_eq!(spec.quotas.pods, Some(100));
         let scope = input.scopes[0].to_spec();
-        assert_eq!(scope.grants[0].role, ossature_crds::ScopeRole::Admin);
+        assert_eq!(scope.grants[0].role.as_str(), "Admin");
     }
 
     #[test]

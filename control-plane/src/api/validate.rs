@@ -56,6 +56,45 @@ pub fn dns_label(value: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// A role a grant names: `Viewer`, `Editor`, `Admin`, or one of the
+/// tenant's own.
+pub fn role_name(value: &str) -> Result<(), String> {
+    if matches!(value, "Viewer" | "Editor" | "Admin") || dns_label(value, 63).is_ok() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} is no role: name Viewer, Editor, Admin, or one of the tenant's own roles (a lowercase DNS label)"
+        ))
+    }
+}
+
+/// The name of a role a tenant defines.
+pub fn own_role_name(value: &str) -> Result<(), String> {
+    dns_label(value, 63)?;
+    if matches!(value, "viewer" | "editor" | "admin") {
+        return Err(format!(
+            "{value} is the standard role {}; choose another name",
+            value[..1].to_uppercase() + &value[1..]
+        ));
+    }
+    Ok(())
+}
+
+/// A name of the policy catalog, such as `serviceIdentity` or `read`.
+pub fn identifier(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.as_bytes()[0].is_ascii_lowercase()
+        && value.bytes().all(|b| b.is_ascii_alphabetic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} must be 1 to 63 letters, starting with a lowercase one, as the policy catalog names resources and actions"
+        ))
+    }
+}
+
 /// A tenant's name, with the rules the Tenant CRD's admission keeps.
 pub fn tenant_name(value: &str) -> Result<(), String> {
     dns_label(value, 30)?;

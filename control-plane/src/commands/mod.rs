@@ -11,14 +11,14 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ObjectMeta;
 use kube::{Api, ResourceExt};
-use ossature_crds::{Certificate, Environment, Scope, Tenant};
+use ossature_crds::{Certificate, Environment, RoleName, Scope, Tenant, TenantRole};
 use ossature_model::names::{TENANT_LABEL, tenant_namespace};
 use serde_json::Value;
 
 use crate::api::{
-    self, AddScope, ChangeTenant, CommandInput, ConditionView, CreateEnvironment, GrantRole,
-    MoveScope, OffboardTenant, OnboardTenant, Outcome, OutcomeState, RemoveEnvironment,
-    RemoveScope, RequestCertificate, RevokeRole,
+    self, AddScope, ChangeTenant, CommandInput, ConditionView, CreateEnvironment, DefineRole,
+    GrantRole, MapGroup, MoveScope, OffboardTenant, OnboardTenant, Outcome, OutcomeState,
+    RemoveEnvironment, RemoveRole, RemoveScope, RequestCertificate, RevokeRole, UnmapGroup,
 };
 use crate::problem::{FieldError, Problem, ProblemKind};
 use crate::watch::Watches;
@@ -72,6 +72,10 @@ commands! {
     "removeEnvironment" => RemoveEnvironment,
     "requestCertificate" => RequestCertificate,
     "offboardTenant" => OffboardTenant,
+    "defineRole" => DefineRole,
+    "removeRole" => RemoveRole,
+    "mapGroup" => MapGroup,
+    "unmapGroup" => UnmapGroup,
 }
 
 /// Decodes a body as `T`, naming the field that does not fit.
@@ -288,14 +292,15 @@ pub async fn run(
             })
         }
         Command::GrantRole(c) => {
-            change_grants(writes, &c.tenant, &c.scope, |grants| {
-                let role = api::role_to_crd(c.role);
-                match grants.iter_mut().find(|g| g.role == role) {
+            require_role(watches, &c.tenant, &c.role, "role")?;
+            change_scope(writes, &c.tenant, &c.scope, |spec| {
+                let role = RoleName(c.role.clone());
+                match spec.grants.iter_mut().find(|g| g.role == role) {
                     Some(grant) => {
                         merge(&mut grant.groups, &c.groups);
                         merge(&mut grant.users, &c.users);
                     }
-                    None => grants.push(ossature_crds::ScopeGrant {
+                    None => spec.grants.push(ossature_crds::ScopeGrant {
                         role,
                         groups: dedup(&c.groups),
                         users: dedup(&c.users),
@@ -305,15 +310,88 @@ pub async fn run(
             .await
         }
         Command::RevokeRole(c) => {
-            change_grants(writes, &c.tenant, &c.scope, |grants| {
-                let role = api::role_to_crd(c.role);
-                for grant in grants.iter_mut().filter(|g| g.role == role) {
+            change_scope(writes, &c.tenant, &c.scope, |spec| {
+                let role = RoleName(c.role.clone());
+                for grant in spec.grants.iter_mut().filter(|g| g.role == role) {
                     grant.groups.retain(|g| !c.groups.contains(g));
                     grant.users.retain(|u| !c.users.contains(u));
                 }
-                grants.retain(|g| !(g.groups.is_empty() && g.users.is_empty()));
+                spec.grants
+                    .retain(|g| !(g.groups.is_empty() && g.users.is_empty()));
             })
             .await
+        }
+        Command::MapGroup(c) => {
+            require_role(watches, &c.tenant, &c.role, "role")?;
+            change_scope(writes, &c.tenant, &c.scope, |spec| {
+                let mapping = ossature_crds::GroupMapping {
+                    group: c.group.clone(),
+                    role: RoleName(c.role.clone()),
+                };
+                if !spec.group_mappings.contains(&mapping) {
+                    spec.group_mappings.push(mapping);
+                }
+            })
+            .await
+        }
+        Command::UnmapGroup(c) => {
+            change_scope(writes, &c.tenant, &c.scope, |spec| {
+                spec.group_mappings
+                    .retain(|m| !(m.group == c.group && m.role.as_str() == c.role));
+            })
+            .await
+        }
+        Command::DefineRole(c) => {
+            require_tenant(writes, &c.tenant).await?;
+            check_role(watches, c)?;
+            let mut role = TenantRole::new(&c.role.name, c.role.to_spec());
+            role.metadata.namespace = Some(tenant_namespace(&c.tenant));
+            role.labels_mut()
+                .insert(TENANT_LABEL.into(), c.tenant.clone());
+            writes.apply(role).await?;
+            Ok(Awaited::Tenant {
+                name: c.tenant.clone(),
+                generation: None,
+                gone: false,
+            })
+        }
+        Command::RemoveRole(c) => {
+            let granted: Vec<String> = watches
+                .scopes_of(&c.tenant)
+                .iter()
+                .filter(|s| {
+                    s.spec.grants.iter().any(|g| g.role.as_str() == c.role)
+                        || s.spec
+                            .group_mappings
+                            .iter()
+                            .any(|m| m.role.as_str() == c.role)
+                })
+                .map(|s| s.name_any())
+                .collect();
+            if !granted.is_empty() {
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    format!(
+                        "role {} is granted or mapped in scopes {}; revoke it there first (revokeRole, unmapGroup)",
+                        c.role,
+                        granted.join(", ")
+                    ),
+                ));
+            }
+            if !writes
+                .delete::<TenantRole>(Some(&tenant_namespace(&c.tenant)), &c.role)
+                .await?
+            {
+                return Err(Problem::new(
+                    ProblemKind::ObjectNotFound,
+                    format!("tenant {} has no role {}", c.tenant, c.role),
+                ));
+            }
+            Ok(Awaited::Tenant {
+                name: c.tenant.clone(),
+                generation: None,
+                gone: false,
+            })
         }
         Command::CreateEnvironment(c) => {
             require_tenant(writes, &c.tenant).await?;
@@ -428,22 +506,24 @@ fn changed_meanwhile(problem: &Problem, attempt: &mut u32) -> bool {
     problem.kind == ProblemKind::Conflict && *attempt < 4
 }
 
-async fn change_grants(
+/// Changes a Scope's spec (its grants or group mappings) as `change` says,
+/// with the read resourceVersion as precondition, again on a conflict.
+async fn change_scope(
     writes: &mut Writes,
     tenant: &str,
     scope: &str,
-    change: impl Fn(&mut Vec<ossature_crds::ScopeGrant>),
+    change: impl Fn(&mut ossature_crds::ScopeSpec),
 ) -> Result<Awaited, Problem> {
     let mut attempt = 0;
     let written = loop {
         let current = get_scope(writes, tenant, scope)
             .await?
             .ok_or_else(|| scope_not_found(tenant, scope))?;
-        let next = again(&current, |s| change(&mut s.spec.grants));
-        if next.spec.grants.len() > 64 {
+        let next = again(&current, |s| change(&mut s.spec));
+        if next.spec.grants.len() > 64 || next.spec.group_mappings.len() > 64 {
             return Err(invalid(
                 "role",
-                format!("scope {scope} would have more than 64 grants"),
+                format!("scope {scope} would have more than 64 grants or group mappings"),
             ));
         }
         if next.spec == current.spec {
@@ -459,6 +539,38 @@ async fn change_grants(
         name: scope.to_string(),
         generation: written.and_then(|s| s.metadata.generation),
     })
+}
+
+/// Refuses a grant of a role that is neither standard nor the tenant's.
+fn require_role(watches: &Watches, tenant: &str, role: &str, field: &str) -> Result<(), Problem> {
+    if matches!(role, "Viewer" | "Editor" | "Admin") || watches.tenant_role(tenant, role).is_some()
+    {
+        return Ok(());
+    }
+    Err(invalid(
+        field,
+        format!(
+            "role {role} is neither Viewer, Editor, Admin nor one of tenant {tenant}'s roles; define it with defineRole first"
+        ),
+    ))
+}
+
+/// Checks a role definition against the policy catalog, with the tenant's
+/// other roles as they are.
+fn check_role(watches: &Watches, c: &DefineRole) -> Result<(), Problem> {
+    let others = watches.tenant_roles_of(&c.tenant);
+    let mut role = TenantRole::new(&c.role.name, c.role.to_spec());
+    role.metadata.namespace = Some(tenant_namespace(&c.tenant));
+    let (policies, roles) = ossature_policy::from_tenant_roles(
+        others
+            .iter()
+            .map(|r| r.as_ref())
+            .filter(|r| r.name_any() != c.role.name)
+            .chain([&role]),
+    );
+    ossature_policy::roles::permissions_of(&policies, &roles, &c.role.name)
+        .map(|_| ())
+        .map_err(|why| invalid("role", why))
 }
 
 /// The Environment of `definition`, labelled for its tenant and scope.
@@ -653,18 +765,31 @@ mod tests {
             &json!({"tenant": "acme", "scope": {"name": "eu", "displayName": "EU", "grants": [{"role": "Owner", "groups": ["g"]}]}}),
         )
         .unwrap()
-        .unwrap_err();
-        assert_eq!(bad.errors[0].field, "scope.grants[0].role");
+        .unwrap();
+        let refused = bad.check().unwrap_err();
+        assert_eq!(refused.errors[0].field, "scope.grants[0].role");
         assert!(
-            bad.errors[0].message.contains("unknown variant `Owner`"),
+            refused.errors[0].message.contains("is no role"),
             "{:?}",
-            bad.errors
+            refused.errors
+        );
+        let unknown_field = Command::decode(
+            "addScope",
+            &json!({"tenant": "acme", "scope": {"name": "eu", "displayName": "EU", "owner": "x"}}),
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(unknown_field.errors[0].field, "scope.owner");
+        assert!(
+            unknown_field.errors[0]
+                .message
+                .contains("unknown field `owner`")
         );
         let missing = Command::decode("offboardTenant", &json!({}))
             .unwrap()
             .unwrap_err();
         assert!(missing.errors[0].message.contains("missing field `tenant`"));
-        assert_eq!(NAMES.len(), 11);
+        assert_eq!(NAMES.len(), 15);
     }
 
     fn condition(type_: &str, status: &str) -> Condition {

@@ -48,7 +48,29 @@ pub fn current(watches: &Watches, tenant: &str) -> Option<TenantObjects> {
         topics: of_tenant(&watches.topics, tenant),
         service_identities: of_tenant(&watches.service_identities, tenant),
         workloads: of_tenant(&watches.workloads, tenant),
+        role_rules: role_rules(watches, tenant),
     })
+}
+
+/// The rules on scopes of the tenant's own roles, as the Scope controller
+/// derives them.
+fn role_rules(
+    watches: &Watches,
+    tenant: &str,
+) -> std::collections::BTreeMap<String, Vec<ossature_model::scopes::ScopeRule>> {
+    let roles = watches.tenant_roles_of(tenant);
+    let (policies, roles) = ossature_policy::from_tenant_roles(roles.iter().map(|r| r.as_ref()));
+    roles
+        .iter()
+        .filter_map(|role| {
+            let rules = ossature_policy::scope_rules(&policies, &roles, &role.name).ok()?;
+            let rules = rules
+                .iter()
+                .map(|r| ossature_model::scopes::ScopeRule::new(r.resource, &r.verbs))
+                .collect();
+            Some((role.name.clone(), rules))
+        })
+        .collect()
 }
 
 /// The objects once `changes` (a dry run's, each as the apiserver

@@ -181,6 +181,10 @@ pub struct TenantObjects {
     pub service_identities: Vec<ServiceIdentity>,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    /// The rules on scopes of the tenant's own roles (from its TenantRoles,
+    /// as the policy crate resolves them); standard roles need none here.
+    #[serde(default)]
+    pub role_rules: std::collections::BTreeMap<String, Vec<crate::scopes::ScopeRule>>,
 }
 
 impl TenantObjects {
@@ -193,6 +197,7 @@ impl TenantObjects {
             topics: Vec::new(),
             service_identities: Vec::new(),
             workloads: Vec::new(),
+            role_rules: Default::default(),
         }
     }
 }
@@ -436,6 +441,7 @@ struct Owned<'a> {
     workloads: Vec<&'a Workload>,
     /// Every grant of the tenant's services, complete.
     grants: crate::services::Grants,
+    role_rules: &'a std::collections::BTreeMap<String, Vec<crate::scopes::ScopeRule>>,
 }
 
 impl<'a> Owned<'a> {
@@ -465,6 +471,7 @@ impl<'a> Owned<'a> {
             topics: of_tenant(&objects.topics, &names.tenant, false),
             identities: of_tenant(&objects.service_identities, &names.tenant, false),
             workloads: of_tenant(&objects.workloads, &names.tenant, false),
+            role_rules: &objects.role_rules,
             tenant,
             names,
         }

@@ -16,7 +16,7 @@ use crate::identity::{self, IdentityProviderSettings, SCOPE_NAME, SECRET_HASH_CO
 use crate::messaging::allowed_clusters;
 use crate::names::TenantNames;
 use crate::objects::{NamespaceObjects, namespace_objects};
-use crate::scopes::{ScopeTree, path_string, rbac_objects};
+use crate::scopes::{ScopeTree, path_string, rbac_objects, standard_scope_rules};
 use crate::secrets::tenant_policy_of;
 use crate::services::spiffe_uri_sans;
 
@@ -377,7 +377,21 @@ pub(super) fn scope(owned: &Owned, scope: &Scope) -> Vec<Object> {
         GROUP_READY,
         json!({"path": path, "attributes": {"scopePath": [path]}}),
     )];
-    for (role, binding) in rbac_objects(&owned.names.namespace, scope, &tree.subtree(&name)) {
+    let rules_of = |role: &str| {
+        owned
+            .role_rules
+            .get(role)
+            .cloned()
+            .or_else(|| standard_scope_rules(role))
+            .ok_or_else(|| format!("role {role} is unknown"))
+    };
+    let (objects, _) = rbac_objects(
+        &owned.names.namespace,
+        scope,
+        &tree.subtree(&name),
+        &rules_of,
+    );
+    for (role, binding) in objects {
         all.push(kubernetes(Kind::Role, &role, None, &owner, RBAC_READY));
         all.push(kubernetes(
             Kind::RoleBinding,

@@ -34,6 +34,7 @@ kinds! {
     topic => ossature_crds::Topic,
     service_identity => ossature_crds::ServiceIdentity,
     workload => ossature_crds::Workload,
+    tenant_role => ossature_crds::TenantRole,
 }
 
 /// Which of a tenant's namespaces a kind's objects live in.

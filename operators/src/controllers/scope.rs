@@ -11,11 +11,11 @@ use kube::api::{Api, ListParams};
 use kube::runtime::events::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use ossature_crds::{Scope, ScopeStatus, Tenant};
+use ossature_crds::{Scope, ScopeStatus, Tenant, TenantRole};
 use ossature_model::conditions::{self, GROUP_READY, Outcome, RBAC_READY, reasons};
 use ossature_model::identity::{GroupHome, group_home};
 use ossature_model::names::{SCOPE_LABEL, tenant_namespace, tenant_of};
-use ossature_model::scopes::{ScopeTree, path_string, rbac_objects, split_path};
+use ossature_model::scopes::{ScopeRule, ScopeTree, path_string, rbac_objects, split_path};
 use ossature_model::tenants::{backend_ready, retained};
 
 use super::{Home, owning_tenant};
@@ -80,10 +80,28 @@ impl Reconciled for Scope {
             ));
         }
 
-        let objects = rbac_objects(&namespace, self, &tree.subtree(&name));
+        let (policies, roles) = super::tenant_role::tenant_roles(ctx, &namespace);
+        let rules_of = |role: &str| {
+            ossature_policy::scope_rules(&policies, &roles, role).map(|rules| {
+                rules
+                    .iter()
+                    .map(|r| ScopeRule::new(r.resource, &r.verbs))
+                    .collect()
+            })
+        };
+        let (objects, unknown) = rbac_objects(&namespace, self, &tree.subtree(&name), &rules_of);
         plan.steps
             .push(Step::new(RBAC_READY, "role bindings", async move {
-                ensure_rbac(ctx, &namespace, &name, objects).await
+                let changes = ensure_rbac(ctx, &namespace, &name, objects).await?;
+                if unknown.is_empty() {
+                    Ok(changes)
+                } else {
+                    // The other grants hold; these wait for their role.
+                    Err(Failure::new(
+                        reasons::ROLE_NOT_FOUND,
+                        format!("grants of this scope give nothing: {}; define the role (a TenantRole) or grant another", unknown.join("; ")),
+                    ))
+                }
             }));
         Ok(plan)
     }
@@ -133,6 +151,7 @@ impl Reconciled for Scope {
     fn watches(controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         let scopes = watch.stores.clone();
         let children = watch.stores.clone();
+        let granted = watch.stores.clone();
         controller
             .owns(
                 Api::<RoleBinding>::all(watch.client.clone()),
@@ -153,6 +172,17 @@ impl Reconciled for Scope {
                         .in_namespace::<Scope>(&namespace)
                         .into_iter()
                         .filter(|s| s.name_any() != changed.name_any())
+                        .map(|s| ObjectRef::from_obj(&*s))
+                        .collect::<Vec<_>>()
+                },
+            )
+            // A role its grants may name, defined, changed or removed.
+            .watches_shared_stream(
+                watch.changes_of(|role: &TenantRole| role.spec.clone()),
+                move |role: std::sync::Arc<TenantRole>| {
+                    granted
+                        .in_namespace::<Scope>(&role.namespace().unwrap_or_default())
+                        .into_iter()
                         .map(|s| ObjectRef::from_obj(&*s))
                         .collect::<Vec<_>>()
                 },

@@ -812,3 +812,20 @@ pub async fn account_token(accounts: &Api<ServiceAccount>, name: &str) -> String
         .and_then(|status| status.token)
         .expect("a TokenRequest answers with a token")
 }
+
+/// The tenant's namespace, labelled for it as a tenant's file makes it
+/// (before its Tenant exists); its name.
+pub async fn labelled_namespace(client: &Client, tenant: &str) -> String {
+    let name = format!("tn-{tenant}");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": name, "labels": {"ossature.dev/tenant": tenant}}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    name
+}
