@@ -134,7 +134,65 @@ pub fn command_asks(command: &Command, watches: &Watches) -> Vec<Asked> {
         Command::RemoveRole(_) => vec![Asked::new("role", "delete", None)],
         Command::MapGroup(c) => vec![Asked::new("groupMapping", "create", Some(&c.scope))],
         Command::UnmapGroup(c) => vec![Asked::new("groupMapping", "delete", Some(&c.scope))],
+        Command::ApplyTopic(c) => object_asks("topic", &watches.topics, c, watches),
+        Command::ApplyServiceIdentity(c) => {
+            object_asks("serviceIdentity", &watches.service_identities, c, watches)
+        }
+        Command::ApplyWorkload(c) => object_asks("workload", &watches.workloads, c, watches),
+        Command::RemoveTopic(c) => removal_asks("topic", "delete", c, watches),
+        Command::RemoveServiceIdentity(c) => removal_asks("serviceIdentity", "delete", c, watches),
+        Command::RemoveWorkload(c) => removal_asks("workload", "delete", c, watches),
+        Command::RotateCredentials(c) => {
+            removal_asks("serviceIdentity", "rotateCredentials", c, watches)
+        }
     }
+}
+
+/// The scope an environment sits in (its label), if any.
+fn scope_of_environment(watches: &Watches, tenant: &str, environment: &str) -> Option<String> {
+    watches
+        .environment(tenant, environment)
+        .and_then(|e| e.labels().get(crate::api::SCOPE_LABEL).cloned())
+}
+
+/// `create` of a new object, `update` of an existing one, in the scope of
+/// its environment.
+fn object_asks<K>(
+    resource: &'static str,
+    store: &kube::runtime::reflector::Store<K>,
+    c: &crate::api::ApplyObject,
+    watches: &Watches,
+) -> Vec<Asked>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let namespace = ossature_model::TenantNames::new(&c.tenant)
+        .environment(&c.environment)
+        .namespace;
+    let at = kube::runtime::reflector::ObjectRef::new(&c.name).within(&namespace);
+    let action = if store.get(&at).is_some() {
+        "update"
+    } else {
+        "create"
+    };
+    vec![Asked {
+        resource,
+        action,
+        scope: scope_of_environment(watches, &c.tenant, &c.environment),
+    }]
+}
+
+fn removal_asks(
+    resource: &'static str,
+    action: &'static str,
+    c: &crate::api::EnvironmentObject,
+    watches: &Watches,
+) -> Vec<Asked> {
+    vec![Asked {
+        resource,
+        action,
+        scope: scope_of_environment(watches, &c.tenant, &c.environment),
+    }]
 }
 
 /// The authorization data of a tenant's Scopes and TenantRoles.
@@ -425,7 +483,7 @@ mod tests {
     #[test]
     fn every_command_asks_for_permissions_of_the_catalog() {
         let names = crate::commands::NAMES;
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 22);
         let inputs = json!({
             "onboardTenant": {"tenant": "acme", "type": "Business", "displayName": "A", "residency": "eu"},
             "changeTenant": {"tenant": "acme", "displayName": "A", "edge": {}, "domains": [], "quotas": {}},
@@ -442,6 +500,13 @@ mod tests {
             "removeRole": {"tenant": "acme", "role": "deployer"},
             "mapGroup": {"tenant": "acme", "scope": "eu", "group": "ops", "role": "deployer"},
             "unmapGroup": {"tenant": "acme", "scope": "eu", "group": "ops", "role": "deployer"},
+            "applyTopic": {"tenant": "acme", "environment": "prod", "name": "orders", "spec": {}},
+            "removeTopic": {"tenant": "acme", "environment": "prod", "name": "orders"},
+            "applyServiceIdentity": {"tenant": "acme", "environment": "prod", "name": "api", "spec": {}},
+            "removeServiceIdentity": {"tenant": "acme", "environment": "prod", "name": "api"},
+            "rotateCredentials": {"tenant": "acme", "environment": "prod", "name": "api"},
+            "applyWorkload": {"tenant": "acme", "environment": "prod", "name": "api", "spec": {}},
+            "removeWorkload": {"tenant": "acme", "environment": "prod", "name": "api"},
         });
         for name in names {
             let command = Command::decode(name, &inputs[name]).unwrap().unwrap();

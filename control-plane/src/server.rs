@@ -938,6 +938,70 @@ endpoint!(
     command_endpoint
 );
 
+endpoint!(
+    apply_topic,
+    "/v1/commands/applyTopic",
+    "applyTopic",
+    "commands",
+    api::ApplyTopic,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    remove_topic,
+    "/v1/commands/removeTopic",
+    "removeTopic",
+    "commands",
+    api::RemoveTopic,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    apply_service_identity,
+    "/v1/commands/applyServiceIdentity",
+    "applyServiceIdentity",
+    "commands",
+    api::ApplyServiceIdentity,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    remove_service_identity,
+    "/v1/commands/removeServiceIdentity",
+    "removeServiceIdentity",
+    "commands",
+    api::RemoveServiceIdentity,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    rotate_credentials,
+    "/v1/commands/rotateCredentials",
+    "rotateCredentials",
+    "commands",
+    api::RotateCredentials,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    apply_workload,
+    "/v1/commands/applyWorkload",
+    "applyWorkload",
+    "commands",
+    api::ApplyWorkload,
+    CommandResult,
+    command_endpoint
+);
+endpoint!(
+    remove_workload,
+    "/v1/commands/removeWorkload",
+    "removeWorkload",
+    "commands",
+    api::RemoveWorkload,
+    CommandResult,
+    command_endpoint
+);
+
 async fn commands_bulk_run(app: Arc<App>, _name: &'static str, request: Request) -> Response {
     endpoint(app, Served::BulkCommands, request).await
 }
@@ -1192,6 +1256,13 @@ pub fn routes() -> (axum::Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(remove_role))
         .routes(routes!(map_group))
         .routes(routes!(unmap_group))
+        .routes(routes!(apply_topic))
+        .routes(routes!(remove_topic))
+        .routes(routes!(apply_service_identity))
+        .routes(routes!(remove_service_identity))
+        .routes(routes!(rotate_credentials))
+        .routes(routes!(apply_workload))
+        .routes(routes!(remove_workload))
         .routes(routes!(tenant_status))
         .routes(routes!(list_tenants))
         .routes(routes!(invocation_status))

@@ -89,6 +89,67 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
     assert_eq!(status, 200, "{own}");
     assert_eq!(own["ready"], true, "{own}");
     assert_eq!(own["environments"][0]["name"], "prod");
+
+    // Its topics, services and workloads through the API as well, each
+    // with the spec kubectl would apply, waited for until Ready.
+    let definition =
+        r#"{"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"}]}"#;
+    let topic = json!({"tenant": a, "environment": "prod", "name": "orders",
+        "spec": {"partitions": 2, "schema": {"type": "AVRO", "definition": definition}},
+        "wait": {"timeoutSeconds": 120}});
+    let (status, _, answer) = cp.command("applyTopic", &token, "topic-1", &topic).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"]["state"], "Ready", "{answer}");
+    let mut wrong = topic.clone();
+    wrong["spec"]["partitions"] = json!("many");
+    let answer = cp.command("applyTopic", &token, "topic-2", &wrong).await;
+    assert_problem(&answer, 400, "invalid-input");
+    assert_eq!(
+        answer.2["errors"][0]["field"], "spec.partitions",
+        "{}",
+        answer.2
+    );
+    let mut unknown = topic.clone();
+    unknown["spec"]["colour"] = json!("red");
+    let answer = cp.command("applyTopic", &token, "topic-3", &unknown).await;
+    assert_problem(&answer, 400, "invalid-input");
+    assert_eq!(
+        answer.2["errors"][0]["field"], "spec.colour",
+        "{}",
+        answer.2
+    );
+    let workload = json!({"tenant": a, "environment": "prod", "name": "console-api",
+        "spec": {"template": "CommandEndpoint", "serviceIdentity": "console",
+                 "image": "registry.example/acme/console:1.0.0", "replicas": 1},
+        "wait": {"timeoutSeconds": 120}});
+    let (status, _, answer) = cp
+        .command("applyWorkload", &token, "workload-1", &workload)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"]["state"], "Ready", "{answer}");
+    let console = json!({"tenant": a, "environment": "prod", "name": "console"});
+    let (status, _, answer) = cp
+        .command("rotateCredentials", &token, "rotate-1", &console)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let services: Api<ossature_crds::ServiceIdentity> =
+        Api::namespaced(client.clone(), &format!("tn-{a}--prod"));
+    let rotated = services.get("console").await.unwrap();
+    assert!(rotated.spec.credentials.rotation_request.is_some());
+    for (command, name) in [("removeWorkload", "console-api"), ("removeTopic", "orders")] {
+        let input = json!({"tenant": a, "environment": "prod", "name": name});
+        let (status, _, answer) = cp.command(command, &token, command, &input).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let answer = cp
+        .command(
+            "removeTopic",
+            &token,
+            "remove-again",
+            &json!({"tenant": a, "environment": "prod", "name": "orders-none"}),
+        )
+        .await;
+    assert_problem(&answer, 404, "object-not-found");
     let (status, _, granted) = cp
         .command(
             "grantRole",
@@ -133,6 +194,10 @@ async fn onboarded_tenants_become_ready_and_a_tenants_token_acts_only_on_its_own
             json!({"tenant": b, "scope": {"name": "x", "displayName": "X"}}),
         ),
         ("offboardTenant", json!({"tenant": b})),
+        (
+            "applyTopic",
+            json!({"tenant": b, "environment": "prod", "name": "t", "spec": {}}),
+        ),
     ] {
         let answer = cp
             .post(

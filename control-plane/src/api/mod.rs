@@ -842,6 +842,79 @@ macro_rules! role_change {
 role_change!(GrantRole);
 role_change!(RevokeRole);
 
+/// Create or change one of the tenant's objects in one of its environments
+/// (a Topic, a ServiceIdentity or a Workload): its `spec` is the one kubectl
+/// would apply, as the CRD describes it (`crds/yaml/`); the apiserver checks
+/// it (schema, CEL, unknown fields) and the operator provisions it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyObject {
+    pub tenant: String,
+    /// The environment whose namespace holds it.
+    pub environment: String,
+    /// Its name, a DNS label.
+    pub name: String,
+    /// The object's spec, as in its CRD.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub wait: Option<Wait>,
+}
+
+/// Create or change a Topic: `spec` as in `crds/yaml/topics.ossature.dev.yaml`.
+pub type ApplyTopic = ApplyObject;
+/// Create or change a ServiceIdentity: `spec` as in `crds/yaml/serviceidentities.ossature.dev.yaml`.
+pub type ApplyServiceIdentity = ApplyObject;
+/// Create or change a Workload: `spec` as in `crds/yaml/workloads.ossature.dev.yaml`.
+pub type ApplyWorkload = ApplyObject;
+
+impl CommandInput for ApplyObject {
+    common_fields!(wait);
+    fn check(&self, check: &mut Check) {
+        check.field("tenant", validate::tenant_name(&self.tenant));
+        check.field("environment", validate::environment_name(&self.environment));
+        check.field("name", validate::dns_label(&self.name, 63));
+        if !self.spec.is_object() {
+            check.fail(
+                "spec",
+                "the object's spec is a JSON object, as its CRD describes it",
+            );
+        }
+        check_wait(self.wait.as_ref(), check);
+    }
+}
+
+/// One of the tenant's objects in one of its environments, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentObject {
+    pub tenant: String,
+    pub environment: String,
+    pub name: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Remove a Topic (safe by default: refused by the operator while it has a backlog or clients, unless its spec says `force`).
+pub type RemoveTopic = EnvironmentObject;
+/// Remove a ServiceIdentity: its client, credentials, grants and certificate go.
+pub type RemoveServiceIdentity = EnvironmentObject;
+/// Remove a Workload.
+pub type RemoveWorkload = EnvironmentObject;
+/// Rotate a ServiceIdentity's credentials now (the previous secret stays valid for a while).
+pub type RotateCredentials = EnvironmentObject;
+
+impl CommandInput for EnvironmentObject {
+    common_fields!();
+    fn check(&self, check: &mut Check) {
+        check.field("tenant", validate::tenant_name(&self.tenant));
+        check.field("environment", validate::environment_name(&self.environment));
+        check.field("name", validate::dns_label(&self.name, 63));
+    }
+}
+
 /// Define (or redefine) one of the tenant's own roles: standard policies it
 /// bundles and permissions of its own. It becomes a TenantRole, granted in
 /// scopes by name like `Viewer`.

@@ -11,14 +11,18 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ObjectMeta;
 use kube::{Api, ResourceExt};
-use ossature_crds::{Certificate, Environment, RoleName, Scope, Tenant, TenantRole};
+use ossature_crds::{
+    Certificate, Environment, RoleName, Scope, ServiceIdentity, Tenant, TenantRole, Topic, Workload,
+};
 use ossature_model::names::{TENANT_LABEL, tenant_namespace};
 use serde_json::Value;
 
 use crate::api::{
-    self, AddScope, ChangeTenant, CommandInput, ConditionView, CreateEnvironment, DefineRole,
-    GrantRole, MapGroup, MoveScope, OffboardTenant, OnboardTenant, Outcome, OutcomeState,
-    RemoveEnvironment, RemoveRole, RemoveScope, RequestCertificate, RevokeRole, UnmapGroup,
+    self, AddScope, ApplyObject, ApplyServiceIdentity, ApplyTopic, ApplyWorkload, ChangeTenant,
+    CommandInput, ConditionView, CreateEnvironment, DefineRole, EnvironmentObject, GrantRole,
+    MapGroup, MoveScope, OffboardTenant, OnboardTenant, Outcome, OutcomeState, RemoveEnvironment,
+    RemoveRole, RemoveScope, RemoveServiceIdentity, RemoveTopic, RemoveWorkload,
+    RequestCertificate, RevokeRole, RotateCredentials, UnmapGroup,
 };
 use crate::problem::{FieldError, Problem, ProblemKind};
 use crate::watch::Watches;
@@ -76,6 +80,13 @@ commands! {
     "removeRole" => RemoveRole,
     "mapGroup" => MapGroup,
     "unmapGroup" => UnmapGroup,
+    "applyTopic" => ApplyTopic,
+    "removeTopic" => RemoveTopic,
+    "applyServiceIdentity" => ApplyServiceIdentity,
+    "removeServiceIdentity" => RemoveServiceIdentity,
+    "rotateCredentials" => RotateCredentials,
+    "applyWorkload" => ApplyWorkload,
+    "removeWorkload" => RemoveWorkload,
 }
 
 /// Decodes a body as `T`, naming the field that does not fit.
@@ -116,6 +127,14 @@ pub enum Awaited {
         tenant: String,
         name: String,
         generation: Option<i64>,
+    },
+    /// A Topic, ServiceIdentity or Workload Ready at this generation, or gone.
+    Object {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        generation: Option<i64>,
+        gone: bool,
     },
 }
 
@@ -464,6 +483,35 @@ pub async fn run(
                 gone: false,
             })
         }
+        Command::ApplyTopic(c) => apply_object::<Topic>(watches, writes, c).await,
+        Command::ApplyServiceIdentity(c) => {
+            apply_object::<ServiceIdentity>(watches, writes, c).await
+        }
+        Command::ApplyWorkload(c) => apply_object::<Workload>(watches, writes, c).await,
+        Command::RemoveTopic(c) => remove_object::<Topic>(writes, c).await,
+        Command::RemoveServiceIdentity(c) => remove_object::<ServiceIdentity>(writes, c).await,
+        Command::RemoveWorkload(c) => remove_object::<Workload>(writes, c).await,
+        Command::RotateCredentials(c) => {
+            let namespace = environment_namespace(watches, c)?;
+            let api = Api::<ServiceIdentity>::namespaced(writes.client().clone(), &namespace);
+            let current = api
+                .get_opt(&c.name)
+                .await
+                .map_err(|e| problem_of(e, "reading the ServiceIdentity"))?
+                .ok_or_else(|| object_not_found("ServiceIdentity", c))?;
+            // A new request value is what asks the operator to rotate.
+            let request = ulid::Ulid::generate().to_string();
+            let next = again(&current, |s| {
+                s.spec.credentials.rotation_request = Some(request)
+            });
+            let written = writes.apply(next).await?;
+            Ok(object_awaited(
+                "ServiceIdentity",
+                namespace,
+                c,
+                written.as_ref(),
+            ))
+        }
         Command::OffboardTenant(c) => {
             if !writes.delete::<Tenant>(None, &c.tenant).await? {
                 return Err(tenant_not_found(&c.tenant));
@@ -538,6 +586,160 @@ async fn change_scope(
         tenant: tenant.to_string(),
         name: scope.to_string(),
         generation: written.and_then(|s| s.metadata.generation),
+    })
+}
+
+/// The namespace of the environment an object command names; refused when
+/// the tenant has no such environment.
+fn environment_namespace(watches: &Watches, c: &impl EnvironmentNamed) -> Result<String, Problem> {
+    let (tenant, environment) = c.place();
+    if watches.tenant(tenant).is_none() {
+        return Err(tenant_not_found(tenant));
+    }
+    if watches.environment(tenant, environment).is_none() {
+        return Err(invalid(
+            "environment",
+            format!(
+                "tenant {tenant} has no environment {environment}; create it first with createEnvironment"
+            ),
+        ));
+    }
+    Ok(ossature_model::TenantNames::new(tenant)
+        .environment(environment)
+        .namespace)
+}
+
+/// Commands that name an object in an environment.
+trait EnvironmentNamed {
+    fn place(&self) -> (&str, &str);
+    fn name(&self) -> &str;
+}
+
+impl EnvironmentNamed for ApplyObject {
+    fn place(&self) -> (&str, &str) {
+        (&self.tenant, &self.environment)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl EnvironmentNamed for EnvironmentObject {
+    fn place(&self) -> (&str, &str) {
+        (&self.tenant, &self.environment)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn object_not_found(kind: &str, c: &impl EnvironmentNamed) -> Problem {
+    let (tenant, environment) = c.place();
+    Problem::new(
+        ProblemKind::ObjectNotFound,
+        format!(
+            "tenant {tenant} has no {kind} {} in environment {environment}",
+            c.name()
+        ),
+    )
+}
+
+fn object_awaited<K: kube::Resource>(
+    kind: &'static str,
+    namespace: String,
+    c: &impl EnvironmentNamed,
+    written: Option<&K>,
+) -> Awaited {
+    Awaited::Object {
+        kind,
+        namespace,
+        name: c.name().to_string(),
+        generation: written.and_then(|o| o.meta().generation),
+        gone: false,
+    }
+}
+
+/// Applies a Topic, ServiceIdentity or Workload with the caller's spec,
+/// refusing a spec that does not fit the kind, field by field.
+async fn apply_object<K>(
+    watches: &Watches,
+    writes: &mut Writes,
+    c: &ApplyObject,
+) -> Result<Awaited, Problem>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = environment_namespace(watches, c)?;
+    let kind: &'static str = K::kind(&()).to_string().leak();
+    let object = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": kind,
+        "metadata": {"name": c.name, "namespace": namespace,
+                     "labels": {TENANT_LABEL: c.tenant}},
+        "spec": c.spec,
+    });
+    let object: K = serde_path_to_error::deserialize(object).map_err(|e| {
+        invalid(
+            &e.path().to_string(),
+            format!(
+                "{}; the spec is a {kind}'s, as its CRD describes it",
+                e.inner()
+            ),
+        )
+    })?;
+    let read_back = serde_json::to_value(&object).unwrap_or_default();
+    if let Some(path) = unknown_field(&c.spec, &read_back["spec"], "spec") {
+        return Err(invalid(
+            &path,
+            format!("a {kind}'s spec has no field {path}; its CRD lists the fields (crds/yaml/)"),
+        ));
+    }
+    let written = writes.apply(object).await?;
+    Ok(object_awaited(kind, namespace, c, written.as_ref()))
+}
+
+/// The first field of `given` that `kept` (the same, decoded into the
+/// kind's type and encoded again) lost: one the kind does not have.
+fn unknown_field(given: &Value, kept: &Value, at: &str) -> Option<String> {
+    match (given, kept) {
+        (Value::Object(given), Value::Object(kept)) => given.iter().find_map(|(key, value)| {
+            let path = format!("{at}.{key}");
+            match kept.get(key) {
+                None if !value.is_null() => Some(path),
+                None => None,
+                Some(kept) => unknown_field(value, kept, &path),
+            }
+        }),
+        (Value::Array(given), Value::Array(kept)) => given
+            .iter()
+            .zip(kept)
+            .enumerate()
+            .find_map(|(i, (g, k))| unknown_field(g, k, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+async fn remove_object<K>(writes: &mut Writes, c: &EnvironmentObject) -> Result<Awaited, Problem>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let namespace = ossature_model::TenantNames::new(&c.tenant)
+        .environment(&c.environment)
+        .namespace;
+    let kind: &'static str = K::kind(&()).to_string().leak();
+    if !writes.delete::<K>(Some(&namespace), &c.name).await? {
+        return Err(object_not_found(kind, c));
+    }
+    Ok(Awaited::Object {
+        kind,
+        namespace,
+        name: c.name.clone(),
+        generation: None,
+        gone: true,
     })
 }
 
@@ -707,6 +909,13 @@ fn observe(watches: &Watches, awaited: &Awaited) -> (Option<OutcomeState>, Vec<C
                 )
             }
         },
+        Awaited::Object {
+            kind,
+            namespace,
+            name,
+            generation,
+            gone,
+        } => observe_object(watches, kind, namespace, name, *generation, *gone),
         Awaited::Environment {
             tenant,
             name,
@@ -728,6 +937,51 @@ fn observe(watches: &Watches, awaited: &Awaited) -> (Option<OutcomeState>, Vec<C
             }
         }
     }
+}
+
+/// The outcome and conditions of a Topic, ServiceIdentity or Workload in
+/// the watch, read generically from its status.
+fn observe_object(
+    watches: &Watches,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    generation: Option<i64>,
+    gone: bool,
+) -> (Option<OutcomeState>, Vec<ConditionView>) {
+    fn at<K: kube::Resource<DynamicType = ()>>(
+        namespace: &str,
+        name: &str,
+    ) -> kube::runtime::reflector::ObjectRef<K> {
+        kube::runtime::reflector::ObjectRef::new(name).within(namespace)
+    }
+    let found = match kind {
+        "Topic" => watches
+            .topics
+            .get(&at(namespace, name))
+            .map(|o| serde_json::to_value(&*o)),
+        "ServiceIdentity" => watches
+            .service_identities
+            .get(&at(namespace, name))
+            .map(|o| serde_json::to_value(&*o)),
+        "Workload" => watches
+            .workloads
+            .get(&at(namespace, name))
+            .map(|o| serde_json::to_value(&*o)),
+        _ => None,
+    };
+    let Some(Ok(object)) = found else {
+        return (gone.then_some(OutcomeState::Deleted), Vec::new());
+    };
+    let conditions: Vec<Condition> =
+        serde_json::from_value(object["status"]["conditions"].clone()).unwrap_or_default();
+    let observed = object["status"]["observedGeneration"].as_i64();
+    let state = if gone {
+        None
+    } else {
+        decided(&conditions, observed, generation)
+    };
+    (state, conditions.iter().map(condition_view).collect())
 }
 
 /// Waits, on the shared watch, until `awaited` is decided or `timeout` passes.
@@ -789,7 +1043,7 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(missing.errors[0].message.contains("missing field `tenant`"));
-        assert_eq!(NAMES.len(), 15);
+        assert_eq!(NAMES.len(), 22);
     }
 
     fn condition(type_: &str, status: &str) -> Condition {
@@ -798,6 +1052,27 @@ mod tests {
             "lastTransitionTime": "2026-01-01T00:00:00Z"
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_field_the_kind_does_not_have_is_found_however_deep() {
+        let given = json!({"partitions": 2, "schema": {"type": "AVRO", "colour": "red"},
+                           "grants": [{"a": 1}, {}]});
+        let kept = json!({"partitions": 2, "schema": {"type": "AVRO"}, "persistence": "Persistent",
+                          "grants": [{"a": 1}, {}]});
+        assert_eq!(
+            unknown_field(&given, &kept, "spec").as_deref(),
+            Some("spec.schema.colour")
+        );
+        let fine = json!({"partitions": 2, "schema": null});
+        assert_eq!(unknown_field(&fine, &kept, "spec"), None);
+        let mut deep = given.clone();
+        deep["schema"] = json!({"type": "AVRO"});
+        deep["grants"][1] = json!({"b": 2});
+        assert_eq!(
+            unknown_field(&deep, &kept, "spec").as_deref(),
+            Some("spec.grants[1].b")
+        );
     }
 
     #[test]

@@ -110,6 +110,17 @@ pub fn after(current: Option<&TenantObjects>, changes: &[ObjectChange]) -> Optio
                         operation,
                         object,
                     ),
+                    "Topic" => replace(&mut objects.topics, namespace, name, operation, object),
+                    "ServiceIdentity" => replace(
+                        &mut objects.service_identities,
+                        namespace,
+                        name,
+                        operation,
+                        object,
+                    ),
+                    "Workload" => {
+                        replace(&mut objects.workloads, namespace, name, operation, object)
+                    }
                     _ => {}
                 }
             }
