@@ -122,7 +122,7 @@ pub async fn spawn(
     let watches = Watches::start(&client);
     tokio::time::timeout(Duration::from_secs(60), watches.ready())
         .await
-        .context("the watches of Tenants, Scopes, Environments, Certificates, Topics, ServiceIdentities and Workloads did not list within 60 s")??;
+        .context("the watches of Tenants, Scopes, Environments, TenantRoles, Certificates, Topics, ServiceIdentities and Workloads did not list within 60 s; are this release's CRDs installed? (kubectl apply -f crds/yaml/)")??;
     let plan = args.platform().map_err(|problem| {
         anyhow::anyhow!("--root-domain, --residency or --host-issuer: {problem}")
     })?;
