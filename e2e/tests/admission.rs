@@ -293,11 +293,26 @@ async fn bad_scopes_and_environments_are_refused() -> Result<()> {
             "a grant names at least one group or user",
         )
         .await?;
+        // A role is a standard one or a tenant's own (a DNS label).
+        let odd_role = json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "eu"},
+            "spec": {"displayName": "EU", "grants": [{"role": "Owner", "users": ["bob"]}]},
+        });
+        refused(&raw_scopes, &odd_role, "spec.grants[0].role").await?;
+        let odd_mapping = json!({
+            "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "eu"},
+            "spec": {"displayName": "EU", "groupMappings": [{"group": "", "role": "Viewer"}]},
+        });
+        refused(&raw_scopes, &odd_mapping, "spec.groupMappings[0].group").await?;
         let good: Scope = serde_json::from_value(json!({
             "apiVersion": "ossature.dev/v1alpha1", "kind": "Scope",
             "metadata": {"name": "france"},
             "spec": {"displayName": "France", "parent": "eu",
-                     "grants": [{"role": "Editor", "groups": ["fr-team"]}]},
+                     "grants": [{"role": "Editor", "groups": ["fr-team"]},
+                                {"role": "deployer", "users": ["dana"]}],
+                     "groupMappings": [{"group": "idp-fr", "role": "Viewer"}]},
         }))?;
         scopes
             .create(&PostParams::default(), &good)
