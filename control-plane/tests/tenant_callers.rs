@@ -3,8 +3,12 @@
 //! onboarding is what the operator then provisions; the tenant's tree; the
 //! grants of its Scopes decide what a service account may do (Viewer reads
 //! but does not change, Editor changes environments but does not grant, a
-//! grant applies below its scope and not beside it); and a decision made at
-//! an invocation's start holds while a grant changes under it.
+//! grant applies below its scope and not beside it); a role of the tenant's
+//! own, defined, granted, mapped and removed; a decision made at an
+//! invocation's start holds while a grant changes under it; and a person
+//! (a user of the tenant's realm, with a password-grant token of its own
+//! client) acts through a grant by name and a group mapping of the scope
+//! group her token carries.
 
 mod common;
 
@@ -435,4 +439,198 @@ where
         }
     }
     panic!("{name} did not become as awaited within 60 s");
+}
+
+/// A person of the tenant (a user of its own realm, member of a scope's
+/// group), with a password-grant token of the tenant's own client.
+async fn person_token(
+    env: &std::collections::BTreeMap<String, String>,
+    realm: &str,
+    tenant: &str,
+    username: &str,
+    group_path: &str,
+) -> String {
+    let keycloak = &env["OSSATURE_KEYCLOAK_URL"];
+    let admin = admin_token(
+        keycloak,
+        &env["OSSATURE_KEYCLOAK_ADMIN_USER"],
+        &env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"],
+    )
+    .await;
+    let api = format!("{keycloak}/admin/realms/{realm}");
+    let password = "Correct-Horse-Battery-9";
+    let created = http()
+        .post(format!("{api}/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": username, "enabled": true, "emailVerified": true,
+                      "email": format!("{username}@example.test"),
+                      "firstName": "Dana", "lastName": "Person",
+                      "credentials": [{"type": "password", "value": password, "temporary": false}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let user: Value = http()
+        .get(format!("{api}/users?username={username}&exact=true"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_id = user[0]["id"].as_str().unwrap().to_string();
+    let group: Value = http()
+        .get(format!("{api}/group-by-path{group_path}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let joined = http()
+        .put(format!(
+            "{api}/users/{user_id}/groups/{}",
+            group["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(joined.status().is_success());
+    // The tenant's client takes logins through its pages; a test has none,
+    // so it lets this one password grant through (the operator puts the
+    // client's settings back at its next reconcile).
+    let clients: Value = http()
+        .get(format!("{api}/clients?clientId={tenant}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut client = clients[0].clone();
+    client["directAccessGrantsEnabled"] = json!(true);
+    let updated = http()
+        .put(format!("{api}/clients/{}", client["id"].as_str().unwrap()))
+        .bearer_auth(&admin)
+        .json(&client)
+        .send()
+        .await
+        .unwrap();
+    assert!(updated.status().is_success());
+    let answer: Value = http()
+        .post(format!(
+            "{keycloak}/realms/{realm}/protocol/openid-connect/token"
+        ))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", tenant),
+            ("username", username),
+            ("password", password),
+            ("scope", "openid"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a person's token: {answer}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_persons_token_acts_through_grants_and_group_mappings_of_its_scopes() {
+    let WithOperator {
+        env,
+        client,
+        selector,
+        operator,
+        ops: _ops,
+        cp,
+        token,
+    } = WithOperator::start(&["--no-edge"]).await;
+    let tenant = ossature_e2e::unique("cpp");
+    let mut onboard = onboarding(&tenant, &selector);
+    onboard["identity"] = json!({"isolation": "Realm", "mfaRequired": false});
+    onboard["wait"] = json!({"timeoutSeconds": 240});
+    let (status, _, answer) = cp
+        .command("onboardTenant", &token, "onboard-person", &onboard)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"]["state"], "Ready", "{answer}");
+    let realm = Api::<Tenant>::all(client.clone())
+        .get(&tenant)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.realm)
+        .unwrap();
+    // Dana reads in eu by name.
+    let (status, _, answer) = cp
+        .command(
+            "grantRole",
+            &token,
+            "grant-dana",
+            &json!({"tenant": tenant, "scope": "eu", "role": "Viewer", "users": ["dana"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let person = person_token(&env, &realm, &tenant, "dana", "/global/eu").await;
+
+    let eu = json!({"tenant": tenant, "scope": "eu"});
+    let tree = wait_status(&cp, &person, "/v1/queries/tenantTree", &eu, 200).await;
+    assert_eq!(tree["root"]["name"], format!("tn-{tenant}/eu"));
+    let global = json!({"tenant": tenant, "scope": "global"});
+    let answer = cp.query("tenantTree", &person, &global).await;
+    assert_problem(&answer, 403, "forbidden");
+    let create = json!({"tenant": tenant, "dryRun": true,
+        "environment": {"name": "dev", "kind": "Development", "scope": "eu"}});
+    let answer = cp
+        .command("createEnvironment", &person, "person-env-1", &create)
+        .await;
+    assert_problem(&answer, 403, "forbidden");
+
+    // The group her token carries (the scope's path in the tenant's realm),
+    // mapped to Editor in eu: she changes environments there now.
+    let (status, _, answer) = cp
+        .command(
+            "mapGroup",
+            &token,
+            "map-eu",
+            &json!({"tenant": tenant, "scope": "eu", "group": "/global/eu", "role": "Editor"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let allowed = wait_status(&cp, &person, "/v1/commands/createEnvironment", &create, 200).await;
+    let reason = allowed["decision"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("dana") && reason.contains("/global/eu") && reason.contains("Editor"),
+        "{reason}"
+    );
+    let (status, _, mine) = cp.query("callerPermissions", &person, &eu).await;
+    assert_eq!(status, 200, "{mine}");
+    assert!(
+        mine["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["resource"] == "environment" && p["action"] == "create"),
+        "{mine}"
+    );
+    // Never another tenant, whatever her grants.
+    let answer = cp
+        .query("tenantStatus", &person, &json!({"tenant": "globex"}))
+        .await;
+    assert_problem(&answer, 403, "forbidden");
+
+    cp.offboard(&token, &tenant).await;
+    remove_keys(&client, &tenant).await;
+    cp.running.stop();
+    operator.abort();
 }

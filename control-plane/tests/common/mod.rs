@@ -50,7 +50,7 @@ pub struct OperatorsRealm {
     admin: (String, String),
 }
 
-async fn admin_token(keycloak: &str, user: &str, password: &str) -> String {
+pub async fn admin_token(keycloak: &str, user: &str, password: &str) -> String {
     let answer: Value = http()
         .post(format!(
             "{keycloak}/realms/master/protocol/openid-connect/token"
