@@ -480,15 +480,23 @@ async fn person_token(
         .await
         .unwrap();
     let user_id = user[0]["id"].as_str().unwrap().to_string();
-    let group: Value = http()
-        .get(format!("{api}/group-by-path{group_path}"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The scope's group, once the operator has made it.
+    let mut group = Value::Null;
+    for _ in 0..120 {
+        group = http()
+            .get(format!("{api}/group-by-path{group_path}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if group["id"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     let joined = http()
         .put(format!(
             "{api}/users/{user_id}/groups/{}",
