@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     if let Some(cli::Command::Rbac(rbac)) = &args.command {
-        print!("{}", rbac.grantee().grants().to_yaml()?);
+        print!("{}", rbac.yaml()?);
         return Ok(());
     }
     cli::init_logs(args.log_format);

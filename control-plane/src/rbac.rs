@@ -108,6 +108,28 @@ pub fn namespace_rules() -> Vec<PolicyRule> {
     ])]
 }
 
+/// Where the rules are kept as YAML for what is not Rust (the Helm chart),
+/// relative to the crate; a test fails when it differs from the rules.
+pub const RULES_FILE: &str = "rbac-rules.yaml";
+
+/// Both sets of rules as one YAML document (`clusterRules`,
+/// `namespaceRules`), the form a chart renders them from.
+pub fn rules_yaml() -> Result<String, serde_norway::Error> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Rules {
+        cluster_rules: Vec<PolicyRule>,
+        namespace_rules: Vec<PolicyRule>,
+    }
+    let rules = serde_norway::to_string(&Rules {
+        cluster_rules: cluster_rules(),
+        namespace_rules: namespace_rules(),
+    })?;
+    Ok(format!(
+        "# The control plane's rules: `ossature-control-plane rbac --rules` writes this file.\n{rules}"
+    ))
+}
+
 /// Who is granted the rules, and what the granting objects are called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grantee {
@@ -308,9 +330,22 @@ pub struct RbacArgs {
     /// policy's is this and `-namespaces`). Default: the ServiceAccount's name.
     #[arg(long, value_parser = parse_name)]
     pub name: Option<String>,
+    /// Print only the rules (`clusterRules` and `namespaceRules`), as the
+    /// Helm chart renders them, instead of the objects.
+    #[arg(long)]
+    pub rules: bool,
 }
 
 impl RbacArgs {
+    /// What `rbac` prints.
+    pub fn yaml(&self) -> Result<String, serde_norway::Error> {
+        if self.rules {
+            rules_yaml()
+        } else {
+            self.grantee().grants().to_yaml()
+        }
+    }
+
     pub fn grantee(&self) -> Grantee {
         Grantee {
             service_account: self.service_account.clone(),
@@ -473,6 +508,7 @@ mod tests {
             service_account: "cp".into(),
             namespace: "platform".into(),
             name: None,
+            rules: false,
         }
         .grantee();
         let grants = grantee.grants();
@@ -504,6 +540,17 @@ mod tests {
                 r#""admissionregistration.k8s.io/v1" "ValidatingAdmissionPolicy""#,
                 r#""admissionregistration.k8s.io/v1" "ValidatingAdmissionPolicyBinding""#,
             ]
+        );
+    }
+
+    #[test]
+    fn the_rules_file_is_the_rules() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(RULES_FILE);
+        let kept = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            kept == rules_yaml().unwrap(),
+            "{} differs from the rules; write it again: cargo run -p ossature-control-plane -- rbac --rules > control-plane/{RULES_FILE}",
+            path.display()
         );
     }
 
