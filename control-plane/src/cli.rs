@@ -20,6 +20,9 @@ use ossature_model::platform::{parse_residency, parse_root_domain};
 /// With `--local-stack` it brings up the embedded local stack first and
 /// takes the apiserver and Keycloak from it. Otherwise the apiserver is the
 /// one the environment names (in-cluster, or KUBECONFIG).
+///
+/// `ossature-control-plane rbac` prints the ClusterRole, Role and bindings
+/// its ServiceAccount needs; at start it names any of those rights it lacks.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ossature-control-plane", version)]
 pub struct Args {
@@ -119,6 +122,18 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Something to do other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Prints the ClusterRole, Role and bindings the control plane's
+    /// ServiceAccount needs, as YAML for `kubectl apply -f -`: no wildcard,
+    /// no Secrets, ConfigMaps only in its own namespace; and an admission
+    /// policy that lets it write only tenants' namespaces and its own.
+    Rbac(crate::rbac::RbacArgs),
 }
 
 impl Args {
@@ -265,8 +280,26 @@ mod tests {
             "--operators-realm",
             "--audit-log",
             "--log-format",
+            "rbac",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
+        let mut command = Args::command();
+        let rbac = command.find_subcommand_mut("rbac").unwrap();
+        let help = rbac.render_long_help().to_string();
+        for flag in ["--service-account", "--namespace", "--name"] {
+            assert!(help.contains(flag), "{flag} missing from rbac --help");
+        }
+        let args = Args::try_parse_from([
+            "cp",
+            "rbac",
+            "--service-account",
+            "cp",
+            "--namespace",
+            "platform",
+        ])
+        .unwrap();
+        assert!(matches!(args.command, Some(Command::Rbac(r)) if r.grantee().name == "cp"));
+        assert!(Args::try_parse_from(["cp", "rbac", "--namespace", "Platform"]).is_err());
     }
 }

@@ -92,6 +92,13 @@ pub fn request_hash(command: &str, body: &Value) -> String {
 }
 
 fn unavailable(e: kube::Error) -> Problem {
+    if let kube::Error::Api(status) = &e
+        && crate::rbac::refused_by_rbac(status)
+    {
+        let detail = crate::rbac::lacking("the idempotency store", status);
+        tracing::error!("{detail}");
+        return Problem::new(ProblemKind::Internal, detail);
+    }
     tracing::warn!("idempotency store: {e}");
     Problem::new(
         ProblemKind::Unavailable,

@@ -19,6 +19,7 @@ pub mod invocation;
 pub mod local_stack;
 pub mod problem;
 pub mod queries;
+pub mod rbac;
 pub mod schemas;
 pub mod server;
 pub mod start;

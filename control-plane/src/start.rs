@@ -105,6 +105,7 @@ pub async fn spawn(
         .context(
             "listing Tenants failed; are Ossature's CRDs installed? (kubectl apply -f crds/yaml/)",
         )?;
+    crate::rbac::require_rights(&client, &args.state_namespace).await?;
     ensure_namespace(&client, &args.state_namespace).await?;
     let keycloak_url = args.keycloak_url.clone().context(
         "--keycloak-url (or OSSATURE_KEYCLOAK_URL) is required unless --local-stack is given",

@@ -30,6 +30,11 @@ pub struct Writes {
 /// The problem of an apiserver error while `doing` something.
 pub fn problem_of(e: kube::Error, doing: &str) -> Problem {
     match e {
+        kube::Error::Api(status) if crate::rbac::refused_by_rbac(&status) => {
+            let detail = crate::rbac::lacking(doing, &status);
+            tracing::error!("{detail}");
+            Problem::new(ProblemKind::Internal, detail)
+        }
         kube::Error::Api(status) => {
             let errors: Vec<FieldError> = status
                 .details

@@ -130,23 +130,28 @@ async fn delete_realm(keycloak: &str, admin: &(String, String), realm: &str) {
 }
 
 impl Drop for OperatorsRealm {
-    /// A test that fails leaves no realm behind either: removed from a
-    /// thread of its own, since the test's runtime may be gone.
+    /// A test that fails leaves no realm behind either.
     fn drop(&mut self) {
         let (keycloak, admin, realm) = (
             self.keycloak.clone(),
             self.admin.clone(),
             self.realm.clone(),
         );
-        let removed = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(delete_realm(&keycloak, &admin, &realm));
-        });
-        let _ = removed.join();
+        run_to_end(async move { delete_realm(&keycloak, &admin, &realm).await });
     }
+}
+
+/// Runs `work` to its end from a drop, on a thread and runtime of its own,
+/// since the test's runtime may be gone.
+pub fn run_to_end(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let done = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work);
+    });
+    let _ = done.join();
 }
 
 /// A token from the client credentials grant, or Keycloak's answer.
