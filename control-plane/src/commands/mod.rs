@@ -251,7 +251,7 @@ pub async fn run(
             })
         }
         Command::MoveScope(c) => {
-            let current = get_scope(writes, &c.tenant, &c.scope)
+            get_scope(writes, &c.tenant, &c.scope)
                 .await?
                 .ok_or_else(|| scope_not_found(&c.tenant, &c.scope))?;
             if let Some(parent) = &c.parent {
@@ -273,13 +273,12 @@ pub async fn run(
                     return Err(invalid("parent", fault.message(&c.scope)));
                 }
             }
-            let next = again(&current, |s| s.spec.parent = c.parent.clone());
-            let written = writes.apply(next).await?;
-            Ok(Awaited::Scope {
-                tenant: c.tenant.clone(),
-                name: c.scope.clone(),
-                generation: written.and_then(|s| s.metadata.generation),
+            // Read again, and again on a conflict (the operator writes the
+            // Scope too).
+            change_scope(writes, &c.tenant, &c.scope, |spec| {
+                spec.parent = c.parent.clone()
             })
+            .await
         }
         Command::RemoveScope(c) => {
             let children: Vec<String> = watches
