@@ -53,7 +53,31 @@ pub fn command(name: &str, body: &serde_json::Value) {
             validate::tenant_name(command.input().tenant()).is_ok(),
             "{command:?} passed its checks with a bad tenant"
         ),
-        Err(problem) => assert_invalid(&problem),
+        Err(problem) => {
+            assert_invalid(&problem);
+            assert_fields_in(&problem, body);
+        }
+    }
+}
+
+/// Each wrong member of a list is named by its path in the body, such as
+/// `scopes[1].grants[0].groups[2]`, so a caller finds it.
+pub fn assert_fields_in(problem: &Problem, body: &serde_json::Value) {
+    // Labels' keys are any text: their paths are not looked up.
+    let listed = |field: &str| field.ends_with(']') && !field.starts_with("labels.");
+    for error in problem.errors.iter().filter(|e| listed(&e.field)) {
+        let mut at = Some(body);
+        for part in error.field.split(['.', '[']).filter(|p| !p.is_empty()) {
+            at = match part.strip_suffix(']') {
+                Some(index) => index.parse::<usize>().ok().and_then(|i| at?.get(i)),
+                None => at.and_then(|v| v.get(part)),
+            };
+        }
+        assert!(
+            at.is_some(),
+            "{problem:?}: {} is not a path in {body}",
+            error.field
+        );
     }
 }
 
@@ -68,5 +92,6 @@ pub fn query(name: &str, body: &serde_json::Value) {
     };
     if let Err(problem) = decoded.and_then(|query| query.check()) {
         assert_invalid(&problem);
+        assert_fields_in(&problem, body);
     }
 }
