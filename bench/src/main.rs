@@ -15,10 +15,13 @@
 //! baseline of the same calls made directly (see [`messaging`]).
 //! `decisions`: the control plane's authorization decisions, in process,
 //! with 10,000 role bindings (see [`decisions`]); it needs no stack.
+//! `api`: the control plane's API under load, with 10,000 tenants in its
+//! watch cache (see [`api`]).
 //!
 //! Build both binaries first: `cargo build --release -p ossature-operator -p ossature-bench`,
 //! then `target/release/ossature-bench --tenants 50 --baseline`.
 
+mod api;
 mod certificates;
 mod decisions;
 mod edge;
@@ -109,6 +112,12 @@ enum Bench {
     /// load time, then p50/p99/max per decision (wall and CPU time) on one
     /// thread and on several at once.
     Decisions(decisions::DecisionArgs),
+    /// The control plane's API under load, in process on the stack with
+    /// no operator: 10,000 tenants in its watch cache, then onboardTenant
+    /// commands and tenantStatus queries with a platform operator's token,
+    /// p50/p90/p99/max and throughput against the goals, and the
+    /// process's memory. Removes all it made, also on failure and Ctrl-C.
+    Api(api::ApiArgs),
 }
 
 /// The tenancy benchmark (no subcommand).
@@ -1613,6 +1622,12 @@ async fn main() -> Result<()> {
         Some(Bench::Messaging(args)) => {
             let (env, client) = stack().await?;
             messaging::run(args, env, client).await
+        }
+        // The shared stack as it is: its CRDs are never installed from here.
+        Some(Bench::Api(args)) => {
+            let env = ossature_bootstrap::ensure_up().await?;
+            let client = kube_client(&env).await?;
+            api::run(args, env, client).await
         }
     }
 }

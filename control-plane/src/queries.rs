@@ -36,7 +36,7 @@ const MAX_ROLES: usize = 50;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 500;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Query {
     TenantStatus(TenantStatusQuery),
     ListTenants(ListTenantsQuery),

@@ -120,7 +120,12 @@ async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, 
     let bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
         .map_err(|_| too_large())?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    parse_body(&bytes)
+}
+
+/// A request body as JSON, or the problem that answers it.
+pub fn parse_body(bytes: &[u8]) -> Result<Value, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| {
         Problem::new(
             ProblemKind::InvalidInput,
             format!("the body is not JSON: {e}"),
@@ -601,9 +606,23 @@ fn check_items(count: usize) -> Result<(), Problem> {
     Ok(())
 }
 
-async fn bulk_commands(app: &App, inv: &mut Invocation, body: &Value) -> Result<Answer, Problem> {
+/// A bulk body of commands, with 1 to [`MAX_BULK_ITEMS`] items; each
+/// item's input is decoded as its own path's would be.
+pub fn decode_bulk_commands(body: &Value) -> Result<BulkCommands, Problem> {
     let bulk: BulkCommands = commands::decode_as(body)?;
     check_items(bulk.items.len())?;
+    Ok(bulk)
+}
+
+/// A bulk body of queries, with 1 to [`MAX_BULK_ITEMS`] items.
+pub fn decode_bulk_queries(body: &Value) -> Result<BulkQueries, Problem> {
+    let bulk: BulkQueries = commands::decode_as(body)?;
+    check_items(bulk.items.len())?;
+    Ok(bulk)
+}
+
+async fn bulk_commands(app: &App, inv: &mut Invocation, body: &Value) -> Result<Answer, Problem> {
+    let bulk = decode_bulk_commands(body)?;
     let route = "/v1/commands";
     let mut children: Vec<Invocation> = bulk
         .items
@@ -692,8 +711,7 @@ async fn bulk_commands(app: &App, inv: &mut Invocation, body: &Value) -> Result<
 }
 
 async fn bulk_queries(app: &App, inv: &mut Invocation, body: &Value) -> Result<Answer, Problem> {
-    let bulk: BulkQueries = commands::decode_as(body)?;
-    check_items(bulk.items.len())?;
+    let bulk = decode_bulk_queries(body)?;
     let mut results = Vec::with_capacity(bulk.items.len());
     for (index, item) in bulk.items.iter().enumerate() {
         let mut child = inv.child("/v1/queries", &item.query);

@@ -357,16 +357,21 @@ pub struct Grant {
     pub users: Vec<String>,
 }
 
+/// The groups and users of a grant at `at` ("" for the body's own).
 fn check_principals(groups: &[String], users: &[String], at: &str, check: &mut Check) {
+    let path = |what: &str| match at {
+        "" => what.to_string(),
+        _ => format!("{at}.{what}"),
+    };
     if groups.is_empty() && users.is_empty() {
-        check.fail(at, "name at least one group or user");
+        check.fail(path("groups"), "name at least one group or user");
     }
     for (what, list) in [("groups", groups), ("users", users)] {
         if list.len() > 64 {
-            check.fail(format!("{at}.{what}"), format!("at most 64 {what}"));
+            check.fail(path(what), format!("at most 64 {what}"));
         }
         for (i, name) in list.iter().enumerate() {
-            check.field(format!("{at}.{what}[{i}]"), validate::principal(name));
+            check.field(format!("{}[{i}]", path(what)), validate::principal(name));
         }
     }
 }
@@ -834,7 +839,7 @@ macro_rules! role_change {
                 check.field("tenant", validate::tenant_name(&self.tenant));
                 check.field("scope", validate::scope_name(&self.scope));
                 check.field("role", validate::role_name(&self.role));
-                check_principals(&self.groups, &self.users, "groups", check);
+                check_principals(&self.groups, &self.users, "", check);
             }
         }
     };
@@ -1721,6 +1726,27 @@ mod tests {
                 "wait.timeoutSeconds",
             ]
         );
+    }
+
+    #[test]
+    fn a_grants_bad_member_is_named_by_its_path_in_the_body() {
+        let grant: GrantRole = serde_json::from_value(json!({
+            "tenant": "acme", "scope": "eu", "role": "Viewer",
+            "groups": ["ok", ""], "users": ["a\tb"]
+        }))
+        .unwrap();
+        assert_eq!(errors(&grant), ["groups[1]", "users[0]"]);
+        let nobody: RevokeRole = serde_json::from_value(json!({
+            "tenant": "acme", "scope": "eu", "role": "Viewer"
+        }))
+        .unwrap();
+        assert_eq!(errors(&nobody), ["groups"]);
+        let scope: AddScope = serde_json::from_value(json!({
+            "tenant": "acme", "scope": {"name": "eu", "displayName": "EU",
+                "grants": [{"role": "Admin", "users": [""]}]}
+        }))
+        .unwrap();
+        assert_eq!(errors(&scope), ["scope.grants[0].users[0]"]);
     }
 
     #[test]

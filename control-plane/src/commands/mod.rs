@@ -31,7 +31,7 @@ use write::{Writes, problem_of};
 macro_rules! commands {
     ($($name:literal => $variant:ident),+ $(,)?) => {
         /// A decoded command.
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, PartialEq)]
         pub enum Command {
             $($variant($variant)),+
         }
@@ -91,6 +91,13 @@ commands! {
 
 /// Decodes a body as `T`, naming the field that does not fit.
 pub fn decode_as<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, Problem> {
+    // serde would take a list as the fields in order: only names count.
+    if !body.is_object() {
+        return Err(invalid(
+            "",
+            "the body must be a JSON object of named fields, as /openapi.json describes".into(),
+        ));
+    }
     serde_path_to_error::deserialize(body.clone()).map_err(|e| {
         let path = e.path().to_string();
         Problem::invalid(vec![FieldError {
@@ -1042,6 +1049,14 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(missing.errors[0].message.contains("missing field `tenant`"));
+        // Fields in order, without their names, are no body.
+        let listed = Command::decode("offboardTenant", &json!(["acme", true]))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            listed.errors[0].message.contains("JSON object"),
+            "{listed:?}"
+        );
         assert_eq!(NAMES.len(), 22);
     }
 
