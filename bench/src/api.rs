@@ -440,8 +440,8 @@ async fn timed(
 /// Admin to a group) and an environment.
 fn onboarding(tenant: &str, label: &str) -> Result<Value> {
     use ossature_control_plane::api::{
-        EnvironmentDefinition, EnvironmentKind, Grant, OnboardTenant, Quotas, Role,
-        ScopeDefinition, TenantType,
+        EnvironmentDefinition, EnvironmentKind, Grant, OnboardTenant, Quotas, ScopeDefinition,
+        TenantType,
     };
     let scope = |name: &str, display_name: &str, parent: Option<&str>| ScopeDefinition {
         name: name.into(),
@@ -451,7 +451,7 @@ fn onboarding(tenant: &str, label: &str) -> Result<Value> {
     };
     let mut global = scope("global", "Global", None);
     global.grants.push(Grant {
-        role: Role::Admin,
+        role: "Admin".to_string(),
         groups: vec![format!("{tenant}-admins")],
         users: Vec::new(),
     });
