@@ -1,7 +1,9 @@
 //! Upgrades are quiet: tenants provisioned by the previous release, with
 //! their scopes, environments, certificates, host at the edge and custom
 //! domain, are taken over by this release without a single write to any
-//! backend or to Kubernetes (no object, status, record or Event changes).
+//! backend or to Kubernetes (no object, status, record or Event changes),
+//! but the one this release makes on purpose: Admins' Roles gain the right
+//! to change a Scope's grants.
 //! Finalizers, labels, record paths, Lease names and field managers must
 //! stay what they were for that to hold.
 //!
@@ -360,10 +362,32 @@ async fn the_previous_releases_tenants_are_taken_over_without_a_write() {
             l.starts_with("ossature_backend_calls") && l.contains("write") && !l.ends_with(" 0")
         })
         .collect();
+    // The one change this release makes on purpose: Admins' Roles gain the
+    // right to change a Scope's grants and group mappings, which admission
+    // asks for since this release: one write each, and the Event saying so.
+    let roles =
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), &format!("tn-{name}"))
+            .list(&ListParams::default().labels(ossature_model::names::SCOPE_LABEL))
+            .await
+            .unwrap();
+    let admins: Vec<_> = roles
+        .items
+        .iter()
+        .filter(|r| r.name_any().ends_with("-admin"))
+        .collect();
+    for admin in &admins {
+        let rules = admin.rules.clone().unwrap_or_default();
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.resources.iter().flatten().any(|x| x == "scopes/grants")),
+            "{admin:?}"
+        );
+    }
     assert_eq!(
         writes(&new).await,
-        0,
-        "an upgrade writes nothing: {written:#?}"
+        2 * admins.len() as u64,
+        "an upgrade writes nothing but the Admins' Roles: {written:#?}"
     );
 
     delete_tenants(&tenants, &[name.as_str()]).await;
