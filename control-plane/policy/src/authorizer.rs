@@ -178,8 +178,16 @@ struct TenantEntry {
     /// The catalog and the tenant's index, as the policy reads them.
     document: Value,
     /// Roles resolved to permissions, for the role queries.
-    roles: Resolved,
+    roles: Arc<Resolved>,
     data: TenantData,
+}
+
+/// The standard roles resolved, once: every tenant without roles of its
+/// own shares them (with 10,000 tenants, copies would take most of the
+/// memory).
+struct Standard {
+    resolved: Arc<Resolved>,
+    value: Value,
 }
 
 /// Decides requests of every tenant. `Send + Sync`: share one behind an
@@ -189,6 +197,7 @@ pub struct Authorizer {
     program: Arc<Program>,
     /// The catalog alone: the document of requests of tenants without data.
     catalog: Value,
+    standard: Standard,
     tenants: RwLock<HashMap<String, Arc<TenantEntry>>>,
 }
 
@@ -203,9 +212,15 @@ impl Authorizer {
             .map_err(engine_error("the policy"))?;
         let program = Compiler::compile_from_policy(&compiled, &[DECISION, PERMISSIONS])
             .map_err(engine_error("the policy"))?;
+        let resolved = crate::roles::resolve(&[], &[], &mut Problems::default());
+        let value = serde_json::to_value(&resolved).map_err(engine_error("the standard roles"))?;
         Ok(Self {
             program,
             catalog: document(catalog_value(), None),
+            standard: Standard {
+                resolved: Arc::new(resolved),
+                value: Value::from(value),
+            },
             tenants: RwLock::default(),
         })
     }
@@ -248,18 +263,27 @@ impl Authorizer {
             return Err(Error::TenantName(tenant.to_string()));
         }
         let (index, problems) = TenantIndex::build(tenant, &data);
-        let tenant_value =
-            serde_json::to_value(&index).map_err(engine_error("the tenant's data"))?;
+        let mut tenant_value =
+            Value::from(serde_json::to_value(&index).map_err(engine_error("the tenant's data"))?);
+        let standard_only = data.policies.is_empty() && data.roles.is_empty();
+        let (roles, roles_value) = if standard_only {
+            (self.standard.resolved.clone(), self.standard.value.clone())
+        } else {
+            let value =
+                serde_json::to_value(&index.roles).map_err(engine_error("the tenant's roles"))?;
+            (Arc::new(index.roles), Value::from(value))
+        };
+        tenant_value
+            .as_object_mut()
+            .map_err(engine_error("the tenant's data"))?
+            .insert(text("roles"), roles_value);
         let loaded = Loaded {
             bindings: index.binding_count,
             problems,
         };
         let entry = Arc::new(TenantEntry {
-            document: document(
-                self.catalog["catalog"].clone(),
-                Some(Value::from(tenant_value)),
-            ),
-            roles: index.roles,
+            document: document(self.catalog["catalog"].clone(), Some(tenant_value)),
+            roles,
             data,
         });
         Ok((entry, loaded))
@@ -382,7 +406,11 @@ impl Authorizer {
         let entry = self.entry(tenant);
         let standard;
         let (resolved, own_policies, own_roles): (&Resolved, &[Policy], &[Role]) = match &entry {
-            Some(entry) => (&entry.roles, &entry.data.policies, &entry.data.roles),
+            Some(entry) => (
+                entry.roles.as_ref(),
+                &entry.data.policies,
+                &entry.data.roles,
+            ),
             None => {
                 let mut ignored = Problems::default();
                 standard = crate::roles::resolve(&[], &[], &mut ignored);

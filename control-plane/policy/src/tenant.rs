@@ -154,7 +154,9 @@ pub(crate) struct TenantIndex {
     pub detached: BTreeMap<String, String>,
     /// `user:<name>`, `serviceAccount:<name>` or `group:<name>` -> scope -> bindings.
     pub bindings: BTreeMap<String, BTreeMap<String, Vec<Binding>>>,
-    /// Role -> resource -> action -> policies that give it.
+    /// Role -> resource -> action -> policies that give it; the decisions'
+    /// document gets them apart, shared when they are the standard ones.
+    #[serde(skip)]
     pub roles: Resolved,
     /// Number of (subject, role, scope) bindings indexed.
     #[serde(skip)]
