@@ -170,6 +170,18 @@ fn mutate(u: &mut Unstructured, value: &mut Value) -> Result<()> {
     Ok(())
 }
 
+/// What fuzzing found: an unknown field whose name ends in `]` is named
+/// as sent, and is no list member's path.
+#[test]
+fn an_unknown_field_named_like_a_list_member_is_named_as_sent() {
+    let body = json!({"tenan]": "s"});
+    invariants::command("onboardTenant", &body);
+    let problem = Command::decode("onboardTenant", &body)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(problem.errors[0].field, "tenan]");
+}
+
 #[test]
 fn any_body_is_answered_with_a_value_or_the_fields_that_are_wrong() {
     arbtest::arbtest(|u| {

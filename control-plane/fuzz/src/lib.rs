@@ -63,8 +63,18 @@ pub fn command(name: &str, body: &serde_json::Value) {
 /// Each wrong member of a list is named by its path in the body, such as
 /// `scopes[1].grants[0].groups[2]`, so a caller finds it.
 pub fn assert_fields_in(problem: &Problem, body: &serde_json::Value) {
-    // Labels' keys are any text: their paths are not looked up.
-    let listed = |field: &str| field.ends_with(']') && !field.starts_with("labels.");
+    // Labels' keys are any text: their paths are not looked up. A field
+    // ending in `]` that is no `[<index>]` is a key the caller sent as it
+    // is (an unknown field named `tenan]`).
+    let indexed = |field: &str| {
+        field
+            .strip_suffix(']')
+            .and_then(|f| f.rsplit_once('['))
+            .is_some_and(|(_, index)| {
+                !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())
+            })
+    };
+    let listed = |field: &str| indexed(field) && !field.starts_with("labels.");
     for error in problem.errors.iter().filter(|e| listed(&e.field)) {
         let mut at = Some(body);
         for part in error.field.split(['.', '[']).filter(|p| !p.is_empty()) {
