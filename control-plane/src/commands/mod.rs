@@ -500,17 +500,24 @@ pub async fn run(
         Command::RotateCredentials(c) => {
             let namespace = environment_namespace(watches, c)?;
             let api = Api::<ServiceIdentity>::namespaced(writes.client().clone(), &namespace);
-            let current = api
-                .get_opt(&c.name)
-                .await
-                .map_err(|e| problem_of(e, "reading the ServiceIdentity"))?
-                .ok_or_else(|| object_not_found("ServiceIdentity", c))?;
             // A new request value is what asks the operator to rotate.
             let request = ulid::Ulid::generate().to_string();
-            let next = again(&current, |s| {
-                s.spec.credentials.rotation_request = Some(request)
-            });
-            let written = writes.apply(next).await?;
+            let mut attempt = 0;
+            let written = loop {
+                let current = api
+                    .get_opt(&c.name)
+                    .await
+                    .map_err(|e| problem_of(e, "reading the ServiceIdentity"))?
+                    .ok_or_else(|| object_not_found("ServiceIdentity", c))?;
+                let next = again(&current, |s| {
+                    s.spec.credentials.rotation_request = Some(request.clone())
+                });
+                // The operator writes the object too: read again on a conflict.
+                match writes.apply(next).await {
+                    Err(p) if changed_meanwhile(&p, &mut attempt) => continue,
+                    written => break written?,
+                }
+            };
             Ok(object_awaited(
                 "ServiceIdentity",
                 namespace,
@@ -803,16 +810,21 @@ fn tenant_awaited(tenant: &str, written: Option<&Tenant>) -> Awaited {
 
 async fn onboard(c: &OnboardTenant, writes: &mut Writes) -> Result<Awaited, Problem> {
     let namespace_name = tenant_namespace(&c.tenant);
-    let exists = Api::<Namespace>::all(writes.client().clone())
-        .get_opt(&namespace_name)
-        .await
-        .map_err(|e| problem_of(e, "reading the tenant's namespace"))?
-        .is_some();
-    if !exists {
-        writes.creates_namespace(&namespace_name);
+    // A dry run cannot place objects in a namespace it only pretends to
+    // create: it needs to know whether the namespace is there.
+    if writes.dry_run {
+        let exists = Api::<Namespace>::all(writes.client().clone())
+            .get_opt(&namespace_name)
+            .await
+            .map_err(|e| problem_of(e, "reading the tenant's namespace"))?
+            .is_some();
+        if !exists {
+            writes.creates_namespace(&namespace_name);
+        }
     }
-    // The tenant's namespace first, labelled for it (the operator adopts
-    // it), so that its Scopes and Environments can be written at once.
+    // The tenant's namespace, labelled for it (the operator adopts it), and
+    // the Tenant at once; then its Scopes and Environments at once (they
+    // need the namespace, not each other: the operator waits for parents).
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(namespace_name.clone()),
@@ -821,23 +833,39 @@ async fn onboard(c: &OnboardTenant, writes: &mut Writes) -> Result<Awaited, Prob
         },
         ..Default::default()
     };
-    writes.apply(namespace).await?;
     let mut tenant = Tenant::new(&c.tenant, c.tenant_spec());
     tenant.labels_mut().extend(c.labels.clone());
-    let written = writes.apply(tenant).await?;
-    for scope in &c.scopes {
-        let mut object = Scope::new(&scope.name, scope.to_spec());
-        object.metadata.namespace = Some(namespace_name.clone());
-        object
-            .labels_mut()
-            .insert(TENANT_LABEL.into(), c.tenant.clone());
-        writes.apply(object).await?;
-    }
-    for environment in &c.environments {
-        writes
-            .apply(environment_object(&c.tenant, environment))
-            .await?;
-    }
+    let (namespace, tenant) = futures::join!(writes.apply_one(namespace), writes.apply_one(tenant));
+    // Both recorded (one may have been written when the other failed).
+    let namespace = writes.record(vec![namespace]);
+    let written = writes.record(vec![tenant]);
+    namespace?;
+    let written = written?.pop().flatten();
+    let scopes: Vec<Scope> = c
+        .scopes
+        .iter()
+        .map(|scope| {
+            let mut object = Scope::new(&scope.name, scope.to_spec());
+            object.metadata.namespace = Some(namespace_name.clone());
+            object
+                .labels_mut()
+                .insert(TENANT_LABEL.into(), c.tenant.clone());
+            object
+        })
+        .collect();
+    let environments: Vec<Environment> = c
+        .environments
+        .iter()
+        .map(|e| environment_object(&c.tenant, e))
+        .collect();
+    let (scopes, environments) = futures::join!(
+        futures::future::join_all(scopes.into_iter().map(|s| writes.apply_one(s))),
+        futures::future::join_all(environments.into_iter().map(|e| writes.apply_one(e))),
+    );
+    let scopes = writes.record(scopes);
+    let environments = writes.record(environments);
+    scopes?;
+    environments?;
     Ok(tenant_awaited(&c.tenant, written.as_ref()))
 }
 

@@ -113,7 +113,42 @@ impl Writes {
 
     /// Applies `object` (its `resourceVersion`, when set, is a precondition);
     /// what the apiserver made of it.
-    pub async fn apply<K>(&mut self, mut object: K) -> Result<Option<K>, Problem>
+    pub async fn apply<K>(&mut self, object: K) -> Result<Option<K>, Problem>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    {
+        let (change, written) = self.apply_one(object).await?;
+        self.changes.push(change);
+        Ok(written)
+    }
+
+    /// Records what concurrent applies made, in their order; the first
+    /// failure, if any.
+    pub fn record<K>(
+        &mut self,
+        applied: Vec<Result<(ObjectChange, Option<K>), Problem>>,
+    ) -> Result<Vec<Option<K>>, Problem> {
+        let mut written = Vec::new();
+        let mut failure = None;
+        for result in applied {
+            match result {
+                Ok((change, object)) => {
+                    self.changes.push(change);
+                    written.push(object);
+                }
+                Err(problem) => {
+                    failure.get_or_insert(problem);
+                }
+            }
+        }
+        match failure {
+            Some(problem) => Err(problem),
+            None => Ok(written),
+        }
+    }
+
+    /// One apply, recorded by the caller.
+    pub async fn apply_one<K>(&self, mut object: K) -> Result<(ObjectChange, Option<K>), Problem>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     {
@@ -155,8 +190,7 @@ impl Writes {
                 if self.dry_run {
                     change.object = Some(shown(written.clone()));
                 }
-                self.changes.push(change);
-                Ok(serde_json::from_value(written).ok())
+                Ok((change, serde_json::from_value(written).ok()))
             }
             Err(kube::Error::Api(status))
                 if self.dry_run
@@ -170,8 +204,7 @@ impl Writes {
                     "not dry-run by the apiserver: its namespace {} is created by this command; the object is shown as it would be sent",
                     namespace.unwrap_or_default()
                 ));
-                self.changes.push(change);
-                Ok(None)
+                Ok((change, None))
             }
             Err(e) => Err(problem_of(e, &doing)),
         }
