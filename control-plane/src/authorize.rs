@@ -72,11 +72,7 @@ impl Decision {
 /// are placed in a scope by their label (see [`crate::api::SCOPE_LABEL`]),
 /// read from the shared watch.
 pub fn command_asks(command: &Command, watches: &Watches) -> Vec<Asked> {
-    let environment_scope = |tenant: &str, name: &str| {
-        watches
-            .environment(tenant, name)
-            .and_then(|e| e.labels().get(crate::api::SCOPE_LABEL).cloned())
-    };
+    let environment_scope = |tenant: &str, name: &str| scope_of_environment(watches, tenant, name);
     match command {
         Command::OnboardTenant(_) => vec![Asked::new("tenant", "create", None)],
         Command::ChangeTenant(c) => {

@@ -125,7 +125,7 @@ impl ScopeRule {
 }
 
 /// The rules of a standard role (the policy crate derives the same from its
-/// catalog; a test there keeps them equal): `Viewer` reads, `Editor` also
+/// catalog; a test of the control plane keeps them equal): `Viewer` reads, `Editor` also
 /// changes, `Admin` also deletes and changes grants and group mappings.
 pub fn standard_scope_rules(role: &str) -> Option<Vec<ScopeRule>> {
     const READ: &[&str] = &["get", "list", "watch"];

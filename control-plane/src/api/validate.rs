@@ -56,10 +56,16 @@ pub fn dns_label(value: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// `Viewer`, `Editor` or `Admin`.
+pub fn is_standard_role(value: &str) -> bool {
+    use ossature_policy::{ADMIN, EDITOR, VIEWER};
+    [VIEWER, EDITOR, ADMIN].contains(&value)
+}
+
 /// A role a grant names: `Viewer`, `Editor`, `Admin`, or one of the
 /// tenant's own.
 pub fn role_name(value: &str) -> Result<(), String> {
-    if matches!(value, "Viewer" | "Editor" | "Admin") || dns_label(value, 63).is_ok() {
+    if is_standard_role(value) || dns_label(value, 63).is_ok() {
         Ok(())
     } else {
         Err(format!(

@@ -137,7 +137,7 @@ pub enum Awaited {
     },
     /// A Topic, ServiceIdentity or Workload Ready at this generation, or gone.
     Object {
-        kind: &'static str,
+        kind: String,
         namespace: String,
         name: String,
         generation: Option<i64>,
@@ -368,11 +368,11 @@ pub async fn run(
         }
         Command::DefineRole(c) => {
             require_tenant(writes, &c.tenant).await?;
-            check_role(watches, c)?;
             let mut role = TenantRole::new(&c.role.name, c.role.to_spec());
             role.metadata.namespace = Some(tenant_namespace(&c.tenant));
             role.labels_mut()
                 .insert(TENANT_LABEL.into(), c.tenant.clone());
+            check_role(watches, &c.tenant, &role)?;
             writes.apply(role).await?;
             Ok(Awaited::Tenant {
                 name: c.tenant.clone(),
@@ -658,13 +658,13 @@ fn object_not_found(kind: &str, c: &impl EnvironmentNamed) -> Problem {
 }
 
 fn object_awaited<K: kube::Resource>(
-    kind: &'static str,
+    kind: &str,
     namespace: String,
     c: &impl EnvironmentNamed,
     written: Option<&K>,
 ) -> Awaited {
     Awaited::Object {
-        kind,
+        kind: kind.to_string(),
         namespace,
         name: c.name().to_string(),
         generation: written.and_then(|o| o.meta().generation),
@@ -687,7 +687,7 @@ where
         + std::fmt::Debug,
 {
     let namespace = environment_namespace(watches, c)?;
-    let kind: &'static str = K::kind(&()).to_string().leak();
+    let kind = K::kind(&()).to_string();
     let object = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": kind,
@@ -712,7 +712,7 @@ where
         ));
     }
     let written = writes.apply(object).await?;
-    Ok(object_awaited(kind, namespace, c, written.as_ref()))
+    Ok(object_awaited(&kind, namespace, c, written.as_ref()))
 }
 
 /// The first field of `given` that `kept` (the same, decoded into the
@@ -743,9 +743,9 @@ where
     let namespace = ossature_model::TenantNames::new(&c.tenant)
         .environment(&c.environment)
         .namespace;
-    let kind: &'static str = K::kind(&()).to_string().leak();
+    let kind = K::kind(&()).to_string();
     if !writes.delete::<K>(Some(&namespace), &c.name).await? {
-        return Err(object_not_found(kind, c));
+        return Err(object_not_found(&kind, c));
     }
     Ok(Awaited::Object {
         kind,
@@ -758,8 +758,7 @@ where
 
 /// Refuses a grant of a role that is neither standard nor the tenant's.
 fn require_role(watches: &Watches, tenant: &str, role: &str, field: &str) -> Result<(), Problem> {
-    if matches!(role, "Viewer" | "Editor" | "Admin") || watches.tenant_role(tenant, role).is_some()
-    {
+    if api::validate::is_standard_role(role) || watches.tenant_role(tenant, role).is_some() {
         return Ok(());
     }
     Err(invalid(
@@ -772,18 +771,17 @@ fn require_role(watches: &Watches, tenant: &str, role: &str, field: &str) -> Res
 
 /// Checks a role definition against the policy catalog, with the tenant's
 /// other roles as they are.
-fn check_role(watches: &Watches, c: &DefineRole) -> Result<(), Problem> {
-    let others = watches.tenant_roles_of(&c.tenant);
-    let mut role = TenantRole::new(&c.role.name, c.role.to_spec());
-    role.metadata.namespace = Some(tenant_namespace(&c.tenant));
+fn check_role(watches: &Watches, tenant: &str, role: &TenantRole) -> Result<(), Problem> {
+    let name = role.name_any();
+    let others = watches.tenant_roles_of(tenant);
     let (policies, roles) = ossature_policy::from_tenant_roles(
         others
             .iter()
             .map(|r| r.as_ref())
-            .filter(|r| r.name_any() != c.role.name)
-            .chain([&role]),
+            .filter(|r| r.name_any() != name)
+            .chain([role]),
     );
-    ossature_policy::roles::permissions_of(&policies, &roles, &c.role.name)
+    ossature_policy::roles::permissions_of(&policies, &roles, &name)
         .map(|_| ())
         .map_err(|why| invalid("role", why))
 }

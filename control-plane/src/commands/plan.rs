@@ -167,6 +167,24 @@ pub fn backend_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model's standard rules (for the tree and plan without the policy
+    /// crate) are what the policy crate derives from its catalog.
+    #[test]
+    fn the_models_standard_rules_are_the_policy_crates() {
+        for role in ["Viewer", "Editor", "Admin"] {
+            let from_policy: Vec<_> = ossature_policy::scope_rules(&[], &[], role)
+                .unwrap()
+                .iter()
+                .map(|r| ossature_model::scopes::ScopeRule::new(r.resource, &r.verbs))
+                .collect();
+            assert_eq!(
+                Some(from_policy),
+                ossature_model::scopes::standard_scope_rules(role),
+                "{role}"
+            );
+        }
+    }
     use serde_json::json;
 
     fn settings() -> PlanSettings {
