@@ -53,6 +53,17 @@ pub struct AuditRecord {
     pub latency_ms: f64,
 }
 
+/// A line the control plane or the operator writes: an audit record or a
+/// log line, told apart by `record`. Log lines carry the same invocation
+/// context, when they serve an invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(title = "Ossature record")]
+pub enum Record {
+    Audit(Box<AuditRecord>),
+    Log(Box<ossature_records::LogRecord<InvocationContext>>),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordKind {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use ossature_model::platform::{parse_residency, parse_root_domain};
+pub use ossature_records::LogFormat;
 
 /// Serves Ossature's control plane: an API in RPC style over HTTP/1.1 and
 /// HTTP/2 (`POST /v1/commands/<name>`, `POST /v1/queries/<name>`, and the
@@ -119,7 +120,8 @@ pub struct Args {
     #[cfg(feature = "local-stack")]
     #[arg(long)]
     pub local_stack: bool,
-    /// Log format.
+    /// Log format: `json` lines follow `schemas/record.schema.json`, like
+    /// the audit records.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
     /// Something to do other than serving.
@@ -179,12 +181,6 @@ impl Args {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
 /// The filter of log lines: `RUST_LOG`, or info; an invocation whose
 /// context asks for it (a permission) logs at debug.
 pub fn log_filter() -> tracing_subscriber::EnvFilter {
@@ -194,25 +190,10 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
     ))
 }
 
-/// Logs as JSON lines (or plain text for a terminal), each with the fields
-/// of its invocation's span.
+/// Logs as records (or plain text for a terminal), each line with the
+/// invocation it serves.
 pub fn init_logs(format: LogFormat) {
-    let filter = log_filter();
-    match format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => {
-            use std::io::IsTerminal;
-            tracing_subscriber::fmt()
-                .with_ansi(std::io::stdout().is_terminal())
-                .with_env_filter(filter)
-                .init()
-        }
-    }
+    ossature_records::init_logs(format, log_filter());
 }
 
 fn parse_origin(value: &str) -> Result<String, String> {

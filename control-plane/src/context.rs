@@ -23,7 +23,8 @@ const MAX_HEADER_BYTES: usize = 4096;
 const MAX_USER_AGENT: usize = 256;
 
 /// Annotations recorded on every object written.
-pub const ANNOTATION_PREFIX: &str = "control-plane.ossature.dev/";
+pub use ossature_records::ANNOTATION_PREFIX;
+use ossature_records::annotation;
 
 /// One invocation of the API, as the server hands it on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
@@ -264,26 +265,14 @@ impl InvocationContext {
     /// the actor and the authorization decision's reason.
     pub fn annotations(&self, actor: &str, reason: &str) -> BTreeMap<String, String> {
         let mut annotations = BTreeMap::from([
-            (
-                format!("{ANNOTATION_PREFIX}action-id"),
-                self.action_id.clone(),
-            ),
-            (
-                format!("{ANNOTATION_PREFIX}invocation-id"),
-                self.invocation_id.clone(),
-            ),
-            (
-                format!("{ANNOTATION_PREFIX}trace-id"),
-                self.trace_id.clone(),
-            ),
-            (format!("{ANNOTATION_PREFIX}actor"), actor.to_string()),
-            (format!("{ANNOTATION_PREFIX}decision"), reason.to_string()),
+            (annotation("action-id"), self.action_id.clone()),
+            (annotation("invocation-id"), self.invocation_id.clone()),
+            (annotation("trace-id"), self.trace_id.clone()),
+            (annotation("actor"), actor.to_string()),
+            (annotation("decision"), reason.to_string()),
         ]);
         if let Some(parent) = &self.parent_invocation_id {
-            annotations.insert(
-                format!("{ANNOTATION_PREFIX}parent-invocation-id"),
-                parent.clone(),
-            );
+            annotations.insert(annotation("parent-invocation-id"), parent.clone());
         }
         annotations
     }

@@ -80,7 +80,8 @@ impl Invocation {
         child
     }
 
-    /// Raises this invocation's log level, once allowed.
+    /// Raises this invocation's log level, once allowed; from the span's
+    /// next entry (the next poll of the work it instruments).
     pub fn enable_debug_logging(&self) {
         self.span.record("debug", true);
     }

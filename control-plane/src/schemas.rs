@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, Record};
 use crate::context::{IncomingContext, InvocationContext};
 
 /// Each file name and its schema.
@@ -23,6 +23,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
             "audit-record.schema.json",
             value(schemars::schema_for!(AuditRecord)),
         ),
+        ("record.schema.json", value(schemars::schema_for!(Record))),
     ]
 }
 

@@ -225,7 +225,9 @@ fn settle(
     if inv.context.debug_logging() {
         inv.enable_debug_logging();
     }
-    tracing::debug!(reason = decision.reason, "authorized");
+    // Entered again: the filter reads the level at entry.
+    inv.span
+        .in_scope(|| tracing::debug!(reason = decision.reason, "authorized"));
     Ok(())
 }
 

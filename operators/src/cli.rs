@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use ossature_model::platform::{
     DEFAULT_MAX_DEDICATED_REALMS, DEFAULT_ROOT_DOMAIN, parse_residency, parse_root_domain,
 };
+pub use ossature_records::LogFormat;
 
 /// Runs Ossature's controllers: each Tenant becomes a namespace with quota
 /// and network policies, its identity in Keycloak, a Pulsar tenant, OpenBao
@@ -130,7 +131,8 @@ pub struct Args {
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
-    /// Log format.
+    /// Log format: `json` lines follow the control plane's
+    /// `schemas/record.schema.json`.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 }
@@ -156,31 +158,15 @@ pub enum AutoscalerChoice {
     Hpa,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// Logs as JSON lines (or plain text for a terminal), filtered by `RUST_LOG`.
+/// Logs as records (or plain text for a terminal), filtered by `RUST_LOG`;
+/// a reconcile's lines carry the control plane invocation that last wrote
+/// its object.
 pub fn init_logs(format: LogFormat) {
     // vaultrs logs an expected answer (a mount not there yet) as an error;
     // the adapters report what matters themselves.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,vaultrs=off,rustify=off".into());
-    match format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => {
-            use std::io::IsTerminal;
-            tracing_subscriber::fmt()
-                .with_ansi(std::io::stdout().is_terminal())
-                .with_env_filter(filter)
-                .init()
-        }
-    }
+    ossature_records::init_logs(format, filter);
 }
 
 /// `MOUNT/KEY` of an OpenBao transit key.

@@ -185,6 +185,19 @@ impl Context {
     /// Events are best effort: a failure to record one never fails a reconcile.
     pub async fn publish(&self, reference: ObjectReference, events: Vec<Event>) {
         for event in events {
+            // Every Event is a log line too, for who reads logs, not Events.
+            let kind = reference.kind.as_deref().unwrap_or_default();
+            let name = reference.name.as_deref().unwrap_or_default();
+            let namespace = reference.namespace.as_deref().unwrap_or_default();
+            let note = event.note.as_deref().unwrap_or_default();
+            match event.type_ {
+                kube::runtime::events::EventType::Normal => {
+                    tracing::info!(kind, namespace, name, reason = event.reason, "{note}")
+                }
+                kube::runtime::events::EventType::Warning => {
+                    warn!(kind, namespace, name, reason = event.reason, "{note}")
+                }
+            }
             self.calls.record(Backend::Kubernetes, Verb::Write);
             if let Err(e) = self.recorder.publish(&event, &reference).await {
                 warn!("could not record event {}: {e}", event.reason);

@@ -331,21 +331,22 @@ impl ControlPlane {
 
 /// Every audit line validates against the published schema.
 pub fn assert_audit_lines_valid(lines: &[Value]) {
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/audit-record.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    assert_lines_valid("audit-record.schema.json", lines);
+}
+
+/// Every line validates against published schema `file`.
+pub fn assert_lines_valid(file: &str, lines: &[Value]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(file);
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     assert!(!lines.is_empty());
     for line in lines {
         let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
         assert!(
             errors.is_empty(),
-            "audit line {line} does not validate: {errors:?}"
+            "line {line} does not validate against {file}: {errors:?}"
         );
     }
 }

@@ -26,7 +26,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use ossature_crds::Conditioned;
 use ossature_model::conditions::{self, Outcome};
@@ -96,12 +96,15 @@ async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<A
     }
     let started = Instant::now();
     let api = K::api(ctx.client.clone(), &object);
+    // Its lines carry the control plane invocation that last wrote it.
+    let invocation = ossature_records::invocation_span(object.annotations());
     let result = finalizer(&api, K::FINALIZER, object, |event| async {
         match event {
             finalizer::Event::Apply(o) => apply(&*o, &ctx).await,
             finalizer::Event::Cleanup(o) => cleanup(&*o, &ctx).await,
         }
     })
+    .instrument(invocation)
     .await
     .or_else(|e| match e {
         // A cleanup run again from a stale store entry, after the object was
@@ -117,6 +120,7 @@ async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<A
 }
 
 fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let _invocation = ossature_records::invocation_span(object.annotations()).entered();
     if let Error::Waiting(why) = error {
         tracing::debug!(controller = K::CONTROLLER, object = %object.name_any(), "{why}");
         return Action::requeue(WAITING);

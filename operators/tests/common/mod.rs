@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 pub struct Operator {
     child: Child,
     pub metrics: String,
+    /// Its standard output and error.
+    pub log: std::path::PathBuf,
 }
 
 impl Drop for Operator {
@@ -92,13 +94,18 @@ pub fn start_binary(
         .local_addr()
         .unwrap()
         .port();
-    let log = std::fs::File::create(
-        std::env::temp_dir().join(format!("ossature-operator-test-{selector}-{port}.log")),
-    )
-    .unwrap();
+    let path = std::env::temp_dir().join(format!("ossature-operator-test-{selector}-{port}.log"));
+    let log = std::fs::File::create(&path).unwrap();
+    // Text for people reading a failed test's log, unless asked otherwise.
+    let format: &[&str] = if extra.contains(&"--log-format") {
+        &[]
+    } else {
+        &["--log-format", "text"]
+    };
     let child = Command::new(binary)
         .envs(env)
-        .args(["--log-format", "text", "--max-backoff-seconds", "5"])
+        .args(format)
+        .args(["--max-backoff-seconds", "5"])
         .arg(format!("--selector={TEST_LABEL}={selector}"))
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .args(extra)
@@ -110,6 +117,7 @@ pub fn start_binary(
     Operator {
         child,
         metrics: format!("http://127.0.0.1:{port}/metrics"),
+        log: path,
     }
 }
 
