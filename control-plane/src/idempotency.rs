@@ -4,8 +4,15 @@
 //! semantics (a `create` that fails when it exists) as the in-flight claim,
 //! then completed with the answer. Expired keys (annotation
 //! `control-plane.ossature.dev/expires-at`) are removed by a sweeper.
+//!
+//! The answer is stored just after it is sent, so a caller never waits for
+//! the bookkeeping. Until it is stored, a request of this replica that finds
+//! the key in flight waits for it (a retry sent at once gets the replay, not
+//! a 409); a replica dying in between leaves a claim that is taken over once
+//! abandoned, and the command, run again, applies the same objects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -36,7 +43,13 @@ const COMPLETED: &str = "Completed";
 pub struct Idempotency {
     api: Api<ConfigMap>,
     ttl: SignedDuration,
+    /// Keys answered here whose answer is being stored: their object name,
+    /// told when it is.
+    storing: Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>>,
 }
+
+/// Longest wait for this replica to store an answer it has sent.
+const STORING_WAIT: Duration = Duration::from_secs(5);
 
 /// What a claim found.
 pub enum Claim {
@@ -118,6 +131,7 @@ impl Idempotency {
         Idempotency {
             api: Api::namespaced(client, namespace),
             ttl: SignedDuration::try_from(ttl).unwrap_or(SignedDuration::from_hours(24)),
+            storing: Arc::default(),
         }
     }
 
@@ -179,6 +193,9 @@ impl Idempotency {
                     ),
                 ));
             }
+            if field(STATE) != COMPLETED && self.stored(&name).await {
+                continue; // answered here meanwhile: read it again
+            }
             if field(STATE) != COMPLETED {
                 let mut problem = Problem::new(
                     ProblemKind::IdempotencyKeyInFlight,
@@ -201,6 +218,50 @@ impl Idempotency {
             ProblemKind::IdempotencyKeyInFlight,
             "the Idempotency-Key is being claimed by several requests at once; send it again shortly",
         ))
+    }
+
+    /// Stores the answer in the background (it is being sent); requests of
+    /// this replica that meet the key meanwhile wait for it.
+    pub fn complete_later(&self, held: Held, status: u16, answer: Value) {
+        let (stored, receiver) = tokio::sync::watch::channel(false);
+        self.storing_keys().insert(held.name.clone(), receiver);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let name = held.name.clone();
+            if let Err(problem) = this.complete(held, status, &answer).await {
+                tracing::error!(
+                    key = name,
+                    "storing an answer failed; the key stays in flight until abandoned: {}",
+                    problem.detail
+                );
+            }
+            this.storing_keys().remove(&name);
+            let _ = stored.send(true);
+        });
+    }
+
+    fn storing_keys(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Receiver<bool>>> {
+        self.storing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while this replica stores key object `name`'s answer; whether
+    /// it was storing it.
+    pub async fn stored(&self, name: &str) -> bool {
+        let Some(mut receiver) = self.storing_keys().get(name).cloned() else {
+            return false;
+        };
+        let _ = tokio::time::timeout(STORING_WAIT, receiver.wait_for(|done| *done)).await;
+        true
+    }
+
+    /// Waits (a bounded time) until every answer sent is stored.
+    pub async fn flush(&self) {
+        let pending: Vec<String> = self.storing_keys().keys().cloned().collect();
+        for name in pending {
+            self.stored(&name).await;
+        }
     }
 
     /// Stores the answer: later requests with the key get it back.
@@ -231,14 +292,22 @@ impl Idempotency {
         }
     }
 
-    /// The record of the invocation that claimed a key.
+    /// The record of the invocation that claimed a key; once stored, when
+    /// this replica is storing it.
     pub async fn by_invocation(&self, invocation_id: &str) -> Result<Option<ConfigMap>, Problem> {
-        let list = self
-            .api
-            .list(&ListParams::default().labels(&format!("{INVOCATION_LABEL}={invocation_id}")))
-            .await
-            .map_err(unavailable)?;
-        Ok(list.items.into_iter().next())
+        let params = ListParams::default().labels(&format!("{INVOCATION_LABEL}={invocation_id}"));
+        let list = self.api.list(&params).await.map_err(unavailable)?;
+        let Some(record) = list.items.into_iter().next() else {
+            return Ok(None);
+        };
+        if self.stored(&record.name_any()).await {
+            return self
+                .api
+                .get_opt(&record.name_any())
+                .await
+                .map_err(unavailable);
+        }
+        Ok(Some(record))
     }
 
     async fn remove(&self, object: &ConfigMap) -> Result<(), Problem> {

@@ -316,8 +316,7 @@ async fn run_command(
     match work(app, inv, command).await {
         Ok(answer) => {
             app.idempotency
-                .complete(held, answer.status.as_u16(), &answer.body)
-                .await?;
+                .complete_later(held, answer.status.as_u16(), answer.body.clone());
             Ok(answer)
         }
         // A refusal is the request's answer, kept like a success; a
@@ -329,8 +328,7 @@ async fn run_command(
                 .document();
             let stored = serde_json::to_value(&document).unwrap_or(Value::Null);
             app.idempotency
-                .complete(held, problem.status().as_u16(), &stored)
-                .await?;
+                .complete_later(held, problem.status().as_u16(), stored);
             Err(problem)
         }
         Err(problem) => {

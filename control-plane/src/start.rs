@@ -39,6 +39,8 @@ pub async fn run(mut args: Args) -> Result<()> {
     let client = client(&mut args).await?;
     let running = spawn(args, client, shutdown_signal()).await?;
     let _ = running.task.await;
+    // Answers sent are stored before the process ends.
+    running.app.idempotency.flush().await;
     tracing::info!("ossature-control-plane stopped");
     Ok(())
 }
