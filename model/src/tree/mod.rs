@@ -336,12 +336,22 @@ impl Node {
         all
     }
 
-    /// The first node down the tree, depth first, that is not ready.
+    /// The first node down the tree, depth first, that is not ready: the
+    /// deepest of the first branch with one. A failure its owner reported
+    /// comes before a condition not reported yet, which explains nothing
+    /// (a Tenant stalled on its spec blocks, not its namespace waiting
+    /// for it).
     pub fn first_blocking(&self) -> Option<&Node> {
+        self.first_not_ready(true)
+            .or_else(|| self.first_not_ready(false))
+    }
+
+    fn first_not_ready(&self, reported_only: bool) -> Option<&Node> {
+        let reported = self.state.reason != NOT_REPORTED;
         self.children
             .iter()
-            .find_map(Node::first_blocking)
-            .or_else(|| (!self.state.ready).then_some(self))
+            .find_map(|c| c.first_not_ready(reported_only))
+            .or_else(|| (!self.state.ready && (reported || !reported_only)).then_some(self))
     }
 }
 

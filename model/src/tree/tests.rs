@@ -228,6 +228,37 @@ fn states_and_ids_come_from_status() {
     assert_eq!(back, root);
 }
 
+/// A failure reported explains more than conditions not reported yet: a
+/// Tenant stalled on its spec blocks, not the first of its objects the
+/// operator has not reported on; below it, the deepest reported failure.
+#[test]
+fn a_reported_failure_blocks_before_what_is_not_reported() {
+    let platform = platform();
+    let mut objects = acme();
+    let stalled = json!({"conditions": [
+        condition("Ready", false, "InvalidSpec", "residency mars names no Pulsar cluster"),
+        condition("Stalled", true, "InvalidSpec", "residency mars names no Pulsar cluster"),
+    ]});
+    objects.tenant = tenant(json!({}), stalled);
+    let root = tree(&objects, &settings(&platform, false));
+    assert_eq!(root.first_blocking().map(|n| &n.key), Some(&root.key));
+    objects.tenant = tenant(
+        json!({}),
+        json!({"conditions": [
+            condition("Ready", false, "MessagingNotReady", "Pulsar could not be reached"),
+            condition("MessagingReady", false, "BackendUnreachable", "Pulsar could not be reached"),
+        ]}),
+    );
+    let root = tree(&objects, &settings(&platform, false));
+    let blocking = root.first_blocking().unwrap();
+    assert_eq!(
+        blocking.key.kind,
+        Kind::PulsarTenant,
+        "not the namespace before it"
+    );
+    assert_eq!(blocking.state.reason, "BackendUnreachable");
+}
+
 #[test]
 fn adding_an_environment_plans_exactly_its_objects() {
     let platform = platform();

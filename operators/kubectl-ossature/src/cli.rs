@@ -32,9 +32,10 @@ pub enum Command {
     /// Ready, the reason and message its owner reports.
     Tree(Target),
     /// The first blocking condition down a tenant's tree: the deepest object
-    /// that is not Ready on the first such branch (depth first), its
-    /// backend, its owner's condition with reason and message, and the
-    /// Events of that object, its owner and the tenant, oldest first.
+    /// that is not Ready on the first such branch (depth first; a reported
+    /// failure before a condition not reported yet), its backend, its
+    /// owner's condition with reason and message, and the Events of that
+    /// object, its owner and the tenant, oldest first.
     Why(WhyArgs),
 }
 
@@ -122,6 +123,7 @@ impl AutoscalerChoice {
 
 /// Which cluster and as whom, as kubectl takes them.
 #[derive(ClapArgs, Debug, Clone, Default)]
+#[command(next_help_heading = "Cluster")]
 pub struct KubeFlags {
     /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, global = true, value_name = "PATH")]
@@ -191,13 +193,13 @@ pub fn tenant_asked(
     match namespace {
         Some(namespace) => tenant_of_any(namespace).map(String::from).ok_or_else(|| {
             format!(
-                "namespace {namespace} is not a tenant's (tn-<tenant> or tn-<tenant>--<environment>); name the tenant: kubectl ossature tree tenant/NAME"
+                "namespace {namespace} is not a tenant's (tn-<tenant> or tn-<tenant>--<environment>); name the tenant instead, as tenant/NAME"
             )
         }),
         None => tenant_of_any(context_namespace)
             .map(String::from)
             .ok_or_else(|| {
-                "name a tenant (kubectl ossature tree tenant/acme), or one of its namespaces with -n"
+                "name a tenant (tenant/acme), or one of its namespaces with -n"
                     .to_string()
             }),
     }

@@ -83,7 +83,8 @@ pub struct EventView {
 
 /// The branch from the root down to the first node that is not Ready, as
 /// [`Node::first_blocking`] picks it: depth first, the deepest such node
-/// of the first branch that has one, which explains the nodes above it.
+/// of the first branch that has one, which explains the nodes above it (a
+/// failure reported before a condition not reported yet).
 pub fn blocking_branch(root: &Node) -> Option<Vec<&Node>> {
     let blocking = root.first_blocking()?;
     branch_to(root, &blocking.key)

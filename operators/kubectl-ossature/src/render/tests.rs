@@ -87,12 +87,14 @@ fn ages_and_expiries_read_as_kubectls() {
     assert_eq!(span(seconds(-3)), "0s");
 }
 
+/// A failure reported (the scope's) blocks before the Pulsar tenant whose
+/// condition is not reported yet.
 #[test]
 fn the_diagnosis_names_the_blocking_object_its_condition_and_events() {
     let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "e", "namespace": "default", "uid": "e-1"},
-        "involvedObject": {"kind": "Tenant", "name": "acme"},
-        "reason": "PulsarUnavailable", "message": "the Pulsar admin API did not answer",
+        "metadata": {"name": "e", "namespace": "tn-acme", "uid": "e-1"},
+        "involvedObject": {"kind": "Scope", "name": "eu", "namespace": "tn-acme"},
+        "reason": "RoleNotFound", "message": "grants of this scope give nothing",
         "type": "Warning", "eventTime": "2029-12-31T23:55:00.000000Z",
     }))
     .unwrap();
@@ -100,15 +102,15 @@ fn the_diagnosis_names_the_blocking_object_its_condition_and_events() {
     let text = anstream::adapter::strip_str(&diagnosis_text(&diagnosis)).to_string();
     let expected = "\
 Tenant acme is Ready (Provisioned): every backend is provisioned
-Blocking   Pulsar PulsarTenant/acme
-Condition  MessagingReady=Unknown on Tenant/acme
-Reason     NotReported
-Message    its owner has not reported MessagingReady yet
-Branch     Tenant/acme > PulsarTenant/acme
+Blocking   Kubernetes Scope/tn-acme/eu
+Condition  Ready=False on Scope/tn-acme/eu
+Reason     RoleNotFound
+Message    grants of this scope give nothing
+Branch     Tenant/acme > Scope/tn-acme/eu
 
 Events, oldest first:
-LAST SEEN  TYPE     REASON             OBJECT       COUNT  MESSAGE
-5m         Warning  PulsarUnavailable  Tenant/acme  1      the Pulsar admin API did not answer
+LAST SEEN  TYPE     REASON        OBJECT    COUNT  MESSAGE
+5m         Warning  RoleNotFound  Scope/eu  1      grants of this scope give nothing
 ";
     assert_eq!(text, expected, "\n{text}");
 }

@@ -243,3 +243,26 @@ fn the_diagnosis_serializes_for_scripts() {
     assert_eq!(value["blocking"]["reportedBy"]["name"], "tn-acme/eu");
     assert_eq!(value["blocking"]["branch"].as_array().unwrap().len(), 4);
 }
+
+/// A tenant stalled on its spec blocks itself: what it owns has not been
+/// reported, which explains nothing.
+#[test]
+fn a_stalled_tenant_blocks_itself() {
+    let mut objects = acme();
+    let stalled = "residency mars names no Pulsar cluster";
+    objects.tenant.status = serde_json::from_value(json!({"conditions": [
+        condition("Ready", false, "InvalidSpec", stalled),
+        condition("Stalled", true, "InvalidSpec", stalled),
+    ]}))
+    .unwrap();
+    objects.scopes.clear();
+    let root = root(&objects);
+    let branch = blocking_branch(&root).unwrap();
+    assert_eq!(names(&branch), ["Tenant/acme"]);
+    let subjects = subjects(&branch, &objects);
+    assert_eq!(subjects.len(), 1, "the tenant, once: {subjects:?}");
+    let diagnosis = diagnose(&root, Vec::new(), 10);
+    let blocking = diagnosis.blocking.unwrap();
+    assert_eq!(blocking.state.reason, "InvalidSpec");
+    assert_eq!(blocking.reported_by, blocking.key);
+}
