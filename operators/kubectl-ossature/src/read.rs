@@ -38,14 +38,19 @@ pub async fn connect(flags: &KubeFlags) -> Result<Cluster> {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await?
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
         }
         None if flags.context.is_some() || flags.cluster.is_some() || flags.user.is_some() => {
-            Config::from_kubeconfig(&options).await?
+            Config::from_kubeconfig(&options)
+                .await
+                .context("using the kubeconfig ($KUBECONFIG, else ~/.kube/config)")?
         }
-        None => Config::infer().await.context(
-            "no cluster to talk to: set KUBECONFIG, pass --kubeconfig, or run inside a cluster",
-        )?,
+        // Its message holds what each way of finding a cluster said.
+        None => Config::infer().await.map_err(|e| {
+            anyhow!("no cluster to talk to: set KUBECONFIG, pass --kubeconfig, or run inside a cluster ({e})")
+        })?,
     };
     config.connect_timeout = Some(flags.request_timeout);
     config.read_timeout = Some(flags.request_timeout);
