@@ -217,7 +217,9 @@ async fn on_the_tenant(client: &Client, tenant: &str, kubeconfig: &str) -> Resul
     );
 
     // As people read it: indented, with states, no colors off a terminal.
+    let started = std::time::Instant::now();
     let text = stdout_of(&run(PLUGIN, &["tree", tenant], &env)?, "tree")?;
+    eprintln!("tree of a Ready tenant took {:?}", started.elapsed());
     ensure!(!text.contains('\u{1b}'), "{text}");
     for line in [
         format!("Tenant/{tenant}"),
@@ -302,6 +304,7 @@ async fn on_the_tenant(client: &Client, tenant: &str, kubeconfig: &str) -> Resul
         std::env::var("PATH").unwrap_or_default()
     );
     let kubectl_env = [("KUBECONFIG", kubeconfig.to_string()), ("PATH", path)];
+    let started = std::time::Instant::now();
     let text = stdout_of(
         &run(
             "kubectl",
@@ -310,6 +313,7 @@ async fn on_the_tenant(client: &Client, tenant: &str, kubeconfig: &str) -> Resul
         )?,
         "kubectl ossature why",
     )?;
+    eprintln!("kubectl ossature why took {:?}", started.elapsed());
     for expected in [
         format!("Tenant {tenant} is Ready"),
         format!("Role/{namespace}/ossature-scope-eu-editor"),
