@@ -112,3 +112,75 @@ pub fn tree_of(objects: &TenantObjects, target: &Target) -> Node {
     };
     ossature_model::tree::tree(objects, &settings)
 }
+
+#[cfg(test)]
+mod tests {
+    use ossature_model::tree::Kind;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::cli::ColorWhen;
+
+    fn target(root_domain: Option<&str>, no_edge: bool) -> Target {
+        Target {
+            tenant: None,
+            output: Output::Text,
+            color: ColorWhen::Never,
+            root_domain: root_domain.map(String::from),
+            no_edge,
+            autoscaler: None,
+        }
+    }
+
+    fn acme(status: Value) -> TenantObjects {
+        TenantObjects::new(
+            serde_json::from_value(json!({
+                "apiVersion": "ossature.dev/v1alpha1", "kind": "Tenant",
+                "metadata": {"name": "acme"},
+                "spec": {"type": "Business", "displayName": "Acme", "residency": "eu"},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn hosts(objects: &TenantObjects, target: &Target) -> Vec<String> {
+        let root = tree_of(objects, target);
+        root.walk()
+            .into_iter()
+            .filter(|n| n.key.kind == Kind::Host)
+            .map(|n| n.key.name.clone())
+            .collect()
+    }
+
+    fn condition(type_: &str) -> Value {
+        json!({"type": type_, "status": "True", "reason": "Provisioned", "message": "",
+               "lastTransitionTime": "2030-01-01T00:00:00Z"})
+    }
+
+    /// The edge and the root domain are what the tenant's status shows of
+    /// the operator's, unless the flags say otherwise.
+    #[test]
+    fn the_edge_and_root_domain_come_from_status_unless_flags_say() {
+        let with_edge = acme(json!({
+            "host": "acme.apps.example.com",
+            "conditions": [condition("Ready"), condition("EdgeReady")],
+        }));
+        assert_eq!(
+            hosts(&with_edge, &target(None, false)),
+            ["acme.apps.example.com"]
+        );
+        assert_eq!(
+            hosts(&with_edge, &target(Some("other.example"), false)),
+            ["acme.other.example"]
+        );
+        assert!(hosts(&with_edge, &target(None, true)).is_empty());
+        let without = acme(json!({"conditions": [condition("Ready")]}));
+        assert!(hosts(&without, &target(None, false)).is_empty());
+        // Not reconciled yet: the operator's defaults.
+        assert_eq!(
+            hosts(&acme(Value::Null), &target(None, false)),
+            ["acme.ossature.test"]
+        );
+    }
+}
