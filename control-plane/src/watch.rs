@@ -14,6 +14,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use ossature_crds::{
     Certificate, Environment, Scope, ServiceIdentity, Tenant, TenantRole, Topic, Workload,
 };
+use ossature_model::names::tenant_of_object;
 use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
@@ -44,16 +45,6 @@ pub struct Watches {
     pub tenant_roles: Store<TenantRole>,
     changes: watch::Receiver<u64>,
     announcements: broadcast::Sender<Changed>,
-}
-
-/// The tenant an object belongs to: a Tenant itself, or what its namespace
-/// (the tenant's, or one of its environments') names.
-fn tenant_of<K: Resource<DynamicType = ()>>(object: &K) -> Option<String> {
-    if K::kind(&()) == "Tenant" {
-        return object.meta().name.clone();
-    }
-    let namespace = object.meta().namespace.as_deref()?;
-    ossature_model::names::tenant_of_any(namespace).map(String::from)
 }
 
 impl Watches {
@@ -169,18 +160,13 @@ impl Watches {
     }
 }
 
-/// Objects of `store` in any of the tenant's namespaces.
-pub fn of_tenant<K>(store: &Store<K>, tenant: &str) -> Vec<K>
+/// The objects of `store` in any of the tenant's namespaces, for
+/// [`ossature_model::tree::TenantObjects::gather`].
+pub fn of_tenant<K>(store: &Store<K>, tenant: &str) -> Vec<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let mut found: Vec<K> = store
-        .state_filter(|o| tenant_of(o).as_deref() == Some(tenant))
-        .into_iter()
-        .map(|o| (*o).clone())
-        .collect();
-    found.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
-    found
+    store.state_filter(|o| tenant_of_object(o) == Some(tenant))
 }
 
 fn sorted<K: ResourceExt>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
@@ -219,9 +205,11 @@ where
                 Ok(event) => {
                     // The store holds the event's object by now.
                     let changed = match &event {
-                        watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                            tenant_of(o).map(|tenant| Changed::Tenant { tenant, kind })
-                        }
+                        watcher::Event::Apply(o) | watcher::Event::Delete(o) => tenant_of_object(o)
+                            .map(|tenant| Changed::Tenant {
+                                tenant: tenant.to_string(),
+                                kind,
+                            }),
                         watcher::Event::InitDone => Some(Changed::Relisted { kind }),
                         watcher::Event::Init | watcher::Event::InitApply(_) => None,
                     };

@@ -209,6 +209,24 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{suffix}")
 }
 
+/// Label that limits an operator to one test's objects (`--selector`), so
+/// tests run side by side without managing each other's tenants.
+pub const TEST_LABEL: &str = "ossature.dev/test";
+
+/// Flags of an operator a test runs on the local stack: no edge, retries
+/// within 5 s, metrics on a free port, and only the objects labelled
+/// `TEST_LABEL=<selector>`.
+pub fn operator_flags(selector: &str) -> Vec<String> {
+    let flags = ["--no-edge", "--max-backoff-seconds", "5"];
+    let metrics = ["--metrics-addr", "127.0.0.1:0"];
+    flags
+        .into_iter()
+        .chain(metrics)
+        .map(String::from)
+        .chain([format!("--selector={TEST_LABEL}={selector}")])
+        .collect()
+}
+
 /// One observation of a condition being polled.
 pub enum Check<T> {
     Done(T),

@@ -65,6 +65,15 @@ pub fn tenant_of_any(namespace: &str) -> Option<&str> {
     NamespaceOf::parse(namespace).map(|n| n.tenant)
 }
 
+/// The tenant an object is of: a Tenant itself, or what its namespace (the
+/// tenant's, or one of its environments') names.
+pub fn tenant_of_object<K: kube::Resource<DynamicType = ()>>(object: &K) -> Option<&str> {
+    if K::kind(&()) == "Tenant" {
+        return object.meta().name.as_deref();
+    }
+    tenant_of_any(object.meta().namespace.as_deref()?)
+}
+
 /// The tenant and environment of an environment namespace
 /// `tn-<tenant>--<environment>`; `None` for a tenant's own or any other.
 pub fn environment_of(namespace: &str) -> Option<(&str, &str)> {

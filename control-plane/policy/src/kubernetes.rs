@@ -101,6 +101,26 @@ pub fn scope_rules(
         .collect())
 }
 
+/// The rules on scopes of each of a tenant's own roles that resolves, as
+/// the Scope controller grants them: what the model's tree and plans take
+/// as `role_rules`.
+pub fn own_scope_rules<'a>(
+    tenant_roles: impl IntoIterator<Item = &'a ossature_crds::TenantRole>,
+) -> BTreeMap<String, Vec<ossature_model::scopes::ScopeRule>> {
+    let (policies, roles) = crate::from_tenant_roles(tenant_roles);
+    roles
+        .iter()
+        .filter_map(|role| {
+            let rules = scope_rules(&policies, &roles, &role.name).ok()?;
+            let rules = rules
+                .iter()
+                .map(|r| ossature_model::scopes::ScopeRule::new(r.resource, &r.verbs))
+                .collect();
+            Some((role.name.clone(), rules))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +172,33 @@ mod tests {
                     verbs: vec!["update", "patch"],
                 },
             ]
+        );
+    }
+
+    /// A tenant's own roles that resolve give their rules on scopes; one
+    /// naming an unknown policy gives none (its grants wait for it).
+    #[test]
+    fn own_roles_give_their_rules_on_scopes() {
+        let role = |name: &str, policies: &[&str]| -> ossature_crds::TenantRole {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ossature.dev/v1alpha1", "kind": "TenantRole",
+                "metadata": {"name": name, "namespace": "tn-acme"},
+                "spec": {"policies": policies},
+            }))
+            .unwrap()
+        };
+        let roles = [
+            role("reader", &["scope-reader"]),
+            role("broken", &["no-such-policy"]),
+        ];
+        let rules = own_scope_rules(&roles);
+        assert_eq!(rules.keys().collect::<Vec<_>>(), ["reader"], "{rules:?}");
+        assert_eq!(
+            rules["reader"],
+            [ossature_model::scopes::ScopeRule::new(
+                "scopes",
+                &["get", "list", "watch"]
+            )]
         );
     }
 

@@ -25,7 +25,7 @@ pub use authorizer::{
     RolePermissions, RoleSummary,
 };
 pub use catalog::{Action, Level, RESOURCES, Resource};
-pub use kubernetes::{KubernetesRule, kubernetes_rules, scope_rules};
+pub use kubernetes::{KubernetesRule, kubernetes_rules, own_scope_rules, scope_rules};
 pub use problems::{Invalid, Problem, Problems};
 pub use roles::{ADMIN, EDITOR, Permission, Policy, ResourceActions, Role, VIEWER};
 pub use scopes::{from_scopes, from_tenant_roles, group_mappings_of, own_policy};

@@ -7,7 +7,7 @@
 use kube::{Resource, ResourceExt};
 use ossature_model::Platform;
 use ossature_model::plan::plan_of;
-use ossature_model::tree::{Settings, TenantObjects};
+use ossature_model::tree::{Found, Settings, TenantObjects};
 use ossature_model::workloads::Autoscaler;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -40,37 +40,17 @@ impl PlanSettings {
 /// onboarded.
 pub fn current(watches: &Watches, tenant: &str) -> Option<TenantObjects> {
     let object = watches.tenant(tenant)?;
-    Some(TenantObjects {
-        tenant: (*object).clone(),
+    let found = Found {
         scopes: of_tenant(&watches.scopes, tenant),
         environments: of_tenant(&watches.environments, tenant),
         certificates: of_tenant(&watches.certificates, tenant),
         topics: of_tenant(&watches.topics, tenant),
         service_identities: of_tenant(&watches.service_identities, tenant),
         workloads: of_tenant(&watches.workloads, tenant),
-        role_rules: role_rules(watches, tenant),
-    })
-}
-
-/// The rules on scopes of the tenant's own roles, as the Scope controller
-/// derives them.
-fn role_rules(
-    watches: &Watches,
-    tenant: &str,
-) -> std::collections::BTreeMap<String, Vec<ossature_model::scopes::ScopeRule>> {
+    };
     let roles = watches.tenant_roles_of(tenant);
-    let (policies, roles) = ossature_policy::from_tenant_roles(roles.iter().map(|r| r.as_ref()));
-    roles
-        .iter()
-        .filter_map(|role| {
-            let rules = ossature_policy::scope_rules(&policies, &roles, &role.name).ok()?;
-            let rules = rules
-                .iter()
-                .map(|r| ossature_model::scopes::ScopeRule::new(r.resource, &r.verbs))
-                .collect();
-            Some((role.name.clone(), rules))
-        })
-        .collect()
+    let role_rules = ossature_policy::own_scope_rules(roles.iter().map(|r| r.as_ref()));
+    Some(TenantObjects::gather((*object).clone(), found, role_rules))
 }
 
 /// The objects once `changes` (a dry run's, each as the apiserver

@@ -437,7 +437,7 @@ pub fn start_operator(
     env: &std::collections::BTreeMap<String, String>,
     selector: &str,
 ) -> tokio::task::JoinHandle<()> {
-    let args = ossature_operator::cli::Args::try_parse_from([
+    let args = [
         "ossature-operator",
         // The stack's kubeconfig (this process has none of its own); its
         // CRDs are this branch's, unchanged.
@@ -456,14 +456,11 @@ pub fn start_operator(
         &env["OSSATURE_OPENBAO_ADDR"],
         "--openbao-token",
         &env["OSSATURE_OPENBAO_TOKEN"],
-        "--no-edge",
-        "--max-backoff-seconds",
-        "5",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        &format!("--selector={TEST_LABEL}={selector}"),
-    ])
-    .unwrap();
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(ossature_e2e::operator_flags(selector));
+    let args = ossature_operator::cli::Args::try_parse_from(args).unwrap();
     tokio::spawn(async move {
         if let Err(e) = ossature_operator::start::run(args).await {
             panic!("the operator stopped: {e:#}");

@@ -12,6 +12,7 @@ mod services;
 mod tenant;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::core::object::HasStatus;
@@ -202,6 +203,55 @@ impl TenantObjects {
     }
 }
 
+/// The objects of each kind a tenant's tree holds, as found (a watch's
+/// stores, lists of a tenant's namespaces): any tenant's, in any order.
+#[derive(Default, Clone, Debug)]
+pub struct Found {
+    pub scopes: Vec<Arc<Scope>>,
+    pub environments: Vec<Arc<Environment>>,
+    pub certificates: Vec<Arc<Certificate>>,
+    pub topics: Vec<Arc<Topic>>,
+    pub service_identities: Vec<Arc<ServiceIdentity>>,
+    pub workloads: Vec<Arc<Workload>>,
+}
+
+impl TenantObjects {
+    /// What of `found` is `tenant`'s (in its namespaces), each kind sorted
+    /// by namespace and name: the tree and plans of the control plane and
+    /// the kubectl plugin are of the same objects. `role_rules` are its own
+    /// roles' (`ossature_policy::own_scope_rules` resolves them).
+    pub fn gather(
+        tenant: Tenant,
+        found: Found,
+        role_rules: BTreeMap<String, Vec<crate::scopes::ScopeRule>>,
+    ) -> Self {
+        let name = tenant.name_any();
+        TenantObjects {
+            scopes: tenants_own(found.scopes, &name),
+            environments: tenants_own(found.environments, &name),
+            certificates: tenants_own(found.certificates, &name),
+            topics: tenants_own(found.topics, &name),
+            service_identities: tenants_own(found.service_identities, &name),
+            workloads: tenants_own(found.workloads, &name),
+            role_rules,
+            tenant,
+        }
+    }
+}
+
+fn tenants_own<K>(found: Vec<Arc<K>>, tenant: &str) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let mut own: Vec<K> = found
+        .into_iter()
+        .filter(|o| crate::names::tenant_of_object(o.as_ref()) == Some(tenant))
+        .map(Arc::unwrap_or_clone)
+        .collect();
+    own.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
+    own
+}
+
 /// What of the platform shapes the objects besides [`Platform`]: what the
 /// operator runs with.
 #[derive(Debug, Clone, Copy)]
@@ -286,12 +336,22 @@ impl Node {
         all
     }
 
-    /// The first node down the tree, depth first, that is not ready.
+    /// The first node down the tree, depth first, that is not ready: the
+    /// deepest of the first branch with one. A failure its owner reported
+    /// comes before a condition not reported yet, which explains nothing
+    /// (a Tenant stalled on its spec blocks, not its namespace waiting
+    /// for it).
     pub fn first_blocking(&self) -> Option<&Node> {
+        self.first_not_ready(true)
+            .or_else(|| self.first_not_ready(false))
+    }
+
+    fn first_not_ready(&self, reported_only: bool) -> Option<&Node> {
+        let reported = self.state.reason != NOT_REPORTED;
         self.children
             .iter()
-            .find_map(Node::first_blocking)
-            .or_else(|| (!self.state.ready).then_some(self))
+            .find_map(|c| c.first_not_ready(reported_only))
+            .or_else(|| (!self.state.ready && (reported || !reported_only)).then_some(self))
     }
 }
 
@@ -521,12 +581,15 @@ impl<'a> Owned<'a> {
                     .and_then(crate::names::environment_of)
                     .map(|(_, environment)| within(Kind::Environment, environment)),
             };
+            let key = meta_key(kind, meta);
+            // A Certificate's serial and expiry, from its own status.
+            let (id, expires) = self.found(&key);
             entries.push(Entry {
-                key: meta_key(kind, meta),
+                key,
                 parent: parent.or_else(|| (kind != Kind::Tenant).then(|| tenant_key.clone())),
-                id: None,
+                id,
                 state: State::of(conditions, conditions::READY),
-                expires: None,
+                expires,
             });
         }
         entries

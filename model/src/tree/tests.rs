@@ -228,6 +228,37 @@ fn states_and_ids_come_from_status() {
     assert_eq!(back, root);
 }
 
+/// A failure reported explains more than conditions not reported yet: a
+/// Tenant stalled on its spec blocks, not the first of its objects the
+/// operator has not reported on; below it, the deepest reported failure.
+#[test]
+fn a_reported_failure_blocks_before_what_is_not_reported() {
+    let platform = platform();
+    let mut objects = acme();
+    let stalled = json!({"conditions": [
+        condition("Ready", false, "InvalidSpec", "residency mars names no Pulsar cluster"),
+        condition("Stalled", true, "InvalidSpec", "residency mars names no Pulsar cluster"),
+    ]});
+    objects.tenant = tenant(json!({}), stalled);
+    let root = tree(&objects, &settings(&platform, false));
+    assert_eq!(root.first_blocking().map(|n| &n.key), Some(&root.key));
+    objects.tenant = tenant(
+        json!({}),
+        json!({"conditions": [
+            condition("Ready", false, "MessagingNotReady", "Pulsar could not be reached"),
+            condition("MessagingReady", false, "BackendUnreachable", "Pulsar could not be reached"),
+        ]}),
+    );
+    let root = tree(&objects, &settings(&platform, false));
+    let blocking = root.first_blocking().unwrap();
+    assert_eq!(
+        blocking.key.kind,
+        Kind::PulsarTenant,
+        "not the namespace before it"
+    );
+    assert_eq!(blocking.state.reason, "BackendUnreachable");
+}
+
 #[test]
 fn adding_an_environment_plans_exactly_its_objects() {
     let platform = platform();
@@ -515,6 +546,7 @@ fn a_realm_of_its_own_with_identity_providers_and_a_certificate_of_its_own() {
         "metadata": {"name": "api", "namespace": "tn-acme--prod"},
         "spec": {"dnsNames": ["api.acme.ossature.test"], "secretName": "api-tls",
                  "issuer": {"tenantCA": {}}},
+        "status": {"notAfter": "2030-01-01T00:00:00Z", "serialNumber": "0a1b"},
     }))];
     let found = keys(&desired(&objects, &settings(&platform, true)));
     for key in [
@@ -548,4 +580,52 @@ fn a_realm_of_its_own_with_identity_providers_and_a_certificate_of_its_own() {
         .unwrap()
         .clone();
     assert_eq!(certificate.children.len(), 2, "its record and its Secret");
+    assert_eq!(certificate.expires.as_deref(), Some("2030-01-01T00:00:00Z"));
+    assert_eq!(certificate.id.as_deref(), Some("0a1b"));
+}
+
+/// Gathering keeps what is in the tenant's namespaces (its own and its
+/// environments'), sorted, and leaves another tenant's, even one whose
+/// name starts the same.
+#[test]
+fn gathering_keeps_the_tenants_own_objects_sorted() {
+    let mut other = topic("orders");
+    other.metadata.namespace = Some("tn-acme-eu--prod".into());
+    let mut staging = topic("audit");
+    staging.metadata.namespace = Some("tn-acme--staging".into());
+    let found = Found {
+        scopes: [scope("us", None, json!([])), scope("eu", None, json!([]))]
+            .map(Arc::new)
+            .into(),
+        topics: [topic("payments"), other, staging, topic("orders")]
+            .map(Arc::new)
+            .into(),
+        ..Found::default()
+    };
+    let rules = BTreeMap::from([("reader".to_string(), Vec::new())]);
+    let objects = TenantObjects::gather(tenant(json!({}), Value::Null), found, rules);
+    let names = |meta: Vec<&ObjectMeta>| -> Vec<String> {
+        meta.iter()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m.namespace.as_deref().unwrap(),
+                    m.name.as_deref().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(objects.scopes.iter().map(|s| &s.metadata).collect()),
+        ["tn-acme/eu", "tn-acme/us"]
+    );
+    assert_eq!(
+        names(objects.topics.iter().map(|t| &t.metadata).collect()),
+        [
+            "tn-acme--prod/orders",
+            "tn-acme--prod/payments",
+            "tn-acme--staging/audit"
+        ]
+    );
+    assert!(objects.role_rules.contains_key("reader"));
 }
