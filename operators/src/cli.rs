@@ -87,6 +87,13 @@ pub struct Args {
     /// named `ossature-domain.<domain>`, its holder the tenant).
     #[arg(long, default_value = "kube-system")]
     pub lease_namespace: String,
+    /// Reconcile without electing a leader. By default the instances of one
+    /// `--selector` shard elect one through the Lease `ossature-operator`
+    /// (`ossature-operator-<hash of the selector>` for a shard) in
+    /// `--lease-namespace`; the others keep warm caches and take over within
+    /// 15 seconds. Only for a single instance per shard.
+    #[arg(long)]
+    pub no_leader_election: bool,
     /// OpenBao transit key that signs services' Pulsar tokens (ES256, as the
     /// broker's `tokenPublicKey` expects), as MOUNT/KEY. The operator's
     /// OpenBao policy must allow `MOUNT/sign/KEY`.

@@ -69,6 +69,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub stores: Stores,
     pub nudges: Nudges,
+    /// Whether this instance leads its shard: only then does it reconcile.
+    pub leadership: crate::leader::Leadership,
     /// ACME accounts in use and their budgets, by issuer.
     pub acme: AcmeAccounts,
     rotation_waves: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -84,6 +86,7 @@ impl Context {
         settings: Settings,
         metrics: Metrics,
         (stores, nudges): (Stores, Nudges),
+        leadership: crate::leader::Leadership,
     ) -> Self {
         let reporter = Reporter {
             controller: "ossature-operator".into(),
@@ -101,6 +104,7 @@ impl Context {
             metrics,
             stores,
             nudges,
+            leadership,
             rotation_waves: Mutex::default(),
             failures: Mutex::default(),
             shared_realms: Mutex::default(),

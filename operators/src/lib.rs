@@ -13,6 +13,7 @@ pub mod dns;
 pub mod edge;
 pub mod failpoint;
 pub mod kubernetes;
+pub mod leader;
 #[cfg(feature = "local-stack")]
 pub mod local_stack;
 pub mod metrics;

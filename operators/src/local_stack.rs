@@ -14,7 +14,7 @@ use crate::cli::Args;
 
 /// Brings the stack up and fills what the flags leave out from it; the
 /// client of its apiserver.
-pub async fn bring_up(args: &mut Args) -> Result<Client> {
+pub async fn bring_up(args: &mut Args) -> Result<(Client, kube::Config)> {
     let env = ossature_bootstrap::ensure_up()
         .await
         .context("bringing up the local stack")?;
@@ -47,7 +47,7 @@ pub async fn bring_up(args: &mut Args) -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(&env["KUBECONFIG"])?;
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    let client = Client::try_from(config)?;
+    let client = Client::try_from(config.clone())?;
     crate::crds::install(&client).await?;
     // The stack's Pebble is the platform's ACME CA: tenant hosts get
     // certificates from it, with no object to write.
@@ -55,7 +55,7 @@ pub async fn bring_up(args: &mut Args) -> Result<Client> {
         args.host_issuer = Some(acme_issuer(&client, &env).await?);
     }
     info!(kubeconfig = %env["KUBECONFIG"], "local stack is up; CRDs installed");
-    Ok(client)
+    Ok((client, config))
 }
 
 /// The AcmeIssuer of the local stack's Pebble, written (server-side apply)

@@ -1,6 +1,6 @@
 //! What all tenants share (the shared Keycloak realms, one per tenant type
-//! and residency region) is managed by exactly one operator instance: the
-//! holder of a Kubernetes Lease. Others use the realms and wait for them;
+//! and residency region) is managed by exactly one operator instance: of the
+//! shards' leaders, the holder of a Kubernetes Lease. Others use the realms and wait for them;
 //! no instance's cleanup ever removes them.
 
 use std::sync::Arc;
@@ -93,11 +93,17 @@ pub fn hold(ctx: Arc<Context>, namespace: String, me: String) -> watch::Receiver
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
         loop {
-            let held = match try_hold(&api, &me, &ctx).await {
-                Ok(held) => held,
-                Err(e) => {
-                    warn!("could not renew lease {namespace}/{LEASE}: {e}");
-                    false
+            // Only the leader of a shard competes for the shared realms.
+            let leading = ctx.leadership.leading();
+            let held = if !leading {
+                false
+            } else {
+                match try_hold(&api, &me, &ctx).await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        warn!("could not renew lease {namespace}/{LEASE}: {e}");
+                        false
+                    }
                 }
             };
             if *tx.borrow() != held {
@@ -109,7 +115,10 @@ pub fn hold(ctx: Arc<Context>, namespace: String, me: String) -> watch::Receiver
                 );
             }
             let _ = tx.send(held);
-            tokio::time::sleep(RENEW_EVERY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(RENEW_EVERY) => {}
+                _ = ctx.leadership.gained(), if !leading => {}
+            }
         }
     });
     rx

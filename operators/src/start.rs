@@ -9,7 +9,8 @@ use anyhow::{Context as _, Result};
 use kube::Client;
 use ossature_model::Platform;
 use ossature_model::workloads::Autoscaler;
-use tracing::{error, info};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::adapters::Calls;
 use crate::adapters::edge::caddy::CaddyEdge;
@@ -18,10 +19,11 @@ use crate::adapters::openbao::OpenBao;
 use crate::adapters::pulsar::{Pulsar, TokenFile};
 use crate::cli::{Args, AutoscalerChoice};
 use crate::context::{Backends, Context, Settings};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 
 pub async fn run(mut args: Args) -> Result<()> {
-    let client = client(&mut args).await?;
+    let (client, config) = client(&mut args).await?;
     crate::crds::require(&client).await?;
     crate::admission::ensure(&client, &args.root_domain)
         .await
@@ -30,12 +32,31 @@ pub async fn run(mut args: Args) -> Result<()> {
     let metrics = Metrics::new(&calls);
     let settings = settings(&args)?;
     let kinds = crate::controllers::kinds(&client, args.selector.as_deref());
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "ossature".into()),
+        std::process::id()
+    );
+    let stop = CancellationToken::new();
+    let (leadership, campaign) = if args.no_leader_election {
+        (Leadership::always(stop.clone()), None)
+    } else {
+        let (leadership, campaign) = crate::leader::campaign(
+            lease_client(config)?,
+            args.lease_namespace.clone(),
+            crate::leader::lease_name(args.selector.as_deref()),
+            identity.clone(),
+            stop.clone(),
+        );
+        (leadership, Some(campaign))
+    };
     let backends = backends(&args, client, calls)?;
     let ctx = Arc::new(Context::new(
         backends,
         settings,
         metrics.clone(),
         kinds.handles(),
+        leadership,
     ));
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -57,32 +78,73 @@ pub async fn run(mut args: Args) -> Result<()> {
         selector = args.selector.as_deref().unwrap_or("(every tenant)"),
         "ossature-operator started"
     );
-    let identity = format!(
-        "{}-{}",
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "ossature".into()),
-        std::process::id()
-    );
     let held = crate::shared::hold(ctx.clone(), args.lease_namespace.clone(), identity.clone());
+    let work = async {
+        tokio::select! {
+            _ = kinds.run(ctx.clone(), args.concurrency) => {}
+            _ = crate::shared::manage_realms(ctx.clone(), held) => {}
+        }
+    };
+    tokio::pin!(work);
     tokio::select! {
-        _ = kinds.run(ctx.clone(), args.concurrency) => {}
-        _ = crate::shared::manage_realms(ctx.clone(), held) => {}
+        _ = &mut work => {}
+        _ = shutdown_signal() => {}
     }
-    crate::shared::release(&ctx, &args.lease_namespace, &identity).await;
+    // Stopping: reconciles in flight end at their next step, the watches
+    // close, and the Leases are handed over; all within a few seconds,
+    // whatever a backend is doing.
+    info!("stopping");
+    stop.cancel();
+    let handover = async {
+        let _ = (&mut work).await;
+        if let Some(campaign) = campaign {
+            let _ = campaign.await;
+        }
+        crate::shared::release(&ctx, &args.lease_namespace, &identity).await;
+    };
+    if tokio::time::timeout(STOP_WITHIN, handover).await.is_err() {
+        warn!("stopped before everything was handed over");
+    }
     info!("ossature-operator stopped");
     Ok(())
 }
 
+/// A stop (SIGTERM) ends the process within this time; the chart's
+/// termination grace period is longer.
+pub const STOP_WITHIN: Duration = Duration::from_secs(4);
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// A client for the leader Lease whose calls give up within
+/// [`crate::leader::CALL_TIMEOUT`].
+fn lease_client(mut config: kube::Config) -> Result<Client> {
+    let timeout = Some(crate::leader::CALL_TIMEOUT);
+    config.connect_timeout = timeout;
+    config.read_timeout = timeout;
+    config.write_timeout = timeout;
+    Client::try_from(config).context("building the Lease client")
+}
+
 /// The apiserver's client: the local stack's, or the one the environment
 /// names (in-cluster, or a kubeconfig).
-async fn client(args: &mut Args) -> Result<Client> {
+async fn client(args: &mut Args) -> Result<(Client, kube::Config)> {
     #[cfg(feature = "local-stack")]
     if args.local_stack() {
         return crate::local_stack::bring_up(args).await;
     }
     let _ = &args;
-    Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API")
+        .context("finding the Kubernetes API (in-cluster, or KUBECONFIG)")?;
+    let client = Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
+    Ok((client, config))
 }
 
 fn settings(args: &Args) -> Result<Settings> {

@@ -294,6 +294,7 @@ fn context(env: &BTreeMap<String, String>, client: &kube::Client) -> Result<Cont
         settings,
         metrics,
         (Stores::default(), Nudges::default()),
+        ossature_operator::leader::Leadership::always(Default::default()),
     ))
 }
 

@@ -191,6 +191,8 @@ impl Calls {
     }
 
     pub fn record(&self, backend: Backend, verb: Verb) {
+        // Each call is a debug line: who wrote when, across instances.
+        tracing::debug!(target: "ossature_operator::calls", backend = backend.as_str(), write = matches!(verb, Verb::Write), "call");
         self.family
             .get_or_create(&Self::labels(backend, verb))
             .inc();

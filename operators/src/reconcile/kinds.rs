@@ -208,14 +208,18 @@ impl Kinds {
         } else {
             super::controller::<K>(&self.client, selector)
         };
-        self.stores.insert(controller.store());
+        let store = controller.store();
+        self.stores.insert(store.clone());
         let nudged = self.nudges.channel::<K>();
         self.runners.push(Box::new(move |watch, ctx, concurrency| {
             let nudged = futures::stream::unfold(nudged, |mut receiver| async move {
                 let object: ObjectRef<K> = receiver.recv().await?;
                 Some((object, receiver))
             });
-            let controller = K::watches(controller, watch).reconcile_on(nudged);
+            let takeovers = takeovers(store, ctx.clone());
+            let controller = K::watches(controller, watch)
+                .reconcile_on(nudged)
+                .reconcile_on(takeovers);
             Box::pin(super::run(controller, ctx, concurrency))
         }));
         self
@@ -244,4 +248,30 @@ impl Kinds {
         drop(watch);
         futures::future::join_all(runs).await;
     }
+}
+
+/// Every object of `store`, each time this instance starts to lead: a
+/// follower skipped them, and the leader before may have stopped mid-way.
+fn takeovers<K>(
+    store: kube::runtime::reflector::Store<K>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    futures::stream::unfold((store, ctx, false), |(store, ctx, led)| async move {
+        if led {
+            ctx.leadership.lost().await;
+        }
+        ctx.leadership.gained().await;
+        // The first time, not before the caches hold what there is.
+        ctx.stores.ready().await;
+        let objects: Vec<ObjectRef<K>> = store
+            .state()
+            .iter()
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect();
+        Some((futures::stream::iter(objects), (store, ctx, true)))
+    })
+    .flatten()
 }

@@ -91,21 +91,28 @@ pub fn event(type_: EventType, reason: &str, action: &str, note: impl Into<Strin
 
 async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.stores.ready().await;
-    if !object.selected(&ctx) {
+    // A follower keeps its caches only; it reconciles every object once it
+    // leads (see `Kinds`).
+    if !object.selected(&ctx) || !ctx.leadership.leading() {
         return Ok(Action::await_change());
     }
     let started = Instant::now();
     let api = K::api(ctx.client.clone(), &object);
     // Its lines carry the control plane invocation that last wrote it.
     let invocation = ossature_records::invocation_span(object.annotations());
-    let result = finalizer(&api, K::FINALIZER, object, |event| async {
+    let work = finalizer(&api, K::FINALIZER, object, |event| async {
         match event {
             finalizer::Event::Apply(o) => apply(&*o, &ctx).await,
             finalizer::Event::Cleanup(o) => cleanup(&*o, &ctx).await,
         }
     })
-    .instrument(invocation)
-    .await
+    .instrument(invocation);
+    // Leadership lost (or a shutdown): stop at once, mid-way if need be;
+    // every step is idempotent, and the next leader does it again.
+    let result = tokio::select! {
+        result = work => result,
+        _ = ctx.leadership.lost() => return Ok(Action::await_change()),
+    }
     .or_else(|e| match e {
         // A cleanup run again from a stale store entry, after the object was
         // removed: done already.
@@ -402,7 +409,7 @@ pub fn shared_controller<K: Reconciled>(
 pub async fn run<K: Reconciled>(controller: Controller<K>, ctx: Arc<Context>, concurrency: u16) {
     controller
         .with_config(controller::Config::default().concurrency(concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(ctx.leadership.stopping())
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
