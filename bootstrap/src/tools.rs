@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::layout::{Layout, create};
 use crate::obtain::{Artifact, Recipe};
@@ -69,15 +69,7 @@ impl ChartTool {
             let lock = layout
                 .work(&format!("{}-{}", artifact.name, artifact.version))
                 .with_extension("lock");
-            let file = std::fs::File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock)
-                .with_context(|| format!("opening {}", lock.display()))?;
-            let _held = tokio::task::spawn_blocking(move || file.lock().map(|_| file))
-                .await?
-                .with_context(|| format!("locking {}", lock.display()))?;
+            let _held = crate::files::lock(&lock).await?;
             artifact.ensure(layout).await?;
         }
         Ok(artifact.dir(layout).join(self.name()))
