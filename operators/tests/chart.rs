@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::Kubeconfig;
 use ossature_crds::Tenant;
@@ -43,6 +41,23 @@ fn values() -> String {
     chart::test_values().to_string_lossy().into_owned()
 }
 
+/// The chart's documented CRD upgrade (`kubectl apply --server-side` of its
+/// `crds/`), as a server-side dry run: the shared stack's CRDs stay as they are.
+fn apply_crds_as_documented(env: &BTreeMap<String, String>) {
+    let crds = chart::chart_dir().join("crds");
+    kubectl(
+        env,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            &crds.to_string_lossy(),
+        ],
+    );
+}
+
 /// `helm template` of the chart with the test values and `extra` flags.
 fn render(helm: &Helm, namespace: &str, extra: &[&str]) -> Vec<Value> {
     let (chart, values) = (chart_dir(), values());
@@ -51,11 +66,33 @@ fn render(helm: &Helm, namespace: &str, extra: &[&str]) -> Vec<Value> {
     chart::documents(&helm.ok(&args).unwrap()).unwrap()
 }
 
+/// What helm says when it refuses to render the chart with the test values
+/// and `set` (`--set` each).
+fn refusal(helm: &Helm, set: &[&str]) -> String {
+    let (chart, values) = (chart_dir(), values());
+    let mut args = vec!["template", "r", &chart, "-f", &values];
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    helm.refused(&args).unwrap()
+}
+
 fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     chart::of_kind(objects, kind)
         .into_iter()
         .find(|o| o["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+async fn create_namespace(namespaces: &Api<Namespace>, name: &str, labels: Value) {
+    let namespace = json!({"metadata": {"name": name, "labels": labels}});
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(namespace).unwrap(),
+        )
+        .await
+        .unwrap();
 }
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -101,17 +138,11 @@ async fn the_chart_lints_and_renders_what_the_apiserver_and_kubeconform_accept()
     // And against the apiserver itself, in a namespace that warns of any
     // pod template short of the restricted Pod Security Standard.
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": namespace, "labels": {
-                "pod-security.kubernetes.io/warn": "restricted",
-                "pod-security.kubernetes.io/audit": "restricted",
-            }}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let restricted = json!({
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    });
+    create_namespace(&namespaces, &namespace, restricted).await;
     let applied = std::process::Command::new("kubectl")
         .env("KUBECONFIG", &env["KUBECONFIG"])
         .args([
@@ -152,17 +183,7 @@ async fn the_chart_lints_and_renders_what_the_apiserver_and_kubeconform_accept()
         .collect();
     generated.sort_by_key(|c| c["metadata"]["name"].to_string());
     assert_eq!(crds, generated, "the chart's crds/ are not the generator's");
-    kubectl(
-        &env,
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--dry-run=server",
-            "-f",
-            &format!("{chart_path}/crds/"),
-        ],
-    );
+    apply_crds_as_documented(&env);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,18 +269,7 @@ async fn the_chart_grants_what_the_code_needs_without_wildcards() {
     );
     let monitor = named(&monitored, "ServiceMonitor", "r-ossature-operator");
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
-    let (chart_path, values) = (chart_dir(), values());
-    let refused = helm
-        .refused(&[
-            "template",
-            "r",
-            &chart_path,
-            "-f",
-            &values,
-            "--set",
-            "serviceMonitor.enabled=true",
-        ])
-        .unwrap();
+    let refused = refusal(&helm, &["serviceMonitor.enabled=true"]);
     assert!(
         refused.contains("serves no monitoring.coreos.com/v1 ServiceMonitor"),
         "{refused}"
@@ -270,7 +280,7 @@ async fn the_chart_grants_what_the_code_needs_without_wildcards() {
 async fn the_values_schema_refuses_bad_values_with_a_message() {
     let env = stack().await;
     let helm = Helm::new(Path::new(&env["KUBECONFIG"])).await.unwrap();
-    let (chart_path, values) = (chart_dir(), values());
+    let chart_path = chart_dir();
     let cases: &[(&[&str], &str)] = &[
         (
             &["operator.replicas=two"],
@@ -308,11 +318,7 @@ async fn the_values_schema_refuses_bad_values_with_a_message() {
         ),
     ];
     for (set, message) in cases {
-        let mut args = vec!["template", "r", &chart_path, "-f", &values];
-        for value in *set {
-            args.extend(["--set", value]);
-        }
-        let said = helm.refused(&args).unwrap();
+        let said = refusal(&helm, set);
         assert!(said.contains(message), "{set:?}: {said}");
         assert!(
             !said.contains("hunter2"),
@@ -320,17 +326,7 @@ async fn the_values_schema_refuses_bad_values_with_a_message() {
         );
     }
     // A credential given inline as a whole value, instead of a Secret.
-    let said = helm
-        .refused(&[
-            "template",
-            "r",
-            &chart_path,
-            "-f",
-            &values,
-            "--set",
-            "openbao.token=s.hunter2",
-        ])
-        .unwrap();
+    let said = refusal(&helm, &["openbao.token=s.hunter2"]);
     assert!(said.contains("openbao.token.existingSecret"), "{said}");
     assert!(!said.contains("hunter2"), "{said}");
     // What a backend needs and was not given is named, with an example.
@@ -348,23 +344,6 @@ fn kubeconfig_with_token(env: &BTreeMap<String, String>, token: &str) -> PathBuf
         user.auth_info = Some(serde_json::from_value(json!({"token": token})).unwrap());
     }
     temp_file("kubeconfig", &serde_json::to_string(&kubeconfig).unwrap())
-}
-
-async fn service_account_token(client: &kube::Client, namespace: &str, name: &str) -> String {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .and_then(|status| status.token)
-        .expect("a TokenRequest answers with a token")
 }
 
 async fn wait_available(client: &kube::Client, namespace: &str, names: &[&str], generation: i64) {
@@ -413,13 +392,7 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
     let operator_name = format!("{release}-ossature-operator");
     let control_plane_name = format!("{release}-ossature-control-plane");
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(&namespaces, &namespace, json!({})).await;
     // The Secrets the values name, with the stack's credentials.
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
     let pulsar_token = std::fs::read_to_string(&env["OSSATURE_PULSAR_TOKEN_FILE"]).unwrap();
@@ -457,21 +430,24 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
         .unwrap(),
     );
     let stack_values = stack_values.to_string_lossy().into_owned();
-    let installed = helm.ok(&[
-        "install",
-        &release,
-        &chart_path,
-        "-n",
-        &namespace,
-        "-f",
-        &values,
-        "-f",
-        &stack_values,
-        "--skip-crds",
-        "--wait",
-        "--timeout",
-        "3m",
-    ]);
+    // `helm install` or `upgrade` of the release with the stack's values.
+    let deploy = |verb: &'static str, extra: &[&'static str]| {
+        let mut args = vec![
+            verb,
+            &release,
+            &chart_path,
+            "-n",
+            &namespace,
+            "-f",
+            &values,
+            "-f",
+            &stack_values,
+        ];
+        args.extend(["--skip-crds", "--wait", "--timeout", "3m"]);
+        args.extend(extra);
+        helm.ok(&args)
+    };
+    let installed = deploy("install", &[]);
     let body = async {
         installed.unwrap();
         wait_available(
@@ -484,7 +460,8 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
 
         // This release's operator, as the chart's ServiceAccount, onboards a
         // tenant: every call it makes for one is allowed by the chart.
-        let token = service_account_token(&admin, &namespace, &operator_name).await;
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace);
+        let token = common::account_token(&accounts, &operator_name).await;
         let mut operator_env = env.clone();
         operator_env.insert(
             "KUBECONFIG".into(),
@@ -522,36 +499,16 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
             .metadata
             .generation
             .unwrap();
-        kubectl(
-            &env,
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--dry-run=server",
-                "-f",
-                &format!("{chart_path}/crds/"),
-            ],
-        );
-        helm.ok(&[
+        apply_crds_as_documented(&env);
+        deploy(
             "upgrade",
-            &release,
-            &chart_path,
-            "-n",
-            &namespace,
-            "-f",
-            &values,
-            "-f",
-            &stack_values,
-            "--set",
-            "operator.concurrency=8",
-            "--set",
-            "controlPlane.rateLimitPerSecond=30",
-            "--skip-crds",
-            "--wait",
-            "--timeout",
-            "3m",
-        ])
+            &[
+                "--set",
+                "operator.concurrency=8",
+                "--set",
+                "controlPlane.rateLimitPerSecond=30",
+            ],
+        )
         .unwrap();
         wait_available(
             &admin,
@@ -581,7 +538,16 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
         );
         drop(operator);
 
-        // Uninstall removes the release's objects, and no tenant or CRD.
+        // Uninstall removes every object of the release, and no tenant or CRD.
+        let manifest = helm
+            .ok(&["get", "manifest", &release, "-n", &namespace])
+            .unwrap();
+        let created = chart::documents(&manifest).unwrap();
+        assert!(
+            created.len() >= 20,
+            "the release holds {} objects",
+            created.len()
+        );
         helm.ok(&[
             "uninstall",
             &release,
@@ -592,38 +558,23 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
             "3m",
         ])
         .unwrap();
-        assert!(deployments.get_opt(&operator_name).await.unwrap().is_none());
-        assert!(
-            deployments
-                .get_opt(&control_plane_name)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        for name in [&operator_name, &control_plane_name] {
-            assert!(
-                Api::<ClusterRole>::all(admin.clone())
-                    .get_opt(name)
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "{name}"
+        for object in &created {
+            let (kind, name) = (
+                &object["kind"],
+                object["metadata"]["name"].as_str().unwrap(),
             );
+            let resource = match object["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((group, version)) => format!("{}.{version}.{group}", kind.as_str().unwrap()),
+                None => kind.as_str().unwrap().to_string(),
+            };
+            let mut args = vec!["get", &resource, name, "--ignore-not-found", "-o", "name"];
+            if object["metadata"]["namespace"].is_string() {
+                args.extend(["-n", &namespace]);
+            }
+            let left = kubectl(&env, &args);
             assert!(
-                Api::<ClusterRoleBinding>::all(admin.clone())
-                    .get_opt(name)
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "{name}"
-            );
-            assert!(
-                Api::<ServiceAccount>::namespaced(admin.clone(), &namespace)
-                    .get_opt(name)
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "{name}"
+                left.trim().is_empty(),
+                "{resource} {name} outlived the release"
             );
         }
         let kept = tenants.get(&tenant_name).await.unwrap();
