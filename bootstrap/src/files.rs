@@ -10,6 +10,20 @@ use anyhow::{Context, Result};
 /// Written last into an artifact directory; its absence means "incomplete".
 pub const MANIFEST: &str = ".ossature-manifest";
 
+/// Opens `path` (made when absent) and waits for an exclusive lock on it,
+/// held until the returned file is dropped: across processes.
+pub async fn lock(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|_| file))
+        .await?
+        .with_context(|| format!("locking {}", path.display()))
+}
+
 /// Writes a file readable by its owner only (keys, tokens, passwords).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()

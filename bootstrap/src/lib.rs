@@ -12,6 +12,7 @@ pub mod pki;
 mod process;
 pub mod pulsar_auth;
 pub mod stack;
+pub mod tools;
 pub mod versions;
 
 use std::collections::BTreeMap;

