@@ -287,8 +287,8 @@ async fn the_values_schema_refuses_bad_values_with_a_message() {
             "at '/operator/replicas': got string, want integer",
         ),
         (
-            &["operator.replicas=2"],
-            "at '/operator/replicas': maximum: got 2, want 1",
+            &["operator.replicas=9"],
+            "at '/operator/replicas': maximum: got 9, want 5",
         ),
         (
             &["controlPlane.replicas=-1"],
@@ -356,6 +356,7 @@ async fn wait_available(client: &kube::Client, namespace: &str, names: &[&str], 
                 let deployments = deployments.clone();
                 async move {
                     let d = deployments.get(name).await.ok()?;
+                    let replicas = d.spec.replicas;
                     let status = d.status?;
                     let observed = status.observed_generation.unwrap_or(0);
                     let available = status.conditions.unwrap_or_default().iter().any(|c| {
@@ -364,8 +365,8 @@ async fn wait_available(client: &kube::Client, namespace: &str, names: &[&str], 
                     });
                     (observed >= generation
                         && available
-                        && status.updated_replicas == Some(1)
-                        && status.available_replicas == Some(1))
+                        && status.updated_replicas == replicas
+                        && status.available_replicas == replicas)
                     .then_some(())
                 }
             },
