@@ -367,7 +367,7 @@ async fn wait_available(client: &kube::Client, namespace: &str, names: &[&str], 
                         && available
                         && status.updated_replicas == replicas
                         && status.available_replicas == replicas)
-                    .then_some(())
+                        .then_some(())
                 }
             },
         )
