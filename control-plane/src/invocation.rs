@@ -163,12 +163,9 @@ mod tests {
     fn an_invocation_allowed_to_logs_at_debug_and_every_line_names_it() {
         let captured = Captured::default();
         let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_env_filter(crate::cli::log_filter())
-            .with_writer(move || writer.clone())
-            .finish();
+        // As the binary logs (`--log-format json`).
+        let subscriber =
+            ossature_records::json_subscriber(crate::cli::log_filter(), move || writer.clone());
         let (quiet, loud) = tracing::subscriber::with_default(subscriber, || {
             let quiet = invocation();
             quiet.span.in_scope(|| {
@@ -189,17 +186,14 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(
-            lines[0]["span"]["invocation_id"],
+            lines[0]["invocation"]["invocationId"],
             quiet.context.invocation_id
         );
+        assert_eq!(lines[1]["message"], "a detail of the loud invocation");
         assert_eq!(
-            lines[1]["fields"]["message"],
-            "a detail of the loud invocation"
-        );
-        assert_eq!(
-            lines[1]["span"]["invocation_id"],
+            lines[1]["invocation"]["invocationId"],
             loud.context.invocation_id
         );
-        assert_eq!(lines[1]["span"]["trace_id"], loud.context.trace_id);
+        assert_eq!(lines[1]["invocation"]["traceId"], loud.context.trace_id);
     }
 }

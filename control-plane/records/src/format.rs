@@ -197,12 +197,8 @@ mod tests {
 
     fn logged(run: impl FnOnce()) -> Vec<LogRecord<InvocationIds>> {
         let lines = Lines::default();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(RecordFormat)
-            .with_writer(lines.clone())
-            .with_max_level(tracing::Level::DEBUG)
-            .finish();
+        let filter = tracing_subscriber::EnvFilter::new("debug");
+        let subscriber = crate::json_subscriber(filter, lines.clone());
         tracing::subscriber::with_default(subscriber, run);
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         text.lines()

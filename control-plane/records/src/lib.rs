@@ -21,14 +21,29 @@ pub enum LogFormat {
     Text,
 }
 
+/// Log lines passing `filter`, as records, to `writer`.
+pub fn json_subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(RecordFormat)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .finish()
+}
+
 /// Installs the process's log subscriber: lines passing `filter`, in `format`.
 pub fn init_logs(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
     match format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(RecordFormat)
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Json => {
+            use tracing_subscriber::util::SubscriberInitExt;
+            json_subscriber(filter, std::io::stdout).init()
+        }
         LogFormat::Text => {
             use std::io::IsTerminal;
             tracing_subscriber::fmt()
