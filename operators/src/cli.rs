@@ -99,6 +99,15 @@ pub struct Args {
     /// OpenBao policy must allow `MOUNT/sign/KEY`.
     #[arg(long, default_value = "pulsar-tokens/pulsar", value_parser = parse_token_key)]
     pub pulsar_token_key: crate::adapters::openbao::tokens::TokenKey,
+    /// Read and write Secrets only in the namespaces of this instance's
+    /// tenants and environments (and `--acme-namespace`): the operator
+    /// binds this ClusterRole, which must grant only the Secret verbs, to
+    /// itself with a RoleBinding `ossature-operator-secrets` in each
+    /// namespace it makes, and watches Secrets there alone (one watch per
+    /// namespace). It needs `bind` on that ClusterRole, and no cluster-wide
+    /// access to Secrets. Without it, Secrets are watched cluster-wide.
+    #[arg(long, env = "OSSATURE_SECRETS_ROLE", value_parser = parse_role_name)]
+    pub secrets_role: Option<String>,
     /// Namespace of the Secrets of AcmeIssuers: the account credentials the
     /// operator writes, and the External Account Binding keys it reads.
     #[arg(long, default_value = "kube-system")]
@@ -248,6 +257,16 @@ fn parse_selector(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
+/// A ClusterRole's name: what the apiserver takes as one path segment.
+fn parse_role_name(value: &str) -> Result<String, String> {
+    if value.is_empty() || value == "." || value == ".." || value.contains(['/', '%']) {
+        return Err(format!(
+            "{value:?} is not a ClusterRole name: give the name of the ClusterRole that grants the Secret verbs (the chart's is <release>-ossature-operator-secrets)"
+        ));
+    }
+    Ok(value.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +299,17 @@ mod tests {
         let args = Args::try_parse_from(["ossature-operator", "--residency", "mars=red"]).unwrap();
         assert_eq!(args.residency()["mars"], ["red"]);
         assert!(Args::try_parse_from(["ossature-operator", "--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_secrets_role_must_be_a_name() {
+        assert_eq!(
+            parse_role_name("r-ossature-operator-secrets").unwrap(),
+            "r-ossature-operator-secrets"
+        );
+        for bad in ["", "..", "a/b", "a%2Fb"] {
+            let said = parse_role_name(bad).unwrap_err();
+            assert!(said.contains("is not a ClusterRole name"), "{said}");
+        }
     }
 }

@@ -46,6 +46,8 @@ pub struct Settings {
     /// What scales Workloads; `None`: KEDA when its CRDs are installed,
     /// else an HPA.
     pub autoscaler: Option<ossature_model::workloads::Autoscaler>,
+    /// Where Secrets are read, written and watched.
+    pub secrets: crate::secrets_access::SecretsAccess,
 }
 
 /// The clients of every backend.

@@ -18,6 +18,7 @@ pub mod leader;
 pub mod local_stack;
 pub mod metrics;
 pub mod reconcile;
+pub mod secrets_access;
 pub mod shared;
 pub mod signing;
 pub mod start;

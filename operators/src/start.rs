@@ -30,7 +30,13 @@ pub async fn run(mut args: Args) -> Result<()> {
         .context("writing the admission policy of certificate names")?;
     let calls = Calls::default();
     let metrics = Metrics::new(&calls);
-    let settings = settings(&args)?;
+    let mut settings = settings(&args)?;
+    settings.secrets = crate::secrets_access::SecretsAccess::resolve(
+        &client,
+        args.secrets_role.as_deref(),
+        &crate::leader::lease_name(args.selector.as_deref()),
+    )
+    .await?;
     let kinds = crate::controllers::kinds(&client, args.selector.as_deref());
     let identity = format!(
         "{}-{}",
@@ -170,6 +176,7 @@ fn settings(args: &Args) -> Result<Settings> {
             AutoscalerChoice::Keda => Some(Autoscaler::Keda),
             AutoscalerChoice::Hpa => Some(Autoscaler::Hpa),
         },
+        secrets: crate::secrets_access::SecretsAccess::Cluster,
     })
 }
 

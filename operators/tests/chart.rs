@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::config::Kubeconfig;
 use ossature_crds::Tenant;
 use ossature_e2e::chart::{self, Helm};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use common::{kube_client, kubectl, labelled, start_operator_with, wait_for};
@@ -242,14 +243,81 @@ async fn the_chart_grants_what_the_code_needs_without_wildcards() {
         }
     }
 
+    // Secrets: none in the operator's own ClusterRole; by default only the
+    // right to bind the Secrets role, which the operator is told of.
+    assert!(
+        !rules.iter().any(|r| r["resources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("secrets"))),
+        "the operator's ClusterRole grants Secrets"
+    );
+    let bind = rules
+        .iter()
+        .find(|r| r["resources"] == json!(["clusterroles"]))
+        .expect("a rule to bind the Secrets role");
+    assert_eq!(bind["verbs"], json!(["bind"]));
+    assert_eq!(
+        bind["resourceNames"],
+        json!(["r-ossature-operator-secrets"])
+    );
+    let secrets_role = named(&objects, "ClusterRole", "r-ossature-operator-secrets");
+    assert_eq!(
+        secrets_role["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}])
+    );
+    named(&objects, "RoleBinding", "r-ossature-operator-secrets");
+    let args = |objects: &[Value]| -> Vec<String> {
+        serde_json::from_value(
+            named(objects, "Deployment", "r-ossature-operator")["spec"]["template"]["spec"]
+                ["containers"][0]["args"]
+                .clone(),
+        )
+        .unwrap()
+    };
+    assert!(args(&objects).contains(&"--secrets-role=r-ossature-operator-secrets".to_string()));
+    // Or, asked for, Secrets everywhere through one binding.
+    let cluster = render(
+        &helm,
+        "ossature-system",
+        &["--set", "operator.secretsAccess=cluster"],
+    );
+    named(
+        &cluster,
+        "ClusterRoleBinding",
+        "r-ossature-operator-secrets",
+    );
+    assert!(
+        !args(&cluster)
+            .iter()
+            .any(|a| a.starts_with("--secrets-role"))
+    );
+    assert!(
+        chart::of_kind(&cluster, "ValidatingAdmissionPolicy")
+            .iter()
+            .all(|p| !p["metadata"]["name"].as_str().unwrap().contains("secrets")),
+        "no binding policy without bindings"
+    );
+
     // With one release per shard, one installs the cluster-wide policies.
     let shard = render(
         &helm,
         "ossature-system",
         &["--set", "operator.admissionPolicies=false"],
     );
-    let kept: Vec<&Value> = chart::of_kind(&shard, "ValidatingAdmissionPolicy");
-    assert_eq!(kept.len(), 1, "only the control plane's own policy is left");
+    let kept: Vec<&str> = chart::of_kind(&shard, "ValidatingAdmissionPolicy")
+        .into_iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "r-ossature-control-plane-namespaces",
+            "r-ossature-operator-secrets-bindings",
+            "r-ossature-operator-tenant-labels"
+        ],
+        "only the release's own policies are left"
+    );
 
     // The image the chart runs is this release's.
     let chart_yaml = std::fs::read_to_string(chart::chart_dir().join("Chart.yaml")).unwrap();
@@ -308,6 +376,10 @@ async fn the_values_schema_refuses_bad_values_with_a_message() {
             "at '/platform/rootDomain'",
         ),
         (&["platform.autoscaler=always"], "at '/platform/autoscaler'"),
+        (
+            &["operator.secretsAccess=everywhere"],
+            "at '/operator/secretsAccess'",
+        ),
         (
             &["controlPlane.corsOrigins[0]=console.example.com"],
             "at '/controlPlane/corsOrigins/0'",
@@ -382,75 +454,153 @@ async fn container_args(deployments: &Api<Deployment>, name: &str) -> Vec<String
         .unwrap()
 }
 
+/// A release of the chart installed for one test, in a namespace of its
+/// own holding the Secrets its values name; kwok runs its pods.
+struct Release {
+    env: BTreeMap<String, String>,
+    admin: kube::Client,
+    helm: Helm,
+    namespace: String,
+    name: String,
+    /// `-f` files: the test values, then the stack's.
+    values: Vec<String>,
+}
+
+impl Release {
+    async fn install(env: &BTreeMap<String, String>, extra: Value) -> Release {
+        let admin = kube_client(env).await;
+        let helm = Helm::new(Path::new(&env["KUBECONFIG"])).await.unwrap();
+        let namespace = ossature_e2e::unique("chart");
+        let name = ossature_e2e::unique("oss");
+        create_namespace(&Api::all(admin.clone()), &namespace, json!({})).await;
+        // The Secrets the values name, with the stack's credentials.
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
+        let pulsar_token = std::fs::read_to_string(&env["OSSATURE_PULSAR_TOKEN_FILE"]).unwrap();
+        for (secret, data) in [
+            (
+                "ossature-keycloak-admin",
+                json!({"username": env["OSSATURE_KEYCLOAK_ADMIN_USER"], "password": env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"]}),
+            ),
+            (
+                "ossature-pulsar-token",
+                json!({"token": pulsar_token.trim()}),
+            ),
+            (
+                "ossature-openbao-token",
+                json!({"token": env["OSSATURE_OPENBAO_TOKEN"]}),
+            ),
+        ] {
+            secrets
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(
+                        json!({"metadata": {"name": secret}, "stringData": data}),
+                    )
+                    .unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        // kwok's node may carry its taint; the stack's policies already
+        // exist (other tests' operators wrote them), so this release leaves
+        // them be.
+        let toleration = json!([{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]);
+        let mut stack_values = json!({
+            "operator": {"admissionPolicies": false, "tolerations": toleration},
+            "controlPlane": {"tolerations": toleration},
+        });
+        merge(&mut stack_values, extra);
+        let stack_values = temp_file(
+            "values.yaml",
+            &serde_json::to_string(&stack_values).unwrap(),
+        );
+        let release = Release {
+            env: env.clone(),
+            admin,
+            helm,
+            namespace,
+            name,
+            values: vec![values(), stack_values.to_string_lossy().into_owned()],
+        };
+        release.deploy("install", &[]).unwrap();
+        release
+    }
+
+    /// `helm install` or `upgrade` of the release with its values.
+    fn deploy(&self, verb: &str, extra: &[&str]) -> anyhow::Result<String> {
+        let chart_path = chart_dir();
+        let mut args = vec![verb, &self.name, &chart_path, "-n", &self.namespace];
+        for file in &self.values {
+            args.extend(["-f", file]);
+        }
+        args.extend(["--skip-crds", "--wait", "--timeout", "3m"]);
+        args.extend(extra);
+        self.helm.ok(&args)
+    }
+
+    fn operator_name(&self) -> String {
+        format!("{}-ossature-operator", self.name)
+    }
+
+    fn control_plane_name(&self) -> String {
+        format!("{}-ossature-control-plane", self.name)
+    }
+
+    /// The stack's environment with a kubeconfig holding only a token of
+    /// the operator's ServiceAccount.
+    async fn operator_env(&self) -> BTreeMap<String, String> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), &self.namespace);
+        let token = common::account_token(&accounts, &self.operator_name()).await;
+        let mut env = self.env.clone();
+        env.insert(
+            "KUBECONFIG".into(),
+            kubeconfig_with_token(&self.env, &token)
+                .to_string_lossy()
+                .into_owned(),
+        );
+        env
+    }
+
+    /// Runs `body`, then uninstalls the release and deletes its namespace,
+    /// whatever `body` did.
+    async fn around(&self, body: impl std::future::Future<Output = ()>) {
+        let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body)).await;
+        let _ = self
+            .helm
+            .run(&["uninstall", &self.name, "-n", &self.namespace, "--wait"]);
+        let _ = Api::<Namespace>::all(self.admin.clone())
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// `extra`'s fields over `base`'s, objects merged key by key.
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn install_upgrade_over_a_live_tenant_and_uninstall() {
     let env = stack().await;
-    let admin = kube_client(&env).await;
-    let helm = Helm::new(Path::new(&env["KUBECONFIG"])).await.unwrap();
-    let (chart_path, values) = (chart_dir(), values());
-    let namespace = ossature_e2e::unique("chart");
-    let release = ossature_e2e::unique("oss");
-    let operator_name = format!("{release}-ossature-operator");
-    let control_plane_name = format!("{release}-ossature-control-plane");
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    create_namespace(&namespaces, &namespace, json!({})).await;
-    // The Secrets the values name, with the stack's credentials.
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
-    let pulsar_token = std::fs::read_to_string(&env["OSSATURE_PULSAR_TOKEN_FILE"]).unwrap();
-    for (name, data) in [
-        (
-            "ossature-keycloak-admin",
-            json!({"username": env["OSSATURE_KEYCLOAK_ADMIN_USER"], "password": env["OSSATURE_KEYCLOAK_ADMIN_PASSWORD"]}),
-        ),
-        (
-            "ossature-pulsar-token",
-            json!({"token": pulsar_token.trim()}),
-        ),
-        (
-            "ossature-openbao-token",
-            json!({"token": env["OSSATURE_OPENBAO_TOKEN"]}),
-        ),
-    ] {
-        secrets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-    }
-    // kwok's node may carry its taint; the stack's policies already exist
-    // (other tests' operators wrote them), so this release leaves them be.
-    let stack_values = temp_file(
-        "values.yaml",
-        &serde_json::to_string(&json!({
-            "operator": {"admissionPolicies": false, "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]},
-            "controlPlane": {"tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]},
-        }))
-        .unwrap(),
+    let release = Release::install(&env, json!({})).await;
+    let (admin, helm, namespace) = (
+        release.admin.clone(),
+        Helm::new(Path::new(&env["KUBECONFIG"])).await.unwrap(),
+        release.namespace.clone(),
     );
-    let stack_values = stack_values.to_string_lossy().into_owned();
-    // `helm install` or `upgrade` of the release with the stack's values.
-    let deploy = |verb: &'static str, extra: &[&'static str]| {
-        let mut args = vec![
-            verb,
-            &release,
-            &chart_path,
-            "-n",
-            &namespace,
-            "-f",
-            &values,
-            "-f",
-            &stack_values,
-        ];
-        args.extend(["--skip-crds", "--wait", "--timeout", "3m"]);
-        args.extend(extra);
-        helm.ok(&args)
-    };
-    let installed = deploy("install", &[]);
+    let (operator_name, control_plane_name) =
+        (release.operator_name(), release.control_plane_name());
     let body = async {
-        installed.unwrap();
         wait_available(
             &admin,
             &namespace,
@@ -461,22 +611,20 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
 
         // This release's operator, as the chart's ServiceAccount, onboards a
         // tenant: every call it makes for one is allowed by the chart.
-        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace);
-        let token = common::account_token(&accounts, &operator_name).await;
-        let mut operator_env = env.clone();
-        operator_env.insert(
-            "KUBECONFIG".into(),
-            kubeconfig_with_token(&env, &token)
-                .to_string_lossy()
-                .into_owned(),
-        );
+        let operator_env = release.operator_env().await;
         let selector = format!("chart-{}", common::suffix());
         let lease_namespace = format!("--lease-namespace={namespace}");
         let acme_namespace = format!("--acme-namespace={namespace}");
+        let secrets_role = format!("--secrets-role={operator_name}-secrets");
         let operator = start_operator_with(
             &operator_env,
             &selector,
-            &["--no-edge", &lease_namespace, &acme_namespace],
+            &[
+                "--no-edge",
+                &lease_namespace,
+                &acme_namespace,
+                &secrets_role,
+            ],
         );
         let tenants: Api<Tenant> = Api::all(admin.clone());
         let tenant_name = format!("chart-{}", common::suffix());
@@ -501,16 +649,17 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
             .generation
             .unwrap();
         apply_crds_as_documented(&env);
-        deploy(
-            "upgrade",
-            &[
-                "--set",
-                "operator.concurrency=8",
-                "--set",
-                "controlPlane.rateLimitPerSecond=30",
-            ],
-        )
-        .unwrap();
+        release
+            .deploy(
+                "upgrade",
+                &[
+                    "--set",
+                    "operator.concurrency=8",
+                    "--set",
+                    "controlPlane.rateLimitPerSecond=30",
+                ],
+            )
+            .unwrap();
         wait_available(
             &admin,
             &namespace,
@@ -541,7 +690,7 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
 
         // Uninstall removes every object of the release, and no tenant or CRD.
         let manifest = helm
-            .ok(&["get", "manifest", &release, "-n", &namespace])
+            .ok(&["get", "manifest", &release.name, "-n", &namespace])
             .unwrap();
         let created = chart::documents(&manifest).unwrap();
         assert!(
@@ -551,7 +700,7 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
         );
         helm.ok(&[
             "uninstall",
-            &release,
+            &release.name,
             "-n",
             &namespace,
             "--wait",
@@ -592,12 +741,273 @@ async fn install_upgrade_over_a_live_tenant_and_uninstall() {
         common::delete_tenants(&tenants, &[&tenant_name]).await;
         drop(cleaner);
     };
-    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body)).await;
-    let _ = helm.run(&["uninstall", &release, "-n", &namespace, "--wait"]);
-    let _ = namespaces
-        .delete(&namespace, &DeleteParams::default())
-        .await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
+    release.around(body).await;
+}
+
+/// `examples/acme.yaml`, its tenant renamed `tenant` (every name derived
+/// from it follows) and labelled for the operator of test `selector`.
+fn acme_example(tenant: &str, selector: &str) -> Vec<DynamicObject> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/acme.yaml");
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("acme", tenant);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|document| {
+            let mut object = DynamicObject::deserialize(document).unwrap();
+            if object.types.as_ref().unwrap().kind == "Tenant" {
+                object
+                    .metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(ossature_e2e::TEST_LABEL.into(), selector.into());
+            }
+            object
+        })
+        .collect()
+}
+
+/// The API of `object`'s kind, as discovery finds it.
+async fn api_of(client: &kube::Client, object: &DynamicObject) -> Api<DynamicObject> {
+    let types = object.types.as_ref().unwrap();
+    let (group, version) = types
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", &types.api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    match &object.metadata.namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
     }
+}
+
+/// The apiserver's answer to a call made with `client`'s credentials: its
+/// HTTP status, 200 when it succeeded.
+fn status_of<T>(result: Result<T, kube::Error>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(other) => panic!("no answer from the apiserver: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_flow_runs_with_the_charts_rights_and_no_more() {
+    let env = stack().await;
+    let release = Release::install(&env, json!({"controlPlane": {"enabled": false}})).await;
+    let admin = release.admin.clone();
+    let namespace = release.namespace.clone();
+    let operator_name = release.operator_name();
+    let body = async {
+        let operator_env = release.operator_env().await;
+        let operator_client = kube_client(&operator_env).await;
+        let selector = format!("lp-{}", common::suffix());
+        let operator = start_operator_with(
+            &operator_env,
+            &selector,
+            &[
+                "--no-edge",
+                &format!("--lease-namespace={namespace}"),
+                &format!("--acme-namespace={namespace}"),
+                &format!("--secrets-role={operator_name}-secrets"),
+            ],
+        );
+        let operator_log = operator.log.clone();
+
+        // The README's apply, as a user does it (with the stack's admin),
+        // and everything Ready.
+        let tenant = format!("lp{}", common::suffix().replace('-', ""));
+        let objects = acme_example(&tenant, &selector);
+        for object in &objects {
+            api_of(&admin, object)
+                .await
+                .create(&PostParams::default(), object)
+                .await
+                .unwrap();
+        }
+        for object in objects
+            .iter()
+            .filter(|o| o.types.as_ref().unwrap().kind != "Namespace")
+        {
+            common::wait_dynamic_ready(
+                &api_of(&admin, object).await,
+                object,
+                Duration::from_secs(240),
+            )
+            .await;
+        }
+
+        // Secrets are its own only where it bound itself: the tenant's and
+        // the environments' namespaces.
+        let tenant_namespace = format!("tn-{tenant}");
+        let prod = format!("tn-{tenant}--prod");
+        for bound in [&tenant_namespace, &prod, &format!("tn-{tenant}--staging")] {
+            let binding =
+                Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), bound)
+                    .get("ossature-operator-secrets")
+                    .await
+                    .unwrap_or_else(|e| panic!("no Secrets binding in {bound}: {e}"));
+            assert_eq!(binding.role_ref.name, format!("{operator_name}-secrets"));
+            let subject = &binding.subjects.unwrap()[0];
+            assert_eq!(
+                (
+                    subject.kind.as_str(),
+                    subject.name.as_str(),
+                    subject.namespace.as_deref()
+                ),
+                (
+                    "ServiceAccount",
+                    operator_name.as_str(),
+                    Some(namespace.as_str())
+                )
+            );
+        }
+        // Its watch there works: a certificate's Secret deleted by hand
+        // comes back.
+        let prod_secrets: Api<Secret> = Api::namespaced(admin.clone(), &prod);
+        let certificate_secrets = prod_secrets
+            .list(
+                &kube::api::ListParams::default()
+                    .labels(ossature_model::certificates::secret::CERTIFICATE_LABEL),
+            )
+            .await
+            .unwrap();
+        let deleted = certificate_secrets
+            .items
+            .first()
+            .expect("the services' certificates have Secrets in their namespace")
+            .clone();
+        let deleted_name = deleted.metadata.name.clone().unwrap();
+        prod_secrets
+            .delete(&deleted_name, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for(
+            &format!("Secret {prod}/{deleted_name} put back"),
+            Duration::from_secs(60),
+            || {
+                let (secrets, name, uid) = (
+                    prod_secrets.clone(),
+                    deleted_name.clone(),
+                    deleted.metadata.uid.clone(),
+                );
+                async move {
+                    let back = secrets.get_opt(&name).await.ok()??;
+                    (back.metadata.uid != uid).then_some(())
+                }
+            },
+        )
+        .await;
+
+        // What it never needs, it is refused: Secrets elsewhere, Nodes,
+        // RBAC beyond its own, and the way around it.
+        let secrets_in = |ns: &str| Api::<Secret>::namespaced(operator_client.clone(), ns);
+        let refused = [
+            (
+                "a Secret in kube-system",
+                status_of(secrets_in("kube-system").list(&Default::default()).await),
+            ),
+            (
+                "Secrets of every namespace",
+                status_of(
+                    Api::<Secret>::all(operator_client.clone())
+                        .list(&Default::default())
+                        .await,
+                ),
+            ),
+            (
+                "a Secret in default",
+                status_of(
+                    secrets_in("default")
+                        .create(
+                            &PostParams::default(),
+                            &serde_json::from_value(json!({"metadata": {"name": "lp"}})).unwrap(),
+                        )
+                        .await,
+                ),
+            ),
+            (
+                "Nodes",
+                status_of(
+                    Api::<k8s_openapi::api::core::v1::Node>::all(operator_client.clone())
+                        .list(&Default::default())
+                        .await,
+                ),
+            ),
+        ];
+        let binding = |ns: &str, role: &str| -> k8s_openapi::api::rbac::v1::RoleBinding {
+            serde_json::from_value(json!({
+                "metadata": {"name": "lp-escalation", "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": operator_name, "namespace": namespace}],
+            }))
+            .unwrap()
+        };
+        let bindings_in = |ns: &str| {
+            Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(operator_client.clone(), ns)
+        };
+        let secrets_role = format!("{operator_name}-secrets");
+        let kube_system = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some("kube-system".into()),
+                labels: Some(
+                    [(
+                        ossature_model::names::TENANT_LABEL.to_string(),
+                        tenant.clone(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let escalations = [
+            ("cluster-admin in its tenant's namespace", status_of(bindings_in(&tenant_namespace).create(&PostParams::default(), &binding(&tenant_namespace, "cluster-admin")).await)),
+            ("its Secrets role in kube-system", status_of(bindings_in("kube-system").create(&PostParams::default(), &binding("kube-system", &secrets_role)).await)),
+            ("kube-system labelled as a tenant's", status_of(Api::<Namespace>::all(operator_client.clone()).patch("kube-system", &kube::api::PatchParams::apply("lp-test"), &kube::api::Patch::Apply(&kube_system)).await)),
+            ("a ClusterRoleBinding", status_of(Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(operator_client.clone()).create(&PostParams::default(), &serde_json::from_value(json!({
+                "metadata": {"name": "lp-escalation"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": secrets_role},
+                "subjects": [{"kind": "ServiceAccount", "name": operator_name, "namespace": namespace}],
+            })).unwrap()).await)),
+        ];
+        for (what, status) in refused.iter().chain(&escalations) {
+            assert_eq!(
+                *status, 403,
+                "the operator's credentials were not refused {what}"
+            );
+        }
+
+        // Not one call of the flow so far was refused.
+        let log = std::fs::read_to_string(&operator_log).unwrap();
+        let refusals: Vec<&str> = log
+            .lines()
+            // RBAC's refusals and admission policies'.
+            .filter(|l| l.contains("forbidden: User") || l.contains("denied request"))
+            .collect();
+        assert!(
+            refusals.is_empty(),
+            "calls refused:\n{}",
+            refusals.join("\n")
+        );
+
+        // Offboarding, with the same rights, removes everything (a
+        // namespace being deleted loses its Secrets binding early: a
+        // reconcile caught there is retried, and must not hold it up).
+        let tenants: Api<Tenant> = Api::all(admin.clone());
+        common::delete_tenants(&tenants, &[&tenant]).await;
+        for gone in [&tenant_namespace, &prod] {
+            wait_for(
+                &format!("namespace {gone} gone"),
+                Duration::from_secs(120),
+                || {
+                    let namespaces = Api::<Namespace>::all(admin.clone());
+                    async move { namespaces.get_opt(gone).await.ok()?.is_none().then_some(()) }
+                },
+            )
+            .await;
+        }
+        drop(operator);
+    };
+    release.around(body).await;
 }

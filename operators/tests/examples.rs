@@ -40,15 +40,6 @@ fn kind(object: &DynamicObject) -> &str {
         .unwrap_or_default()
 }
 
-fn is_ready(object: &DynamicObject) -> bool {
-    object.data["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-}
-
 fn api(client: &kube::Client, object: &DynamicObject) -> Api<DynamicObject> {
     let resource = match kind(object) {
         "Namespace" => ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
@@ -95,17 +86,7 @@ async fn examples_become_ready_and_leave_nothing_behind() {
             .unwrap();
     }
     for object in objects.iter().filter(|o| kind(o) != "Namespace") {
-        let name = object.metadata.name.clone().unwrap();
-        wait_for(
-            &format!("{} {name} Ready", kind(object)),
-            Duration::from_secs(120),
-            || {
-                let api = api(&client, object);
-                let name = name.clone();
-                async move { api.get(&name).await.ok().filter(is_ready).map(drop) }
-            },
-        )
-        .await;
+        wait_dynamic_ready(&api(&client, object), object, Duration::from_secs(120)).await;
     }
 
     let token = keycloak_token(&env).await;

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
@@ -15,6 +16,7 @@ use ossature_model::objects::{NamespaceObjects, NamespaceOwner, differs, namespa
 use crate::context::Context;
 use crate::kubernetes;
 use crate::reconcile::{Error, Plan, Reconciled, Step, WatchContext};
+use crate::secrets_access::{BINDING_NAME, SecretsAccess};
 use crate::stores::Stores;
 use futures::StreamExt;
 
@@ -83,8 +85,31 @@ pub async fn step<'a, S: Send + 'a>(
         conditions::NAMESPACE_READY,
         format!("namespace {name}"),
         async move {
-            kubernetes::ensure_namespace_objects(&ctx.client, &objects, live.as_ref(), &ctx.calls)
-                .await
+            let mut changes = kubernetes::ensure_namespace_objects(
+                &ctx.client,
+                &objects,
+                live.as_ref(),
+                &ctx.calls,
+            )
+            .await?;
+            // The operator's own access to the namespace's Secrets.
+            let labels = objects
+                .namespace
+                .metadata
+                .labels
+                .clone()
+                .unwrap_or_default();
+            if let Some(binding) = ctx.settings.secrets.binding(&name, &labels) {
+                let api = Api::<RoleBinding>::namespaced(ctx.client.clone(), &name);
+                changes.push(match live {
+                    None => {
+                        kubernetes::apply(&api, &binding, &ctx.calls).await?;
+                        crate::adapters::Change::Created
+                    }
+                    Some(_) => kubernetes::ensure(&api, &binding, &ctx.calls).await?,
+                });
+            }
+            Ok::<_, kube::Error>(changes)
         },
     ));
     Ok(())
@@ -115,6 +140,15 @@ pub async fn removal(
     }
     if retain {
         kubernetes::release_namespace_objects(&ctx.client, objects, &ctx.calls).await?;
+        // What is no longer managed is no longer the operator's to read.
+        if ctx.settings.secrets != SecretsAccess::Cluster {
+            kubernetes::delete(
+                &Api::<RoleBinding>::namespaced(ctx.client.clone(), &name),
+                BINDING_NAME,
+                &ctx.calls,
+            )
+            .await?;
+        }
         return Ok(Removal::Done);
     }
     match live {

@@ -129,6 +129,8 @@ pub struct WatchContext {
     followed: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     /// Changes when the edge lost our configuration (see [`crate::edge`]).
     pub edge_losses: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Where Secrets are watched.
+    pub secrets: crate::secrets_access::SecretsAccess,
 }
 
 impl WatchContext {
@@ -237,6 +239,7 @@ impl Kinds {
             stores: self.stores,
             followed: self.followed,
             edge_losses: ctx.edge.as_ref().map(crate::edge::Edges::losses),
+            secrets: ctx.settings.secrets.clone(),
         };
         let runs: Vec<_> = self
             .runners

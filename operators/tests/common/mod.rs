@@ -837,3 +837,32 @@ pub async fn labelled_namespace(client: &Client, tenant: &str) -> String {
         .unwrap();
     name
 }
+
+/// Whether an object of any kind says Ready=True.
+pub fn dynamic_ready(object: &kube::api::DynamicObject) -> bool {
+    object.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// Waits until `object`, read through `api`, says Ready=True.
+pub async fn wait_dynamic_ready(
+    api: &kube::Api<kube::api::DynamicObject>,
+    object: &kube::api::DynamicObject,
+    timeout: Duration,
+) {
+    let name = object.metadata.name.clone().unwrap();
+    let kind = object
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    wait_for(&format!("{kind} {name} Ready"), timeout, || {
+        let (api, name) = (api.clone(), name.clone());
+        async move { api.get(&name).await.ok().filter(dynamic_ready).map(drop) }
+    })
+    .await;
+}

@@ -239,7 +239,12 @@ impl Reconciled for Certificate {
                 .delete_secret(&names.kv_mount, &record_path(&namespace, &name))
                 .await?;
         }
-        if let Some(secret) = &self.spec.secret_name {
+        // A namespace being deleted takes the Secret with it, and may have
+        // taken the operator's right to it first (its RoleBinding).
+        let namespace_goes = kubernetes::namespace(&ctx.client, &namespace, &ctx.calls)
+            .await?
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+        if let Some(secret) = self.spec.secret_name.as_ref().filter(|_| !namespace_goes) {
             kubernetes::delete(
                 &Api::<Secret>::namespaced(ctx.client.clone(), &namespace),
                 secret,
@@ -264,17 +269,12 @@ impl Reconciled for Certificate {
 
     fn watches(controller: Controller<Self>, watch: &WatchContext) -> Controller<Self> {
         use futures::StreamExt;
-        use kube::runtime::{WatchStreamExt, watcher};
+        use kube::runtime::watcher;
         let stores = watch.stores.clone();
         let users = watch.stores.clone();
         // Its Secret, when changed or deleted by someone else (its own
         // writes carry the hash of what they wrote: no reconcile).
-        let secrets = watcher(
-            Api::<Secret>::all(watch.client.clone()),
-            watcher::Config::default().labels(CERTIFICATE_LABEL),
-        )
-        .default_backoff()
-        .filter_map(|event| {
+        let secrets = watch.secrets.watch(&watch.client, CERTIFICATE_LABEL).filter_map(|event| {
             std::future::ready(match event {
                 Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
                     secret_tampered(&s).then_some(Ok(s))

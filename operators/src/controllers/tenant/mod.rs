@@ -243,10 +243,11 @@ fn watches(mut controller: Controller<Tenant>, watch: &WatchContext) -> Controll
         },
     )
     // A Secret handed to it (labelled): an identity provider's client secret.
-    .watches(
-        Api::<k8s_openapi::api::core::v1::Secret>::all(watch.client.clone()),
-        kube::runtime::watcher::Config::default().labels(TENANT_LABEL),
-        |secret| {
+    .watches_stream(
+        kube::runtime::WatchStreamExt::touched_objects(
+            watch.secrets.watch(&watch.client, TENANT_LABEL),
+        ),
+        |secret: k8s_openapi::api::core::v1::Secret| {
             let tenant = secret.metadata.labels.as_ref()?.get(TENANT_LABEL)?;
             Some(ObjectRef::<Tenant>::new(tenant))
         },
