@@ -6,10 +6,11 @@
 //! `control-plane.ossature.dev/expires-at`) are removed by a sweeper.
 //!
 //! The answer is stored just after it is sent, so a caller never waits for
-//! the bookkeeping. Until it is stored, a request of this replica that finds
-//! the key in flight waits for it (a retry sent at once gets the replay, not
-//! a 409); a replica dying in between leaves a claim that is taken over once
-//! abandoned, and the command, run again, applies the same objects.
+//! the bookkeeping. Until it is stored, a request that finds the key in
+//! flight waits for it (on this replica, until it is stored; on another, up
+//! to a second): a retry sent at once gets the replay, not a 409. A replica
+//! dying in between leaves a claim that is taken over once abandoned, and
+//! the command, run again, applies the same objects.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,10 @@ pub struct Idempotency {
 
 /// Longest wait for this replica to store an answer it has sent.
 const STORING_WAIT: Duration = Duration::from_secs(5);
+/// How long a key in flight on another replica is watched before the
+/// request is refused with a 409: the time a replica takes to store an
+/// answer it has sent, with room.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 /// What a claim found.
 pub enum Claim {
@@ -193,8 +198,10 @@ impl Idempotency {
                     ),
                 ));
             }
-            if field(STATE) != COMPLETED && self.stored(&name).await {
-                continue; // answered here meanwhile: read it again
+            if field(STATE) != COMPLETED
+                && (self.stored(&name).await || self.completed_soon(&name).await)
+            {
+                continue; // answered meanwhile: read it again
             }
             if field(STATE) != COMPLETED {
                 let mut problem = Problem::new(
@@ -254,6 +261,23 @@ impl Idempotency {
         };
         let _ = tokio::time::timeout(STORING_WAIT, receiver.wait_for(|done| *done)).await;
         true
+    }
+
+    /// Whether key object `name`, in flight, is completed within
+    /// [`ANSWER_GRACE`]: another replica may have sent its answer and be
+    /// storing it, and a retry sent at once should get the replay.
+    async fn completed_soon(&self, name: &str) -> bool {
+        let completed = |object: Option<&ConfigMap>| {
+            object
+                .and_then(|o| o.data.as_ref())
+                .and_then(|d| d.get(STATE))
+                .is_some_and(|state| state == COMPLETED)
+        };
+        let wait = kube::runtime::wait::await_condition(self.api.clone(), name, completed);
+        matches!(
+            tokio::time::timeout(ANSWER_GRACE, wait).await,
+            Ok(Ok(Some(_)))
+        )
     }
 
     /// Waits (a bounded time) until every answer sent is stored.

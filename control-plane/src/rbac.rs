@@ -21,7 +21,8 @@
 //!   made at start unless it is there (get, create);
 //! - idempotency keys are ConfigMaps in its own namespace only: create
 //!   (the claim), get, patch (the answer), delete (release, take-over and
-//!   the sweeper), list by label (the sweeper and invocationStatus);
+//!   the sweeper), list by label (the sweeper and invocationStatus), watch
+//!   (a key in flight on another replica, for a second);
 //! - SelfSubjectAccessReviews, to name at start any of these it lacks.
 
 use std::collections::BTreeMap;
@@ -104,7 +105,7 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
 /// its idempotency keys.
 pub fn namespace_rules() -> Vec<PolicyRule> {
     vec![rule::<ConfigMap>(&[
-        "get", "list", "create", "patch", "delete",
+        "get", "list", "watch", "create", "patch", "delete",
     ])]
 }
 

@@ -230,37 +230,10 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
         scopes.list(&Default::default()).await.unwrap().items.len(),
         2
     );
-    let (status, headers, again) = cp.command("onboardTenant", &token, "k-1", &body).await;
-    assert_eq!(status, 200);
-    assert_eq!(headers["idempotent-replayed"], "true");
-    assert_eq!(again["replay"], true);
-    assert_eq!(again["invocationId"], first["invocationId"]);
-    assert_eq!(
-        tenants
-            .get(&tenant)
-            .await
-            .unwrap()
-            .metadata
-            .resource_version,
-        written.metadata.resource_version,
-        "a replay wrote the Tenant again"
-    );
-    // The same key with another body.
-    let mut other = body.clone();
-    other["displayName"] = json!("Another name");
-    let answer = cp.command("onboardTenant", &token, "k-1", &other).await;
-    assert_problem(&answer, 422, "idempotency-key-reused");
+    assert_replayed(&cp, &token, "k-1", &body, &first, &written).await;
 
     // Asked by invocation id.
-    let (status, _, record) = cp
-        .query(
-            "invocationStatus",
-            &token,
-            &json!({"invocationId": first["invocationId"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{record}");
-    assert_eq!(record["state"], "Completed");
+    let record = completed_invocation(&cp, &token, &first["invocationId"]).await;
     assert_eq!(record["command"], "onboardTenant");
     assert_eq!(record["result"]["invocationId"], first["invocationId"]);
 

@@ -695,3 +695,41 @@ impl EventStream {
         events
     }
 }
+
+/// `cp` answers `body` with key `key` as the replay of `first`, writing
+/// nothing (the Tenant is as `written`), and the same key with another
+/// body as a 422.
+pub async fn assert_replayed(
+    cp: &ControlPlane,
+    token: &str,
+    key: &str,
+    body: &Value,
+    first: &Value,
+    written: &ossature_crds::Tenant,
+) {
+    let tenant = written.metadata.name.as_deref().unwrap();
+    let (status, headers, again) = cp.command("onboardTenant", token, key, body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["replay"], true);
+    assert_eq!(again["invocationId"], first["invocationId"]);
+    let tenants: kube::Api<ossature_crds::Tenant> = kube::Api::all(cp.running.app.client.clone());
+    assert_eq!(
+        tenants.get(tenant).await.unwrap().metadata.resource_version,
+        written.metadata.resource_version,
+        "a replay wrote the Tenant again"
+    );
+    let mut other = body.clone();
+    other["displayName"] = json!("Another name");
+    let answer = cp.command("onboardTenant", token, key, &other).await;
+    assert_problem(&answer, 422, "idempotency-key-reused");
+}
+
+/// What `cp` says of invocation `id`, which must have completed.
+pub async fn completed_invocation(cp: &ControlPlane, token: &str, id: &Value) -> Value {
+    let query = json!({"invocationId": id});
+    let (status, _, record) = cp.query("invocationStatus", token, &query).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["state"], "Completed");
+    record
+}
