@@ -227,6 +227,17 @@ impl Idempotency {
         ))
     }
 
+    /// Whether the key has been claimed before (a quorum read: no write).
+    pub async fn used(&self, request: &Request<'_>) -> Result<bool, Problem> {
+        let name = object_name(request.tenant, request.actor, request.key);
+        Ok(self
+            .api
+            .get_opt(&name)
+            .await
+            .map_err(unavailable)?
+            .is_some())
+    }
+
     /// Stores the answer in the background (it is being sent); requests of
     /// this replica that meet the key meanwhile wait for it.
     pub fn complete_later(&self, held: Held, status: u16, answer: Value) {

@@ -26,7 +26,7 @@ use crate::api::{
 use crate::audit::Audit;
 use crate::auth::Authenticator;
 use crate::authorize::{Asked, Authorization, Decision, command_asks};
-use crate::commands::{self, Command, plan, write::Writes};
+use crate::commands::{self, Command, Early, plan, write::Writes};
 use crate::events::{Sequenced, StreamEvent, Streams};
 use crate::idempotency::{self, Claim, Idempotency};
 use crate::invocation::Invocation;
@@ -277,43 +277,34 @@ async fn run_command(
         }]));
     }
     if command.input().dry_run() {
-        return work(app, inv, command).await;
+        return work(app, inv, command, Early::Unknown).await;
     }
     let tenant = command.input().tenant().to_string();
     let actor = inv.caller.as_ref().map(|c| c.actor()).unwrap_or_default();
     let hash = idempotency::request_hash(command.name(), body);
-    let claim = app
-        .idempotency
-        .claim(&idempotency::Request {
-            tenant: &tenant,
-            actor: &actor,
-            key,
-            command: command.name(),
-            hash: &hash,
-            invocation_id: &inv.context.invocation_id,
-        })
-        .await?;
-    let held = match claim {
-        Claim::Fresh(held) => held,
-        Claim::Replay {
-            status,
-            mut body,
-            invocation_id,
-        } => {
-            inv.replay = true;
-            tracing::info!(first = invocation_id, "replayed the stored answer");
-            if let Some(map) = body.as_object_mut()
-                && status < 400
-            {
-                map.insert("replay".into(), true.into());
-            }
-            return Ok(Answer {
-                status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                body,
-            });
-        }
+    let request = idempotency::Request {
+        tenant: &tenant,
+        actor: &actor,
+        key,
+        command: command.name(),
+        hash: &hash,
+        invocation_id: &inv.context.invocation_id,
     };
-    match work(app, inv, command).await {
+    // An onboarding's namespace is created while a key never used before
+    // is claimed.
+    let fresh_onboarding =
+        matches!(command, Command::OnboardTenant(_)) && !app.idempotency.used(&request).await?;
+    let (claim, early) = futures::join!(app.idempotency.claim(&request), async {
+        match fresh_onboarding {
+            true => Early::create(&app.client, command, annotations(inv)).await,
+            false => Early::Unknown,
+        }
+    });
+    let held = match claim? {
+        Claim::Fresh(held) => held,
+        replay => return replayed(inv, replay),
+    };
+    match work(app, inv, command, early).await {
         Ok(answer) => {
             app.idempotency
                 .complete_later(held, answer.status.as_u16(), answer.body.clone());
@@ -338,20 +329,57 @@ async fn run_command(
     }
 }
 
+/// The stored answer of a claim that was not this invocation's.
+fn replayed(inv: &mut Invocation, claim: Claim) -> Result<Answer, Problem> {
+    let Claim::Replay {
+        status,
+        mut body,
+        invocation_id,
+    } = claim
+    else {
+        unreachable!("a fresh claim is never replayed")
+    };
+    inv.replay = true;
+    tracing::info!(first = invocation_id, "replayed the stored answer");
+    if let Some(map) = body.as_object_mut()
+        && status < 400
+    {
+        map.insert("replay".into(), true.into());
+    }
+    Ok(Answer {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        body,
+    })
+}
+
+/// The annotations of every object the invocation writes.
+fn annotations(inv: &Invocation) -> std::collections::BTreeMap<String, String> {
+    let reason = inv
+        .decision
+        .as_ref()
+        .map(|d| d.reason.as_str())
+        .unwrap_or_default();
+    let actor = inv.caller.as_ref().map(|c| c.actor()).unwrap_or_default();
+    inv.context.annotations(&actor, reason)
+}
+
 /// The command's writes (or dry run), its plan, and the outcome it waits for.
-async fn work(app: &App, inv: &mut Invocation, command: &Command) -> Result<Answer, Problem> {
+async fn work(
+    app: &App,
+    inv: &mut Invocation,
+    command: &Command,
+    early: Early,
+) -> Result<Answer, Problem> {
     let input = command.input();
     let decision = inv.decision.clone().unwrap_or(Decision {
         allowed: false,
         reason: String::new(),
     });
-    let actor = inv.caller.as_ref().map(|c| c.actor()).unwrap_or_default();
-    let annotations = inv.context.annotations(&actor, &decision.reason);
-    let mut writes = Writes::new(app.client.clone(), input.dry_run(), annotations);
+    let mut writes = Writes::new(app.client.clone(), input.dry_run(), annotations(inv));
     let current = input
         .dry_run()
         .then(|| plan::current(&app.watches, input.tenant()));
-    let awaited = commands::run(command, &app.watches, &mut writes).await;
+    let awaited = commands::run(command, &app.watches, &mut writes, early).await;
     if !input.dry_run() {
         inv.record_written(&writes.changes);
     }

@@ -218,6 +218,12 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
     );
     assert!(annotations["control-plane.ossature.dev/actor"].starts_with("operator/"));
     assert!(annotations["control-plane.ossature.dev/decision"].contains("platform operator"));
+    // Its namespace, created while the key was claimed, carries it too.
+    let namespace = namespaces.get(&format!("tn-{tenant}")).await.unwrap();
+    assert_eq!(
+        namespace.metadata.annotations.unwrap()["control-plane.ossature.dev/invocation-id"],
+        first["invocationId"].as_str().unwrap()
+    );
     let context: Value = serde_json::from_slice(
         &STANDARD
             .decode(headers["ossature-invocation"].to_str().unwrap())
@@ -411,7 +417,14 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
         .iter()
         .find(|l| l["invocation"]["invocationId"] == first["invocationId"])
         .unwrap();
-    assert_eq!(onboarded["objectsWritten"].as_array().unwrap().len(), 5);
+    // What it wrote is what the dry run showed.
+    let written_kinds: Vec<&str> = onboarded["objectsWritten"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(written_kinds, kinds);
     assert_eq!(onboarded["decision"]["allowed"], true);
     assert!(onboarded["latencyMs"].as_f64().unwrap() > 0.0);
     // Bulk items are invocations of their own, children of the bulk one.
@@ -420,6 +433,39 @@ async fn requests_are_checked_answered_as_problems_and_audited() {
         .filter(|l| l["route"] == "/v1/commands" && l["action"] == "moveScope")
         .count();
     assert_eq!(children, 1);
+
+    // A namespace made by hand first (as examples/ do): adopted, annotated,
+    // and filled in the same round as the Tenant.
+    let adopted = ossature_e2e::unique("cpn");
+    let labelled = json!({"metadata": {"name": format!("tn-{adopted}"), "labels": {"ossature.dev/tenant": adopted}}});
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(labelled).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, _, answer) = cp
+        .command(
+            "onboardTenant",
+            &token,
+            "k-adopt",
+            &onboarding(&adopted, &selector),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let namespace = namespaces.get(&format!("tn-{adopted}")).await.unwrap();
+    assert_eq!(
+        namespace.metadata.annotations.unwrap()["control-plane.ossature.dev/invocation-id"],
+        answer["invocationId"].as_str().unwrap()
+    );
+    let scopes: Api<Scope> = Api::namespaced(client.clone(), &format!("tn-{adopted}"));
+    assert_eq!(
+        scopes.list(&Default::default()).await.unwrap().items.len(),
+        2
+    );
+    remove_tenant(&client, &adopted).await;
+    remove_keys(&client, &adopted).await;
 
     remove_tenant(&client, &tenant).await;
     remove_keys(&client, &absent).await;

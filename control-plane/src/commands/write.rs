@@ -14,6 +14,17 @@ use serde_json::Value;
 use crate::api::{ObjectChange, Operation};
 use crate::problem::{FieldError, Problem, ProblemKind};
 
+/// What a command can write: any object the apiserver serves, as JSON.
+pub trait Writable:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug
+{
+}
+
+impl<K> Writable for K where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug
+{
+}
+
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "ossature-control-plane";
 
@@ -113,10 +124,7 @@ impl Writes {
 
     /// Applies `object` (its `resourceVersion`, when set, is a precondition);
     /// what the apiserver made of it.
-    pub async fn apply<K>(&mut self, object: K) -> Result<Option<K>, Problem>
-    where
-        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-    {
+    pub async fn apply<K: Writable>(&mut self, object: K) -> Result<Option<K>, Problem> {
         let (change, written) = self.apply_one(object).await?;
         self.changes.push(change);
         Ok(written)
@@ -148,10 +156,10 @@ impl Writes {
     }
 
     /// One apply, recorded by the caller.
-    pub async fn apply_one<K>(&self, mut object: K) -> Result<(ObjectChange, Option<K>), Problem>
-    where
-        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-    {
+    pub async fn apply_one<K: Writable>(
+        &self,
+        mut object: K,
+    ) -> Result<(ObjectChange, Option<K>), Problem> {
         object.annotations_mut().extend(self.annotations.clone());
         object.meta_mut().managed_fields = None;
         let name = object.name_any();
