@@ -919,7 +919,7 @@ async fn calls(url: &str) -> Result<Calls> {
 /// Reconciles run, by controller, from the operator's `/metrics`.
 async fn reconciles(url: &str) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
-    for (line, value) in samples(url, "ossature_reconcile_runs_total").await? {
+    for (line, value) in samples(url, "controller_runtime_reconcile_total").await? {
         *out.entry(label(&line, "controller")).or_default() += value;
     }
     Ok(out)

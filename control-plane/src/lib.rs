@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod invocation;
 #[cfg(feature = "local-stack")]
 pub mod local_stack;
+pub mod metrics;
 pub mod problem;
 pub mod queries;
 pub mod rbac;

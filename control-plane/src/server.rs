@@ -55,6 +55,8 @@ pub struct App {
     pub audit: Audit,
     pub limiter: DefaultKeyedRateLimiter<String>,
     pub max_body_bytes: usize,
+    /// Requests, their durations and authorization decisions.
+    pub metrics: crate::metrics::ApiMetrics,
 }
 
 /// A per-caller limit of `per_second` on average and `burst` at once.
@@ -219,6 +221,7 @@ fn settle(
         }
     }
     inv.decision = Some(decision.clone());
+    app.metrics.decision(decision.allowed);
     if !decision.allowed {
         return Err(Problem::new(ProblemKind::Forbidden, decision.reason));
     }
@@ -526,6 +529,8 @@ fn finish(app: &App, inv: &Invocation, result: Result<Answer, Problem>) -> Respo
     inv.stamp(&mut response);
     app.audit
         .record(&inv.audit_record(status.as_u16(), problem.as_ref()));
+    app.metrics
+        .request(&inv.action, status.as_u16(), inv.started.elapsed());
     response
 }
 
@@ -1363,10 +1368,11 @@ async fn not_served(State(app): State<Arc<App>>, request: Request, known_path: b
     finish(&app, &inv, Err(problem))
 }
 
-/// The whole service: the API, `/openapi.json`, `/healthz`, CORS.
+/// The whole service: the API, `/openapi.json`, `/healthz`, `/metrics`, CORS.
 pub fn router(app: Arc<App>, cors_origins: &[String]) -> axum::Router {
     let (api, document) = routes();
     let document = Arc::new(document);
+    let metrics = app.metrics.clone();
     let mut router = api
         .route(
             "/openapi.json",
@@ -1376,6 +1382,13 @@ pub fn router(app: Arc<App>, cors_origins: &[String]) -> axum::Router {
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move { metrics.render() }
+            }),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(app);

@@ -151,6 +151,7 @@ pub async fn spawn(
         audit: Audit::open(&args.audit_log)?,
         limiter: server::rate_limiter(args.rate_limit_per_second, args.rate_limit_burst),
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        metrics: Default::default(),
     });
     // Callers not seen for a while are forgotten: the limiter stays small.
     let limited = app.clone();

@@ -5,6 +5,7 @@
 //! small helpers (unique names, bounded polling, HTTP clients) the tests share.
 
 pub mod chart;
+pub mod proxy;
 pub mod pulsar_client;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::sync::OnceCell;
+
+pub use proxy::TcpProxy;
 
 /// Keycloak master-realm admin access.
 #[derive(Debug, Clone)]

@@ -61,6 +61,8 @@ pub struct Backends {
     /// Looks up the TXT records that prove custom domains.
     pub dns: Option<Dns>,
     pub calls: Calls,
+    /// Whether each backend answers its health probe.
+    pub health: crate::health::Health,
 }
 
 /// The backends' clients (reached through it: `ctx.keycloak`), and what

@@ -11,18 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::adapters::Failure;
 use crate::adapters::edge::caddy::CaddyEdge;
 use crate::adapters::edge::{Edge, EdgeError, HostChange, HostState, Probe};
+use crate::adapters::{Backend, Failure};
 
 /// How long a batch waits for more hosts after its first.
 const GATHER: Duration = Duration::from_millis(25);
 /// Most hosts in one batch.
 const BATCH: usize = 500;
-/// Between two probes of the edge.
-pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 
 type Answer = oneshot::Sender<Result<HostChange, Failure>>;
 /// A host and everyone waiting to hear how it went.
@@ -42,14 +40,15 @@ pub struct Edges {
 }
 
 impl Edges {
-    /// Starts the batching task and the probe on `edge`.
-    pub fn start(edge: CaddyEdge) -> Self {
+    /// Starts the batching task and the probe on `edge`, whose answers
+    /// also go to `health`.
+    pub fn start(edge: CaddyEdge, health: crate::health::Health) -> Self {
         let (jobs, receiver) = mpsc::channel(4 * BATCH);
         let (lost_tx, lost) = watch::channel(0);
         let edge = Arc::new(edge);
         let applied = Arc::new(AtomicU64::new(0));
         tokio::spawn(batches(edge.clone(), receiver, applied.clone()));
-        tokio::spawn(probe(edge, lost_tx, applied));
+        tokio::spawn(probe(edge, lost_tx, applied, health));
         Edges { jobs, lost }
     }
 
@@ -177,32 +176,34 @@ async fn batches(edge: Arc<CaddyEdge>, mut receiver: mpsc::Receiver<Job>, applie
     }
 }
 
-async fn probe(edge: Arc<CaddyEdge>, lost: watch::Sender<u64>, applied: Arc<AtomicU64>) {
+async fn probe(
+    edge: Arc<CaddyEdge>,
+    lost: watch::Sender<u64>,
+    applied: Arc<AtomicU64>,
+    health: crate::health::Health,
+) {
     let mut was = None;
     // Applies counted at the last probe.
     let mut seen = 0;
-    let mut ticks = tokio::time::interval(PROBE_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
+    let probe = move || {
+        let edge = edge.clone();
         // Applies done before this read left our configuration complete.
         let written = applied.load(Ordering::Acquire);
-        match edge.probe().await {
-            Ok(now) => {
-                // Only a loss counts (at start nothing was written yet): of
-                // what the last probe saw, or of what we wrote since, which
-                // a probe may not have seen before it went.
-                let had = was == Some(Probe::Configured) || written != seen;
-                if had && now == Probe::Missing {
-                    info!("the edge lost its configuration; putting every tenant host back");
-                    lost.send_modify(|n| *n += 1);
-                }
-                was = Some(now);
-                seen = written;
-            }
-            Err(e) => warn!("edge probe failed: {e}"),
+        async move { edge.probe().await.map(|now| (written, now)) }
+    };
+    let then = move |(written, now): (u64, Probe)| {
+        // Only a loss counts (at start nothing was written yet): of what
+        // the last probe saw, or of what we wrote since, which a probe may
+        // not have seen before it went.
+        let had = was == Some(Probe::Configured) || written != seen;
+        if had && now == Probe::Missing {
+            info!("the edge lost its configuration; putting every tenant host back");
+            lost.send_modify(|n| *n += 1);
         }
-    }
+        was = Some(now);
+        seen = written;
+    };
+    crate::health::keep_probing(health, Backend::Edge, probe, then).await;
 }
 
 #[cfg(test)]

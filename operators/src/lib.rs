@@ -12,6 +12,7 @@ pub mod crds;
 pub mod dns;
 pub mod edge;
 pub mod failpoint;
+pub mod health;
 pub mod kubernetes;
 pub mod leader;
 #[cfg(feature = "local-stack")]

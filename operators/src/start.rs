@@ -37,26 +37,37 @@ pub async fn run(mut args: Args) -> Result<()> {
         &crate::leader::lease_name(args.selector.as_deref()),
     )
     .await?;
-    let kinds = crate::controllers::kinds(&client, args.selector.as_deref());
+    let kinds =
+        crate::controllers::kinds(&client, args.selector.as_deref(), metrics.work().clone());
     let identity = format!(
         "{}-{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "ossature".into()),
         std::process::id()
     );
     let stop = CancellationToken::new();
+    let lease = crate::leader::lease_name(args.selector.as_deref());
     let (leadership, campaign) = if args.no_leader_election {
         (Leadership::always(stop.clone()), None)
     } else {
         let (leadership, campaign) = crate::leader::campaign(
             lease_client(config)?,
             args.lease_namespace.clone(),
-            crate::leader::lease_name(args.selector.as_deref()),
+            lease.clone(),
             identity.clone(),
             stop.clone(),
         );
         (leadership, Some(campaign))
     };
     let backends = backends(&args, client, calls)?;
+    metrics.zero(&metrics.work().controllers());
+    metrics.collect(crate::metrics::Observed {
+        census: kinds.census(),
+        stores: kinds.handles().0,
+        selector: args.selector.clone(),
+        health: backends.health.clone(),
+        leadership: leadership.clone(),
+        lease,
+    });
     let ctx = Arc::new(Context::new(
         backends,
         settings,
@@ -64,6 +75,7 @@ pub async fn run(mut args: Args) -> Result<()> {
         kinds.handles(),
         leadership,
     ));
+    crate::health::start(ctx.clone());
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -224,17 +236,19 @@ fn backends(args: &Args, client: Client, calls: Calls) -> Result<Backends> {
         )?,
         calls.clone(),
     )?;
+    let health = crate::health::Health::default();
     let dns = crate::dns::Dns::new(args.dns_server)
         .map_err(anyhow::Error::msg)
         .context("--dns-server")?;
     Ok(Backends {
-        edge: edge(args, &calls)?.map(crate::edge::Edges::start),
+        edge: edge(args, &calls)?.map(|edge| crate::edge::Edges::start(edge, health.clone())),
         client,
         keycloak,
         pulsar,
         openbao,
         dns: Some(dns),
         calls,
+        health,
     })
 }
 

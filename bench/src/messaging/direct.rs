@@ -271,6 +271,7 @@ fn context(env: &BTreeMap<String, String>, client: &kube::Client) -> Result<Cont
         edge: None,
         dns: None,
         calls: calls.clone(),
+        health: Default::default(),
     };
     let platform = Platform {
         root_domain: std::env::var("OSSATURE_ROOT_DOMAIN")

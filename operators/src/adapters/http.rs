@@ -78,7 +78,7 @@ impl Backend {
 }
 
 impl Calls {
-    /// Counts one call to `backend`, then makes it; `failure` maps what
+    /// Counts and times one call to `backend`; `failure` maps what
     /// the client library reports into an error naming `action`.
     pub(crate) async fn counted<T, E>(
         &self,
@@ -88,9 +88,28 @@ impl Calls {
         call: impl Future<Output = Result<T, E>>,
         failure: impl FnOnce(&str, E) -> BackendError,
     ) -> Result<T, BackendError> {
-        self.record(backend, verb);
-        call.await.map_err(|e| failure(action, e))
+        self.timed(backend, verb, call)
+            .await
+            .map_err(|e| failure(action, e))
     }
+}
+
+/// A health probe: `request` answered within the probe timeout, with
+/// anything but a server error.
+pub(crate) async fn answers(
+    backend: Backend,
+    request: reqwest::RequestBuilder,
+) -> Result<(), BackendError> {
+    let response = request
+        .timeout(crate::health::PROBE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| backend.unreachable(e))?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(backend.refused("answer a health probe", status.as_u16(), ""));
+    }
+    Ok(())
 }
 
 /// `None` for what the backend answered 404 about.

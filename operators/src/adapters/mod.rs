@@ -12,6 +12,7 @@ pub mod pulsar;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 /// What one `ensure_*` or `delete_*` call did to a backend object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +173,28 @@ pub struct CallLabels {
     pub verb: &'static str,
 }
 
-/// Counters of backend calls; cheap to clone, shared by every adapter.
-#[derive(Clone, Default, Debug)]
+type CallDurations = Family<CallLabels, Histogram, fn() -> Histogram>;
+
+fn call_buckets() -> Histogram {
+    // 1 ms to about 16 s: a call times out at 15 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Counters and durations of backend calls; cheap to clone, shared by
+/// every adapter.
+#[derive(Clone, Debug)]
 pub struct Calls {
     family: Family<CallLabels, Counter>,
+    durations: CallDurations,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            family: Family::default(),
+            durations: Family::new_with_constructor(call_buckets),
+        }
+    }
 }
 
 impl Calls {
@@ -198,6 +217,23 @@ impl Calls {
             .inc();
     }
 
+    /// Counts one call to `backend` and measures how long it took to answer
+    /// (or fail).
+    pub async fn timed<T>(
+        &self,
+        backend: Backend,
+        verb: Verb,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.record(backend, verb);
+        let started = std::time::Instant::now();
+        let result = call.await;
+        self.durations
+            .get_or_create(&Self::labels(backend, verb))
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
     pub fn count(&self, backend: Backend, verb: Verb) -> u64 {
         self.family
             .get_or_create(&Self::labels(backend, verb))
@@ -207,6 +243,11 @@ impl Calls {
     /// The counter family, for registering with a metrics registry.
     pub fn family(&self) -> Family<CallLabels, Counter> {
         self.family.clone()
+    }
+
+    /// The duration histograms, for registering with a metrics registry.
+    pub fn durations(&self) -> CallDurations {
+        self.durations.clone()
     }
 }
 

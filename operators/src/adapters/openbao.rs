@@ -46,6 +46,9 @@ pub const KUBERNETES_AUTH_PATH: &str = "kubernetes";
 
 pub struct OpenBao {
     client: VaultClient,
+    /// `sys/health`, asked by the health probe (no token).
+    health_url: reqwest::Url,
+    probe: reqwest::Client,
     calls: Calls,
     /// Per PKI mount, the default issuer last found as wanted, and the
     /// names it was checked for.
@@ -79,6 +82,10 @@ impl OpenBao {
             .header("X-Vault-Token", token)
             .build()
             .map_err(|e| Backend::OpenBao.unreachable(e))?;
+        let health_url = Backend::OpenBao
+            .base_url(addr, "use the address")?
+            .join("v1/sys/health")
+            .map_err(|e| Backend::OpenBao.unreadable("use the address", e.to_string()))?;
         let settings = VaultClientSettingsBuilder::default()
             .address(addr)
             .token(token)
@@ -93,11 +100,19 @@ impl OpenBao {
             VaultClient::new(settings).map_err(|e| backend_error("configure the client", e))?;
         Ok(Self {
             client,
+            health_url,
+            probe: Backend::OpenBao.client(reqwest::Client::builder())?,
             calls,
             checked_cas: Default::default(),
             kv2_mounts: Default::default(),
             kubernetes_auth: KUBERNETES_AUTH_PATH.to_string(),
         })
+    }
+
+    /// Whether OpenBao answers, unsealed (`sys/health`: a sealed or
+    /// uninitialized server answers 5xx).
+    pub async fn probe(&self) -> Result<(), BackendError> {
+        super::http::answers(Backend::OpenBao, self.probe.get(self.health_url.clone())).await
     }
 
     /// Kubernetes auth roles go to the method mounted at `path`.

@@ -19,8 +19,8 @@ macro_rules! kinds {
 
         /// Every kind this operator reconciles. Tenants and AcmeIssuers keep
         /// to `selector`; the other kinds follow their tenant.
-        pub fn kinds(client: &kube::Client, selector: Option<&str>) -> Kinds {
-            Kinds::new(client, selector)$(.with::<$kind>())+
+        pub fn kinds(client: &kube::Client, selector: Option<&str>, work: crate::metrics::Work) -> Kinds {
+            Kinds::new(client, selector, work)$(.with::<$kind>())+
         }
     };
 }

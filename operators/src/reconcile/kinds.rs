@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Error, Plan};
 use crate::context::Context;
+use crate::metrics::{Census, Work};
 use crate::stores::{Nudges, Stores};
 
 /// The status of a kind: conditions and observed generation, plus its own fields.
@@ -186,10 +187,13 @@ pub struct Kinds {
     nudges: Nudges,
     followed: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     runners: Vec<Runner>,
+    work: Work,
+    census: Census,
 }
 
 impl Kinds {
-    pub fn new(client: &kube::Client, selector: Option<&str>) -> Self {
+    /// `work`: where reconciles due and running are counted.
+    pub fn new(client: &kube::Client, selector: Option<&str>, work: Work) -> Self {
         Kinds {
             client: client.clone(),
             selector: selector.map(String::from),
@@ -197,18 +201,24 @@ impl Kinds {
             nudges: Nudges::default(),
             followed: HashMap::new(),
             runners: Vec::new(),
+            work,
+            census: Census::default(),
         }
     }
 
     /// Registers kind `K`.
     pub fn with<K: Reconciled>(mut self) -> Self {
         let selector = self.selector.as_deref().filter(|_| K::SELECTED_BY_LABEL);
+        let work = self.work.clone();
+        work.controller(K::CONTROLLER);
+        self.census.add::<K>();
         let controller = if K::FOLLOWED {
-            let (controller, changes) = super::shared_controller::<K>(&self.client, selector);
+            let (controller, changes) =
+                super::shared_controller::<K>(&self.client, selector, work.clone());
             self.followed.insert(TypeId::of::<K>(), Box::new(changes));
             controller
         } else {
-            super::controller::<K>(&self.client, selector)
+            super::controller::<K>(&self.client, selector, work.clone())
         };
         let store = controller.store();
         self.stores.insert(store.clone());
@@ -218,10 +228,12 @@ impl Kinds {
                 let object: ObjectRef<K> = receiver.recv().await?;
                 Some((object, receiver))
             });
-            let takeovers = takeovers(store, ctx.clone());
+            let takeovers = takeovers(store.clone(), ctx.clone());
+            let recoveries = recoveries(store, ctx.clone());
             let controller = K::watches(controller, watch)
-                .reconcile_on(nudged)
-                .reconcile_on(takeovers);
+                .reconcile_on(super::counted_due(nudged, work.clone()))
+                .reconcile_on(super::counted_due(takeovers, work.clone()))
+                .reconcile_on(super::counted_due(recoveries, work));
             Box::pin(super::run(controller, ctx, concurrency))
         }));
         self
@@ -230,6 +242,11 @@ impl Kinds {
     /// The stores and nudges of every kind, for the context.
     pub fn handles(&self) -> (Stores, Nudges) {
         (self.stores.clone(), self.nudges.clone())
+    }
+
+    /// How to count the objects of every kind, for the metrics.
+    pub fn census(&self) -> Census {
+        self.census.clone()
     }
 
     /// Runs every kind until a shutdown signal.
@@ -275,6 +292,47 @@ where
             .map(|o| ObjectRef::from_obj(o.as_ref()))
             .collect();
         Some((futures::stream::iter(objects), (store, ctx, true)))
+    })
+    .flatten()
+}
+
+/// The objects of `store` that wait on a backend, each time that backend
+/// answers again (see [`crate::health`]): retried at once, not at their
+/// next backoff.
+fn recoveries<K>(
+    store: kube::runtime::reflector::Store<K>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Reconciled,
+{
+    let answers = ctx.health.recoveries();
+    futures::stream::unfold((answers, store), |(mut answers, store)| async move {
+        let backend = loop {
+            match answers.recv().await {
+                Ok(backend) => break backend,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        };
+        let waiting: Vec<ObjectRef<K>> = store
+            .state()
+            .iter()
+            .filter(|o| {
+                o.status()
+                    .is_some_and(|s| crate::health::waits_on(s.conditions(), backend))
+            })
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect();
+        if !waiting.is_empty() {
+            tracing::info!(
+                controller = K::CONTROLLER,
+                backend = backend.as_str(),
+                objects = waiting.len(),
+                "retrying what waited on {backend}"
+            );
+        }
+        Some((futures::stream::iter(waiting), (answers, store)))
     })
     .flatten()
 }

@@ -17,6 +17,7 @@ pub use crate::adapters::Failure;
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -35,6 +36,8 @@ use ossature_model::names::FIELD_MANAGER;
 use crate::adapters::{Backend, BackendError, Change, Verb};
 use crate::context::Context;
 use crate::kubernetes;
+use crate::metrics::{ReconcileResult, Work};
+use kube::runtime::reflector::ObjectRef;
 use steps::Ran;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +76,26 @@ impl Error {
 }
 
 fn key<K: Reconciled>(object: &K) -> String {
-    match object.namespace() {
-        Some(ns) => format!("{}/{ns}/{}", K::CONTROLLER, object.name_any()),
-        None => format!("{}/{}", K::CONTROLLER, object.name_any()),
+    key_of::<K>(object.namespace().as_deref(), &object.name_any())
+}
+
+/// The key of an object of `K` (its backoff's, its work's).
+fn key_of<K: Reconciled>(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{}/{ns}/{name}", K::CONTROLLER),
+        None => format!("{}/{name}", K::CONTROLLER),
     }
+}
+
+/// `triggers`, each counted due now (see [`crate::metrics::Work`]).
+fn counted_due<K: Reconciled>(
+    triggers: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
+    work: Work,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    triggers.inspect(move |object| {
+        let key = key_of::<K>(object.namespace.as_deref(), &object.name);
+        work.due(K::CONTROLLER, key, Instant::now());
+    })
 }
 
 pub fn event(type_: EventType, reason: &str, action: &str, note: impl Into<String>) -> Event {
@@ -91,18 +110,23 @@ pub fn event(type_: EventType, reason: &str, action: &str, note: impl Into<Strin
 
 async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.stores.ready().await;
+    let key = key(&*object);
     // A follower keeps its caches only; it reconciles every object once it
     // leads (see `Kinds`).
     if !object.selected(&ctx) || !ctx.leadership.leading() {
+        ctx.metrics.work().forget(K::CONTROLLER, &key);
         return Ok(Action::await_change());
     }
+    let _running = ctx.metrics.work().start(K::CONTROLLER, &key);
     let started = Instant::now();
     let api = K::api(ctx.client.clone(), &object);
     // Its lines carry the control plane invocation that last wrote it.
     let invocation = ossature_records::invocation_span(object.annotations());
+    // Set by a run whose steps did not all reach their desired state.
+    let retrying = AtomicBool::new(false);
     let work = finalizer(&api, K::FINALIZER, object, |event| async {
         match event {
-            finalizer::Event::Apply(o) => apply(&*o, &ctx).await,
+            finalizer::Event::Apply(o) => apply(&*o, &ctx, &retrying).await,
             finalizer::Event::Cleanup(o) => cleanup(&*o, &ctx).await,
         }
     })
@@ -121,16 +145,29 @@ async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<A
         }
         e => Err(Error::Finalizer(Box::new(e))),
     });
+    let outcome = match &result {
+        Ok(_) if retrying.load(Ordering::Relaxed) => ReconcileResult::RequeueAfter,
+        Ok(_) => ReconcileResult::Success,
+        Err(Error::Waiting(_)) => ReconcileResult::Requeue,
+        Err(_) => ReconcileResult::Error,
+    };
     ctx.metrics
-        .run(K::CONTROLLER, result.is_ok(), started.elapsed());
+        .reconciled(K::CONTROLLER, outcome, started.elapsed());
     result
+}
+
+/// Asks for `object` again `after` (and counts it due then).
+fn again(ctx: &Context, controller: &'static str, key: &str, after: Duration) -> Action {
+    ctx.metrics.work().again(controller, key.to_string(), after);
+    Action::requeue(after)
 }
 
 fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     let _invocation = ossature_records::invocation_span(object.annotations()).entered();
+    let key = key(&*object);
     if let Error::Waiting(why) = error {
         tracing::debug!(controller = K::CONTROLLER, object = %object.name_any(), "{why}");
-        return Action::requeue(WAITING);
+        return again(&ctx, K::CONTROLLER, &key, WAITING);
     }
     warn!(
         controller = K::CONTROLLER,
@@ -138,15 +175,18 @@ fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, ctx: Arc<Context>)
         category = error.category(),
         "reconcile failed: {error}"
     );
-    ctx.metrics.failure(K::CONTROLLER, error.category());
-    Action::requeue(ctx.backoff(&key(&*object)))
+    again(&ctx, K::CONTROLLER, &key, ctx.backoff(&key))
 }
 
 /// Between two looks at something a cleanup waits for (its watch usually
 /// brings the object back sooner).
 const WAITING: Duration = Duration::from_secs(2);
 
-async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error> {
+async fn apply<K: Reconciled>(
+    object: &K,
+    ctx: &Context,
+    retrying: &AtomicBool,
+) -> Result<Action, Error> {
     let generation = object.meta().generation;
     let previous: StatusOf<K> = object.status().cloned().unwrap_or_default();
     let settled = conditions::settled(previous.conditions(), generation);
@@ -237,16 +277,20 @@ async fn apply<K: Reconciled>(object: &K, ctx: &Context) -> Result<Action, Error
     ctx.publish(object.object_ref(&()), merge_provisioned(events))
         .await;
 
-    let next = |after: Duration| due_in.map_or(after, |due| due.min(after));
+    let next = |after: Duration| {
+        let after = due_in.map_or(after, |due| due.min(after));
+        again(ctx, K::CONTROLLER, &key, after)
+    };
     if stalled.is_some() {
         // Only a change helps, and the watches bring it.
         ctx.reset_backoff(&key);
-        Ok(Action::requeue(next(ctx.settings.resync)))
+        Ok(next(ctx.settings.resync))
     } else if outcomes.iter().any(|o| !o.ok) {
-        Ok(Action::requeue(next(ctx.backoff(&key))))
+        retrying.store(true, Ordering::Relaxed);
+        Ok(next(ctx.backoff(&key)))
     } else {
         ctx.reset_backoff(&key);
-        Ok(Action::requeue(next(ctx.settings.resync)))
+        Ok(next(ctx.settings.resync))
     }
 }
 
@@ -352,8 +396,24 @@ fn own_changes<K: Reconciled>(
     )
 }
 
+/// Changes of a kind's own objects, each counted due now.
+fn changes_due<K: Reconciled>(
+    changes: impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+    work: Work,
+) -> impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static {
+    own_changes(changes).inspect(move |change| {
+        if let Ok(object) = change {
+            work.due(K::CONTROLLER, key(object), Instant::now());
+        }
+    })
+}
+
 /// The watch of a kind's own objects, limited to `selector` when given.
-pub fn controller<K: Reconciled>(client: &kube::Client, selector: Option<&str>) -> Controller<K> {
+pub fn controller<K: Reconciled>(
+    client: &kube::Client,
+    selector: Option<&str>,
+    work: Work,
+) -> Controller<K> {
     // `for_stream` (unstable-runtime) is how a predicate filter reaches a Controller.
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store();
@@ -362,7 +422,7 @@ pub fn controller<K: Reconciled>(client: &kube::Client, selector: Option<&str>) 
         .modify(slim::<K>)
         .reflect(writer)
         .applied_objects();
-    Controller::for_stream(own_changes(changes), reader)
+    Controller::for_stream(changes_due(changes, work), reader)
 }
 
 /// What no controller reads of an object, left out of the stores (their
@@ -388,6 +448,7 @@ const SHARED_BUFFER: usize = 1024;
 pub fn shared_controller<K: Reconciled>(
     client: &kube::Client,
     selector: Option<&str>,
+    work: Work,
 ) -> (Controller<K>, kube::runtime::reflector::ReflectHandle<K>) {
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store_shared(SHARED_BUFFER);
@@ -400,7 +461,7 @@ pub fn shared_controller<K: Reconciled>(
         .reflect_shared(writer)
         .applied_objects();
     (
-        Controller::for_stream(own_changes(changes), reader),
+        Controller::for_stream(changes_due(changes, work), reader),
         followers,
     )
 }

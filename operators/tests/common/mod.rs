@@ -102,10 +102,15 @@ pub fn start_binary(
     } else {
         &["--log-format", "text"]
     };
+    let backoff: &[&str] = if extra.contains(&"--max-backoff-seconds") {
+        &[]
+    } else {
+        &["--max-backoff-seconds", "5"]
+    };
     let child = Command::new(binary)
         .envs(env)
         .args(format)
-        .args(["--max-backoff-seconds", "5"])
+        .args(backoff)
         .arg(format!("--selector={TEST_LABEL}={selector}"))
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .args(extra)
@@ -380,7 +385,7 @@ pub async fn assert_steady(operator: &Operator, more: u64, what: &str) {
 
 /// Reconciles the operator has run, of every kind.
 pub async fn reconciles(operator: &Operator) -> u64 {
-    metric_sum(operator, "ossature_reconcile_runs_total{", "").await
+    metric_sum(operator, "controller_runtime_reconcile_total{", "").await
 }
 
 /// Backend calls of one verb ("read", "write") the operator has made.

@@ -28,18 +28,7 @@ impl AcmeHttp {
     /// `trust_pem`: the certificates trusted for the directory's HTTPS;
     /// `None` trusts the platform's roots.
     pub(super) fn new(trust_pem: Option<&str>, calls: Calls) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder().timeout(CALL_TIMEOUT);
-        if let Some(pem) = trust_pem {
-            let roots = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| format!("the directory's trust bundle is not PEM: {e}"))?;
-            if roots.is_empty() {
-                return Err("the directory's trust bundle holds no certificate".into());
-            }
-            builder = builder.tls_certs_only(roots);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("building the ACME HTTP client: {e}"))?;
+        let client = client(trust_pem)?;
         Ok(Self {
             client,
             calls,
@@ -56,6 +45,23 @@ impl AcmeHttp {
             .expect("lock is never poisoned")
             .take()
     }
+}
+
+/// A client of a directory trusting `trust_pem` (the platform's roots when
+/// `None`), every request ending within `CALL_TIMEOUT`.
+pub fn client(trust_pem: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(CALL_TIMEOUT);
+    if let Some(pem) = trust_pem {
+        let roots = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| format!("the directory's trust bundle is not PEM: {e}"))?;
+        if roots.is_empty() {
+            return Err("the directory's trust bundle holds no certificate".into());
+        }
+        builder = builder.tls_certs_only(roots);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("building the ACME HTTP client: {e}"))
 }
 
 /// ACME reads are POST-as-GET: a JWS whose payload is empty.
@@ -97,10 +103,14 @@ impl HttpClient for AcmeHttp {
                 Ok(collected) => collected.to_bytes(),
                 Err(never) => match never {},
             };
-            this.calls.record(Backend::Acme, verb(&parts.method, &body));
+            let verb = verb(&parts.method, &body);
             let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
                 .map_err(other)?;
-            let response = this.client.execute(request).await.map_err(other)?;
+            let response = this
+                .calls
+                .timed(Backend::Acme, verb, this.client.execute(request))
+                .await
+                .map_err(other)?;
             if response.status() == StatusCode::TOO_MANY_REQUESTS
                 && let Some(until) = retry_after(response.headers())
             {

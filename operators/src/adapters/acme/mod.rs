@@ -21,6 +21,8 @@ pub mod budget;
 mod http;
 pub mod responder;
 
+pub use http::client as directory_client;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 

@@ -679,7 +679,6 @@ impl CaddyEdge {
             .map_err(|e| unreadable("build an admin URL", e.to_string()))?;
         let mut tries = 0;
         loop {
-            self.calls.record(Backend::Edge, verb);
             let mut request = self.client.request(method.clone(), url.clone());
             if let Some(body) = &body {
                 request = request
@@ -689,7 +688,7 @@ impl CaddyEdge {
             if let Some(etag) = if_match {
                 request = request.header(IF_MATCH, etag);
             }
-            match request.send().await {
+            match self.calls.timed(Backend::Edge, verb, request.send()).await {
                 Ok(response) => return Ok(response),
                 Err(e) if !e.is_timeout() && tries < CONNECT_RETRIES => {
                     tries += 1;

@@ -49,6 +49,7 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(10);
 pub struct Keycloak {
     admin: KeycloakAdmin<AdminToken>,
     base: Url,
+    http: reqwest::Client,
     calls: Calls,
 }
 
@@ -74,9 +75,11 @@ impl KeycloakTokenSupplier for AdminToken {
         if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(token.value.clone());
         }
-        self.calls.record(Backend::Keycloak, Verb::Read);
         let fetched_at = Instant::now();
-        let issued = KeycloakAdminToken::acquire(url, &self.user, &self.password, &self.http)
+        let acquire = KeycloakAdminToken::acquire(url, &self.user, &self.password, &self.http);
+        let issued = self
+            .calls
+            .timed(Backend::Keycloak, Verb::Read, acquire)
             .await
             .map_err(token_refused)?;
         let lifetime = Duration::from_secs(issued.expires_in() as u64);
@@ -123,8 +126,22 @@ impl Keycloak {
             cached: Mutex::new(None),
         };
         // The crate appends "/admin/..." to the URL as text.
-        let admin = KeycloakAdmin::new(base.as_str().trim_end_matches('/'), token, http);
-        Ok(Self { admin, base, calls })
+        let admin = KeycloakAdmin::new(base.as_str().trim_end_matches('/'), token, http.clone());
+        Ok(Self {
+            admin,
+            base,
+            http,
+            calls,
+        })
+    }
+
+    /// Whether Keycloak answers: the master realm's public page, no token.
+    pub async fn probe(&self) -> Result<(), BackendError> {
+        let url = self
+            .base
+            .join("realms/master")
+            .map_err(|e| Backend::Keycloak.unreadable("build the probe URL", e.to_string()))?;
+        super::http::answers(Backend::Keycloak, self.http.get(url)).await
     }
 
     /// A counted read that treats 404 as absence.

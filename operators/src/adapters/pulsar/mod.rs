@@ -220,6 +220,15 @@ impl Pulsar {
         self.base.as_str().trim_end_matches('/')
     }
 
+    /// Whether the admin API answers (the clusters' list, uncounted).
+    pub async fn probe(&self) -> Result<(), BackendError> {
+        let mut request = self.client.get(self.url(&["admin", "v2", "clusters"]));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.current());
+        }
+        super::http::answers(Backend::Pulsar, request).await
+    }
+
     /// Names of the clusters this Pulsar instance knows.
     pub async fn clusters(&self) -> Result<Vec<String>, BackendError> {
         self.read(self.url(&["admin", "v2", "clusters"]), "list clusters")
@@ -608,7 +617,6 @@ impl Pulsar {
         } else {
             Verb::Write
         };
-        self.calls.record(Backend::Pulsar, verb);
         let mut request = self.client.request(method, url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.current());
@@ -617,10 +625,14 @@ impl Pulsar {
             request = request.json(body);
         }
         let unreachable = |e| Backend::Pulsar.unreachable(e);
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status();
-        let body = response.text().await.map_err(unreachable)?;
-        Ok(Reply { status, body })
+        self.calls
+            .timed(Backend::Pulsar, verb, async {
+                let response = request.send().await.map_err(unreachable)?;
+                let status = response.status();
+                let body = response.text().await.map_err(unreachable)?;
+                Ok(Reply { status, body })
+            })
+            .await
     }
 
     /// A GET that must succeed.
