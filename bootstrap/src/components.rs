@@ -33,6 +33,7 @@ pub const PEBBLE_PORT: u16 = 14000;
 pub const PEBBLE_MANAGEMENT_PORT: u16 = 15000;
 pub const CADDY_ADMIN_PORT: u16 = 2019;
 pub const EDGE_HTTPS_PORT: u16 = 9443;
+pub const PROMETHEUS_PORT: u16 = 9090;
 
 /// Pebble's certificate profiles, chosen per order. `default` keeps Pebble's
 /// usual 90 days; `shortlived` lets tests watch expiry and renewal in minutes.
@@ -118,11 +119,12 @@ pub enum Component {
     Challtestsrv,
     Pebble,
     Caddy,
+    Prometheus,
 }
 
 impl Component {
     /// In start order; `down` walks it backwards.
-    pub const ALL: [Component; 11] = [
+    pub const ALL: [Component; 12] = [
         Component::Etcd,
         Component::KubeApiserver,
         Component::KubeControllerManager,
@@ -134,6 +136,7 @@ impl Component {
         Component::Challtestsrv,
         Component::Pebble,
         Component::Caddy,
+        Component::Prometheus,
     ];
 
     pub fn name(self) -> &'static str {
@@ -149,6 +152,7 @@ impl Component {
             Component::Challtestsrv => "pebble-challtestsrv",
             Component::Pebble => "pebble",
             Component::Caddy => "caddy",
+            Component::Prometheus => "prometheus",
         }
     }
 
@@ -171,6 +175,7 @@ impl Component {
             ],
             Component::Pebble => &[PEBBLE_PORT, PEBBLE_MANAGEMENT_PORT],
             Component::Caddy => &[CADDY_ADMIN_PORT, EDGE_HTTPS_PORT],
+            Component::Prometheus => &[PROMETHEUS_PORT],
         }
     }
 
@@ -194,6 +199,7 @@ impl Component {
                 "{} https://{LOOPBACK}:{EDGE_HTTPS_PORT}",
                 http_url(CADDY_ADMIN_PORT)
             ),
+            Component::Prometheus => http_url(PROMETHEUS_PORT),
         }
     }
 
@@ -305,6 +311,7 @@ impl Component {
                     binary: "caddy",
                 },
             },
+            Component::Prometheus => prometheus_artifact(v),
         }
     }
 
@@ -508,8 +515,37 @@ impl Component {
                     .env("XDG_CONFIG_HOME", data.join("config"));
                 c
             }
+            Component::Prometheus => {
+                let config = crate::prometheus::write_config(layout)?;
+                let mut c = Command::new(artifact.join("prometheus"));
+                c.arg(format!("--config.file={}", p(config)))
+                    .arg(format!("--storage.tsdb.path={}", p(data.join("tsdb"))))
+                    .arg("--storage.tsdb.retention.time=2d")
+                    .arg(format!(
+                        "--web.listen-address={}",
+                        loopback(PROMETHEUS_PORT)
+                    ))
+                    .arg("--log.level=warn");
+                c
+            }
         };
         Ok(command)
+    }
+}
+
+/// Prometheus and promtool, one build of the same module.
+pub fn prometheus_artifact(v: &Versions) -> Artifact {
+    Artifact {
+        name: "prometheus",
+        version: v.prometheus.version.clone(),
+        recipe: Recipe::GoInstall {
+            module: "github.com/prometheus/prometheus",
+            packages: &[
+                "github.com/prometheus/prometheus/cmd/prometheus",
+                "github.com/prometheus/prometheus/cmd/promtool",
+            ],
+            copy: &[],
+        },
     }
 }
 

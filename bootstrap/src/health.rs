@@ -164,6 +164,10 @@ impl Probes {
                 .get_ok(&format!("{}/config/", http_url(CADDY_ADMIN_PORT)))
                 .await
                 .map(drop),
+            Component::Prometheus => self
+                .get_ok(&format!("{}/-/ready", http_url(PROMETHEUS_PORT)))
+                .await
+                .map(drop),
         }
     }
 
@@ -633,6 +637,21 @@ pub fn environment(layout: &Layout) -> Result<BTreeMap<&'static str, String>> {
             format!("{LOOPBACK}:{CHALLTESTSRV_DNS_PORT}"),
         ),
         ("OSSATURE_EDGE_ADMIN_URL", http_url(CADDY_ADMIN_PORT)),
+        ("OSSATURE_PROMETHEUS_URL", http_url(PROMETHEUS_PORT)),
+        (
+            "OSSATURE_PROMETHEUS_OPERATOR_TARGETS",
+            path(crate::prometheus::targets_dir(
+                layout,
+                crate::prometheus::Job::Operator,
+            )),
+        ),
+        (
+            "OSSATURE_PROMETHEUS_CONTROL_PLANE_TARGETS",
+            path(crate::prometheus::targets_dir(
+                layout,
+                crate::prometheus::Job::ControlPlane,
+            )),
+        ),
         (
             "OSSATURE_EDGE_HTTPS_ADDR",
             format!("{LOOPBACK}:{EDGE_HTTPS_PORT}"),

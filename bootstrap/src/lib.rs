@@ -10,6 +10,7 @@ pub mod layout;
 mod obtain;
 pub mod pki;
 mod process;
+pub mod prometheus;
 pub mod pulsar_auth;
 pub mod stack;
 pub mod tools;

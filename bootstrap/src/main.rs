@@ -7,7 +7,7 @@ use ossature_bootstrap::{Layout, health};
 
 /// Runs Ossature's local platform stack: Kubernetes (etcd, kube-apiserver,
 /// kube-controller-manager, kube-scheduler, kwok), Keycloak, Pulsar, OpenBao,
-/// Pebble and Caddy, each a real server on 127.0.0.1, obtained from package
+/// Pebble, Caddy and Prometheus, each a real server on 127.0.0.1, obtained from package
 /// registries and cached by version; and the tools of the Helm chart's
 /// checks (`tool`).
 ///
@@ -46,7 +46,7 @@ enum Command {
     /// `eval "$(ossature-dev env)"`.
     Env,
     /// Print the path of a tool the Helm chart's checks run (helm,
-    /// kubeconform, crane), building it from its Go module first when the
+    /// kubeconform, crane, promtool), building it from its Go module first when the
     /// cache lacks it; with several names, one path a line. Needs no stack:
     /// `"$(ossature-dev tool helm)" lint charts/ossature`.
     Tool {

@@ -174,6 +174,7 @@ impl Launcher<'_> {
             on_etcd,
             acme,
             self.bring(Component::Caddy),
+            self.bring(Component::Prometheus),
             self.bring(Component::Keycloak),
         )?;
         Ok(())

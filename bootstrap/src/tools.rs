@@ -1,4 +1,5 @@
-//! Programs the Helm chart's checks run: `helm`, `kubeconform` and `crane`.
+//! Programs the Helm chart's checks run: `helm`, `kubeconform`, `crane`, and
+//! `promtool` for its alert rules.
 //! They are tools, not components of the stack (nothing of them keeps
 //! running): built from their Go modules and cached by version like the
 //! components, so a developer and CI get the same ones with nothing
@@ -21,22 +22,32 @@ pub enum ChartTool {
     /// go-containerregistry's crane: assembles and inspects OCI images
     /// without a container daemon.
     Crane,
+    /// Prometheus' promtool: checks and unit-tests the alert rules. Built
+    /// with the stack's Prometheus, from the same module.
+    Promtool,
 }
 
 impl ChartTool {
-    pub const ALL: [ChartTool; 3] = [ChartTool::Helm, ChartTool::Kubeconform, ChartTool::Crane];
+    pub const ALL: [ChartTool; 4] = [
+        ChartTool::Helm,
+        ChartTool::Kubeconform,
+        ChartTool::Crane,
+        ChartTool::Promtool,
+    ];
 
-    /// The binary's name, which is also the artifact's.
+    /// The binary's name.
     pub fn name(self) -> &'static str {
         match self {
             ChartTool::Helm => "helm",
             ChartTool::Kubeconform => "kubeconform",
             ChartTool::Crane => "crane",
+            ChartTool::Promtool => "promtool",
         }
     }
 
     pub fn artifact(self, v: &Versions) -> Artifact {
         let (version, module, packages): (_, _, &'static [&'static str]) = match self {
+            ChartTool::Promtool => return crate::components::prometheus_artifact(v),
             ChartTool::Helm => (&v.helm, "helm.sh/helm/v4", &["helm.sh/helm/v4/cmd/helm"]),
             ChartTool::Kubeconform => (
                 &v.kubeconform,
@@ -85,18 +96,23 @@ mod tests {
         let v = Versions::pinned();
         for tool in ChartTool::ALL {
             let a = tool.artifact(&v);
-            assert_eq!(a.name, tool.name());
             match a.recipe {
                 Recipe::GoInstall {
                     module, packages, ..
                 } => {
-                    assert_eq!(packages.len(), 1);
-                    assert!(packages[0].starts_with(module), "{}", packages[0]);
-                    assert!(packages[0].ends_with(&format!("/{}", tool.name())));
+                    // The binary is one of the packages built.
+                    let binary = format!("/{}", tool.name());
+                    let built = packages.iter().find(|p| p.ends_with(&binary));
+                    assert!(built.is_some_and(|p| p.starts_with(module)), "{packages:?}");
                 }
                 other => panic!("{} is built by {other:?}", tool.name()),
             }
         }
         assert_eq!(ChartTool::Helm.artifact(&v).version, v.helm.version);
+        let promtool = ChartTool::Promtool.artifact(&v);
+        assert_eq!(
+            (promtool.name, promtool.version),
+            ("prometheus", v.prometheus.version)
+        );
     }
 }

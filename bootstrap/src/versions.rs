@@ -27,6 +27,8 @@ pub struct Versions {
     pub pulsar: Pinned,
     pub openbao: Pinned,
     pub caddy: Pinned,
+    /// Prometheus, and its promtool (a tool of the alert rules' checks).
+    pub prometheus: Pinned,
     /// KEDA's CRDs, without KEDA itself.
     pub keda: Pinned,
     /// Tools of the chart's checks (see `tools.rs`).
@@ -74,5 +76,7 @@ mod tests {
         assert!(v.helm.version.starts_with("v4."));
         assert!(v.kubeconform.version.starts_with('v'));
         assert!(v.crane.version.starts_with("v0."));
+        // Prometheus 3.X.Y is published as the Go module version v0.3XX.Y.
+        assert!(v.prometheus.version.starts_with("v0.3"));
     }
 }

@@ -342,6 +342,37 @@ async fn the_chart_grants_what_the_code_needs_without_wildcards() {
         refused.contains("serves no monitoring.coreos.com/v1 ServiceMonitor"),
         "{refused}"
     );
+
+    // The alert rules are the plain rule file, as it is, where
+    // PrometheusRule is served; the dashboard is the chart's JSON, in a
+    // ConfigMap Grafana's sidecar picks up.
+    assert!(chart::of_kind(&objects, "PrometheusRule").is_empty());
+    let ruled = render(
+        &helm,
+        "ossature-system",
+        &["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"],
+    );
+    let rules = named(&ruled, "PrometheusRule", "r-ossature");
+    let file = |name: &str| std::fs::read_to_string(chart::chart_dir().join(name)).unwrap();
+    let plain: Value = serde_norway::from_str(&file("files/alerts.yaml")).unwrap();
+    assert_eq!(rules["spec"], plain);
+    let refused = refusal(&helm, &["prometheusRule.enabled=true"]);
+    assert!(
+        refused.contains("serves no monitoring.coreos.com/v1 PrometheusRule"),
+        "{refused}"
+    );
+    let dashboard = named(&objects, "ConfigMap", "r-ossature-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value = serde_json::from_str(&file("files/dashboard.json")).unwrap();
+    let rendered: Value =
+        serde_json::from_str(dashboard["data"]["ossature.json"].as_str().unwrap()).unwrap();
+    assert_eq!(rendered, shipped);
+    let without = render(
+        &helm,
+        "ossature-system",
+        &["--set", "grafanaDashboard.enabled=false"],
+    );
+    assert!(chart::of_kind(&without, "ConfigMap").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
