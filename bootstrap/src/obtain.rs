@@ -25,11 +25,12 @@ pub enum Recipe {
         staging: Option<String>,
         ldflags: String,
     },
-    /// `go install pkg@version` for each package; `copy` lists files of the
-    /// module to keep beside the binaries.
+    /// `go install pkg@version` for each package, built with Go build
+    /// `tags`; `copy` lists files of the module to keep beside the binaries.
     GoInstall {
         module: &'static str,
         packages: &'static [&'static str],
+        tags: &'static [&'static str],
         copy: &'static [&'static str],
     },
     /// The files of one directory of `module@version`, as published through
@@ -123,9 +124,10 @@ impl Artifact {
             Recipe::GoInstall {
                 module,
                 packages,
+                tags,
                 copy,
             } => {
-                go_install(&work, module, &self.version, packages, copy, &partial).await?;
+                go_install(&work, module, &self.version, packages, tags, copy, &partial).await?;
                 &[]
             }
             Recipe::GoModuleFiles {
@@ -368,12 +370,16 @@ async fn go_install(
     module: &str,
     version: &str,
     packages: &[&str],
+    tags: &[&str],
     copy: &[&str],
     out: &Path,
 ) -> Result<()> {
     let mut command = go(work);
+    command.args(["install", "-trimpath", "-ldflags=-s -w"]);
+    if !tags.is_empty() {
+        command.arg(format!("-tags={}", tags.join(",")));
+    }
     command
-        .args(["install", "-trimpath", "-ldflags=-s -w"])
         .env("GOBIN", out)
         .args(packages.iter().map(|p| format!("{p}@{version}")));
     run("go install", &work.join("install.log"), &mut command).await?;

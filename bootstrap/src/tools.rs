@@ -66,6 +66,7 @@ impl ChartTool {
             recipe: Recipe::GoInstall {
                 module,
                 packages,
+                tags: &[],
                 copy: &[],
             },
         }

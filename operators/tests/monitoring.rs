@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,73 +14,12 @@ use ossature_bootstrap::Layout;
 use ossature_bootstrap::prometheus::{Job, ScrapeTarget};
 use ossature_crds::Certificate;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 const DASHBOARD: &str = include_str!("../../charts/ossature/files/dashboard.json");
 
 /// What Grafana puts for `$__rate_interval`: wide enough that a reconcile a
 /// few minutes old still shows in rates and quantiles.
 const RATE_INTERVAL: &str = "5m";
-
-/// A TCP forwarder to one backend that the test can cut and restore, so
-/// that only its own operator loses the backend, not the other tests.
-struct TcpProxy {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-    accepting: AbortHandle,
-}
-
-impl TcpProxy {
-    async fn start(upstream: SocketAddr) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (gate, live) = (open.clone(), connections.clone());
-        let accepting = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                // While cut, a connection is closed as soon as it is taken.
-                if !gate.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let forward = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                live.lock().unwrap().push(forward.abort_handle());
-            }
-        })
-        .abort_handle();
-        TcpProxy {
-            addr,
-            open,
-            connections,
-            accepting,
-        }
-    }
-
-    /// Refuses new connections and drops the open ones (kept-alive ones too).
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accepting.abort();
-    }
-}
 
 /// A test's operator, scraped by the stack's Prometheus as a job of its own.
 /// Dropped in field order: the target goes before the operator stops.
@@ -258,12 +194,10 @@ async fn prometheus_fires_backend_down_when_openbao_is_cut_off_and_resolves_it()
     let client = kube_client(&env).await;
     install_crds(&client).await;
     let sel = suffix();
-    let openbao: SocketAddr = env["OSSATURE_OPENBAO_ADDR"]
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let proxy = TcpProxy::start(openbao).await;
-    let through_proxy = format!("http://{}", proxy.addr);
+    // Only this test's operator loses OpenBao, not the other tests.
+    let openbao = &env["OSSATURE_OPENBAO_ADDR"];
+    let proxy = ossature_e2e::TcpProxy::in_front_of(openbao).await.unwrap();
+    let through_proxy = proxy.url(openbao).unwrap();
     let watched = Watched::start(&env, &sel, &["--openbao-addr", &through_proxy]);
     let up = format!(
         "ossature_backend_up{{job=\"{}\",backend=\"openbao\"}}",
@@ -278,7 +212,7 @@ async fn prometheus_fires_backend_down_when_openbao_is_cut_off_and_resolves_it()
     )
     .await;
 
-    proxy.cut();
+    proxy.cut().await;
     let cut = Instant::now();
     wait_for("OpenBao seen down", Duration::from_secs(30), || async {
         (value(&watched.query(&up).await) == Some(json!("0"))).then_some(())
@@ -306,7 +240,7 @@ async fn prometheus_fires_backend_down_when_openbao_is_cut_off_and_resolves_it()
         "fired before its for: {firing_after:?}"
     );
 
-    proxy.restore();
+    proxy.restore().await;
     let restored = Instant::now();
     wait_for(
         "OssatureBackendDown resolved",

@@ -288,6 +288,7 @@ fn context(env: &BTreeMap<String, String>, client: &kube::Client) -> Result<Cont
         token_key: Default::default(),
         // The baseline makes no workloads.
         autoscaler: None,
+        secrets: ossature_operator::secrets_access::SecretsAccess::Cluster,
     };
     let metrics = Metrics::new(&calls);
     Ok(Context::new(
