@@ -120,6 +120,14 @@ impl Made {
         if let Err(e) = self.remove_keys().await {
             failures.push(format!("deleting the idempotency keys: {e:#}"));
         }
+        // The floor's ConfigMaps, if it stopped half-way.
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), "default");
+        if let Err(e) = maps
+            .delete_collection(&DeleteParams::default(), &selector)
+            .await
+        {
+            failures.push(format!("deleting the floor's ConfigMaps: {e}"));
+        }
         let request = self
             .backends
             .keycloak(Method::DELETE, &format!("/{}", self.realm))
@@ -436,6 +444,43 @@ async fn timed(
     Ok(Phase { times, wall })
 }
 
+/// What the apiserver and etcd alone take for the two durable rounds an
+/// onboarding makes, `count` times, `concurrency` at once: the floor under
+/// onboardTenant's latency on this machine. Its ConfigMaps go at once.
+async fn floor(
+    client: &kube::Client,
+    label: &str,
+    count: usize,
+    concurrency: usize,
+) -> Result<Vec<Duration>> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let (key, value) = (RUN_LABEL, label);
+    let mut times: Vec<Duration> = stream::iter(0..count)
+        .map(|i| {
+            let maps = maps.clone();
+            async move {
+                let name = format!("ossature-bench-floor-{value}-{i}");
+                let map: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": {key: value}},
+                    "data": {"round": "1"},
+                }))?;
+                let started = Instant::now();
+                maps.create(&PostParams::default(), &map).await?;
+                let second = json!({"data": {"round": "2"}});
+                maps.patch(&name, &PatchParams::default(), &Patch::Merge(&second))
+                    .await?;
+                let took = started.elapsed();
+                maps.delete(&name, &DeleteParams::default()).await?;
+                Ok::<_, anyhow::Error>(took)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    times.sort();
+    Ok(times)
+}
+
 /// A tenant's onboarding: its Tenant, namespace, two scopes (one granting
 /// Admin to a group) and an environment.
 fn onboarding(tenant: &str, label: &str) -> Result<Value> {
@@ -613,6 +658,23 @@ async fn measure(args: &ApiArgs, env: &BTreeMap<String, String>, made: &Made) ->
         ),
     );
     phase.print("  latency", ONBOARD_P99_GOAL);
+    let floor = floor(
+        &made.client,
+        &made.label,
+        args.onboards as usize,
+        args.onboard_concurrency as usize,
+    )
+    .await
+    .context("timing the apiserver's floor")?;
+    line(
+        "  floor",
+        format!(
+            "two durable apiserver writes one after the other (a ConfigMap created, then patched), as an onboarding makes: p50 {}  p90 {}  p99 {}",
+            ms(percentile(&floor, 0.50)),
+            ms(percentile(&floor, 0.90)),
+            ms(percentile(&floor, 0.99)),
+        ),
+    );
 
     let token = operator_token(&made.backends, &made.realm, &secret).await?;
     let total = (args.warmup + args.queries) as usize;
