@@ -6,8 +6,9 @@
 //! plane on the stack drops a file naming its metrics address there and
 //! removes it when done ([`ScrapeTarget`] does both, and gives the target a
 //! job of its own, so a test's queries select its own process). The
-//! operator's default address (`127.0.0.1:9464`, a plain `--local-stack`
-//! run) is listed from the start, as job `ossature-operator`.
+//! operator's and the control plane's default addresses (`127.0.0.1:9464`
+//! and `127.0.0.1:8080`, plain `--local-stack` runs) are listed from the
+//! start, as jobs `ossature-operator` and `ossature-control-plane`.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,8 @@ pub const INTERVAL_SECONDS: u64 = 2;
 
 /// The operator's `--metrics-addr` default.
 const OPERATOR_DEFAULT_METRICS: &str = "127.0.0.1:9464";
+/// The control plane's `--listen` default (it serves `/metrics` there).
+const CONTROL_PLANE_DEFAULT_METRICS: &str = "127.0.0.1:8080";
 
 /// What a target is, which is its `job` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,11 @@ pub fn write_config(layout: &Layout) -> Result<PathBuf> {
     write_targets(
         &targets_dir(layout, Job::Operator).join("default.json"),
         OPERATOR_DEFAULT_METRICS,
+        None,
+    )?;
+    write_targets(
+        &targets_dir(layout, Job::ControlPlane).join("default.json"),
+        CONTROL_PLANE_DEFAULT_METRICS,
         None,
     )?;
     let config = data.join("prometheus.yml");
@@ -189,6 +197,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(default[0]["targets"][0], "127.0.0.1:9464");
+        let default: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(targets_dir(&layout, Job::ControlPlane).join("default.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(default[0]["targets"][0], "127.0.0.1:8080");
         std::fs::remove_dir_all(layout.state.parent().unwrap()).unwrap();
     }
 

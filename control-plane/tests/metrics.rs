@@ -1,6 +1,7 @@
 //! The control plane's `/metrics`, unauthenticated like the operator's:
 //! each call counts under its operation and status code, with its
-//! duration, and each authorization decision under allow or deny.
+//! duration, and each authorization decision under allow or deny; the
+//! stack's Prometheus scrapes it.
 
 mod common;
 
@@ -58,4 +59,51 @@ async fn each_call_is_counted_under_its_operation_and_status() {
     assert_eq!(sample(&after, took), Some(2.0), "{after}");
     assert_eq!(sample(&after, allowed), Some(1.0), "{after}");
     assert!(!after.contains("nope"), "a path never becomes a label");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stacks_prometheus_scrapes_the_control_plane() {
+    use ossature_bootstrap::prometheus::{Job, ScrapeTarget};
+    let env = stack().await;
+    let client = kube_client(&env).await;
+    let ops = OperatorsRealm::create(&env, "platform-operators").await;
+    let cp = ControlPlane::start(&env, &client, &ops.realm).await;
+    let layout = ossature_bootstrap::Layout::from_env().unwrap();
+    let name = ossature_e2e::unique("cpm");
+    let address = cp.running.addr.to_string();
+    let target = ScrapeTarget::add(&layout, Job::ControlPlane, &name, &address).unwrap();
+    let token = ops.token().await;
+    let (status, _, _) = cp.query("listTenants", &token, &json!({})).await;
+    assert_eq!(status, 200);
+
+    // What an on-call engineer asks of it: the requests by operation.
+    let query = format!(
+        r#"sum by (operation) (ossature_api_requests_total{{job="{}"}})"#,
+        target.job()
+    );
+    let prometheus = &env["OSSATURE_PROMETHEUS_URL"];
+    let mut last = serde_json::Value::Null;
+    for _ in 0..60 {
+        let answer: serde_json::Value = http()
+            .get(format!("{prometheus}/api/v1/query"))
+            .query(&[("query", query.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed = answer["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["metric"]["operation"] == "listTenants");
+        if let Some(series) = listed {
+            assert_eq!(series["value"][1], "1", "{answer}");
+            return;
+        }
+        last = answer;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("Prometheus never scraped the control plane: {last}");
 }

@@ -1,10 +1,18 @@
 use clap::Parser;
 use ossature_operator::cli::{self, Args};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Stack of each runtime thread. A reconcile polls backends' clients
+/// several async calls deep; unoptimized (debug) builds keep every level's
+/// locals on the stack and outgrow the 2 MiB default.
+const THREAD_STACK: usize = 8 * 1024 * 1024;
+
+fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     cli::init_logs(args.log_format);
-    ossature_operator::start::run(args).await
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK)
+        .build()?
+        .block_on(ossature_operator::start::run(args))
 }
