@@ -130,6 +130,14 @@ async fn every_dashboard_query_returns_data_from_a_running_operator() {
     install_crds(&client).await;
     let sel = suffix();
     let watched = Watched::start(&env, &sel, &[]);
+    // Scraped before anything happens: what happens then shows in rates.
+    let up = format!("up{{job=\"{}\"}} == 1", watched.job());
+    wait_for(
+        "Prometheus to scrape the operator",
+        Duration::from_secs(60),
+        || async { (!watched.query(&up).await.is_empty()).then_some(()) },
+    )
+    .await;
 
     // A tenant and a certificate of its CA: objects, backend calls and an
     // expiry to show.

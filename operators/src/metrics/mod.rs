@@ -194,6 +194,11 @@ impl Metrics {
                 });
             }
             let _ = self.errors.get_or_create(&ControllerLabels { controller });
+            // The histogram too: a series first seen with reconciles in it
+            // shows no rate for them.
+            let _ = self
+                .durations
+                .get_or_create(&ControllerLabels { controller });
         }
     }
 
