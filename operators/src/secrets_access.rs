@@ -119,17 +119,57 @@ impl SecretsAccess {
                 per_namespace(bindings, {
                     let client = client.clone();
                     move |namespace: &str| {
-                        watcher(
+                        let watch = watcher(
                             Api::<Secret>::namespaced(client.clone(), namespace),
                             config.clone(),
                         )
-                        .default_backoff()
+                        .default_backoff();
+                        // The apiserver's authorizer learns of a new binding
+                        // a moment after its watch does: the watch starts
+                        // once the binding is in force, not with a 403.
+                        let allowed = allowed(client.clone(), namespace.to_string());
+                        futures::stream::once(async move {
+                            allowed.await;
+                            watch
+                        })
+                        .flatten()
                         .boxed()
                     }
                 })
                 .boxed()
             }
         }
+    }
+}
+
+/// Waits until the apiserver lets this client list Secrets in `namespace`
+/// (asked with SelfSubjectAccessReviews, which anyone may make), a few
+/// seconds at most: past that the watch starts anyway and backs off.
+async fn allowed(client: Client, namespace: String) {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace),
+                verb: Some("list".into()),
+                resource: Some("secrets".into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let reviews = Api::<SelfSubjectAccessReview>::all(client);
+    let mut pause = std::time::Duration::from_millis(20);
+    for _ in 0..10 {
+        let answer = reviews.create(&PostParams::default(), &review).await;
+        if answer.is_ok_and(|r| r.status.is_some_and(|s| s.allowed)) {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
     }
 }
 
