@@ -82,28 +82,20 @@ async fn the_stacks_prometheus_scrapes_the_control_plane() {
         target.job()
     );
     let prometheus = &env["OSSATURE_PROMETHEUS_URL"];
-    let mut last = serde_json::Value::Null;
+    let mut last = Vec::new();
     for _ in 0..60 {
-        let answer: serde_json::Value = http()
-            .get(format!("{prometheus}/api/v1/query"))
-            .query(&[("query", query.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
+        let answer = ossature_e2e::prometheus::query(prometheus, &query)
             .await
             .unwrap();
-        let listed = answer["data"]["result"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let listed = answer
+            .iter()
             .find(|s| s["metric"]["operation"] == "listTenants");
         if let Some(series) = listed {
-            assert_eq!(series["value"][1], "1", "{answer}");
+            assert_eq!(series["value"][1], "1", "{answer:?}");
             return;
         }
         last = answer;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    panic!("Prometheus never scraped the control plane: {last}");
+    panic!("Prometheus never scraped the control plane: {last:?}");
 }

@@ -5,6 +5,7 @@
 //! small helpers (unique names, bounded polling, HTTP clients) the tests share.
 
 pub mod chart;
+pub mod prometheus;
 pub mod proxy;
 pub mod pulsar_client;
 

@@ -57,19 +57,16 @@ impl Watched {
 
     /// The `data` of a successful answer of Prometheus' API.
     async fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.prometheus), params);
-        let (code, answer) = get(url.unwrap().to_string(), None).await;
-        assert!(
-            code == 200 && answer["status"] == "success",
-            "{path} {params:?}: {answer}"
-        );
-        answer["data"].clone()
+        ossature_e2e::prometheus::api(&self.prometheus, path, params)
+            .await
+            .unwrap()
     }
 
     /// An instant query's result vector.
     async fn query(&self, expr: &str) -> Vec<Value> {
-        let data = self.api("/api/v1/query", &[("query", expr)]).await;
-        data["result"].as_array().cloned().unwrap_or_default()
+        ossature_e2e::prometheus::query(&self.prometheus, expr)
+            .await
+            .unwrap()
     }
 
     /// This operator's alerts named `name`, with their state.
