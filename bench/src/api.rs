@@ -51,8 +51,10 @@ pub struct ApiArgs {
     /// an environment), after --warmup untimed ones.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     onboards: u32,
-    /// onboardTenant commands in flight at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// onboardTenant commands in flight at once. The goal is a latency,
+    /// so one at a time: on 2 cores the apiserver admits about 50
+    /// onboardings a second, and more in flight only queue for it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     onboard_concurrency: u32,
     /// tenantStatus queries timed, each of one of the --tenants, after
     /// --warmup untimed ones.
@@ -532,6 +534,37 @@ fn onboarding(tenant: &str, label: &str) -> Result<Value> {
     Ok(serde_json::to_value(input)?)
 }
 
+/// Longest wait for the namespaces of earlier runs to be deleted.
+const EARLIER_RUNS_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Waits until no namespace of an earlier run is terminating: a run's
+/// cleanup keeps the apiserver and the namespace controller busy for
+/// minutes, and the next run would time that instead of its own requests.
+async fn earlier_runs_gone(client: &kube::Client) -> Result<Duration> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ours = ossature_model::tenant_namespace("bapi-");
+    let started = Instant::now();
+    loop {
+        let left = namespaces
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|n| n.name_any().starts_with(&ours) && n.metadata.deletion_timestamp.is_some())
+            .count();
+        if left == 0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > EARLIER_RUNS_TIMEOUT {
+            bail!(
+                "{left} namespaces of earlier runs ({ours}*) are still there after {EARLIER_RUNS_TIMEOUT:?}"
+            );
+        }
+        eprintln!("waiting for {left} namespaces of earlier runs ({ours}*) to be deleted");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
 pub async fn run(args: ApiArgs, env: BTreeMap<String, String>, client: kube::Client) -> Result<()> {
     let run = run_id()?;
     let label = format!("api-{run}");
@@ -548,6 +581,11 @@ pub async fn run(args: ApiArgs, env: BTreeMap<String, String>, client: kube::Cli
         realm: format!("bench-api-ops-{run}"),
         audit: std::env::temp_dir().join(format!("ossature-bench-api-{run}.audit.jsonl")),
     };
+    let waited = earlier_runs_gone(&client).await?;
+    line(
+        "earlier runs' namespaces",
+        format!("gone ({:.1}s waited)", waited.as_secs_f64()),
+    );
     line("load average", format!("{} (1, 5, 15 min)", load_average()));
     line("memory before", memory());
     let measured = tokio::select! {

@@ -208,8 +208,16 @@ mod tests {
 
     #[test]
     fn a_busy_port_names_its_holder() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        // Below the ephemeral range: once freed, no other process's
+        // outgoing connection takes it before the last check.
+        let start = 20_000 + (std::process::id() % 5_000) as u16;
+        let (listener, port) = (start..start + 5_000)
+            .find_map(|port| {
+                std::net::TcpListener::bind(("127.0.0.1", port))
+                    .ok()
+                    .map(|l| (l, port))
+            })
+            .expect("a free port below the ephemeral range");
         let holder = port_in_use(port).expect("port is held");
         assert!(
             holder.contains(&format!("pid {}", std::process::id())),

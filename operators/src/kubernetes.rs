@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -90,7 +90,8 @@ pub async fn ensure_namespace_objects(
             Change::Updated
         }
         None => {
-            apply(&Api::all(client.clone()), &objects.namespace, calls).await?;
+            let created = apply(&Api::all(client.clone()), &objects.namespace, calls).await?;
+            in_admissions_cache(client, &created, calls).await;
             Change::Created
         }
     };
@@ -118,6 +119,24 @@ pub async fn ensure_namespace_objects(
     );
     changes.extend([q?, l?, p0?, p1?]);
     Ok(changes)
+}
+
+/// Returns once the apiserver's watch cache holds `namespace` as written (a
+/// read at its resourceVersion waits for that): the apiserver admits a
+/// create in a namespace its cache has not seen yet only after sleeping
+/// 50 ms (NamespaceLifecycle). Best effort: on an error the creates that
+/// follow only risk that wait.
+async fn in_admissions_cache(client: &kube::Client, namespace: &Namespace, calls: &Calls) {
+    let (Some(name), Some(version)) = (
+        namespace.metadata.name.as_deref(),
+        namespace.metadata.resource_version.as_deref(),
+    ) else {
+        return;
+    };
+    calls.record(Backend::Kubernetes, Verb::Read);
+    let _ = Api::<Namespace>::all(client.clone())
+        .get_metadata_with(name, &GetParams::at(version))
+        .await;
 }
 
 /// Keeps a namespace and what Ossature put in it, no longer managed: the

@@ -1,9 +1,9 @@
 use clap::Parser;
 use ossature_operator::cli::{self, Args};
 
-/// Stack of each runtime thread. A reconcile polls backends' clients
-/// several async calls deep; unoptimized (debug) builds keep every level's
-/// locals on the stack and outgrow the 2 MiB default.
+/// Stack of each runtime thread: a margin for unoptimized (debug) builds,
+/// which keep every async level's locals on the stack. (Reconciles box
+/// their large futures and fit the 2 MiB default, where tests embed them.)
 const THREAD_STACK: usize = 8 * 1024 * 1024;
 
 fn main() -> anyhow::Result<()> {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::ObjectMeta;
+use kube::api::{GetParams, ObjectMeta};
 use kube::{Api, ResourceExt};
 use ossature_crds::{Environment, Scope, Tenant};
 use ossature_model::names::{TENANT_LABEL, tenant_namespace};
@@ -27,6 +27,23 @@ pub enum Early {
     Created(ObjectChange),
     /// It was there already.
     Existed,
+}
+
+/// Returns once the apiserver's watch cache holds `namespace` as written
+/// (a read at its resourceVersion waits for that): its admission of
+/// creates in a namespace its cache has not seen yet sleeps 50 ms first
+/// (NamespaceLifecycle), which was most of onboarding's slowest answers.
+/// Best effort: on an error the creates only risk that wait.
+async fn in_admissions_cache(client: &kube::Client, namespace: &Namespace) {
+    let (Some(name), Some(version)) = (
+        namespace.metadata.name.as_deref(),
+        namespace.metadata.resource_version.as_deref(),
+    ) else {
+        return;
+    };
+    let _ = Api::<Namespace>::all(client.clone())
+        .get_metadata_with(name, &GetParams::at(version))
+        .await;
 }
 
 /// The namespace of `tenant`, labelled for it (the operator adopts it).
@@ -69,15 +86,18 @@ impl Early {
             .create(&params, &namespace)
             .await
         {
-            Ok(created) => Early::Created(ObjectChange {
-                api_version: "v1".into(),
-                kind: "Namespace".into(),
-                namespace: None,
-                name: created.name_any(),
-                operation: Operation::Apply,
-                object: None,
-                note: None,
-            }),
+            Ok(created) => {
+                in_admissions_cache(client, &created).await;
+                Early::Created(ObjectChange {
+                    api_version: "v1".into(),
+                    kind: "Namespace".into(),
+                    namespace: None,
+                    name: created.name_any(),
+                    operation: Operation::Apply,
+                    object: None,
+                    note: None,
+                })
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => Early::Existed,
             // Whatever went wrong, the command meets it again, and says so.
             Err(_) => Early::Unknown,
@@ -128,8 +148,14 @@ pub(super) async fn onboard(
         // then its Scopes and Environments at once (not each other: the
         // operator waits for parents).
         Early::Unknown => {
-            let (namespace, tenant) =
-                futures::join!(writes.apply_one(namespace), writes.apply_one(tenant));
+            let namespace = async {
+                let written = writes.apply_one(namespace).await;
+                if let Ok((_, Some(namespace))) = &written {
+                    in_admissions_cache(writes.client(), namespace).await;
+                }
+                written
+            };
+            let (namespace, tenant) = futures::join!(namespace, writes.apply_one(tenant));
             // Both recorded (one may have been written when the other failed).
             let namespace = writes.record(vec![namespace]);
             let written = writes.record(vec![tenant]);

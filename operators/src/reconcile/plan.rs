@@ -92,6 +92,8 @@ impl<'a, S: 'a> Step<'a, S> {
         what: impl Into<String>,
         run: impl Future<Output = Result<Vec<Change>, E>> + Send + 'a,
     ) -> Self {
+        // Boxed apart: the wrapper would otherwise hold `run` twice over.
+        let run = Box::pin(run);
         Self::reporting(condition, what, async move {
             Report::of(run.await.map_err(Into::into))
         })

@@ -145,33 +145,43 @@ impl Keycloak {
     }
 
     /// A counted read that treats 404 as absence.
-    async fn read<T>(
-        &self,
-        action: &str,
-        call: impl Future<Output = Result<T, KeycloakError>>,
-    ) -> Result<Option<T>, BackendError> {
-        let read = self
-            .calls
-            .counted(Backend::Keycloak, Verb::Read, action, call, backend_error);
-        absent_as_none(read.await)
+    fn read<'a, T: 'a>(
+        &'a self,
+        action: &'a str,
+        call: impl Future<Output = Result<T, KeycloakError>> + Send + 'a,
+    ) -> impl Future<Output = Result<Option<T>, BackendError>> + 'a {
+        let read = self.counted(Verb::Read, action, call);
+        async move { absent_as_none(read.await) }
     }
 
     /// A counted write that must succeed.
-    async fn write<T>(
-        &self,
-        action: &str,
-        call: impl Future<Output = Result<T, KeycloakError>>,
-    ) -> Result<T, BackendError> {
+    fn write<'a, T: 'a>(
+        &'a self,
+        action: &'a str,
+        call: impl Future<Output = Result<T, KeycloakError>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, BackendError>> + 'a {
+        self.counted(Verb::Write, action, call)
+    }
+
+    /// `call`, counted, boxed before anything awaits it: the generated
+    /// client's futures carry whole representations (a realm's is tens of
+    /// KiB), and unboxed every level above would hold them again.
+    fn counted<'a, T: 'a>(
+        &'a self,
+        verb: Verb,
+        action: &'a str,
+        call: impl Future<Output = Result<T, KeycloakError>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, BackendError>> + 'a {
+        let call = Box::pin(call);
         self.calls
-            .counted(Backend::Keycloak, Verb::Write, action, call, backend_error)
-            .await
+            .counted(Backend::Keycloak, verb, action, call, backend_error)
     }
 
     /// A create: `None` when the object exists already (409).
     async fn create(
         &self,
         action: &str,
-        call: impl Future<Output = Result<DefaultResponse, KeycloakError>>,
+        call: impl Future<Output = Result<DefaultResponse, KeycloakError>> + Send,
     ) -> Result<Option<DefaultResponse>, BackendError> {
         match self.write(action, call).await {
             Ok(created) => Ok(Some(created)),
@@ -184,7 +194,7 @@ impl Keycloak {
     async fn delete(
         &self,
         action: &str,
-        call: impl Future<Output = Result<DefaultResponse, KeycloakError>>,
+        call: impl Future<Output = Result<DefaultResponse, KeycloakError>> + Send,
     ) -> Result<Change, BackendError> {
         Ok(match absent_as_none(self.write(action, call).await)? {
             Some(_) => Change::Deleted,

@@ -295,15 +295,21 @@ async fn organization_and_client(
 /// For a tenant never provisioned, creates without reading first; else, or
 /// when the create met an existing object, reads, compares and writes.
 /// (Futures are lazy: the one not needed never calls its backend.)
-pub(super) async fn create_or_ensure<T, E>(
+/// Both are boxed before anything holds them: they carry Keycloak
+/// representations, and side by side in one future they would double what
+/// every level above holds.
+pub(super) fn create_or_ensure<'a, T: 'a, E: 'a>(
     fresh: bool,
-    create: impl Future<Output = Result<Option<T>, E>>,
-    ensure: impl Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    if fresh && let Some(created) = create.await? {
-        return Ok(created);
+    create: impl Future<Output = Result<Option<T>, E>> + Send + 'a,
+    ensure: impl Future<Output = Result<T, E>> + Send + 'a,
+) -> impl Future<Output = Result<T, E>> + Send + 'a {
+    let (create, ensure) = (Box::pin(create), Box::pin(ensure));
+    async move {
+        if fresh && let Some(created) = create.await? {
+            return Ok(created);
+        }
+        ensure.await
     }
-    ensure.await
 }
 
 /// Each identity provider in place, and no other of Ossature's.
