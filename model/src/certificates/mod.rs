@@ -15,7 +15,7 @@ pub use authority::{
 pub use keys::{Leaf, new_key, read_leaf, request, request_for, trust_bundle};
 pub use record::{
     Record, TENANT_CA, Wanted, issued_for, record_path, record_secret_path, reissue_reason,
-    replace_reason,
+    replace_reason, serves,
 };
 pub use secret::{CERTIFICATE_LABEL, DATA_HASH_ANNOTATION, data_hash, secret, secret_tampered};
 

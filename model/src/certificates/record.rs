@@ -197,6 +197,19 @@ pub fn replace_reason(
     }
 }
 
+/// Whether `record` still serves what is `wanted` at `now`: a whole
+/// certificate for the wanted names, usages, key algorithm and issuer, not
+/// expired. Due for renewal or not: a renewal that has to wait (a rate
+/// limit) leaves it serving.
+pub fn serves(record: &Record, wanted: &Wanted, now: Timestamp) -> bool {
+    !record.certificate.is_empty()
+        && record.issued_for == wanted.issued_for
+        && record.issuer() == wanted.issuer
+        && record
+            .validity()
+            .is_some_and(|(_, not_after)| now < not_after)
+}
+
 impl Record {
     /// When the held certificate renews by the two-thirds rule (or
     /// `renew_before`); `None` when its validity cannot be read.
@@ -234,6 +247,25 @@ mod tests {
             issued_for: issued_for.into(),
             issuer: issuer.into(),
         }
+    }
+
+    #[test]
+    fn a_held_certificate_serves_its_names_and_issuer_until_it_expires() {
+        let held = record("a.test|Server|ECDSAP256", "01");
+        let want = wanted("a.test|Server|ECDSAP256", TENANT_CA);
+        let during: Timestamp = "2026-01-30T00:00:00Z".parse().unwrap();
+        assert!(serves(&held, &want, during), "due for renewal, still valid");
+        let expired: Timestamp = "2026-01-31T00:00:00Z".parse().unwrap();
+        assert!(!serves(&held, &want, expired));
+        let renamed = wanted("b.test|Server|ECDSAP256", TENANT_CA);
+        assert!(!serves(&held, &renamed, during));
+        let elsewhere = wanted("a.test|Server|ECDSAP256", "acme/other");
+        assert!(!serves(&held, &elsewhere, during));
+        let interrupted = Record {
+            certificate: String::new(),
+            ..held.clone()
+        };
+        assert!(!serves(&interrupted, &want, during));
     }
 
     #[test]

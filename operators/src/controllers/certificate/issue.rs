@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use ossature_crds::{AcmeIssuer, Certificate};
-use ossature_model::certificates::{Record, Wanted, replace_reason, secret};
+use ossature_model::certificates::{Record, Wanted, replace_reason, secret, serves};
 use ossature_model::conditions::reasons;
 
 use super::acme::Ordering;
@@ -101,7 +101,11 @@ pub(super) async fn issue(
                 }
                 // Held back: the certificate held (if any) is still served.
                 None => match held.filter(|r| !r.certificate.is_empty()) {
-                    Some(record) => record,
+                    Some(record) => {
+                        found.lock().expect("never poisoned").held_serves =
+                            serves(&record, &wanted, Timestamp::now());
+                        record
+                    }
                     None => return Ok(changes),
                 },
             }

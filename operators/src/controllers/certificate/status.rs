@@ -73,6 +73,10 @@ pub(super) struct Found {
     pub issuing: Option<&'static str>,
     /// Held back by rate limits until then, and why.
     pub retry: Option<(Timestamp, String)>,
+    /// Held back, the certificate held still serves what is wanted (its
+    /// names and issuer, unexpired): the certificate stays Ready while its
+    /// renewal waits.
+    pub held_serves: bool,
     /// The ACME order left in progress.
     pub order_url: Option<String>,
 }
@@ -112,11 +116,16 @@ pub(super) fn status_from(status: &mut CertificateStatus, found: Found) -> Optio
         // Held back, not failed: attempts are not counted.
         let message = format!("held back by the issuer's rate limits until {until}: {why}");
         status.retry_time = Some(until.to_string());
-        for (type_, on) in [
-            (conditions::CERTIFICATE_READY, false),
-            (conditions::READY, false),
-            (conditions::ISSUING, true),
-        ] {
+        let held_back: &[_] = if found.held_serves {
+            &[(conditions::ISSUING, true)]
+        } else {
+            &[
+                (conditions::CERTIFICATE_READY, false),
+                (conditions::READY, false),
+                (conditions::ISSUING, true),
+            ]
+        };
+        for &(type_, on) in held_back {
             conditions::set(
                 &mut status.conditions,
                 conditions::condition(type_, on, reasons::RATE_LIMITED, &message, generation),
@@ -162,4 +171,68 @@ pub(super) fn status_from(status: &mut CertificateStatus, found: Found) -> Optio
     let next = due.into_iter().min()?;
     let wait = next.duration_since(Timestamp::now());
     Some(Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(status: &CertificateStatus, type_: &str) -> Option<(String, String)> {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    fn held_back(held_serves: bool) -> CertificateStatus {
+        let mut status = CertificateStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        };
+        for type_ in [conditions::CERTIFICATE_READY, conditions::READY] {
+            conditions::set(
+                &mut status.conditions,
+                conditions::condition(type_, true, reasons::PROVISIONED, "provisioned", Some(1)),
+            );
+        }
+        let until = Timestamp::now() + std::time::Duration::from_secs(3600);
+        let found = Found {
+            retry: Some((until, "new orders per account reached".into())),
+            held_serves,
+            ..Default::default()
+        };
+        let wait = status_from(&mut status, found).expect("comes back when the limit ends");
+        assert!(wait > Duration::from_secs(3500), "{wait:?}");
+        assert_eq!(status.retry_time, Some(until.to_string()));
+        assert_eq!(
+            ready(&status, conditions::ISSUING),
+            Some(("True".into(), reasons::RATE_LIMITED.into()))
+        );
+        status
+    }
+
+    #[test]
+    fn a_renewal_held_back_by_rate_limits_leaves_a_serving_certificate_ready() {
+        let status = held_back(true);
+        for type_ in [conditions::CERTIFICATE_READY, conditions::READY] {
+            assert_eq!(
+                ready(&status, type_),
+                Some(("True".into(), reasons::PROVISIONED.into())),
+                "{type_}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_held_back_with_none_serving_is_not_ready() {
+        let status = held_back(false);
+        for type_ in [conditions::CERTIFICATE_READY, conditions::READY] {
+            assert_eq!(
+                ready(&status, type_),
+                Some(("False".into(), reasons::RATE_LIMITED.into())),
+                "{type_}"
+            );
+        }
+    }
 }
