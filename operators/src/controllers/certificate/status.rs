@@ -213,26 +213,16 @@ mod tests {
     }
 
     #[test]
-    fn a_renewal_held_back_by_rate_limits_leaves_a_serving_certificate_ready() {
-        let status = held_back(true);
-        for type_ in [conditions::CERTIFICATE_READY, conditions::READY] {
-            assert_eq!(
-                ready(&status, type_),
-                Some(("True".into(), reasons::PROVISIONED.into())),
-                "{type_}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_certificate_held_back_with_none_serving_is_not_ready() {
-        let status = held_back(false);
-        for type_ in [conditions::CERTIFICATE_READY, conditions::READY] {
-            assert_eq!(
-                ready(&status, type_),
-                Some(("False".into(), reasons::RATE_LIMITED.into())),
-                "{type_}"
-            );
+    fn a_renewal_held_back_by_rate_limits_leaves_only_a_serving_certificate_ready() {
+        for (serves, expected) in [(true, ("True", reasons::PROVISIONED)), (false, ("False", reasons::RATE_LIMITED))] {
+            let status = held_back(serves);
+            for type_ in [conditions::CERTIFICATE_READY, conditions::READY] {
+                assert_eq!(
+                    ready(&status, type_),
+                    Some((expected.0.to_string(), expected.1.to_string())),
+                    "{type_}, held certificate serving: {serves}"
+                );
+            }
         }
     }
 }
