@@ -715,14 +715,44 @@ pub async fn assert_replayed(
     assert_eq!(again["invocationId"], first["invocationId"]);
     let tenants: kube::Api<ossature_crds::Tenant> = kube::Api::all(cp.running.app.client.clone());
     assert_eq!(
-        tenants.get(tenant).await.unwrap().metadata.resource_version,
-        written.metadata.resource_version,
+        control_planes_part(&tenants.get(tenant).await.unwrap()),
+        control_planes_part(written),
         "a replay wrote the Tenant again"
     );
     let mut other = body.clone();
     other["displayName"] = json!("Another name");
     let answer = cp.command("onboardTenant", token, key, &other).await;
     assert_problem(&answer, 422, "idempotency-key-reused");
+}
+
+/// What the control plane wrote of `tenant`: its annotations (the
+/// invocation) and its field manager's entry (fields and time). Not the
+/// resourceVersion: the operator writes the same object (its finalizer,
+/// its status) at any moment.
+fn control_planes_part(
+    tenant: &ossature_crds::Tenant,
+) -> (
+    Vec<(String, String)>,
+    Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry>,
+) {
+    use ossature_control_plane::commands::write::FIELD_MANAGER;
+    let annotations = tenant
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("control-plane.ossature.dev/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let managed = tenant
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
+        .cloned()
+        .collect();
+    (annotations, managed)
 }
 
 /// What `cp` says of invocation `id`, which must have completed.
