@@ -20,8 +20,7 @@ use crate::problem::Problem;
 #[derive(Debug)]
 pub enum Early {
     /// Not tried (a dry run, another command, a key used before) or not
-    /// settled: the command
-    /// writes it first, as usual.
+    /// settled: the command writes it first, as usual.
     Unknown,
     /// Created then, as the command would write it.
     Created(ObjectChange),
